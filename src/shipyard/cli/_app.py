@@ -1,0 +1,58 @@
+"""The Typer application, the options every command shares, and output helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from ..spec import Spec, load_spec
+
+app = typer.Typer(
+    name="shipyard",
+    help="Deployment and operations from one spec: render, price, release, back up, recover.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False, soft_wrap=True)
+console_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Output(str, Enum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+SpecOption = Annotated[
+    Path,
+    typer.Option(
+        "--file", "-f", envvar="SHIPYARD_SPEC", help="The stack spec.", show_default=True, dir_okay=False
+    ),
+]
+EnvOption = Annotated[str | None, typer.Option("--env", "-e", help="The environment (default: every one).")]
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table for people; json or yaml for machines.")]
+
+DEFAULT_SPEC = Path(os.environ.get("SHIPYARD_SPEC", "shipyard.yaml"))
+
+
+def read_spec(path: Path) -> Spec:
+    return load_spec(path)
+
+
+def emit(data: Any, output: Output) -> bool:
+    """Print `data` for machines when asked; return True when it was printed."""
+    if output is Output.json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=False))
+        return True
+    if output is Output.yaml:
+        typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
+        return True
+    return False

@@ -1,0 +1,79 @@
+"""Every error shipyard raises on purpose.
+
+Each error carries the exit code the CLI ends with; the CLI turns errors into messages at its edge
+and nowhere else (as click does), so library code raises and never prints.
+
+    ShipyardError                 exit 1   something went wrong that is not the user's input
+    ├── UserError                 exit 2   a mistake the user can fix; the message says how
+    │   ├── SpecError                      shipyard.yaml is invalid; carries every SpecIssue
+    │   ├── UnknownEnvironmentError        -e names an environment the spec does not define
+    │   ├── UnknownProviderError           --provider names a provider without a price catalog
+    │   └── RenderError                    a rendered object failed its schema (names the object)
+    └── CatalogError              exit 1   a price catalog shipped with shipyard is malformed
+
+No message here holds a secret value: errors about secrets name the field, never its value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ShipyardError(Exception):
+    """The root of shipyard's errors."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UserError(ShipyardError):
+    """A mistake in the user's input; exit code 2."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True, order=True)
+class SpecIssue:
+    """One problem in a spec file, located as precisely as the file allows."""
+
+    file: str
+    line: int  # 1-based; 0 when the problem has no place in the file
+    column: int  # 1-based; 0 when unknown
+    path: str  # the field path, e.g. "services.api.replicas"; "" for the whole document
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line:
+            where += f":{self.line}:{self.column}"
+        field = f" {self.path}:" if self.path else ""
+        return f"{where}:{field} {self.message}"
+
+
+class SpecError(UserError):
+    """The spec is invalid; `issues` lists every problem found, not only the first."""
+
+    def __init__(self, issues: list[SpecIssue]) -> None:
+        self.issues = sorted(set(issues))
+        count = len(self.issues)
+        head = f"{count} problem{'s' if count != 1 else ''} in the spec"
+        super().__init__(head + ":\n" + "\n".join(f"  {issue}" for issue in self.issues))
+
+
+class UnknownEnvironmentError(UserError):
+    """An environment name the spec does not define."""
+
+
+class UnknownProviderError(UserError):
+    """A cloud provider shipyard has no price catalog for."""
+
+
+class RenderError(UserError):
+    """A rendered object is not valid for Kubernetes."""
+
+
+class CatalogError(ShipyardError):
+    """A price catalog is malformed (a bug in shipyard's data, not the user's input)."""

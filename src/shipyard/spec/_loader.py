@@ -1,0 +1,354 @@
+"""Reading `shipyard.yaml`: YAML with positions, environment overlays, every error at once.
+
+The file is parsed once into plain Python data plus a map from each field path to its line and
+column. An environment is the base document deep-merged with its overlay (maps merge, anything
+else replaces; `null` removes a key), and the merged positions point at whichever document the
+value came from, so an error in an overlay names the overlay's line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from ..errors import SpecError, SpecIssue, UnknownEnvironmentError
+from ._checks import check_stack
+from ._model import Stack
+from ._secrets import find_secret_values
+
+DEFAULT_ENVIRONMENTS = ("dev", "staging", "production")
+_ENV_NAME = re.compile(r"^[a-z][-a-z0-9]{0,20}$")
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|SecretRef|[a-z-]+\[.*\])$")
+FieldPath = tuple[str | int, ...]
+Positions = dict[FieldPath, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A loaded, fully validated spec: the base document and one Stack per environment."""
+
+    file: str
+    environments: tuple[str, ...]
+    _stacks: Mapping[str, Stack] = field(repr=False)
+
+    def stack(self, environment: str) -> Stack:
+        """The stack of one environment, overlay applied."""
+        try:
+            return self._stacks[environment]
+        except KeyError:
+            known = ", ".join(self.environments)
+            hint = _did_you_mean(environment, self.environments)
+            raise UnknownEnvironmentError(
+                f"{self.file}: no environment {environment!r}{hint}; the spec defines: {known}"
+            ) from None
+
+    def stacks(self) -> Iterator[Stack]:
+        for name in self.environments:
+            yield self._stacks[name]
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate a spec file; raise SpecError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecIssue(str(path), 0, 0, "", "no such file; create one with `shipyard init`")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecIssue(str(path), 0, 0, "", f"cannot read the file: {exc}")]) from None
+    return load_spec_text(text, str(path))
+
+
+def load_spec_text(text: str, file: str = "shipyard.yaml") -> Spec:
+    """Load and validate a spec given as text; `file` is the name errors use."""
+    data, positions = _parse(text, file)
+    issues: list[SpecIssue] = []
+
+    def issue(path: FieldPath, message: str) -> None:
+        line, column = _position(positions, path)
+        issues.append(SpecIssue(file, line, column, _dotted(path), message))
+
+    if not isinstance(data, dict):
+        issue((), "the spec must be a mapping with at least `name:`; see `shipyard init`")
+        raise SpecError(issues)
+    for path, why in find_secret_values(data):
+        issue(path, why)
+
+    overlays = data.pop("environments", None)
+    if overlays is None:
+        overlays = dict.fromkeys(DEFAULT_ENVIRONMENTS)
+    if not isinstance(overlays, dict) or not overlays:
+        issue(("environments",), "expected a mapping of environment name to overlay, e.g. {production: {}}")
+        raise SpecError(issues)
+    if "environment" in data:
+        issue(("environment",), "the environment is chosen with `-e`, not written in the file; remove this key")
+        data.pop("environment")
+
+    stacks: dict[str, Stack] = {}
+    for env_name, overlay in overlays.items():
+        env_path: FieldPath = ("environments", env_name)
+        if not _ENV_NAME.match(env_name):
+            issue(env_path, "an environment name is lower-case letters, digits and '-', starting with a letter")
+            continue
+        if overlay is not None and not isinstance(overlay, dict):
+            issue(env_path, "expected a mapping of fields to override (or nothing)")
+            continue
+        for key in ("environments", "environment", "name"):
+            if overlay and key in overlay:
+                issue((*env_path, key), f"`{key}` cannot be overridden per environment")
+        merged, merged_positions = _merge(data, overlay or {}, positions, env_path)
+        merged["environment"] = env_name
+        try:
+            stack = Stack.model_validate(merged)
+        except ValidationError as exc:
+            seen: set[FieldPath] = set()
+            for error in exc.errors():
+                loc = _field_path(error["loc"])
+                if loc in seen:  # one message per field, not one per member of a union
+                    continue
+                seen.add(loc)
+                line, column = _position(merged_positions, loc)
+                issues.append(SpecIssue(file, line, column, _dotted(loc), _explain(error, loc)))
+            # Still run the cross-field checks on the parts that are valid, so that one pass
+            # reports every problem: drop each broken entity and validate what is left.
+            pruned, dropped = _without_broken(merged, [_field_path(e["loc"]) for e in exc.errors()])
+            try:
+                partial = Stack.model_validate(pruned)
+            except ValidationError:
+                continue
+            for loc, message in check_stack(partial, assumed=dropped):
+                line, column = _position(merged_positions, loc)
+                issues.append(SpecIssue(file, line, column, _dotted(loc), message))
+            continue
+        for loc, message in check_stack(stack):
+            line, column = _position(merged_positions, loc)
+            issues.append(SpecIssue(file, line, column, _dotted(loc), message))
+        stacks[env_name] = stack
+    if issues:
+        raise SpecError(issues)
+    return Spec(file=file, environments=tuple(overlays), _stacks=stacks)
+
+
+_NAMED_SECTIONS = {"services", "datastores", "notifications"}
+
+
+def _without_broken(data: dict[str, Any], locs: list[FieldPath]) -> tuple[dict[str, Any], set[str]]:
+    """`data` without each named entity (or top-level section) that has a schema error."""
+    pruned = {key: (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
+    dropped: set[str] = set()
+    for loc in locs:
+        if not loc:
+            continue
+        section = loc[0]
+        if section in _NAMED_SECTIONS and len(loc) > 1 and isinstance(pruned.get(section), dict):
+            pruned[section].pop(loc[1], None)
+            dropped.add(str(loc[1]))
+        elif section not in ("name",):
+            pruned.pop(str(section), None)
+    return pruned, dropped
+
+
+# --- YAML with positions ----------------------------------------------------------------------
+
+
+def _parse(text: str, file: str) -> tuple[Any, Positions]:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        document = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        problem = (exc.problem or exc.context or "malformed YAML").strip()
+        raise SpecError([SpecIssue(file, line, column, "", f"not valid YAML: {problem}")]) from None
+    except (YAMLError, ValueError, TypeError, RecursionError, OverflowError) as exc:
+        raise SpecError([SpecIssue(file, 0, 0, "", f"not valid YAML: {type(exc).__name__}: {exc}")]) from None
+    positions: Positions = {(): (1, 1)}
+    try:
+        return _plain(document, (), positions), positions
+    except RecursionError:
+        raise SpecError([SpecIssue(file, 0, 0, "", "the document nests too deeply")]) from None
+
+
+def _plain(node: Any, path: FieldPath, positions: Positions) -> Any:
+    """Convert ruamel's round-trip nodes to plain data, recording where each field stands."""
+    if isinstance(node, CommentedMap):
+        result: dict[Any, Any] = {}
+        for key, value in node.items():
+            key_text = key if isinstance(key, str) else str(key)
+            child = (*path, key_text)
+            line, column = node.lc.key(key) if key in node.lc.data else (0, 0)
+            positions[child] = (line + 1, column + 1)
+            result[key_text] = _plain(value, child, positions)
+        return result
+    if isinstance(node, CommentedSeq):
+        items = []
+        for index, value in enumerate(node):
+            child = (*path, index)
+            if index in node.lc.data:
+                line, column = node.lc.item(index)
+                positions[child] = (line + 1, column + 1)
+            items.append(_plain(value, child, positions))
+        return items
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, datetime.date):
+        return node.isoformat()
+    return str(node)
+
+
+def _merge(base: Any, overlay: Any, positions: Positions, overlay_path: FieldPath) -> tuple[Any, Positions]:
+    """Deep-merge `overlay` onto `base`; positions of overridden fields point into the overlay."""
+    merged_positions: Positions = {k: v for k, v in positions.items() if k[:1] != ("environments",)}
+
+    def walk(left: Any, right: Any, path: FieldPath) -> Any:
+        if not isinstance(left, dict) or not isinstance(right, dict):
+            _reposition(merged_positions, positions, path, (*overlay_path, *path))
+            return right
+        result = dict(left)
+        for key, value in right.items():
+            child = (*path, key)
+            if value is None:
+                result.pop(key, None)
+                continue
+            result[key] = walk(left.get(key), value, child) if key in left else value
+            if key not in left:
+                _reposition(merged_positions, positions, child, (*overlay_path, *child))
+            elif (*overlay_path, *child) in positions:
+                merged_positions[child] = positions[(*overlay_path, *child)]
+        return result
+
+    return walk(base, overlay, ()), merged_positions
+
+
+def _reposition(target: Positions, source: Positions, path: FieldPath, from_path: FieldPath) -> None:
+    """Point `path` and everything below it at the positions under `from_path`."""
+    for key in [k for k in target if k[: len(path)] == path]:
+        del target[key]
+    width = len(from_path)
+    for key, value in source.items():
+        if key[:width] == from_path:
+            target[(*path, *key[width:])] = value
+
+
+def _position(positions: Positions, path: Iterable[str | int]) -> tuple[int, int]:
+    """The position of the nearest field at or above `path` that the file names."""
+    parts = tuple(path)
+    while parts:
+        if parts in positions:
+            return positions[parts]
+        parts = parts[:-1]
+    return positions.get((), (0, 0))
+
+
+def _field_path(loc: Iterable[str | int]) -> FieldPath:
+    """Drop the union members' tags pydantic puts in a location, keeping only the spec's keys."""
+    parts = tuple(loc)
+    kept: list[str | int] = []
+    for index, part in enumerate(parts):
+        is_datastore_kind = index == 2 and parts[0] == "datastores" and part in ("postgresql", "redis")
+        if is_datastore_kind or (isinstance(part, str) and index > 1 and _UNION_TAG.match(part)):
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
+def _dotted(path: Iterable[str | int]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# --- explaining pydantic's errors -------------------------------------------------------------
+
+
+def _explain(error: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _fields_at(loc[:-1])
+        hint = _did_you_mean(key, allowed)
+        known = f"; known keys: {', '.join(sorted(allowed))}" if allowed and not hint else ""
+        return f"unknown key {key!r}{hint}{known}"
+    if kind == "missing":
+        return "this field is required"
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    elif kind in {"string_pattern_mismatch"}:
+        pattern = error.get("ctx", {}).get("pattern", "")
+        message = f"{error.get('input')!r} does not match the expected form {pattern}"
+    elif kind == "union_tag_invalid":
+        tags = error.get("ctx", {}).get("expected_tags", "")
+        message = f"unknown kind {error.get('ctx', {}).get('tag')!r}; expected one of {tags}"
+    elif kind == "union_tag_not_found":
+        message = "give `kind:` (postgresql or redis)"
+    return message[0].lower() + message[1:] if message else kind
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a model accepts at `loc`, walking the Stack model's annotations."""
+    models: list[Any] = [Stack]
+    for part in loc:
+        next_models: list[Any] = []
+        for model in models:
+            next_models += _child_types(model, part)
+        models = next_models
+    names: set[str] = set()
+    for model in models:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name, info in model.model_fields.items():
+                names.add(info.alias or name)
+    return sorted(names)
+
+
+def _child_types(annotation: Any, part: Any) -> list[Any]:
+    """The types that stand at `part` below a value of type `annotation`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, info in annotation.model_fields.items():
+            if part in (name, info.alias):
+                return _unwrap(info.annotation)
+        return []
+    origin = get_origin(annotation)
+    if origin is dict:
+        return _unwrap(get_args(annotation)[1])
+    if origin is list:
+        return _unwrap(get_args(annotation)[0])
+    # pydantic puts the discriminator's tag (or a union member's name) in the loc: pass through.
+    return [annotation] if isinstance(part, str) else []
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    args = get_args(annotation)
+    origin = get_origin(annotation)
+    if origin is None:
+        return [annotation]
+    if origin in (dict, list):
+        return [annotation]
+    result: list[Any] = []
+    for arg in args:
+        if not isinstance(arg, type) or issubclass(arg, BaseModel) or get_origin(arg) is not None:
+            result += _unwrap(arg) if get_origin(arg) is not None else [arg]
+    return result
