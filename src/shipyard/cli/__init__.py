@@ -7,6 +7,8 @@ argument) are Typer's to report, with exit code 2.
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from ..errors import ShipyardError
 from . import _capacity, _render, _spec
 from ._app import app, console_err
@@ -29,8 +31,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _escape(text: str) -> str:
-    from rich.markup import escape
-
     return escape(text)
 
 

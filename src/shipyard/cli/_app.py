@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +25,7 @@ console = Console(highlight=False, soft_wrap=True)
 console_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class Output(str, Enum):
+class Output(StrEnum):
     table = "table"
     json = "json"
     yaml = "yaml"
@@ -38,7 +38,9 @@ SpecOption = Annotated[
     ),
 ]
 EnvOption = Annotated[str | None, typer.Option("--env", "-e", help="The environment (default: every one).")]
-OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table for people; json or yaml for machines.")]
+OutputOption = Annotated[
+    Output, typer.Option("--output", "-o", help="table for people; json or yaml for machines.")
+]
 
 DEFAULT_SPEC = Path(os.environ.get("SHIPYARD_SPEC", "shipyard.yaml"))
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import typer
+from importlib import resources
+from typing import Annotated, Any
 
-from ._app import DEFAULT_SPEC, EnvOption, Output, OutputOption, SpecOption
+import typer
+from rich.table import Table
+
+from ..errors import SpecError, UserError
+from ..spec import load_spec
+from ._app import DEFAULT_SPEC, EnvOption, Output, OutputOption, SpecOption, console, emit
 
 
 def register(app: typer.Typer) -> None:
@@ -12,11 +18,62 @@ def register(app: typer.Typer) -> None:
     app.command("validate")(validate)
 
 
-def init(file: SpecOption = DEFAULT_SPEC) -> None:
-    """Write a commented starter spec."""
-    raise NotImplementedError
+def starter_spec() -> str:
+    """The commented starter spec that `shipyard init` writes."""
+    return resources.files("shipyard.spec").joinpath("starter.yaml").read_text(encoding="utf-8")
 
 
-def validate(file: SpecOption = DEFAULT_SPEC, env: EnvOption = None, output: OutputOption = Output.table) -> None:
+def init(
+    file: SpecOption = DEFAULT_SPEC,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter spec to edit."""
+    if file.exists() and not force:
+        raise UserError(f"{file} already exists; edit it, or pass --force to overwrite it")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(starter_spec(), encoding="utf-8")
+    console.print(f"wrote {file}; check it with: shipyard validate -f {file}")
+
+
+def validate(
+    file: SpecOption = DEFAULT_SPEC, env: EnvOption = None, output: OutputOption = Output.table
+) -> None:
     """Check the spec and every environment's overlay; report every problem at once."""
-    raise NotImplementedError
+    try:
+        spec = load_spec(file)
+    except SpecError as exc:
+        if output is not Output.table:
+            emit({"file": str(file), "valid": False, "issues": [_issue(i) for i in exc.issues]}, output)
+            raise typer.Exit(exc.exit_code) from None
+        raise
+    stacks = [spec.stack(env)] if env else list(spec.stacks())
+    report: dict[str, Any] = {
+        "file": str(file),
+        "valid": True,
+        "environments": {
+            stack.environment: {
+                "namespace": stack.k8s_namespace,
+                "services": sorted(stack.services),
+                "datastores": sorted(stack.datastores),
+            }
+            for stack in stacks
+        },
+    }
+    if emit(report, output):
+        return
+    table = Table(title=f"{file}: valid", title_justify="left")
+    for column in ("environment", "namespace", "services", "datastores"):
+        table.add_column(column)
+    for name, facts in report["environments"].items():
+        table.add_row(name, facts["namespace"], ", ".join(facts["services"]), ", ".join(facts["datastores"]))
+    console.print(table)
+
+
+def _issue(issue: Any) -> dict[str, Any]:
+    return {
+        "file": issue.file,
+        "line": issue.line,
+        "column": issue.column,
+        "path": issue.path,
+        "message": issue.message,
+    }

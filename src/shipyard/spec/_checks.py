@@ -31,7 +31,11 @@ def check_stack(stack: Stack, assumed: Set[str] = frozenset()) -> list[Problem]:
 def _replicas(stack: Stack) -> Iterator[Problem]:
     for name, service in stack.services.items():
         scaling = service.autoscaling
-        if scaling and "replicas" in service.model_fields_set and not scaling.min <= service.replicas <= scaling.max:
+        if (
+            scaling
+            and "replicas" in service.model_fields_set
+            and not scaling.min <= service.replicas <= scaling.max
+        ):
             yield (
                 ("services", name, "replicas"),
                 f"{service.replicas} replicas is outside autoscaling bounds {scaling.min}..{scaling.max}",
@@ -67,7 +71,9 @@ def _dependencies(stack: Stack, assumed: Set[str]) -> Iterator[Problem]:
                     ("services", name, "depends_on", index),
                     f"no service or datastore named {dependency!r}; known: {', '.join(sorted(known))}",
                 )
-    cycle = _find_cycle({n: [d for d in s.depends_on if d in stack.services] for n, s in stack.services.items()})
+    cycle = _find_cycle(
+        {n: [d for d in s.depends_on if d in stack.services] for n, s in stack.services.items()}
+    )
     if cycle:
         yield ("services", cycle[0], "depends_on"), "depends_on forms a cycle: " + " -> ".join(cycle)
 
@@ -82,7 +88,7 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
         path.append(node)
         for nxt in graph.get(node, []):
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         path.pop()

@@ -63,7 +63,9 @@ def load_spec(path: str | Path) -> Spec:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError([SpecIssue(str(path), 0, 0, "", "no such file; create one with `shipyard init`")]) from None
+        raise SpecError(
+            [SpecIssue(str(path), 0, 0, "", "no such file; create one with `shipyard init`")]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([SpecIssue(str(path), 0, 0, "", f"cannot read the file: {exc}")]) from None
     return load_spec_text(text, str(path))
@@ -91,14 +93,18 @@ def load_spec_text(text: str, file: str = "shipyard.yaml") -> Spec:
         issue(("environments",), "expected a mapping of environment name to overlay, e.g. {production: {}}")
         raise SpecError(issues)
     if "environment" in data:
-        issue(("environment",), "the environment is chosen with `-e`, not written in the file; remove this key")
+        issue(
+            ("environment",), "the environment is chosen with `-e`, not written in the file; remove this key"
+        )
         data.pop("environment")
 
     stacks: dict[str, Stack] = {}
     for env_name, overlay in overlays.items():
         env_path: FieldPath = ("environments", env_name)
         if not _ENV_NAME.match(env_name):
-            issue(env_path, "an environment name is lower-case letters, digits and '-', starting with a letter")
+            issue(
+                env_path, "an environment name is lower-case letters, digits and '-', starting with a letter"
+            )
             continue
         if overlay is not None and not isinstance(overlay, dict):
             issue(env_path, "expected a mapping of fields to override (or nothing)")
@@ -187,17 +193,14 @@ def _plain(node: Any, path: FieldPath, positions: Positions) -> Any:
         for key, value in node.items():
             key_text = key if isinstance(key, str) else str(key)
             child = (*path, key_text)
-            line, column = node.lc.key(key) if key in node.lc.data else (0, 0)
-            positions[child] = (line + 1, column + 1)
+            positions[child] = _mark(node, key, is_key=True)
             result[key_text] = _plain(value, child, positions)
         return result
     if isinstance(node, CommentedSeq):
         items = []
         for index, value in enumerate(node):
             child = (*path, index)
-            if index in node.lc.data:
-                line, column = node.lc.item(index)
-                positions[child] = (line + 1, column + 1)
+            positions[child] = _mark(node, index, is_key=False)
             items.append(_plain(value, child, positions))
         return items
     if isinstance(node, bool) or node is None:
@@ -211,6 +214,15 @@ def _plain(node: Any, path: FieldPath, positions: Positions) -> Any:
     if isinstance(node, datetime.date):
         return node.isoformat()
     return str(node)
+
+
+def _mark(node: CommentedMap | CommentedSeq, key: Any, *, is_key: bool) -> tuple[int, int]:
+    """1-based line and column of a key or item; (0, 0) where ruamel kept none (e.g. tagged nodes)."""
+    data = getattr(node.lc, "data", None)
+    if not data or key not in data:
+        return (0, 0)
+    line, column = node.lc.key(key) if is_key else node.lc.item(key)
+    return (line + 1, column + 1)
 
 
 def _merge(base: Any, overlay: Any, positions: Positions, overlay_path: FieldPath) -> tuple[Any, Positions]:
@@ -304,7 +316,10 @@ def _explain(error: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
 
 
 def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    options = list(candidates)
+    close = [c for c in options if word and c.startswith(word)] or difflib.get_close_matches(
+        word, options, n=1, cutoff=0.6
+    )
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -101,7 +101,9 @@ class Autoscaling(Model):
 
 
 class Ingress(Model):
-    host: Annotated[str, Field(pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")]
+    host: Annotated[
+        str, Field(pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
+    ]
     path: str = Field("/", pattern=r"^/")
     tls: bool = True
     cluster_issuer: str = "letsencrypt-prod"

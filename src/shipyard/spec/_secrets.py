@@ -59,7 +59,9 @@ def credential_shape(text: str) -> str | None:
     return None
 
 
-def find_secret_values(tree: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str]]:
+def find_secret_values(
+    tree: Any, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Yield (path, why) for every place in a raw spec tree that holds a secret value."""
     if isinstance(tree, dict):
         if is_reference(tree):

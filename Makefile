@@ -1,0 +1,43 @@
+# The two commands that matter: `make demo` (the main job) and `make test`.
+# Both set up what they need first, idempotently: Debian packages, then a venv at .venv.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= out/demo
+
+.PHONY: help install test lint typecheck unit demo bench clean
+
+help:
+	@echo "make demo   validate, render and price the Apricode example stack"
+	@echo "make test   lint, type-check and run every test"
+	@echo "make bench  run the benchmarks and write bench/results/"
+
+install: $(STAMP)
+	@bash scripts/install-system.sh
+
+$(STAMP): pyproject.toml
+	@bash scripts/install-system.sh
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
+	@touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: install lint typecheck
+	$(VENV)/bin/pytest -q
+
+demo: install
+	bash scripts/demo.sh $(DEMO_OUT)
+
+bench: install
+	$(PY) bench/render_bench.py --write
+
+clean:
+	rm -rf out rendered .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages shipyard's demo and tests need, once: each is installed only when
+# its command is missing, so a second run does nothing and needs no network.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+python3 -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null \
+  || need+=(python3 python3-venv python3-pip)
+have make || need+=(make)
+have git || need+=(git)
+# kubectl runs `kubectl kustomize` in the tests; Debian ships it as kubernetes-client.
+have kubectl || need+=(kubernetes-client)
+
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then sudo=sudo; else sudo=; fi
+  echo "installing Debian packages: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi

@@ -1,0 +1,220 @@
+"""Price catalogs: one YAML data file per provider, validated into pydantic models.
+
+Prices live only in `catalogs/*.yaml`, never in code. Every price carries its amount, what it is
+per (hour, month, GB-month or GB), the date it was read and the public page it was read from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from decimal import Decimal
+from importlib import resources
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import CatalogError, UnknownProviderError
+
+HOURS_PER_MONTH = Decimal(730)
+"""The month every provider bills by: 365 days × 24 hours / 12."""
+
+AsOf = Annotated[str, Field(pattern=r"^\d{4}-\d{2}(-\d{2})?$")]
+Url = Annotated[str, Field(pattern=r"^https://\S+$")]
+Amount = Annotated[Decimal, Field(ge=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Model):
+    """One list price, with when and where it was read."""
+
+    amount: Amount
+    per: Literal["hour", "month", "gb-month", "gb"]
+    as_of: AsOf
+    source: Url
+    note: str | None = None
+
+    @property
+    def monthly(self) -> Decimal:
+        """The price of a month (730 hours) of something billed per hour or per month."""
+        if self.per == "hour":
+            return self.amount * HOURS_PER_MONTH
+        if self.per == "month":
+            return self.amount
+        raise ValueError(f"a price per {self.per} has no monthly figure on its own")
+
+
+class _TimedPrice(Price):
+    @model_validator(mode="after")
+    def _timed(self) -> _TimedPrice:
+        if self.per not in ("hour", "month"):
+            raise ValueError(f"expected a price per hour or per month, not per {self.per}")
+        return self
+
+
+class NodeType(_Model):
+    """A machine a node pool can be made of."""
+
+    name: str = Field(min_length=1)
+    vcpu: Annotated[int, Field(ge=1)]
+    memory_gib: Annotated[Decimal, Field(gt=0)]
+    price: _TimedPrice
+    family: str | None = None
+    """e.g. 'general purpose', 'burstable', 'memory optimised': shown to people, not used."""
+    egress_included_gb: Annotated[int, Field(ge=0)] | None = None
+    """Transfer included with each such node, where the provider pools it per machine."""
+
+
+class Storage(_Model):
+    product: str
+    price: Price
+
+    @model_validator(mode="after")
+    def _per_gb_month(self) -> Storage:
+        if self.price.per != "gb-month":
+            raise ValueError("block storage is priced per gb-month")
+        return self
+
+
+class LoadBalancer(_Model):
+    product: str
+    price: _TimedPrice
+
+
+class ControlPlane(_Model):
+    managed: bool
+    """False when the provider has no managed Kubernetes (the control plane runs on the nodes)."""
+    price: _TimedPrice
+    note: str
+
+
+class Egress(_Model):
+    price: Price
+    included_gb: Annotated[int, Field(ge=0)] = 0
+    """Free transfer per account and month."""
+    included_gb_per_node: Annotated[int, Field(ge=0)] = 0
+    """Free transfer per node, for node types that do not say their own."""
+
+    @model_validator(mode="after")
+    def _per_gb(self) -> Egress:
+        if self.price.per != "gb":
+            raise ValueError("egress is priced per gb")
+        return self
+
+
+class NodeExtra(_Model):
+    """A fee every node pays besides its own price (e.g. Hetzner's primary IPv4 address)."""
+
+    description: str
+    price: _TimedPrice
+
+
+class Exchange(_Model):
+    """How many US dollars one unit of the catalog's currency was worth, and when."""
+
+    usd_per_unit: Annotated[Decimal, Field(gt=0)]
+    as_of: AsOf
+    source: Url
+    note: str | None = None
+
+
+class Catalog(_Model):
+    """The prices of one provider's managed Kubernetes (or the nearest thing to it)."""
+
+    provider: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")]
+    title: str
+    aliases: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")]] = []
+    region: str
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    exchange: Exchange | None = None
+    """Required when the currency is not USD: estimates are compared in USD."""
+    as_of: AsOf
+    note: str
+    control_plane: ControlPlane
+    node_types: list[NodeType] = Field(min_length=1)
+    node_extras: list[NodeExtra] = []
+    block_storage: Storage
+    load_balancer: LoadBalancer
+    egress: Egress
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Catalog:
+        if self.currency != "USD" and self.exchange is None:
+            raise ValueError(f"prices in {self.currency} need `exchange` (USD per {self.currency})")
+        if self.currency == "USD" and self.exchange is not None:
+            raise ValueError("a USD catalog needs no `exchange`")
+        names = [node.name for node in self.node_types]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"node types listed twice: {', '.join(duplicates)}")
+        return self
+
+    @property
+    def usd_rate(self) -> Decimal:
+        return self.exchange.usd_per_unit if self.exchange else Decimal(1)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not part.startswith(("function-", "_")):  # validators' names are not fields
+            text += f".{part}" if text else part
+    return text or "(document)"
+
+
+def parse_catalog(text: str, file: str) -> Catalog:
+    """Validate one catalog given as YAML text; `file` is the name errors use."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{file}: not valid YAML: {exc}") from None
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{file}: {_location(tuple(error['loc']))}: {error['msg']}" for error in exc.errors()
+        ]
+        raise CatalogError("malformed price catalog:\n  " + "\n  ".join(problems)) from None
+
+
+@functools.cache
+def catalogs() -> tuple[Catalog, ...]:
+    """Every catalog shipped in `shipyard/capacity/catalogs/`, by provider name."""
+    folder = resources.files(__package__).joinpath("catalogs")
+    found: list[Catalog] = []
+    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+        if entry.name.endswith(".yaml"):
+            catalog = parse_catalog(entry.read_text(encoding="utf-8"), f"catalogs/{entry.name}")
+            if f"{catalog.provider}.yaml" != entry.name:
+                raise CatalogError(
+                    f"catalogs/{entry.name}: provider: {catalog.provider!r} must match the file name"
+                )
+            found.append(catalog)
+    return tuple(sorted(found, key=lambda catalog: catalog.provider))
+
+
+def known_providers() -> tuple[str, ...]:
+    return tuple(catalog.provider for catalog in catalogs())
+
+
+def load_catalog(provider: str) -> Catalog:
+    """The catalog of one provider, by name or alias (`aws`, `eks`, `gke`, `do`, …)."""
+    wanted = provider.strip().lower()
+    names: dict[str, Catalog] = {}
+    for catalog in catalogs():
+        for name in (catalog.provider, *catalog.aliases):
+            names[name] = catalog
+    if wanted in names:
+        return names[wanted]
+    close = difflib.get_close_matches(wanted, list(names), n=1, cutoff=0.6)
+    hint = f" (did you mean {names[close[0]].provider!r}?)" if close else ""
+    known = ", ".join(known_providers())
+    raise UnknownProviderError(
+        f"no price catalog for provider {provider!r}{hint}; known providers: {known}"
+    )

@@ -1,0 +1,248 @@
+"""Requests and limits totals of one environment: per component and in all, at min and max replicas.
+
+Every figure is an exact integer (millicores, bytes), so 7.35 cores is 7350 and sums never drift.
+A component that gives a limit but no request is counted as Kubernetes admits it: the request
+defaults to the limit. Cron jobs and migration init containers run now and then; they are listed
+as transient workloads and never added to the steady totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..spec import Postgres, Redis, Resources, Stack, byte_count, millicores
+
+ComponentKind = Literal["service", "datastore", "platform", "reserve"]
+At = Literal["min", "max"]
+
+
+@dataclass(frozen=True)
+class Amounts:
+    """CPU in millicores, memory and storage in bytes."""
+
+    cpu_request: int = 0
+    cpu_limit: int = 0
+    memory_request: int = 0
+    memory_limit: int = 0
+    storage: int = 0
+
+    def __add__(self, other: Amounts) -> Amounts:
+        return Amounts(
+            self.cpu_request + other.cpu_request,
+            self.cpu_limit + other.cpu_limit,
+            self.memory_request + other.memory_request,
+            self.memory_limit + other.memory_limit,
+            self.storage + other.storage,
+        )
+
+    def pods(self, count: int) -> Amounts:
+        """`count` instances of a pod (storage is not a pod's; it is kept as is)."""
+        return Amounts(
+            self.cpu_request * count,
+            self.cpu_limit * count,
+            self.memory_request * count,
+            self.memory_limit * count,
+            self.storage,
+        )
+
+
+@dataclass(frozen=True)
+class Pod:
+    """What one instance asks of a node (requests) and may use at most (limits)."""
+
+    cpu_request: int
+    cpu_limit: int
+    memory_request: int
+    memory_limit: int
+
+    @classmethod
+    def of(cls, resources: Resources) -> Pod:
+        req, lim = resources.requests, resources.limits
+        cpu_lim = millicores(lim.cpu) if lim.cpu is not None else 0
+        mem_lim = byte_count(lim.memory) if lim.memory is not None else 0
+        # Kubernetes defaults a missing request to the limit, so the scheduler sees the limit.
+        cpu_req = millicores(req.cpu) if req.cpu is not None else cpu_lim
+        mem_req = byte_count(req.memory) if req.memory is not None else mem_lim
+        return cls(cpu_req, cpu_lim, mem_req, mem_lim)
+
+    @property
+    def amounts(self) -> Amounts:
+        return Amounts(self.cpu_request, self.cpu_limit, self.memory_request, self.memory_limit)
+
+
+@dataclass(frozen=True)
+class ComponentRow:
+    """One line of the totals table: a group of identical pods plus the storage it claims."""
+
+    name: str
+    kind: ComponentKind
+    replicas_min: int
+    replicas_max: int
+    pod: Pod | None
+    """None for the system reserve, which is capacity held back rather than pods."""
+    storage: int
+    """Bytes of storage the whole row claims (the same at min and max)."""
+    at_min: Amounts
+    at_max: Amounts
+
+
+@dataclass(frozen=True)
+class Transient:
+    """A workload that runs now and then (a cron job, a migration) and is not in the totals."""
+
+    name: str
+    kind: Literal["cron", "migration"]
+    service: str
+    pod: Pod
+    schedule: str | None
+    note: str
+
+
+@dataclass(frozen=True)
+class PodGroup:
+    """`count` identical pods that the scheduler has to place, each asking `cpu`/`memory`."""
+
+    name: str
+    count: int
+    cpu: int
+    memory: int
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What a node pool must hold: the pods' requests and the cluster-wide system reserve."""
+
+    pods: tuple[PodGroup, ...]
+    reserve_cpu: int
+    reserve_memory: int
+
+    @property
+    def cpu(self) -> int:
+        return self.reserve_cpu + sum(group.count * group.cpu for group in self.pods)
+
+    @property
+    def memory(self) -> int:
+        return self.reserve_memory + sum(group.count * group.memory for group in self.pods)
+
+
+@dataclass(frozen=True)
+class CapacityTotals:
+    """The totals of one environment of a stack."""
+
+    stack: str
+    environment: str
+    rows: tuple[ComponentRow, ...]
+    transient: tuple[Transient, ...]
+    at_min: Amounts
+    at_max: Amounts
+    has_ingress: bool
+
+    def demand(self, at: At = "min") -> Demand:
+        """The pods to place and the reserve, at minimum or maximum replicas."""
+        groups: list[PodGroup] = []
+        reserve_cpu = reserve_memory = 0
+        for row in self.rows:
+            count = row.replicas_min if at == "min" else row.replicas_max
+            if row.pod is None:
+                reserve_cpu += row.at_min.cpu_request
+                reserve_memory += row.at_min.memory_request
+            elif count:
+                groups.append(
+                    PodGroup(row.name, count, row.pod.cpu_request, row.pod.memory_request)
+                )
+        return Demand(tuple(groups), reserve_cpu, reserve_memory)
+
+
+def _row(
+    name: str, kind: ComponentKind, pod: Pod, low: int, high: int, storage: int
+) -> ComponentRow:
+    return ComponentRow(
+        name=name,
+        kind=kind,
+        replicas_min=low,
+        replicas_max=high,
+        pod=pod,
+        storage=storage,
+        at_min=pod.amounts.pods(low) + Amounts(storage=storage),
+        at_max=pod.amounts.pods(high) + Amounts(storage=storage),
+    )
+
+
+def _postgres_rows(name: str, store: Postgres) -> list[ComponentRow]:
+    per_instance = byte_count(store.storage.size)
+    rows = [_row(f"{name} (primary)", "datastore", Pod.of(store.resources), 1, 1, per_instance)]
+    if store.replicas:
+        pod = Pod.of(store.replica_resources or store.resources)
+        storage = per_instance * store.replicas  # each streaming replica holds a full copy
+        rows.append(
+            _row(f"{name} (replica)", "datastore", pod, store.replicas, store.replicas, storage)
+        )
+    return rows
+
+
+def _redis_row(name: str, store: Redis) -> ComponentRow:
+    storage = byte_count(store.storage.size) if store.storage else 0
+    return _row(name, "datastore", Pod.of(store.resources), 1, 1, storage)
+
+
+def capacity_totals(stack: Stack) -> CapacityTotals:
+    """Sum the stack's requests, limits and storage per component and in all."""
+    rows: list[ComponentRow] = []
+    transient: list[Transient] = []
+    for name, service in stack.services.items():
+        pod = Pod.of(service.resources)
+        low = high = service.replicas
+        if service.autoscaling is not None:
+            low, high = service.autoscaling.min, service.autoscaling.max
+        storage = sum(byte_count(volume.size) for volume in service.volumes.values())
+        rows.append(_row(name, "service", pod, low, high, storage))
+        for job_name, job in service.cron.items():
+            transient.append(
+                Transient(
+                    name=f"{name}/{job_name}",
+                    kind="cron",
+                    service=name,
+                    pod=pod,
+                    schedule=job.schedule,
+                    note="one pod per run with the service's resources, gone when it ends",
+                )
+            )
+        if service.migration:
+            transient.append(
+                Transient(
+                    name=f"{name}/migration",
+                    kind="migration",
+                    service=name,
+                    pod=pod,
+                    schedule=None,
+                    note=(
+                        "init container with the service's resources; a pod's request is the"
+                        " larger of its init and app containers, so the totals do not change"
+                    ),
+                )
+            )
+    for name, store in stack.datastores.items():
+        if isinstance(store, Postgres):
+            rows += _postgres_rows(name, store)
+        else:
+            rows.append(_redis_row(name, store))
+    for name, component in stack.platform.components.items():
+        storage = byte_count(component.storage) if component.storage else 0
+        pod = Pod.of(component.resources)
+        rows.append(_row(name, "platform", pod, component.replicas, component.replicas, storage))
+    reserve = stack.platform.reserve
+    held = Amounts(cpu_request=millicores(reserve.cpu), memory_request=byte_count(reserve.memory))
+    if held != Amounts():
+        rows.append(ComponentRow("system reserve", "reserve", 0, 0, None, 0, held, held))
+    at_min = sum((row.at_min for row in rows), Amounts())
+    at_max = sum((row.at_max for row in rows), Amounts())
+    return CapacityTotals(
+        stack=stack.name,
+        environment=stack.environment,
+        rows=tuple(rows),
+        transient=tuple(transient),
+        at_min=at_min,
+        at_max=at_max,
+        has_ingress=any(service.ingress is not None for service in stack.services.values()),
+    )
