@@ -8,7 +8,11 @@ and nowhere else (as click does), so library code raises and never prints.
     │   ├── SpecError                      shipyard.yaml is invalid; carries every SpecIssue
     │   ├── UnknownEnvironmentError        -e names an environment the spec does not define
     │   ├── UnknownProviderError           --provider names a provider without a price catalog
-    │   └── RenderError                    a rendered object failed its schema (names the object)
+    │   ├── NoNodeTypeFitsError            no node type of a provider can hold the stack's pods
+    │   ├── RenderError                    a rendered object failed its schema (names the object)
+    │   ├── NotFoundError                  no such object (a flag, a token)           HTTP 404
+    │   ├── ConflictError                  the object changed since it was read       HTTP 409
+    │   └── InvalidObjectError             an object (a flag, a rule) fails its rules HTTP 422
     └── CatalogError              exit 1   a price catalog shipped with shipyard is malformed
 
 No message here holds a secret value: errors about secrets name the field, never its value.
@@ -71,8 +75,28 @@ class UnknownProviderError(UserError):
     """A cloud provider shipyard has no price catalog for."""
 
 
+class NoNodeTypeFitsError(UserError):
+    """No node type of a provider can hold the stack's pods (a pod is bigger than any node)."""
+
+
 class RenderError(UserError):
     """A rendered object is not valid for Kubernetes."""
+
+
+class NotFoundError(UserError):
+    """The named object does not exist."""
+
+
+class ConflictError(UserError):
+    """A write based on a stale version (If-Match), or one that clashes with an existing object."""
+
+
+class InvalidObjectError(UserError):
+    """An object fails validation; `problems` lists each as (field path, message)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
 class CatalogError(ShipyardError):

@@ -177,9 +177,7 @@ def parse_catalog(text: str, file: str) -> Catalog:
     try:
         return Catalog.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            f"{file}: {_location(tuple(error['loc']))}: {error['msg']}" for error in exc.errors()
-        ]
+        problems = [f"{file}: {_location(tuple(error['loc']))}: {error['msg']}" for error in exc.errors()]
         raise CatalogError("malformed price catalog:\n  " + "\n  ".join(problems)) from None
 
 
@@ -215,6 +213,4 @@ def load_catalog(provider: str) -> Catalog:
     close = difflib.get_close_matches(wanted, list(names), n=1, cutoff=0.6)
     hint = f" (did you mean {names[close[0]].provider!r}?)" if close else ""
     known = ", ".join(known_providers())
-    raise UnknownProviderError(
-        f"no price catalog for provider {provider!r}{hint}; known providers: {known}"
-    )
+    raise UnknownProviderError(f"no price catalog for provider {provider!r}{hint}; known providers: {known}")

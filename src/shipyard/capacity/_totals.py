@@ -76,6 +76,8 @@ class ComponentRow:
     """One line of the totals table: a group of identical pods plus the storage it claims."""
 
     name: str
+    component: str
+    """The spec's name of the component; a PostgreSQL primary and its replicas share it."""
     kind: ComponentKind
     replicas_min: int
     replicas_max: int
@@ -107,6 +109,8 @@ class PodGroup:
     count: int
     cpu: int
     memory: int
+    spread: str = ""
+    """Pods with the same key are spread over different nodes where they fit."""
 
 
 @dataclass(frozen=True)
@@ -148,17 +152,24 @@ class CapacityTotals:
                 reserve_cpu += row.at_min.cpu_request
                 reserve_memory += row.at_min.memory_request
             elif count:
-                groups.append(
-                    PodGroup(row.name, count, row.pod.cpu_request, row.pod.memory_request)
-                )
+                pod = row.pod
+                groups.append(PodGroup(row.name, count, pod.cpu_request, pod.memory_request, row.component))
         return Demand(tuple(groups), reserve_cpu, reserve_memory)
 
 
 def _row(
-    name: str, kind: ComponentKind, pod: Pod, low: int, high: int, storage: int
+    name: str,
+    kind: ComponentKind,
+    pod: Pod,
+    replicas: tuple[int, int],
+    *,
+    storage: int,
+    component: str | None = None,
 ) -> ComponentRow:
+    low, high = replicas
     return ComponentRow(
         name=name,
+        component=component or name,
         kind=kind,
         replicas_min=low,
         replicas_max=high,
@@ -171,19 +182,27 @@ def _row(
 
 def _postgres_rows(name: str, store: Postgres) -> list[ComponentRow]:
     per_instance = byte_count(store.storage.size)
-    rows = [_row(f"{name} (primary)", "datastore", Pod.of(store.resources), 1, 1, per_instance)]
+    primary = Pod.of(store.resources)
+    rows = [_row(f"{name} (primary)", "datastore", primary, (1, 1), storage=per_instance, component=name)]
     if store.replicas:
         pod = Pod.of(store.replica_resources or store.resources)
         storage = per_instance * store.replicas  # each streaming replica holds a full copy
         rows.append(
-            _row(f"{name} (replica)", "datastore", pod, store.replicas, store.replicas, storage)
+            _row(
+                f"{name} (replica)",
+                "datastore",
+                pod,
+                (store.replicas, store.replicas),
+                storage=storage,
+                component=name,
+            )
         )
     return rows
 
 
 def _redis_row(name: str, store: Redis) -> ComponentRow:
     storage = byte_count(store.storage.size) if store.storage else 0
-    return _row(name, "datastore", Pod.of(store.resources), 1, 1, storage)
+    return _row(name, "datastore", Pod.of(store.resources), (1, 1), storage=storage)
 
 
 def capacity_totals(stack: Stack) -> CapacityTotals:
@@ -196,7 +215,7 @@ def capacity_totals(stack: Stack) -> CapacityTotals:
         if service.autoscaling is not None:
             low, high = service.autoscaling.min, service.autoscaling.max
         storage = sum(byte_count(volume.size) for volume in service.volumes.values())
-        rows.append(_row(name, "service", pod, low, high, storage))
+        rows.append(_row(name, "service", pod, (low, high), storage=storage))
         for job_name, job in service.cron.items():
             transient.append(
                 Transient(
@@ -230,11 +249,11 @@ def capacity_totals(stack: Stack) -> CapacityTotals:
     for name, component in stack.platform.components.items():
         storage = byte_count(component.storage) if component.storage else 0
         pod = Pod.of(component.resources)
-        rows.append(_row(name, "platform", pod, component.replicas, component.replicas, storage))
+        rows.append(_row(name, "platform", pod, (component.replicas,) * 2, storage=storage))
     reserve = stack.platform.reserve
     held = Amounts(cpu_request=millicores(reserve.cpu), memory_request=byte_count(reserve.memory))
     if held != Amounts():
-        rows.append(ComponentRow("system reserve", "reserve", 0, 0, None, 0, held, held))
+        rows.append(ComponentRow("system reserve", "", "reserve", 0, 0, None, 0, held, held))
     at_min = sum((row.at_min for row in rows), Amounts())
     at_max = sum((row.at_max for row in rows), Amounts())
     return CapacityTotals(

@@ -10,12 +10,13 @@ from __future__ import annotations
 from rich.markup import escape
 
 from ..errors import ShipyardError
-from . import _capacity, _render, _spec
+from . import _capacity, _flags, _render, _spec
 from ._app import app, console_err
 
 _spec.register(app)
 _render.register(app)
 _capacity.register(app)
+_flags.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,117 @@
-"""The `render` command group (being written)."""
+"""`shipyard render kubernetes|kustomize|helm`: the spec as files Kubernetes tools read."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from ..render import (
+    DEFAULT_KUBE_VERSION,
+    KIND_ORDER,
+    Written,
+    all_manifests,
+    manifests_text,
+    render_helm,
+    render_kustomize,
+    write_kubernetes,
+)
+from ._app import DEFAULT_SPEC, EnvOption, SpecOption, console, console_err, read_spec
+
+OutDirOption = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="The output directory (replaced as a whole).", file_okay=False),
+]
+KubeVersionOption = Annotated[
+    str, typer.Option("--kube-version", help="The Kubernetes version whose schemas objects must meet.")
+]
+BaseEnvOption = Annotated[
+    str | None,
+    typer.Option(
+        "--env", "-e", help="The environment the base holds (default: the spec's last); all are rendered."
+    ),
+]
+DEFAULT_KUSTOMIZE_DIR = Path("rendered/kustomize")
+DEFAULT_HELM_DIR = Path("rendered/helm")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add the `render` command group to the app."""
+    group = typer.Typer(
+        name="render",
+        help="Render the spec as Kubernetes manifests, a Kustomize tree or a Helm chart.",
+        no_args_is_help=True,
+    )
+    group.command("kubernetes")(kubernetes)
+    group.command("kustomize")(kustomize)
+    group.command("helm")(helm)
+    app.add_typer(group, name="render")
+
+
+def kubernetes(
+    file: SpecOption = DEFAULT_SPEC,
+    env: EnvOption = None,
+    out: OutDirOption = None,
+    kube_version: KubeVersionOption = DEFAULT_KUBE_VERSION,
+) -> None:
+    """Kubernetes manifests: to stdout, or one file per object under -o (per environment without -e)."""
+    spec = read_spec(file)
+    if out is None:
+        manifests = all_manifests(spec, None if env is None else [env], kube_version=kube_version)
+        for each in manifests:
+            _note_skipped(each.environment, [s.name for s in each.skipped], [s.reason for s in each.skipped])
+        typer.echo(manifests_text(manifests), nl=False)
+        return
+    _report(write_kubernetes(spec, out, env, kube_version=kube_version))
+
+
+def kustomize(
+    file: SpecOption = DEFAULT_SPEC,
+    env: BaseEnvOption = None,
+    out: OutDirOption = None,
+    kube_version: KubeVersionOption = DEFAULT_KUBE_VERSION,
+) -> None:
+    """A Kustomize base and one overlay per environment."""
+    spec = read_spec(file)
+    written = render_kustomize(
+        spec, out or DEFAULT_KUSTOMIZE_DIR, kube_version=kube_version, base_environment=env
+    )
+    _report(written)
+
+
+def helm(
+    file: SpecOption = DEFAULT_SPEC,
+    env: BaseEnvOption = None,
+    out: OutDirOption = None,
+    kube_version: KubeVersionOption = DEFAULT_KUBE_VERSION,
+) -> None:
+    """A Helm chart: values.yaml for the base environment, values-<env>.yaml for each."""
+    spec = read_spec(file)
+    written = render_helm(spec, out or DEFAULT_HELM_DIR, kube_version=kube_version, base_environment=env)
+    _report(written)
+
+
+def _note_skipped(environment: str, names: list[str], reasons: list[str]) -> None:
+    for name, reason in zip(names, reasons, strict=True):
+        console_err.print(f"[yellow]note:[/] {environment}: service {name!r} not rendered: {reason}")
+
+
+def _report(written: Written) -> None:
+    """A kinds-by-environments table of what was written, and where each environment went."""
+    base = f" (base: {written.base_environment})" if written.base_environment else ""
+    table = Table(title=f"Wrote {written.files} files to {written.directory}{base}", title_justify="left")
+    table.add_column("kind")
+    for each in written.environments:
+        table.add_column(each.environment, justify="right")
+    kinds = [kind for kind in KIND_ORDER if any(kind in each.counts for each in written.environments)]
+    for kind in kinds:
+        table.add_row(kind, *(str(each.counts.get(kind, 0)) for each in written.environments))
+    table.add_section()
+    table.add_row("objects", *(str(sum(each.counts.values())) for each in written.environments))
+    table.add_row("namespace", *(each.namespace for each in written.environments))
+    table.add_row("where", *(each.location for each in written.environments))
+    console.print(table)
+    for each in written.environments:
+        _note_skipped(each.environment, [s.name for s in each.skipped], [s.reason for s in each.skipped])

@@ -1,0 +1,28 @@
+"""Human figures: cores and GiB with at most two decimals, money to the cent."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from ..spec import GIB
+
+
+def _short(value: Decimal, places: int = 2) -> str:
+    """Rounded to at most `places` decimals, without trailing zeros: 7.350 -> '7.35'."""
+    rounded = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    text = f"{rounded:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def format_cores(millicores: int) -> str:
+    """7350 -> '7.35', 6000 -> '6', 250 -> '0.25'."""
+    return _short(Decimal(millicores) / 1000)
+
+
+def format_gib(count: int) -> str:
+    """Bytes as GiB: 16642998272 -> '15.5', 536870912 -> '0.5'."""
+    return _short(Decimal(count) / GIB)
+
+
+def format_money(amount: Decimal) -> str:
+    return f"{amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"

@@ -1,0 +1,165 @@
+"""Human figures and plain data (for `-o json|yaml` and the API) of totals, pools and costs.
+
+Plain data carries the exact integers (millicores, bytes) next to the human figures (cores,
+GiB), and money as decimal strings, so nothing is lost to floating point on the way out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._cost import CostComparison, CostEstimate, LineItem
+from ._fit import NodePoolFit, PoolPlan, PoolSize
+from ._format import format_cores, format_gib
+from ._totals import Amounts, CapacityTotals, ComponentRow, Pod, Transient
+
+
+def _cpu(millicores: int) -> dict[str, Any]:
+    return {"millicores": millicores, "cores": format_cores(millicores)}
+
+
+def _bytes(count: int) -> dict[str, Any]:
+    return {"bytes": count, "gib": format_gib(count)}
+
+
+def amounts_data(amounts: Amounts) -> dict[str, Any]:
+    return {
+        "cpu_request": _cpu(amounts.cpu_request),
+        "cpu_limit": _cpu(amounts.cpu_limit),
+        "memory_request": _bytes(amounts.memory_request),
+        "memory_limit": _bytes(amounts.memory_limit),
+        "storage": _bytes(amounts.storage),
+    }
+
+
+def _pod_data(pod: Pod) -> dict[str, Any]:
+    return {
+        "cpu_request": _cpu(pod.cpu_request),
+        "cpu_limit": _cpu(pod.cpu_limit),
+        "memory_request": _bytes(pod.memory_request),
+        "memory_limit": _bytes(pod.memory_limit),
+    }
+
+
+def _row_data(row: ComponentRow) -> dict[str, Any]:
+    return {
+        "component": row.name,
+        "of": row.component,
+        "kind": row.kind,
+        "replicas": {"min": row.replicas_min, "max": row.replicas_max},
+        "per_replica": _pod_data(row.pod) if row.pod else None,
+        "at_min": amounts_data(row.at_min),
+        "at_max": amounts_data(row.at_max),
+    }
+
+
+def _transient_data(item: Transient) -> dict[str, Any]:
+    return {
+        "name": item.name,
+        "kind": item.kind,
+        "service": item.service,
+        "schedule": item.schedule,
+        "per_run": _pod_data(item.pod),
+        "note": item.note,
+    }
+
+
+def totals_data(totals: CapacityTotals) -> dict[str, Any]:
+    return {
+        "stack": totals.stack,
+        "environment": totals.environment,
+        "components": [_row_data(row) for row in totals.rows],
+        "total": {"at_min": amounts_data(totals.at_min), "at_max": amounts_data(totals.at_max)},
+        "transient": [_transient_data(item) for item in totals.transient],
+    }
+
+
+def _size_data(size: PoolSize) -> dict[str, Any]:
+    return {
+        "nodes": size.nodes,
+        "cpu_requested": _cpu(size.cpu_requested),
+        "memory_requested": _bytes(size.memory_requested),
+        "placement": [list(node) for node in size.placement],
+    }
+
+
+def _fit_data(fit: NodePoolFit) -> dict[str, Any]:
+    node = fit.node_type
+    return {
+        "node_type": node.name,
+        "vcpu": node.vcpu,
+        "memory_gib": str(node.memory_gib),
+        "family": node.family,
+        "reserved_per_node": {"cpu": _cpu(fit.reserved_cpu), "memory": _bytes(fit.reserved_memory)},
+        "allocatable_per_node": {
+            "cpu": _cpu(fit.allocatable_cpu),
+            "memory": _bytes(fit.allocatable_memory),
+        },
+        "monthly_per_node": str(fit.monthly_per_node),
+        "at_min": _size_data(fit.at_min),
+        "at_max": _size_data(fit.at_max),
+    }
+
+
+def pool_data(plan: PoolPlan) -> dict[str, Any]:
+    return {
+        "provider": plan.provider,
+        "headroom_percent": plan.headroom_percent,
+        "min_nodes": plan.min_nodes,
+        "chosen": _fit_data(plan.chosen),
+        "other_fits": [
+            {
+                "node_type": fit.node_type.name,
+                "nodes": {"min": fit.at_min.nodes, "max": fit.at_max.nodes},
+                "monthly_at_min": str(fit.monthly_at_min),
+            }
+            for fit in plan.candidates[1:]
+        ],
+        "rejected": [{"node_type": item.node_type, "reason": item.reason} for item in plan.rejected],
+    }
+
+
+def _item_data(item: LineItem) -> dict[str, Any]:
+    return {
+        "description": item.description,
+        "quantity": item.quantity,
+        "unit": item.unit,
+        "unit_price": str(item.unit_price),
+        "monthly": str(item.monthly),
+        "monthly_usd": str(item.monthly_usd),
+        "list_price": {
+            "amount": str(item.price.amount),
+            "per": item.price.per,
+            "as_of": item.price.as_of,
+            "source": item.price.source,
+        },
+        "note": item.note,
+    }
+
+
+def estimate_data(estimate: CostEstimate) -> dict[str, Any]:
+    return {
+        "provider": estimate.provider,
+        "title": estimate.title,
+        "region": estimate.region,
+        "currency": estimate.currency,
+        "usd_rate": str(estimate.usd_rate),
+        "as_of": estimate.as_of,
+        "node_pool": pool_data(estimate.pool),
+        "egress_gb": estimate.egress_gb,
+        "items": [_item_data(item) for item in estimate.items],
+        "total": str(estimate.total),
+        "total_usd": str(estimate.total_usd),
+        "total_at_max": str(estimate.total_at_max),
+        "total_usd_at_max": str(estimate.total_usd_at_max),
+        "notes": list(estimate.notes),
+    }
+
+
+def comparison_data(comparison: CostComparison) -> dict[str, Any]:
+    return {
+        "stack": comparison.stack,
+        "environment": comparison.environment,
+        "estimates": [estimate_data(estimate) for estimate in comparison.estimates],
+        "unavailable": [{"provider": provider, "reason": why} for provider, why in comparison.unavailable],
+    }

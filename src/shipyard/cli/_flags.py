@@ -1,0 +1,396 @@
+"""`shipyard flags …` (against `--url` or the local state store) and `shipyard serve`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Table
+
+from ..errors import UserError
+from ..flags._backends import FlagBackend, LocalBackend, RemoteBackend
+from ..flags._model import FlagSet, stale_flags
+from ..flags._store import FlagStore
+from ..state import open_engine, session_factory
+from ..tokens import SCOPES, create_token, list_tokens, revoke_token
+from ._app import Output, OutputOption, console, emit
+
+flags_app = typer.Typer(
+    help="Feature flags: list, change, evaluate, audit, export and import.", no_args_is_help=True
+)
+token_app = typer.Typer(help="API tokens for the server (admin writes, client reads).", no_args_is_help=True)
+flags_app.add_typer(token_app, name="token")
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", envvar="SHIPYARD_URL", help="A shipyard server; default: the local store."),
+]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", envvar="SHIPYARD_TOKEN", help="API token for --url.")
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", envvar="SHIPYARD_DATABASE_URL", help="State store (default: .shipyard/state.db)."
+    ),
+]
+IfMatchOption = Annotated[
+    int | None, typer.Option("--if-match", help="Fail unless the flag is at this version.")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(flags_app, name="flags")
+    app.command("serve")(serve)
+
+
+def _actor() -> str:
+    return f"cli:{os.environ.get('SHIPYARD_ACTOR') or getpass.getuser()}"
+
+
+def backend(url: str | None, token: str | None, database_url: str | None) -> FlagBackend:
+    if url:
+        return RemoteBackend(url, token)
+    return LocalBackend(FlagStore(session_factory(open_engine(database_url))), _actor())
+
+
+def _parse_value(text: str) -> Any:
+    """A value as JSON when it parses (true, 3, "x", {...}), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@flags_app.command("list")
+def list_(
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Every flag, its type and where it is on."""
+    flagset = backend(url, token, database_url).snapshot()
+    if emit({"version": flagset.version, **flagset.to_data()}, output):
+        return
+    table = Table(title=f"flag set version {flagset.version}", title_justify="left")
+    for column in ("key", "type", "kind", "on in", "rules", "owner", "description"):
+        table.add_column(column)
+    for flag in flagset.flags:
+        on = [name for name, env in flag.environments.items() if env.enabled]
+        rules = sum(len(env.rules) for env in flag.environments.values())
+        table.add_row(
+            flag.key,
+            flag.type,
+            flag.kind,
+            ", ".join(on) or "-",
+            str(rules),
+            flag.owner or "-",
+            flag.description,
+        )
+    console.print(table)
+
+
+@flags_app.command("get")
+def get(
+    key: str,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.yaml,
+) -> None:
+    """One flag's definition and version."""
+    stored = backend(url, token, database_url).get(key)
+    data = {"version": stored.version, "flag": stored.data}
+    if not emit(
+        data, Output.yaml if output is Output.table else output
+    ):  # pragma: no cover - emit handles yaml
+        console.print(data)
+
+
+@flags_app.command("create")
+def create(
+    key: Annotated[str | None, typer.Argument(help="The flag key (or give --file).")] = None,
+    flag_type: Annotated[str, typer.Option("--type", help="boolean|string|number|json")] = "boolean",
+    default: Annotated[str, typer.Option("--default", help="The default value (JSON).")] = "false",
+    description: Annotated[str, typer.Option("--description")] = "",
+    kind: Annotated[
+        str, typer.Option("--kind", help="release|experiment|operational|kill-switch|permission")
+    ] = "release",
+    owner: Annotated[str | None, typer.Option("--owner")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A YAML/JSON file with the whole flag.")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a flag from options or from a file."""
+    if file is not None:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise UserError(f"{file}: expected one flag as a mapping")
+    elif key:
+        data = {
+            "key": key,
+            "type": flag_type,
+            "default_value": _parse_value(default),
+            "description": description,
+            "kind": kind,
+        }
+        if owner:
+            data["owner"] = owner
+    else:
+        raise UserError("give the flag's key, or --file with its definition")
+    stored = backend(url, token, database_url).create(data)
+    console.print(f"created {stored.data['key']} (version {stored.version})")
+
+
+@flags_app.command("set")
+def set_(
+    key: str,
+    environment: Annotated[str, typer.Option("--env", "-e", help="The environment to change.")],
+    on: Annotated[bool | None, typer.Option("--on/--off", help="Turn the flag on or off there.")] = None,
+    value: Annotated[
+        str | None, typer.Option("--value", help="The value served there when no rule matches (JSON).")
+    ] = None,
+    if_match: IfMatchOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Turn a flag on or off in one environment, or set the value it serves there."""
+    change: dict[str, Any] = {}
+    if on is not None:
+        change["enabled"] = on
+    if value is not None:
+        change["value"] = _parse_value(value)
+    if not change:
+        raise UserError("nothing to change: give --on, --off or --value")
+    stored = backend(url, token, database_url).patch(key, {"environments": {environment: change}}, if_match)
+    state = "on" if stored.data.get("environments", {}).get(environment, {}).get("enabled") else "off"
+    console.print(f"{key} is {state} in {environment} (version {stored.version})")
+
+
+@flags_app.command("delete")
+def delete(
+    key: str,
+    if_match: IfMatchOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Delete a flag (refused while another flag requires it)."""
+    backend(url, token, database_url).delete(key, if_match)
+    console.print(f"deleted {key}")
+
+
+@flags_app.command("eval")
+def eval_(
+    key: str,
+    environment: Annotated[str, typer.Option("--env", "-e")] = "production",
+    context: Annotated[
+        list[str] | None, typer.Option("--context", "-c", help="attribute=value, repeatable (userId=42).")
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Evaluate a flag for a context, as an SDK would."""
+    attributes: dict[str, Any] = {"environment": environment}
+    for item in context or []:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--context {item!r}: write attribute=value")
+        attributes[name] = raw
+    result = backend(url, token, database_url).evaluate(key, attributes, environment)
+    if emit(result, output):
+        return
+    error = f"  error {result['errorCode']}: {result['errorMessage']}" if result.get("errorCode") else ""
+    variant = result["variant"] or "-"
+    console.print(
+        f"{key} = {json.dumps(result['value'])}  (variant {variant}, reason {result['reason']}){error}"
+    )
+
+
+@flags_app.command("audit")
+def audit(
+    key: str,
+    limit: int = 50,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Who changed a flag, when, and what it was before and after."""
+    entries = backend(url, token, database_url).audit(key, limit)
+    if emit(entries, output):
+        return
+    table = Table(title=f"audit of {key}", title_justify="left")
+    for column in ("when", "who", "action", "changed"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(
+            entry["at"], entry["actor"], entry["action"], _changed_fields(entry["before"], entry["after"])
+        )
+    console.print(table)
+
+
+def _changed_fields(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    before, after = before or {}, after or {}
+    return ", ".join(sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))) or "-"
+
+
+@flags_app.command("export")
+def export(
+    file: Annotated[
+        Path | None, typer.Argument(help="Write here (default: stdout); .json writes JSON.")
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """The whole flag set in the import format (the spec's `flags:` section takes it too)."""
+    flagset = backend(url, token, database_url).snapshot()
+    text = json.dumps(flagset.to_data(), indent=2) if file and file.suffix == ".json" else flagset.to_yaml()
+    if file is None:
+        typer.echo(text.rstrip())
+    else:
+        file.write_text(text, encoding="utf-8")
+        console.print(f"wrote {len(flagset.flags)} flags and {len(flagset.segments)} segments to {file}")
+
+
+@flags_app.command("import")
+def import_(
+    file: Path,
+    replace: Annotated[bool, typer.Option("--replace", help="Delete flags the file does not hold.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Import a flag set file (YAML or JSON) in one transaction: all of it or nothing."""
+    try:
+        flagset = FlagSet.from_yaml(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{file}: no such file") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        raise UserError(f"{file}: not a valid flag set: {exc}") from None
+    version = backend(url, token, database_url).import_set(flagset, replace_all=replace)
+    console.print(f"imported {len(flagset.flags)} flags from {file}; flag set version {version}")
+
+
+@flags_app.command("stale")
+def stale(
+    url: UrlOption = None,
+    token: TokenOption = None,
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Flags that have outlived their kind's expected lifetime: remove them from the code."""
+    found = stale_flags(backend(url, token, database_url).snapshot(), dt.datetime.now(dt.UTC))
+    data: list[dict[str, Any]] = [
+        {"key": s.key, "kind": s.kind, "overdue_days": s.overdue.days, "owner": s.owner} for s in found
+    ]
+    if emit(data, output):
+        return
+    if not data:
+        console.print("no stale flags")
+        return
+    table = Table(title="stale flags", title_justify="left")
+    for column in ("key", "kind", "overdue (days)", "owner"):
+        table.add_column(column)
+    for row in data:
+        table.add_row(row["key"], row["kind"], str(row["overdue_days"]), row["owner"] or "-")
+    console.print(table)
+
+
+@token_app.command("create")
+def token_create(
+    name: str,
+    scope: Annotated[
+        str, typer.Option("--scope", help="admin (writes) or client (reads, evaluates).")
+    ] = "client",
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a token in the state store; it is printed once and never stored."""
+    if scope not in SCOPES:
+        raise UserError(f"--scope {scope!r}: use admin or client")
+    with session_factory(open_engine(database_url))() as session:
+        token = create_token(session, name, scope, created_by=_actor())
+    console.print(f"token {name!r} ({scope}); keep it now, it is not shown again:", style="bold")
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(database_url: DatabaseOption = None, output: OutputOption = Output.table) -> None:
+    """Tokens by name, scope and state (never their values)."""
+    with session_factory(open_engine(database_url))() as session:
+        rows: list[dict[str, Any]] = [
+            {
+                "name": r.name,
+                "scope": r.scope,
+                "prefix": r.prefix,
+                "created_at": r.created_at.isoformat(),
+                "revoked": r.revoked_at is not None,
+            }
+            for r in list_tokens(session)
+        ]
+    if emit(rows, output):
+        return
+    table = Table(title="API tokens", title_justify="left")
+    for column in ("name", "scope", "prefix", "created", "revoked"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["scope"],
+            row["prefix"] + "…",
+            row["created_at"],
+            "yes" if row["revoked"] else "no",
+        )
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(name: str, database_url: DatabaseOption = None) -> None:
+    """Revoke a token (servers stop accepting it within a few seconds)."""
+    with session_factory(open_engine(database_url))() as session:
+        revoke_token(session, name)
+    console.print(f"revoked {name}")
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    database_url: DatabaseOption = None,
+    environment: Annotated[
+        str, typer.Option("--env", "-e", help="Default environment for flag evaluation.")
+    ] = "production",
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Run the shipyard server: the flag API, /healthz, /readyz and /metrics."""
+    # Imported here: the web stack takes a moment to load and only `serve` needs it.
+    import uvicorn  # noqa: PLC0415
+
+    from ..server import ServerConfig, create_app  # noqa: PLC0415
+
+    if workers > 1:
+        os.environ["SHIPYARD_SERVE_DATABASE_URL"] = database_url or ""
+        os.environ["SHIPYARD_SERVE_ENVIRONMENT"] = environment
+        uvicorn.run(
+            "shipyard.server:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+        )
+        return
+    app = create_app(ServerConfig(database_url=database_url, environment=environment))
+    console.print(f"shipyard serving on http://{host}:{port} (docs at /docs)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,280 @@
+"""The feature-flag REST API (a FastAPI router), seed 003's endpoints and what an SDK needs.
+
+    GET    /feature-flags                  the whole flag set (ETag = its version; 304 on If-None-Match)
+    POST   /feature-flags                  create a flag                                   (admin)
+    POST   /feature-flags/import           write a whole flag set at once (?replace=true)  (admin)
+    GET    /feature-flags/stream           Server-Sent Events: the flag set, then every new version
+    POST   /feature-flags/evaluate         evaluate many flags for one context
+    GET    /feature-flags/{key}            one flag (ETag = the flag's version)
+    PUT    /feature-flags/{key}            replace it (If-Match: a stale version is 409)  (admin)
+    PATCH  /feature-flags/{key}            JSON merge patch (RFC 7396)                    (admin)
+    DELETE /feature-flags/{key}                                                           (admin)
+    GET    /feature-flags/{key}/value      evaluate: ?userId=&role=&environment=, other params are attributes
+    GET    /feature-flags/{key}/audit      who changed it, when, before and after
+    GET    /feature-segments, PUT|DELETE /feature-segments/{name}
+
+Errors are raised as `shipyard.errors` exceptions; the server turns them into RFC 9457
+problem+json. Authentication is injected by the server (`admin` and `client` dependencies).
+
+No `from __future__ import annotations` here: FastAPI must see the dependency aliases built
+inside `build_router` as real objects, not strings.
+"""
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from ..errors import ConflictError, InvalidObjectError, NotFoundError
+from ._evaluator import ErrorCode
+from ._live import LiveFlagSet
+from ._model import FlagSet
+from ._store import AuditEntry, Stored
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class FlagSetOut(BaseModel):
+    version: int
+    flags: list[dict[str, Any]]
+    segments: list[dict[str, Any]]
+
+
+class FlagOut(BaseModel):
+    version: int
+    flag: dict[str, Any]
+
+
+class SegmentOut(BaseModel):
+    version: int
+    segment: dict[str, Any]
+
+
+class EvaluationOut(BaseModel):
+    key: str
+    value: Any
+    variant: str | None
+    reason: str
+    error_code: str | None = Field(None, alias="errorCode")
+    error_message: str | None = Field(None, alias="errorMessage")
+    flag_set_version: int = Field(alias="flagSetVersion")
+
+
+class EvaluateIn(BaseModel):
+    context: dict[str, Any] = {}
+    environment: str | None = None
+    keys: list[str] | None = None
+
+
+class EvaluateOut(BaseModel):
+    flag_set_version: int = Field(alias="flagSetVersion")
+    environment: str
+    results: dict[str, EvaluationOut]
+
+
+class ImportOut(BaseModel):
+    version: int
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _if_match(value: str | None) -> int | None:
+    """The version an If-Match header names; None when absent or `*`."""
+    if value is None or value.strip() == "*":
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise ConflictError(f"If-Match {value!r} is not a version this server issued (expected e.g. '\"3\"')")
+    return int(text)
+
+
+def _evaluation_out(key: str, evaluation: Any, version: int) -> EvaluationOut:
+    return EvaluationOut(
+        key=key,
+        value=evaluation.value,
+        variant=evaluation.variant,
+        reason=str(evaluation.reason),
+        errorCode=str(evaluation.error_code) if evaluation.error_code else None,
+        errorMessage=evaluation.error_message,
+        flagSetVersion=version,
+    )
+
+
+def _audit_out(entry: AuditEntry) -> AuditOut:
+    return AuditOut(
+        id=entry.id,
+        at=entry.at.isoformat(),
+        actor=entry.actor,
+        action=entry.action,
+        target=entry.target,
+        before=entry.before,
+        after=entry.after,
+    )
+
+
+def build_router(
+    live: LiveFlagSet,
+    *,
+    admin: Callable[..., Any],
+    client: Callable[..., Any],
+    default_environment: str = "production",
+) -> APIRouter:
+    """The router over one live flag set; `admin`/`client` are dependencies returning the actor."""
+    store = live.store
+    router = APIRouter(tags=["feature flags"])
+    Admin = Annotated[str, Depends(admin)]
+    Client = Annotated[str, Depends(client)]
+    IfMatch = Annotated[str | None, Header(alias="If-Match")]
+    JsonBody = Annotated[dict[str, Any], Body()]
+
+    def flag_response(stored: Stored, response: Response) -> FlagOut:
+        response.headers["ETag"] = _etag(stored.version)
+        return FlagOut(version=stored.version, flag=stored.data)
+
+    @router.get("/feature-flags", response_model=FlagSetOut, responses={304: {"description": "Not modified"}})
+    def list_flags(
+        _: Client,
+        response: Response,
+        if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    ) -> Any:
+        flagset = live.flagset
+        etag = _etag(flagset.version)
+        if if_none_match is not None and etag in [
+            t.strip().removeprefix("W/") for t in if_none_match.split(",")
+        ]:
+            return Response(status_code=304, headers={"ETag": etag})
+        response.headers["ETag"] = etag
+        data = flagset.to_data()
+        return FlagSetOut(
+            version=flagset.version, flags=data.get("flags", []), segments=data.get("segments", [])
+        )
+
+    @router.post("/feature-flags", response_model=FlagOut, status_code=201)
+    def create_flag(actor: Admin, body: JsonBody, response: Response) -> FlagOut:
+        stored = store.create(body, actor)
+        response.headers["Location"] = f"/feature-flags/{stored.data['key']}"
+        return flag_response(stored, response)
+
+    @router.get(
+        "/feature-flags/stream",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "the flag set on each change"}},
+    )
+    async def stream(_: Client, request: Request) -> StreamingResponse:
+        async def events() -> AsyncIterator[str]:
+            async for flagset in live.changes():
+                if await request.is_disconnected():
+                    return
+                if flagset is None:
+                    yield ": keep-alive\n\n"
+                    continue
+                payload = json.dumps({"version": flagset.version, **flagset.to_data()}, separators=(",", ":"))
+                yield f"id: {flagset.version}\nevent: flagset\ndata: {payload}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @router.post("/feature-flags/import", response_model=ImportOut)
+    def import_flags(actor: Admin, body: JsonBody, replace: Annotated[bool, Query()] = False) -> ImportOut:
+        """Write a whole flag set (the export format) in one transaction; `replace` deletes the rest."""
+        try:
+            flagset = FlagSet.from_data(body)
+        except ValidationError as exc:
+            problems = [(".".join(str(p) for p in e["loc"]), str(e["msg"])) for e in exc.errors()]
+            raise InvalidObjectError("the flag set is not valid", problems) from None
+        return ImportOut(version=store.import_set(flagset, actor, replace_all=replace))
+
+    @router.post("/feature-flags/evaluate", response_model=EvaluateOut, response_model_by_alias=True)
+    def evaluate_many(_: Client, body: EvaluateIn) -> EvaluateOut:
+        evaluator, version = live.evaluator, live.version
+        environment = body.environment or default_environment
+        keys = body.keys if body.keys is not None else list(evaluator.keys)
+        results = {
+            key: _evaluation_out(key, evaluator.evaluate(key, body.context, environment), version)
+            for key in keys
+        }
+        return EvaluateOut(flagSetVersion=version, environment=environment, results=results)
+
+    @router.get("/feature-flags/{key}", response_model=FlagOut)
+    def get_flag(_: Client, key: str, response: Response) -> FlagOut:
+        return flag_response(store.get(key), response)
+
+    @router.put("/feature-flags/{key}", response_model=FlagOut)
+    def replace_flag(
+        actor: Admin, key: str, body: JsonBody, response: Response, if_match: IfMatch = None
+    ) -> FlagOut:
+        return flag_response(store.replace(key, body, actor, _if_match(if_match)), response)
+
+    @router.patch("/feature-flags/{key}", response_model=FlagOut)
+    def patch_flag(
+        actor: Admin, key: str, body: JsonBody, response: Response, if_match: IfMatch = None
+    ) -> FlagOut:
+        return flag_response(store.patch(key, body, actor, _if_match(if_match)), response)
+
+    @router.delete("/feature-flags/{key}", status_code=204)
+    def delete_flag(actor: Admin, key: str, if_match: IfMatch = None) -> Response:
+        store.delete(key, actor, _if_match(if_match))
+        return Response(status_code=204)
+
+    @router.get("/feature-flags/{key}/value", response_model=EvaluationOut, response_model_by_alias=True)
+    async def flag_value(
+        _: Client,
+        key: str,
+        request: Request,
+        environment: Annotated[str | None, Query()] = None,
+        user_id: Annotated[str | None, Query(alias="userId")] = None,
+        role: Annotated[str | None, Query()] = None,
+    ) -> EvaluationOut:
+        # Every other query parameter is a custom attribute of the context (strings, as sent).
+        context: dict[str, Any] = {k: v for k, v in request.query_params.items() if k != "environment"}
+        if user_id is not None:
+            context["userId"] = user_id
+        if role is not None:
+            context["role"] = role
+        env = environment or default_environment
+        context.setdefault("environment", env)
+        evaluation = live.evaluator.evaluate(key, context, env)
+        if evaluation.error_code == ErrorCode.FLAG_NOT_FOUND:
+            raise NotFoundError(f"no flag {key!r}")
+        return _evaluation_out(key, evaluation, live.version)
+
+    @router.get("/feature-flags/{key}/audit", response_model=list[AuditOut])
+    def flag_audit(_: Client, key: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AuditOut]:
+        entries = store.audit(key, limit=limit)
+        if not entries:
+            store.get(key)  # every write is audited: no entries means no such flag (404)
+        return [_audit_out(entry) for entry in entries]
+
+    @router.get("/feature-segments", response_model=list[SegmentOut])
+    def list_segments(_: Client) -> list[SegmentOut]:
+        data = live.flagset.to_data().get("segments", [])
+        return [SegmentOut(version=store.get_segment(s["name"]).version, segment=s) for s in data]
+
+    @router.put("/feature-segments/{name}", response_model=SegmentOut)
+    def put_segment(
+        actor: Admin, name: str, body: JsonBody, response: Response, if_match: IfMatch = None
+    ) -> SegmentOut:
+        stored = store.put_segment(name, body, actor, _if_match(if_match))
+        response.headers["ETag"] = _etag(stored.version)
+        return SegmentOut(version=stored.version, segment=stored.data)
+
+    @router.delete("/feature-segments/{name}", status_code=204)
+    def delete_segment(actor: Admin, name: str, if_match: IfMatch = None) -> Response:
+        store.delete_segment(name, actor, _if_match(if_match))
+        return Response(status_code=204)
+
+    return router

@@ -1,0 +1,20 @@
+"""`shipyard serve`: the FastAPI app that mounts every package's router, health and metrics."""
+
+import os
+
+from fastapi import FastAPI
+
+from ._app import ServerConfig, create_app, problem
+
+
+def app_from_environment() -> FastAPI:
+    """The app for uvicorn's `--factory` with several workers (settings come by environment)."""
+    return create_app(
+        ServerConfig(
+            database_url=os.environ.get("SHIPYARD_SERVE_DATABASE_URL") or None,
+            environment=os.environ.get("SHIPYARD_SERVE_ENVIRONMENT", "production"),
+        )
+    )
+
+
+__all__ = ["ServerConfig", "app_from_environment", "create_app", "problem"]

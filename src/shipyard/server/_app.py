@@ -1,0 +1,231 @@
+"""The FastAPI application behind `shipyard serve`: mounts the routers, owns no business rules.
+
+Errors raised by the packages become RFC 9457 problem+json here; authentication (API tokens
+with scopes) is a dependency handed to each router; `/healthz`, `/readyz` and `/metrics` need
+no token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from sqlalchemy import Engine, text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import (
+    ConflictError,
+    InvalidObjectError,
+    NotFoundError,
+    ShipyardError,
+    UserError,
+)
+from ..flags._api import build_router as build_flags_router
+from ..flags._live import LiveFlagSet
+from ..flags._store import FlagStore
+from ..state import open_engine, session_factory
+from ._auth import TokenAuth
+
+PROBLEM = "application/problem+json"
+MAX_BODY_BYTES = 1 << 20
+
+
+@dataclass
+class ServerConfig:
+    database_url: str | None = None
+    environment: str = "production"
+    """The environment flag evaluations use when a request names none."""
+    max_body_bytes: int = MAX_BODY_BYTES
+    poll_interval: float = 0.25
+
+
+def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def _status_of(exc: ShipyardError) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, ConflictError):
+        return 409
+    if isinstance(exc, InvalidObjectError | UserError):
+        return 422
+    return 500
+
+
+class BodyLimit:
+    """Refuse request bodies over a limit with 413, whether or not they declare their length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await problem(413, "Payload Too Large", f"the body may be at most {self.limit} bytes")(
+                scope, receive, send
+            )
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await problem(413, "Payload Too Large", f"the body may be at most {self.limit} bytes")(
+                scope, receive, send
+            )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Measure:
+    """Request latency by route and status for `/metrics` (plain ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp, requests: Histogram, evaluations: Counter) -> None:
+        self.app = app
+        self.requests = requests
+        self.evaluations = evaluations
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.requests.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
+            if route == "/feature-flags/{key}/value" and status == 200:
+                self.evaluations.inc()
+
+
+def create_app(config: ServerConfig | None = None, engine: Engine | None = None) -> FastAPI:
+    """The whole API over one state store."""
+    config = config or ServerConfig()
+    engine = engine or open_engine(config.database_url)
+    sessions = session_factory(engine)
+    live = LiveFlagSet(FlagStore(sessions), poll_interval=config.poll_interval)
+    auth = TokenAuth(sessions)
+    registry = CollectorRegistry()
+    requests = Histogram(
+        "shipyard_http_request_duration_seconds",
+        "API latency by route and status",
+        ["method", "route", "status"],
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    )
+    evaluations = Counter(
+        "shipyard_flag_evaluations", "Flag evaluations served by the API", registry=registry
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        poller = asyncio.create_task(live.poll_forever())
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+
+    app = FastAPI(
+        title="shipyard",
+        version=__version__,
+        lifespan=lifespan,
+        description="Deployment and operations: feature flags, rollouts, backups, DR.",
+    )
+    app.state.live = live
+    app.state.sessions = sessions
+    app.state.engine = engine
+
+    @app.exception_handler(ShipyardError)
+    async def shipyard_error(_: Request, exc: ShipyardError) -> JSONResponse:
+        status = _status_of(exc)
+        extra: dict[str, Any] = {}
+        if isinstance(exc, InvalidObjectError) and exc.problems:
+            extra["errors"] = [{"field": field, "message": message} for field, message in exc.problems]
+        titles = {
+            404: "Not Found",
+            409: "Conflict",
+            422: "Unprocessable Content",
+            500: "Internal Server Error",
+        }
+        return problem(status, titles[status], exc.message, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        return problem(422, "Unprocessable Content", "the request is not valid", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = problem(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "Not ready"}})
+    def readyz() -> Any:
+        """Readiness: the state store answers."""
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            return problem(503, "Service Unavailable", f"state store: {type(exc).__name__}")
+        return {"status": "ready", "flagSetVersion": live.version}
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(
+        build_flags_router(live, admin=auth.admin, client=auth.client, default_environment=config.environment)
+    )
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(Measure, requests=requests, evaluations=evaluations)
+    return app

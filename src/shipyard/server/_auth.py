@@ -1,0 +1,61 @@
+"""Bearer-token authentication for every route but the health and metrics endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Annotated
+
+from fastapi import Header, HTTPException
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..tokens import Scope, Token, verify_token
+
+# A verified token is trusted for this long without asking the database again, so that a busy
+# evaluation endpoint does not query per request; revoking a token takes effect within it.
+CACHE_SECONDS = 5.0
+
+
+class TokenAuth:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._cache: dict[str, tuple[float, Token | None]] = {}
+
+    def _verify(self, token: str) -> Token | None:
+        with self._sessions() as session:
+            return verify_token(session, token)
+
+    async def _token(self, authorization: str | None) -> Token:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise HTTPException(401, "Unauthorized", headers={"WWW-Authenticate": 'Bearer realm="shipyard"'})
+        raw = authorization[7:].strip()
+        digest = hashlib.sha256(raw.encode()).hexdigest()
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is None or cached[0] < now:
+            token = await asyncio.to_thread(self._verify, raw)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now + CACHE_SECONDS, token)
+        else:
+            token = cached[1]
+        if token is None:
+            raise HTTPException(
+                401, "Unauthorized", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            )
+        return token
+
+    async def _require(self, authorization: str | None, scope: Scope) -> str:
+        token = await self._token(authorization)
+        if not token.allows(scope):
+            raise HTTPException(403, "Forbidden")
+        return f"token:{token.name}"
+
+    async def admin(self, authorization: Annotated[str | None, Header()] = None) -> str:
+        """The actor behind an admin token."""
+        return await self._require(authorization, "admin")
+
+    async def client(self, authorization: Annotated[str | None, Header()] = None) -> str:
+        """The actor behind any valid token (client or admin)."""
+        return await self._require(authorization, "client")

@@ -1,0 +1,22 @@
+"""The state store: SQLAlchemy models, Alembic migrations, engine and sessions.
+
+It holds facts, not rules: the packages that own a fact (flags, rollout, backup) decide how it
+changes. SQLite by default, PostgreSQL by URL (`$SHIPYARD_DATABASE_URL`).
+"""
+
+from ._engine import default_url, open_engine, session_factory, upgrade
+from ._models import ApiTokenRow, AuditRow, Base, Counter, FlagRow, SegmentRow, utcnow
+
+__all__ = [
+    "ApiTokenRow",
+    "AuditRow",
+    "Base",
+    "Counter",
+    "FlagRow",
+    "SegmentRow",
+    "default_url",
+    "open_engine",
+    "session_factory",
+    "upgrade",
+    "utcnow",
+]

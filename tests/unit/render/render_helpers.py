@@ -1,0 +1,21 @@
+"""Helpers for the render tests: small specs written inline, objects by kind."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from shipyard.spec import Spec, load_spec_text
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def spec_from(text: str) -> Spec:
+    """A spec from YAML written in a test (dedented)."""
+    return load_spec_text(textwrap.dedent(text), "test.yaml")
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    """The objects of one kind, by name."""
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
