@@ -29,6 +29,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+
+from shipyard.render import build_manifests  # noqa: E402
+from shipyard.spec import load_spec_text  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "render.json"
 TARGET_SECONDS = 2.0
 ENVIRONMENTS = ("dev", "staging", "production")
@@ -93,9 +97,6 @@ def generate_spec(services: int) -> str:
 
 def one_round(services: int) -> dict[str, Any]:
     """Load, render and validate once, in this (fresh) process; timings in seconds."""
-    from shipyard.render import build_manifests
-    from shipyard.spec import load_spec_text
-
     text = generate_spec(services)
     started = time.perf_counter()
     spec = load_spec_text(text, "bench.yaml")

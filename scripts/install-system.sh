@@ -12,6 +12,8 @@ have make || need+=(make)
 have git || need+=(git)
 # kubectl runs `kubectl kustomize` in the tests; Debian ships it as kubernetes-client.
 have kubectl || need+=(kubernetes-client)
+# The state store's integration tests run a real PostgreSQL (started per test run, not as a service).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then sudo=sudo; else sudo=; fi

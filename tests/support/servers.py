@@ -62,7 +62,9 @@ def postgres_server() -> Iterator[Postgres]:
     """A throwaway PostgreSQL on a free loopback port (trust auth, loopback only)."""
     initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
     if not initdb or not pg_ctl:
-        raise RuntimeError("PostgreSQL is not installed; run `make install` (it installs Debian's postgresql)")
+        raise RuntimeError(
+            "PostgreSQL is not installed; run `make install` (it installs Debian's postgresql)"
+        )
     base = Path(tempfile.mkdtemp(prefix="shipyard-pg-"))
     datadir, sockets = base / "data", base / "sockets"
     sockets.mkdir()

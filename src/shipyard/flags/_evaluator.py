@@ -151,7 +151,7 @@ def _compile_condition(cond: Condition, segments: Mapping[str, Predicate], envir
         return segments[str(value)]
     attr = str(cond.attribute)
     # The `environment` attribute defaults to the environment being evaluated.
-    missing: object = None
+    missing: object = environment if attr == "environment" else None
     if op in ("in", "not_in"):
         assert isinstance(value, list)
         return _membership(attr, missing, value, negate=op == "not_in")

@@ -119,7 +119,9 @@ class FlagStore:
             if target is not None:
                 query = query.where(AuditRow.target == target)
             rows = session.scalars(query.order_by(AuditRow.id.desc()).limit(limit))
-            return [AuditEntry(r.id, r.at, r.actor, r.action, r.target, r.before, r.after) for r in rows]
+            return [
+                AuditEntry(r.id, _aware(r.at), r.actor, r.action, r.target, r.before, r.after) for r in rows
+            ]
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -237,6 +239,11 @@ class FlagStore:
     def _changed(self, version: int) -> None:
         for listener in self._listeners:
             listener(version)
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; every time shipyard stores is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _counter(session: Session) -> int:

@@ -38,7 +38,11 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, tuple[Spec,
     for path in EXAMPLES:
         spec = load_spec(path)
         out = tmp_path_factory.mktemp(path.parent.name)
-        outputs[path] = (spec, render_kustomize(spec, out / "kustomize").directory, render_helm(spec, out / "helm").directory)
+        outputs[path] = (
+            spec,
+            render_kustomize(spec, out / "kustomize").directory,
+            render_helm(spec, out / "helm").directory,
+        )
     return outputs
 
 
@@ -65,7 +69,9 @@ def test_kubectl_kustomize_gives_the_same_objects(
 
 
 @pytest.mark.parametrize(("path", "env"), CASES, ids=[f"{p.parent.name}-{e}" for p, e in CASES])
-def test_helm_gives_the_same_objects(path: Path, env: str, rendered: dict[Path, tuple[Spec, Path, Path]]) -> None:
+def test_helm_gives_the_same_objects(
+    path: Path, env: str, rendered: dict[Path, tuple[Spec, Path, Path]]
+) -> None:
     spec, _, chart_dir = rendered[path]
     stack = spec.stack(env)
     chart = helm_python.Chart.load(chart_dir)
@@ -77,7 +83,9 @@ def test_helm_gives_the_same_objects(path: Path, env: str, rendered: dict[Path, 
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])
-def test_helm_lint_finds_nothing_above_info(path: Path, rendered: dict[Path, tuple[Spec, Path, Path]]) -> None:
+def test_helm_lint_finds_nothing_above_info(
+    path: Path, rendered: dict[Path, tuple[Spec, Path, Path]]
+) -> None:
     spec, _, chart_dir = rendered[path]
     for env in spec.environments:
         overrides = helm_python.values_from_yaml((chart_dir / f"values-{env}.yaml").read_text())
@@ -87,10 +95,16 @@ def test_helm_lint_finds_nothing_above_info(path: Path, rendered: dict[Path, tup
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])
-def test_the_kustomize_base_is_the_base_environment(path: Path, rendered: dict[Path, tuple[Spec, Path, Path]]) -> None:
+def test_the_kustomize_base_is_the_base_environment(
+    path: Path, rendered: dict[Path, tuple[Spec, Path, Path]]
+) -> None:
     spec, kustomize_dir, _ = rendered[path]
     result = subprocess.run(
-        ["kubectl", "kustomize", str(kustomize_dir / "base")], capture_output=True, text=True, check=True, timeout=120
+        ["kubectl", "kustomize", str(kustomize_dir / "base")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     base = spec.environments[-1]
     assert _canonical(yaml.safe_load_all(result.stdout)) == _canonical(render_kubernetes(spec.stack(base)))

@@ -1,4 +1,7 @@
-"""Helpers for the flag tests (imported as `flagkit`): build a one-flag set and evaluate it."""
+"""Helpers for the flag tests: build a one-flag set and evaluate it.
+
+Imported as `unit.flags.flagkit` (tests/ is on the path).
+"""
 
 from __future__ import annotations
 

@@ -6,23 +6,28 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from flagkit import ENV, compiled, evaluate_one, one_flag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shipyard.flags import ErrorCode, Evaluation, FlagSet, Reason, compile_flagset
+from unit.flags.flagkit import ENV, compiled, evaluate_one, one_flag
 
 ADMIN = {"attribute": "role", "op": "eq", "value": "ADMIN"}
 
 
 def test_disabled_environment_and_unknown_environment_serve_the_default() -> None:
-    ev = compiled([{"key": "f", "default_value": False, "environments": {
-        ENV: {"enabled": False, "rules": [{"value": True}]}, "staging": {"enabled": True, "value": True}}}])  # fmt: skip
+    environments = {
+        ENV: {"enabled": False, "rules": [{"value": True}]},
+        "staging": {"enabled": True, "value": True},
+    }
+    ev = compiled([{"key": "f", "default_value": False, "environments": environments}])
     assert ev.evaluate("f", {}, ENV) == Evaluation(False, None, Reason.DISABLED)
     assert ev.evaluate("f", {}, "dev") == Evaluation(False, None, Reason.DISABLED)
     assert ev.evaluate("f", {}, "staging") == Evaluation(True, None, Reason.STATIC)
     assert ev.is_enabled("f", {}, "staging") is True
-    assert ev.is_enabled("f", {}, "nowhere", default=True) is False  # known flag: its default, not the caller's
+    assert (
+        ev.is_enabled("f", {}, "nowhere", default=True) is False
+    )  # known flag: its default, not the caller's
 
 
 def test_enabled_without_rules_is_static_with_the_environment_value_or_the_default() -> None:
@@ -91,8 +96,15 @@ def test_type_mismatch_is_an_error_never_a_crash() -> None:
 @pytest.mark.parametrize("context", [None, [], "userId=1", 42, ("userId", "1")])
 def test_a_context_that_is_not_a_mapping_is_invalid(context: Any) -> None:
     result = evaluate_one([{"conditions": [ADMIN], "value": True}], context)
-    assert (result.value, result.reason, result.error_code) == (False, Reason.ERROR, ErrorCode.INVALID_CONTEXT)
-    assert compile_flagset(one_flag([{"conditions": [ADMIN], "value": True}])).is_enabled("f", context, ENV) is False
+    assert (result.value, result.reason, result.error_code) == (
+        False,
+        Reason.ERROR,
+        ErrorCode.INVALID_CONTEXT,
+    )
+    assert (
+        compile_flagset(one_flag([{"conditions": [ADMIN], "value": True}])).is_enabled("f", context, ENV)
+        is False
+    )
 
 
 class HostileMapping(Mapping[str, Any]):
@@ -135,7 +147,8 @@ def test_any_mapping_works_as_a_context() -> None:
 def prerequisite_set(parent_env: dict[str, Any], parent_type: str = "boolean", **pre: Any) -> Any:
     parent_default: Any = {"boolean": False, "string": "none"}[parent_type]
     return compiled([
-        {"key": "parent", "type": parent_type, "default_value": parent_default, "environments": {ENV: parent_env}},
+        {"key": "parent", "type": parent_type, "default_value": parent_default,
+         "environments": {ENV: parent_env}},
         {"key": "child", "default_value": False, "prerequisites": [{"flag": "parent", **pre}],
          "environments": {ENV: {"enabled": True, "value": True}}},
     ])  # fmt: skip
@@ -154,7 +167,12 @@ def test_prerequisite_on_a_disabled_flag_never_holds() -> None:
 
 
 def test_prerequisite_on_a_variant() -> None:
-    split = {"variants": [{"name": "red", "value": "red", "weight": 1}, {"name": "blue", "value": "blue", "weight": 1}]}
+    split = {
+        "variants": [
+            {"name": "red", "value": "red", "weight": 1},
+            {"name": "blue", "value": "blue", "weight": 1},
+        ]
+    }
     ev = prerequisite_set({"enabled": True, "rules": [{"split": split}]}, "string", variant="red")
     seen = set()
     for i in range(200):
@@ -182,20 +200,28 @@ def test_prerequisites_chain() -> None:
     ])  # fmt: skip
     assert [ev.evaluate(k, {"role": "ADMIN"}, ENV).value for k in "abc"] == [True, True, False]
     assert [ev.evaluate(k, {"role": "USER"}, ENV).value for k in "abc"] == [False, False, True]
-    # b's own default is true-ish nowhere; c's failed prerequisite serves c's default (True), reason DEFAULT
+    # c's failed prerequisite serves c's default (True), reason DEFAULT
     assert ev.evaluate("c", {"role": "USER"}, ENV).reason == Reason.DEFAULT
 
 
 def test_a_failed_prerequisite_counts_as_off_even_when_the_default_is_true() -> None:
-    ev = compiled([
-        {"key": "a", "default_value": False, "environments": {ENV: {"enabled": False}}},
-        {"key": "b", "default_value": True, "prerequisites": [{"flag": "a"}],
-         "environments": {ENV: {"enabled": True, "value": True}}},
-        {"key": "c", "default_value": False, "prerequisites": [{"flag": "b"}],
-         "environments": {ENV: {"enabled": True, "value": True}}},
-    ])  # fmt: skip
+    def chain(a_env: dict[str, Any]) -> Any:
+        return compiled([
+            {"key": "a", "default_value": False, "environments": {ENV: a_env}},
+            {"key": "b", "default_value": True, "prerequisites": [{"flag": "a"}],
+             "environments": {ENV: {"enabled": True, "value": True}}},
+            {"key": "c", "default_value": False, "prerequisites": [{"flag": "b"}],
+             "environments": {ENV: {"enabled": True, "value": True}}},
+        ])  # fmt: skip
+
+    ev = chain({"enabled": False})  # decided at compile time
     assert ev.evaluate("b", {}, ENV) == Evaluation(True, None, Reason.DEFAULT)
     assert ev.evaluate("c", {}, ENV) == Evaluation(False, None, Reason.DEFAULT)
+    ev = chain({"enabled": True, "rules": [{"conditions": [ADMIN], "value": True}]})  # decided per context
+    assert ev.evaluate("b", {"role": "USER"}, ENV) == Evaluation(True, None, Reason.DEFAULT)
+    assert ev.evaluate("c", {"role": "USER"}, ENV) == Evaluation(False, None, Reason.DEFAULT)
+    assert ev.evaluate("b", {"role": "ADMIN"}, ENV) == Evaluation(True, None, Reason.STATIC)
+    assert ev.evaluate("c", {"role": "ADMIN"}, ENV) == Evaluation(True, None, Reason.STATIC)
 
 
 # --- bulk, environment-bound, consistency ---------------------------------------------------------
@@ -228,7 +254,17 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-ATTRIBUTES = ["userId", "role", "environment", "age", "email", "appVersion", "currentTime", "tier", "accountId"]
+ATTRIBUTES = [
+    "userId",
+    "role",
+    "environment",
+    "age",
+    "email",
+    "appVersion",
+    "currentTime",
+    "tier",
+    "accountId",
+]
 CONTEXTS = st.dictionaries(st.sampled_from(ATTRIBUTES) | st.text(max_size=10), JSON, max_size=8)
 
 FUZZ_SET = FlagSet.from_yaml("""
@@ -247,14 +283,17 @@ flags:
             value: a
           - conditions: [{attribute: email, op: matches, value: '^[a-z]+@corp\\.io$'}]
             value: b
-          - conditions: [{attribute: email, op: contains, value: [corp, x]}, {attribute: tier, op: neq, value: 3}]
+          - conditions: [{attribute: email, op: contains, value: [corp, x]},
+                         {attribute: tier, op: neq, value: 3}]
             value: c
-          - conditions: [{attribute: appVersion, op: semver_gt, value: 1.2.0}, {attribute: age, op: lt, value: 99}]
+          - conditions: [{attribute: appVersion, op: semver_gt, value: 1.2.0},
+                         {attribute: age, op: lt, value: 99}]
             value: d
           - conditions: [{attribute: currentTime, op: after, value: '2025-01-01T00:00:00Z'}]
             value: e
           - conditions: [{attribute: environment, op: eq, value: production},
-                         {attribute: email, op: starts_with, value: a}, {attribute: email, op: ends_with, value: z}]
+                         {attribute: email, op: starts_with, value: a},
+                         {attribute: email, op: ends_with, value: z}]
             value: f
           - split:
               stickiness: userId
@@ -268,14 +307,17 @@ flags:
     environments: {production: {enabled: true, rules: [{value: true, rollout: {percent: 30}}]}}
   coin:
     default_value: false
-    environments: {production: {enabled: true, rules: [{value: true, rollout: {percent: 60, fallback: random}}]}}
+    environments:
+      production: {enabled: true, rules: [{value: true, rollout: {percent: 60, fallback: random}}]}
 """)
 FUZZ = compile_flagset(FUZZ_SET)
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(CONTEXTS, st.sampled_from([ENV, "staging", ""]), st.sampled_from([None, "boolean", "string", "json"]))
-def test_evaluating_never_raises_on_arbitrary_contexts(context: dict[str, Any], env: str, expected: Any) -> None:
+def test_evaluating_never_raises_on_arbitrary_contexts(
+    context: dict[str, Any], env: str, expected: Any
+) -> None:
     for key in ["everything", "gated", "coin", "missing"]:
         result = FUZZ.evaluate(key, context, env, expected)
         assert isinstance(result, Evaluation)

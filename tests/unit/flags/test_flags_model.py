@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from flagkit import one_flag
 from pydantic import ValidationError
 
 from shipyard.flags import (
@@ -17,6 +16,7 @@ from shipyard.flags import (
     regex_problem,
     stale_flags,
 )
+from unit.flags.flagkit import one_flag
 
 
 def flag(key: str = "f", **fields: Any) -> dict[str, Any]:
@@ -172,7 +172,17 @@ def test_invalid_conditions(cond: dict[str, Any], message: str) -> None:
 
 @pytest.mark.parametrize(
     "pattern",
-    [r"(a+)+$", r"(a*)*b", r"(\w+\s?)+$", r"(a{1,5})+", r"((ab)*c)*", r"(a|aa)+$", r"(.*a){12}", r"(a)\1", r"(?P<x>a)(?P=x)"],
+    [
+        r"(a+)+$",
+        r"(a*)*b",
+        r"(\w+\s?)+$",
+        r"(a{1,5})+",
+        r"((ab)*c)*",
+        r"(a|aa)+$",
+        r"(.*a){12}",
+        r"(a)\1",
+        r"(?P<x>a)(?P=x)",
+    ],
 )
 def test_catastrophic_patterns_are_rejected_at_validation(pattern: str) -> None:
     assert regex_problem(pattern) is not None
@@ -180,7 +190,9 @@ def test_catastrophic_patterns_are_rejected_at_validation(pattern: str) -> None:
         Condition.model_validate({"attribute": "email", "op": "matches", "value": pattern})
 
 
-@pytest.mark.parametrize("pattern", [r"^[a-z]+@example\.com$", r"^\d{3}-\d{4}$", r"(?i)^beta", r"^(GET|POST) /", r"a+b*c?"])
+@pytest.mark.parametrize(
+    "pattern", [r"^[a-z]+@example\.com$", r"^\d{3}-\d{4}$", r"(?i)^beta", r"^(GET|POST) /", r"a+b*c?"]
+)
 def test_ordinary_patterns_are_accepted(pattern: str) -> None:
     assert regex_problem(pattern) is None
 
@@ -194,9 +206,19 @@ def test_patterns_that_do_not_compile_or_are_too_long_are_rejected() -> None:
 
 
 def test_unknown_segment_names_the_flag_environment_and_rule() -> None:
-    data = {"flags": [flag("checkout", environments=env(rule(), rule({"op": "segment", "value": "beta"}, name="beta users")))]}
+    data = {
+        "flags": [
+            flag(
+                "checkout",
+                environments=env(rule(), rule({"op": "segment", "value": "beta"}, name="beta users")),
+            )
+        ]
+    }
     message = errors_of(data)
-    assert "flag 'checkout', environment 'production', rule 1 ('beta users') uses unknown segment 'beta'" in message
+    assert (
+        "flag 'checkout', environment 'production', rule 1 ('beta users') uses unknown segment 'beta'"
+        in message
+    )
     assert "flags[0].environments.production.rules[1].conditions[0]" in message
 
 
@@ -207,22 +229,36 @@ def test_check_references_reports_structured_issues() -> None:
 
 
 def test_prerequisite_cycles_are_rejected() -> None:
-    data = [flag("a", prerequisites=[{"flag": "b"}]), flag("b", prerequisites=[{"flag": "c"}]), flag("c", prerequisites=[{"flag": "a"}])]
+    data = [
+        flag("a", prerequisites=[{"flag": "b"}]),
+        flag("b", prerequisites=[{"flag": "c"}]),
+        flag("c", prerequisites=[{"flag": "a"}]),
+    ]
     assert "flags require each other in a cycle: a → b → c → a" in errors_of(data)
     assert "cycle: a → a" in errors_of([flag("a", prerequisites=[{"flag": "a"}])])
 
 
 def test_an_acyclic_prerequisite_graph_is_accepted() -> None:
-    data = [flag("a"), flag("b", prerequisites=[{"flag": "a"}]), flag("c", prerequisites=[{"flag": "a"}, {"flag": "b"}])]
+    data = [
+        flag("a"),
+        flag("b", prerequisites=[{"flag": "a"}]),
+        flag("c", prerequisites=[{"flag": "a"}, {"flag": "b"}]),
+    ]
     assert [f.key for f in FlagSet.from_data(data).flags] == ["a", "b", "c"]
 
 
 def test_unknown_prerequisites_and_variants_are_rejected() -> None:
     assert "flag 'b' requires unknown flag 'zz'" in errors_of([flag("b", prerequisites=[{"flag": "zz"}])])
     split = {"variants": [{"name": "red", "value": True, "weight": 1}]}
-    data = [flag("a", environments=env({"split": split})), flag("b", prerequisites=[{"flag": "a", "variant": "blue"}])]
+    data = [
+        flag("a", environments=env({"split": split})),
+        flag("b", prerequisites=[{"flag": "a", "variant": "blue"}]),
+    ]
     assert "requires variant 'blue' of flag 'a'" in errors_of(data)
-    ok = [flag("a", environments=env({"split": split})), flag("b", prerequisites=[{"flag": "a", "variant": "red"}])]
+    ok = [
+        flag("a", environments=env({"split": split})),
+        flag("b", prerequisites=[{"flag": "a", "variant": "red"}]),
+    ]
     assert FlagSet.from_data(ok).flags[1].prerequisites[0].variant == "red"
 
 
@@ -319,7 +355,11 @@ def test_stale_flags_use_the_kind_lifetime_and_the_given_now() -> None:
     assert stale[1].owner == "me"
     assert stale[1].expected_lifetime == timedelta(days=40)
     assert stale[1].overdue == timedelta(days=59 - 40)
-    assert [s.key for s in stale_flags(fs.flags, created + timedelta(days=401))] == ["ops", "release", "custom"]
+    assert [s.key for s in stale_flags(fs.flags, created + timedelta(days=401))] == [
+        "ops",
+        "release",
+        "custom",
+    ]
 
 
 def test_created_at_needs_a_time_zone() -> None:

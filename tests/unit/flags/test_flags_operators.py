@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from flagkit import ENV, compiled, condition_holds
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shipyard.flags import MAX_MATCH_INPUT, OPERATORS, semver_key
+from unit.flags.flagkit import ENV, compiled, condition_holds
 
 MISSING = object()
 
@@ -97,7 +97,12 @@ CASES: list[tuple[str, Any, Any, bool]] = [
     ("before", "2025-01-01T00:00:00Z", "not a date", False),
     ("before", "2025-01-01T00:00:00Z", 1735689599, False),
     ("after", "2025-01-01T00:00:00Z", datetime(2025, 1, 1, 0, 0, 1, tzinfo=UTC), True),
-    ("after", "2025-01-01T00:00:00Z", datetime(2025, 1, 1, 1, 0, 1, tzinfo=timezone(timedelta(hours=1))), True),
+    (
+        "after",
+        "2025-01-01T00:00:00Z",
+        datetime(2025, 1, 1, 1, 0, 1, tzinfo=timezone(timedelta(hours=1))),
+        True,
+    ),
 ]
 
 
@@ -109,7 +114,8 @@ def test_operator_semantics(op: str, value: Any, context_value: Any, expected: b
 OPERAND = {
     "in": ["x", 1], "not_in": ["x", 1], "eq": "x", "neq": "x", "contains": "x", "starts_with": "x",
     "ends_with": "x", "matches": "x", "lt": 1, "lte": 1, "gt": 1, "gte": 1, "semver_lt": "1.0.0",
-    "semver_eq": "1.0.0", "semver_gt": "1.0.0", "before": "2025-01-01T00:00:00Z", "after": "2025-01-01T00:00:00Z",
+    "semver_eq": "1.0.0", "semver_gt": "1.0.0",
+    "before": "2025-01-01T00:00:00Z", "after": "2025-01-01T00:00:00Z",
 }  # fmt: skip
 
 
@@ -161,18 +167,24 @@ def test_segments_nest_and_are_shared() -> None:
     segments = [
         {"name": "adults", "conditions": [{"attribute": "age", "op": "gte", "value": 18}]},
         {"name": "staff", "conditions": [
-            {"op": "segment", "value": "adults"}, {"attribute": "email", "op": "ends_with", "value": "@corp.io"}]},
+            {"op": "segment", "value": "adults"},
+            {"attribute": "email", "op": "ends_with", "value": "@corp.io"}]},
     ]  # fmt: skip
     assert condition_holds({"op": "segment", "value": "staff"}, {"age": 40, "email": "a@corp.io"}, segments)
-    assert not condition_holds({"op": "segment", "value": "staff"}, {"age": 17, "email": "a@corp.io"}, segments)
+    assert not condition_holds(
+        {"op": "segment", "value": "staff"}, {"age": 17, "email": "a@corp.io"}, segments
+    )
     assert not condition_holds({"op": "segment", "value": "staff"}, {"age": 40, "email": "a@x.io"}, segments)
     assert condition_holds({"op": "segment", "value": "adults"}, {"age": "18"}, segments)
 
 
-@given(st.lists(st.integers(0, 30), min_size=3, max_size=3), st.lists(st.integers(0, 30), min_size=3, max_size=3))
+@given(
+    st.lists(st.integers(0, 30), min_size=3, max_size=3), st.lists(st.integers(0, 30), min_size=3, max_size=3)
+)
 def test_semver_release_precedence_is_numeric_tuple_order(a: list[int], b: list[int]) -> None:
     ka, kb = semver_key(".".join(map(str, a))), semver_key(".".join(map(str, b)))
-    assert ka is not None and kb is not None
+    assert ka is not None
+    assert kb is not None
     assert (ka < kb) == (a < b)
     assert (ka == kb) == (a == b)
 

@@ -7,11 +7,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from flagkit import ENV, evaluate_one, one_flag
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shipyard.flags import Reason, bucket, compile_flagset
+from unit.flags.flagkit import ENV, evaluate_one, one_flag
 
 RNG = random.Random(7)
 RANDOM_USERS = [f"user-{RNG.getrandbits(64):x}" for _ in range(100_000)]
@@ -68,7 +68,9 @@ def test_group_id_defaults_to_the_flag_key() -> None:
         assert ev.is_enabled("new-checkout", {"userId": user}, ENV) is (bucket("new-checkout", user) <= 40)
 
 
-@pytest.mark.parametrize("context", [{}, {"userId": None}, {"userId": True}, {"userId": 1.5}, {"userId": ["1"]}])
+@pytest.mark.parametrize(
+    "context", [{}, {"userId": None}, {"userId": True}, {"userId": 1.5}, {"userId": ["1"]}]
+)
 def test_missing_or_unusable_stickiness_does_not_match_by_default(context: dict[str, Any]) -> None:
     result = evaluate_one([{"value": True, "rollout": {"percent": 100}}], context)
     assert (result.value, result.reason) == (False, Reason.DEFAULT)
@@ -119,7 +121,11 @@ def test_variant_selection_equals_unleash() -> None:
 
 
 def test_zero_weight_variants_are_never_served() -> None:
-    rule = {"split": {"variants": [{"name": "a", "value": 1, "weight": 0}, {"name": "b", "value": 2, "weight": 5}]}}
+    rule = {
+        "split": {
+            "variants": [{"name": "a", "value": 1, "weight": 0}, {"name": "b", "value": 2, "weight": 5}]
+        }
+    }
     ev = compile_flagset(one_flag([rule], flag_type="number", default=0))
     assert {ev.evaluate("f", {"userId": u}, ENV).variant for u in RANDOM_USERS[:3000]} == {"b"}
 

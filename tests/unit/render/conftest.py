@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from render_helpers import ROOT
 
 from shipyard.spec import Spec, load_spec
+from unit.render.render_helpers import ROOT
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,7 @@
-"""Helpers for the render tests: small specs written inline, objects by kind."""
+"""Helpers for the render tests: small specs written inline, objects by kind.
+
+Imported as `unit.render.render_helpers` (tests/ is on the path).
+"""
 
 from __future__ import annotations
 

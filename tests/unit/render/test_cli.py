@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from render_helpers import ROOT
 
 from shipyard.cli import main
+from unit.render.render_helpers import ROOT
 
 APRICODE = str(ROOT / "examples" / "apricode" / "shipyard.yaml")
 

@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 
 from shipyard.render import KIND_ORDER, build_manifests, dump_all, render_kubernetes
-from shipyard.spec import Spec
-
-from render_helpers import by_kind, spec_from
+from shipyard.spec import Spec, load_spec
+from unit.render.render_helpers import by_kind, spec_from
 
 LABELS = (
     "app.kubernetes.io/name",
@@ -120,10 +119,15 @@ def test_env_plain_values_in_configmap_and_secrets_as_references(production: lis
     assert env["NEXTAUTH_SECRET"]["valueFrom"] == {
         "secretKeyRef": {"name": "apricode-app", "key": "nextauth-secret"}
     }
-    assert env["PGPASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "apricode-postgres", "key": "password"}}
+    assert env["PGPASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "apricode-postgres", "key": "password"}
+    }
     assert env["PGHOST"]["value"] == "postgres"
     assert env["PGDATABASE"]["value"] == "apricode"
-    assert env["DATABASE_URL"]["value"] == "postgresql://$(PGUSER):$(PGPASSWORD)@$(PGHOST):$(PGPORT)/$(PGDATABASE)"
+    assert (
+        env["DATABASE_URL"]["value"]
+        == "postgresql://$(PGUSER):$(PGPASSWORD)@$(PGHOST):$(PGPORT)/$(PGDATABASE)"
+    )
     assert env["REDIS_URL"]["value"] == "redis://$(REDIS_HOST):$(REDIS_PORT)/0"
     names = [e["name"] for e in _container(by_kind(production, "Deployment")["app"])["env"]]
     # $(VAR) expands only variables defined earlier in the list.
@@ -172,7 +176,9 @@ def test_hpa_behaviour_and_pdb(production: list[dict[str, Any]], dev: list[dict[
     assert by_kind(dev, "Deployment")["app"]["spec"]["replicas"] == 1
 
 
-def test_ingress_tls_rate_limits_and_body_size(production: list[dict[str, Any]], dev: list[dict[str, Any]]) -> None:
+def test_ingress_tls_rate_limits_and_body_size(
+    production: list[dict[str, Any]], dev: list[dict[str, Any]]
+) -> None:
     ingress = by_kind(production, "Ingress")["app"]
     assert ingress["metadata"]["annotations"] == {
         "cert-manager.io/cluster-issuer": "letsencrypt-prod",
@@ -194,17 +200,28 @@ def test_network_policies_deny_then_allow_what_the_spec_implies(production: list
     app_rules = policies["allow-app"]["spec"]["ingress"]
     app_from = [rule["from"] for rule in app_rules]
     # the ingress controller's namespace, as the platform component names it
-    assert [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}] in app_from
+    assert [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ] in app_from
     # the app's own cron jobs call it (http://app:3000/api/cron/...)
-    app_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "app", "app.kubernetes.io/part-of": "apricode"}}}
+    app_pods = {
+        "podSelector": {
+            "matchLabels": {"app.kubernetes.io/name": "app", "app.kubernetes.io/part-of": "apricode"}
+        }
+    }
     assert [app_pods] in app_from
     postgres = policies["allow-postgres"]["spec"]
     assert postgres["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "postgres"
     (rule,) = postgres["ingress"]
     assert rule["ports"] == [{"port": 5432, "protocol": "TCP"}]
     assert app_pods in rule["from"]
-    assert any(p["podSelector"]["matchLabels"].get("app.kubernetes.io/name") == "postgres-replica" for p in rule["from"])
-    assert policies["allow-redis"]["spec"]["ingress"] == [{"from": [app_pods], "ports": [{"port": 6379, "protocol": "TCP"}]}]
+    assert any(
+        p["podSelector"]["matchLabels"].get("app.kubernetes.io/name") == "postgres-replica"
+        for p in rule["from"]
+    )
+    assert policies["allow-redis"]["spec"]["ingress"] == [
+        {"from": [app_pods], "ports": [{"port": 6379, "protocol": "TCP"}]}
+    ]
 
 
 def test_postgres_primary_and_replicas(production: list[dict[str, Any]], dev: list[dict[str, Any]]) -> None:
@@ -219,7 +236,10 @@ def test_postgres_primary_and_replicas(production: list[dict[str, Any]], dev: li
     assert "max_connections=200" in container["args"]
     assert container["args"][container["args"].index("shared_buffers=2GB") - 1] == "-c"
     assert container["readinessProbe"]["exec"]["command"][0] == "pg_isready"
-    assert {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "apricode-postgres", "key": "password"}}} in container["env"]
+    assert {
+        "name": "POSTGRES_PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "apricode-postgres", "key": "password"}},
+    } in container["env"]
     assert container["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
     assert _container(replicas)["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
     (claim,) = primary["spec"]["volumeClaimTemplates"]
@@ -234,7 +254,9 @@ def test_postgres_primary_and_replicas(production: list[dict[str, Any]], dev: li
     # dev has no replicas (and smaller storage)
     dev_sets = by_kind(dev, "StatefulSet")
     assert "postgres-replica" not in dev_sets
-    assert dev_sets["postgres"]["spec"]["volumeClaimTemplates"][0]["spec"]["resources"] == {"requests": {"storage": "10Gi"}}
+    assert dev_sets["postgres"]["spec"]["volumeClaimTemplates"][0]["spec"]["resources"] == {
+        "requests": {"storage": "10Gi"}
+    }
 
 
 def test_redis_args_probes_and_storage(production: list[dict[str, Any]]) -> None:
@@ -299,7 +321,9 @@ def small() -> list[dict[str, Any]]:
 def test_env_references_become_keys_of_the_runtime_secret(small: list[dict[str, Any]]) -> None:
     env = {e["name"]: e for e in _container(by_kind(small, "Deployment")["web"])["env"]}
     assert env["API_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "shop-runtime", "key": "API_TOKEN"}}
-    assert env["UPSTREAM_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "shop-runtime", "key": "UPSTREAM_PASSWORD"}}
+    assert env["UPSTREAM_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "shop-runtime", "key": "UPSTREAM_PASSWORD"}
+    }
     # assembled by Kubernetes; a literal $( in the spec is escaped so it stays literal
     assert env["UPSTREAM"]["value"] == "https://user:$(UPSTREAM_PASSWORD)@upstream.example/$$(literal)"
     # without a secret store, nothing is fetched: the Secrets are the cluster's own
@@ -310,7 +334,9 @@ def test_two_postgres_dependencies_get_prefixed_connection_variables(small: list
     env = {e["name"]: e for e in _container(by_kind(small, "Deployment")["web"])["env"]}
     assert env["MAIN_DB_PGHOST"]["value"] == "main-db"
     assert env["AUDIT_DB_PGPORT"]["value"] == "5433"
-    assert env["MAIN_DB_PGPASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "main-db-credentials", "key": "password"}}
+    assert env["MAIN_DB_PGPASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "main-db-credentials", "key": "password"}
+    }
     assert env["AUDIT_DB_PGPASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "audit", "key": "pw"}}
     assert env["AUDIT_DB_DATABASE_URL"]["value"] == (
         "postgresql://$(AUDIT_DB_PGUSER):$(AUDIT_DB_PGPASSWORD)@$(AUDIT_DB_PGHOST):$(AUDIT_DB_PGPORT)/$(AUDIT_DB_PGDATABASE)"
@@ -326,7 +352,9 @@ def test_volumes_become_claims_mounted_into_the_deployment(small: list[dict[str,
         "storageClassName": "standard",
     }
     deployment = by_kind(small, "Deployment")["web"]
-    assert {"name": "uploads", "persistentVolumeClaim": {"claimName": "web-uploads"}} in deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "uploads", "persistentVolumeClaim": {"claimName": "web-uploads"}} in deployment["spec"][
+        "template"
+    ]["spec"]["volumes"]
     assert {"name": "uploads", "mountPath": "/srv/uploads"} in _container(deployment)["volumeMounts"]
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 1
 
@@ -376,8 +404,6 @@ def test_an_older_kubernetes_gets_an_exec_sleep(apricode: Spec) -> None:
 
 
 def test_output_is_byte_identical_across_loads(apricode: Spec) -> None:
-    from shipyard.spec import load_spec
-
     again = load_spec(apricode.file)
     for env in apricode.environments:
         first = dump_all(render_kubernetes(apricode.stack(env)))

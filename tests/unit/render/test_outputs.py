@@ -7,11 +7,11 @@ tests/integration/render.
 from __future__ import annotations
 
 import yaml
-from render_helpers import spec_from
 
 from shipyard.render import helm_tree, kustomize_tree
 from shipyard.render._diff import json_patch, same, values_patch
 from shipyard.spec import Spec, load_spec
+from unit.render.render_helpers import spec_from
 
 
 def test_trees_are_deterministic(apricode: Spec) -> None:

@@ -62,14 +62,14 @@ def test_the_bundled_external_secret_schema_is_strict(objects: list[dict[str, An
 
 def test_a_kind_without_a_schema_is_refused() -> None:
     thing = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
-    with pytest.raises(RenderError, match="Widget/w: no schema for Widget example.com/v1"):
+    with pytest.raises(RenderError, match=r"Widget/w: no schema for Widget example\.com/v1"):
         validate_objects([thing])
 
 
 def test_kubernetes_versions() -> None:
     assert "1.33" in supported_versions()
     assert schema_version("v1.30.2") == "1.30"
-    with pytest.raises(RenderError, match="no Kubernetes schemas for version 1.99"):
+    with pytest.raises(RenderError, match=r"no Kubernetes schemas for version 1\.99"):
         schema_version("1.99")
     with pytest.raises(RenderError, match="is not a Kubernetes version"):
         schema_version("latest")
@@ -134,3 +134,19 @@ def test_the_fast_path_never_changes_a_verdict(objects: list[dict[str, Any]], da
     except RenderError:
         valid = False
     assert valid == expected_valid, (obj["kind"], path, parent[path[-1]])
+
+
+def test_remembered_valid_objects_do_not_hide_invalid_ones(objects: list[dict[str, Any]]) -> None:
+    secret = _named(objects, "ExternalSecret", "apricode-app")
+    validate_objects([secret])
+    # the bundled schema constrains the namespace, so another namespace is checked again
+    secret["metadata"]["namespace"] = "Not_A_Namespace"
+    with pytest.raises(RenderError, match=r"metadata\.namespace"):
+        validate_objects([secret])
+    service = _named(objects, "Service", "app")
+    validate_objects([service])
+    service["metadata"]["namespace"] = "elsewhere"
+    validate_objects([service])  # any string is a namespace to the Kubernetes schemas
+    service["spec"]["ports"][0]["port"] = True
+    with pytest.raises(RenderError, match="Service/app"):
+        validate_objects([service])

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from render_helpers import by_kind, spec_from
 
+from shipyard.errors import RenderError
 from shipyard.render import dump_all, helm_tree, kustomize_tree, render_kubernetes
+from unit.render.render_helpers import by_kind, spec_from
 
 SENTINEL = "s3ntinel-Value-that-must-never-appear"
 
@@ -57,15 +58,19 @@ def test_every_referenced_secret_is_fetched_from_its_store() -> None:
     assert secrets["legacy"]["spec"]["secretStoreRef"]["name"] == "old-vault"
     redis = by_kind(objects, "StatefulSet")["cache"]["spec"]["template"]["spec"]["containers"][0]
     assert "$(REDIS_PASSWORD)" in redis["args"]
-    assert {"name": "REDISCLI_AUTH", "valueFrom": {"secretKeyRef": {"name": "cache-auth", "key": "password"}}} in redis["env"]
-    env = {e["name"]: e for e in by_kind(objects, "Deployment")["api"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {
+        "name": "REDISCLI_AUTH",
+        "valueFrom": {"secretKeyRef": {"name": "cache-auth", "key": "password"}},
+    } in redis["env"]
+    env = {
+        e["name"]: e
+        for e in by_kind(objects, "Deployment")["api"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@$(REDIS_HOST):$(REDIS_PORT)/0"
     assert env["BROKER"]["value"] == "amqp://app:$(BROKER_PASSWORD)@broker:5672/"
 
 
 def test_one_secret_from_two_stores_is_refused() -> None:
-    from shipyard.errors import RenderError
-
     spec = spec_from(
         """
         name: split

@@ -12,7 +12,9 @@ from shipyard.spec import Spec
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
 
 
 def test_write_replaces_a_previous_render(tmp_path: Path) -> None:
@@ -28,7 +30,7 @@ def test_a_failed_write_leaves_the_old_output_untouched(tmp_path: Path) -> None:
     write_tree({"a.yaml": "a: 1\n"}, out)
     before = _snapshot(out)
     # `x` as a file and as a directory: the second write fails halfway through.
-    with pytest.raises(OSError):
+    with pytest.raises(FileExistsError):
         write_tree({"x": "file\n", "x/y.yaml": "y: 1\n"}, out)
     assert _snapshot(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
