@@ -181,7 +181,7 @@ def main() -> int:
     result = {
         "benchmark": "reference flag: role in [USER, ADMIN] and userId in a 30 % rollout; "
         "ids 0..N-1, role USER",
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "command": shlex.join([os.path.relpath(sys.executable), *sys.argv]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "n": args.n,
         "nproc": os.cpu_count(),

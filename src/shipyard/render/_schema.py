@@ -25,7 +25,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 from jsonschema import _keywords
 from referencing import Registry, Resource
 

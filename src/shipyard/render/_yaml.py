@@ -17,7 +17,12 @@ class _Dumper(_Base):  # type: ignore[misc]
     PyYAML resolves only YAML 1.1's long booleans; go-yaml v2 (behind kubectl and Helm) also
     reads `y`/`n` as booleans and go-yaml v3 reads `0o17` and `1e3` as numbers, so strings shaped
     like those are given an implicit resolver here, which makes the dumper quote them.
+    Objects shared between containers (one env list) are written out each time, never as
+    `&id001` anchors and aliases, which readers of a manifest should not have to follow.
     """
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 _Dumper.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))

@@ -20,12 +20,15 @@ from ._model import (
     SecretRef,
     Service,
     Stack,
+    Storage,
     Volume,
 )
+from ._secrets import ENV_REFERENCE
 from ._units import GIB, byte_count, format_cpu, millicores, seconds
 
 __all__ = [
     "DEFAULT_ENVIRONMENTS",
+    "ENV_REFERENCE",
     "GIB",
     "Analysis",
     "Autoscaling",
@@ -46,6 +49,7 @@ __all__ = [
     "Service",
     "Spec",
     "Stack",
+    "Storage",
     "Volume",
     "byte_count",
     "format_cpu",

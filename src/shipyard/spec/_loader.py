@@ -8,18 +8,16 @@ value came from, so an error in an overlay names the overlay's line.
 
 from __future__ import annotations
 
-import datetime
 import difflib
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from ..errors import SpecError, SpecIssue, UnknownEnvironmentError
 from ._checks import check_stack
@@ -112,8 +110,12 @@ def load_spec_text(text: str, file: str = "shipyard.yaml") -> Spec:
         for key in ("environments", "environment", "name"):
             if overlay and key in overlay:
                 issue((*env_path, key), f"`{key}` cannot be overridden per environment")
-        merged, merged_positions = _merge(data, overlay or {}, positions, env_path)
+        merged = _merge(data, overlay or {})
         merged["environment"] = env_name
+
+        def where(loc: Iterable[str | int], env_path: FieldPath = env_path) -> tuple[int, int]:
+            return _position(positions, loc, overlay=env_path)
+
         try:
             stack = Stack.model_validate(merged)
         except ValidationError as exc:
@@ -123,7 +125,7 @@ def load_spec_text(text: str, file: str = "shipyard.yaml") -> Spec:
                 if loc in seen:  # one message per field, not one per member of a union
                     continue
                 seen.add(loc)
-                line, column = _position(merged_positions, loc)
+                line, column = where(loc)
                 issues.append(SpecIssue(file, line, column, _dotted(loc), _explain(error, loc)))
             # Still run the cross-field checks on the parts that are valid, so that one pass
             # reports every problem: drop each broken entity and validate what is left.
@@ -133,11 +135,11 @@ def load_spec_text(text: str, file: str = "shipyard.yaml") -> Spec:
             except ValidationError:
                 continue
             for loc, message in check_stack(partial, assumed=dropped):
-                line, column = _position(merged_positions, loc)
+                line, column = where(loc)
                 issues.append(SpecIssue(file, line, column, _dotted(loc), message))
             continue
         for loc, message in check_stack(stack):
-            line, column = _position(merged_positions, loc)
+            line, column = where(loc)
             issues.append(SpecIssue(file, line, column, _dotted(loc), message))
         stacks[env_name] = stack
     if issues:
@@ -168,101 +170,140 @@ def _without_broken(data: dict[str, Any], locs: list[FieldPath]) -> tuple[dict[s
 
 
 def _parse(text: str, file: str) -> tuple[Any, Positions]:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
+    """Parse with libyaml's composer, then read scalars by YAML 1.2's core schema.
+
+    The node tree keeps every line and column. Resolving scalars ourselves gives YAML 1.2
+    semantics (`on`, `no`, `y` stay strings: no Norway problem), as ruamel would, at libyaml's speed.
+    """
     try:
-        document = yaml.load(text)
-    except MarkedYAMLError as exc:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         problem = (exc.problem or exc.context or "malformed YAML").strip()
         raise SpecError([SpecIssue(file, line, column, "", f"not valid YAML: {problem}")]) from None
-    except (YAMLError, ValueError, TypeError, RecursionError, OverflowError) as exc:
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError, OverflowError) as exc:
         raise SpecError([SpecIssue(file, 0, 0, "", f"not valid YAML: {type(exc).__name__}: {exc}")]) from None
     positions: Positions = {(): (1, 1)}
+    if node is None:
+        return None, positions
     try:
-        return _plain(document, (), positions), positions
+        return _Builder(file, positions).build(node, ()), positions
     except RecursionError:
         raise SpecError([SpecIssue(file, 0, 0, "", "the document nests too deeply")]) from None
 
 
-def _plain(node: Any, path: FieldPath, positions: Positions) -> Any:
-    """Convert ruamel's round-trip nodes to plain data, recording where each field stands."""
-    if isinstance(node, CommentedMap):
-        result: dict[Any, Any] = {}
-        for key, value in node.items():
-            key_text = key if isinstance(key, str) else str(key)
-            child = (*path, key_text)
-            positions[child] = _mark(node, key, is_key=True)
-            result[key_text] = _plain(value, child, positions)
-        return result
-    if isinstance(node, CommentedSeq):
-        items = []
-        for index, value in enumerate(node):
-            child = (*path, index)
-            positions[child] = _mark(node, index, is_key=False)
-            items.append(_plain(value, child, positions))
-        return items
-    if isinstance(node, bool) or node is None:
-        return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, datetime.date):
-        return node.isoformat()
-    return str(node)
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_NULLS = {"", "~", "null", "Null", "NULL"}
+_INT = re.compile(r"^[-+]?[0-9]+$")
+_OCT = re.compile(r"^0o[0-7]+$")
+_HEX = re.compile(r"^0x[0-9a-fA-F]+$")
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+_SPECIAL_FLOATS = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
 
 
-def _mark(node: CommentedMap | CommentedSeq, key: Any, *, is_key: bool) -> tuple[int, int]:
-    """1-based line and column of a key or item; (0, 0) where ruamel kept none (e.g. tagged nodes)."""
-    data = getattr(node.lc, "data", None)
-    if not data or key not in data:
-        return (0, 0)
-    line, column = node.lc.key(key) if is_key else node.lc.item(key)
-    return (line + 1, column + 1)
+class _Builder:
+    """Plain data from a composed node tree, recording where each field stands."""
 
+    def __init__(self, file: str, positions: Positions) -> None:
+        self.file = file
+        self.positions = positions
+        self.active: set[int] = set()  # nodes on the current path: an alias to one is a cycle
 
-def _merge(base: Any, overlay: Any, positions: Positions, overlay_path: FieldPath) -> tuple[Any, Positions]:
-    """Deep-merge `overlay` onto `base`; positions of overridden fields point into the overlay."""
-    merged_positions: Positions = {k: v for k, v in positions.items() if k[:1] != ("environments",)}
+    def fail(self, node: yaml.Node, message: str) -> SpecError:
+        mark = node.start_mark
+        return SpecError([SpecIssue(self.file, mark.line + 1, mark.column + 1, "", message)])
 
-    def walk(left: Any, right: Any, path: FieldPath) -> Any:
-        if not isinstance(left, dict) or not isinstance(right, dict):
-            _reposition(merged_positions, positions, path, (*overlay_path, *path))
-            return right
-        result = dict(left)
-        for key, value in right.items():
-            child = (*path, key)
-            if value is None:
-                result.pop(key, None)
+    def build(self, node: yaml.Node, path: FieldPath) -> Any:
+        if id(node) in self.active:
+            raise self.fail(node, "not valid YAML for a spec: an alias refers to the node that contains it")
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                items = []
+                for index, item in enumerate(node.value):
+                    self.positions[(*path, index)] = (item.start_mark.line + 1, item.start_mark.column + 1)
+                    items.append(self.build(item, (*path, index)))
+                return items
+            assert isinstance(node, yaml.MappingNode)  # the composer makes only these three kinds
+            return self.mapping(node, path)
+        finally:
+            self.active.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        raise self.fail(source, "a merge (<<) takes a mapping or a list of mappings")
+                    merged = {**self.build(source, path), **merged}
                 continue
-            result[key] = walk(left.get(key), value, child) if key in left else value
-            if key not in left:
-                _reposition(merged_positions, positions, child, (*overlay_path, *child))
-            elif (*overlay_path, *child) in positions:
-                merged_positions[child] = positions[(*overlay_path, *child)]
-        return result
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.fail(key_node, "a key must be a plain value, not a list or mapping")
+            key = str(self.scalar(key_node))
+            if key in result:
+                raise self.fail(key_node, f"the key {key!r} appears twice in the same mapping")
+            self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = self.build(value_node, (*path, key))
+        return {**merged, **result}
 
-    return walk(base, overlay, ()), merged_positions
+    @staticmethod
+    def scalar(node: yaml.ScalarNode) -> Any:
+        value = node.value
+        # Quoted and block scalars, and what the resolver already called a string (or a tag
+        # written by hand: !!binary, !custom), stay text: nothing is ever constructed from a tag.
+        if node.style not in (None, "") or node.tag not in _RESOLVED_TAGS:
+            return value
+        if value in _NULLS:
+            return None
+        if value in _BOOLS:
+            return _BOOLS[value]
+        if _INT.match(value):
+            return int(value)
+        if _OCT.match(value):
+            return int(value[2:], 8)
+        if _HEX.match(value):
+            return int(value[2:], 16)
+        if _FLOAT.match(value):
+            return float(value)
+        if value.lower() in _SPECIAL_FLOATS:
+            return _SPECIAL_FLOATS[value.lower()]
+        return value  # e.g. `on`, `no`, `2024-01-01`: YAML 1.1 types, strings in YAML 1.2
 
 
-def _reposition(target: Positions, source: Positions, path: FieldPath, from_path: FieldPath) -> None:
-    """Point `path` and everything below it at the positions under `from_path`."""
-    for key in [k for k in target if k[: len(path)] == path]:
-        del target[key]
-    width = len(from_path)
-    for key, value in source.items():
-        if key[:width] == from_path:
-            target[(*path, *key[width:])] = value
+# The tags libyaml's (YAML 1.1) resolver gives plain scalars that are not strings: re-read by 1.2.
+_RESOLVED_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("int", "float", "bool", "null", "timestamp")}
 
 
-def _position(positions: Positions, path: Iterable[str | int]) -> tuple[int, int]:
-    """The position of the nearest field at or above `path` that the file names."""
+def _merge(base: Any, overlay: Any) -> Any:
+    """Deep-merge `overlay` onto `base`: maps merge, anything else replaces, None removes a key."""
+    if not isinstance(base, dict) or not isinstance(overlay, dict):
+        return overlay
+    result = dict(base)
+    for key, value in overlay.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(base[key], value) if key in base else value
+    return result
+
+
+def _position(positions: Positions, path: Iterable[str | int], overlay: FieldPath = ()) -> tuple[int, int]:
+    """Where the nearest field at or above `path` stands, the overlay's place before the base's.
+
+    A value the overlay replaced has all of its fields in the overlay, and one it merged keeps
+    the base's fields it did not name, so the deepest match, overlay first, is the right place.
+    """
     parts = tuple(path)
     while parts:
+        if overlay and (*overlay, *parts) in positions:
+            return positions[(*overlay, *parts)]
         if parts in positions:
             return positions[parts]
         parts = parts[:-1]

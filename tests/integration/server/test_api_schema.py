@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
@@ -56,8 +57,6 @@ def test_no_server_errors_and_documented_shapes(served: tuple[Any, str]) -> None
 
 
 def test_unauthenticated_requests_are_refused(served: tuple[Any, str]) -> None:
-    from fastapi.testclient import TestClient
-
     app, _ = served
     with TestClient(app) as client:
         for method, path in [

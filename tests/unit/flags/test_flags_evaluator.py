@@ -335,3 +335,19 @@ def test_is_enabled_agrees_with_evaluate(user: str, role: str) -> None:
     ev = compile_flagset(one_flag(rules))
     context = {"userId": user, "role": role}
     assert ev.is_enabled("f", context, ENV) is ev.evaluate("f", context, ENV, "boolean").value
+
+
+FUSED = [{"conditions": [{"attribute": "role", "op": "in", "value": ["USER", "ADMIN"]}],
+          "rollout": {"percent": 30}, "value": True}]  # fmt: skip
+GENERAL = [{"conditions": [{"attribute": "role", "op": "in", "value": ["USER", "ADMIN"]},
+                           {"attribute": "role", "op": "not_in", "value": []}],
+            "rollout": {"percent": 30}, "value": True}]  # fmt: skip
+
+
+@given(
+    CONTEXTS | st.fixed_dictionaries({"userId": JSON, "role": st.sampled_from(["USER", "ADMIN", "GUEST"])})
+)
+def test_the_fused_hot_path_agrees_with_the_general_one(context: dict[str, Any]) -> None:
+    fused, general = compile_flagset(one_flag(FUSED)), compile_flagset(one_flag(GENERAL))
+    assert fused.evaluate("f", context, ENV) == general.evaluate("f", context, ENV)
+    assert fused.is_enabled("f", context, ENV) is general.is_enabled("f", context, ENV)

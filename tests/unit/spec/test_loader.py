@@ -162,7 +162,8 @@ def test_secret_values_are_refused_without_echoing_them() -> None:
     ("text", "expected"),
     [
         ("name: [unclosed\n", "s.yaml:2:1: not valid YAML"),
-        ("name: a\nname: b\n", "s.yaml:2:1: not valid YAML"),
+        ("name: a\nname: b\n", "s.yaml:2:1: the key 'name' appears twice"),
+        ("name: a\nx: &x [*x]\n", "an alias refers to the node that contains it"),
         ("- just\n- a list\n", "the spec must be a mapping"),
         ("name: shop\nenvironments: [dev]\n", "environments: expected a mapping"),
         ("name: Shop_1\n", "name: 'Shop_1' does not match"),
@@ -171,6 +172,37 @@ def test_secret_values_are_refused_without_echoing_them() -> None:
 )
 def test_malformed_documents(text: str, expected: str) -> None:
     assert any(expected in f for f in problems(text)), problems(text)
+
+
+def test_yaml_1_2_scalars_and_merge_keys() -> None:
+    text = textwrap.dedent(
+        """\
+        name: shop
+        services:
+          api: &api
+            role: api
+            image: i
+            port: 8000
+            env: {COUNTRY: NO, FEATURE: on, RELEASE: 2024-01-01, RATIO: 0.5, HEX: 0x1F, QUOTED: "true", N: 3}
+          worker:
+            <<: *api
+            role: worker
+            port: 8001
+        """
+    )
+    stack = load_spec_text(text).stack("production")
+    env = stack.services["api"].env
+    assert env == {
+        "COUNTRY": "NO",
+        "FEATURE": "on",
+        "RELEASE": "2024-01-01",
+        "RATIO": 0.5,
+        "HEX": 31,
+        "QUOTED": "true",
+        "N": 3,
+    }
+    worker = stack.services["worker"]
+    assert (worker.role, worker.port, worker.image, worker.env) == ("worker", 8001, "i", env)
 
 
 def test_unknown_environment_suggests_the_closest() -> None:
