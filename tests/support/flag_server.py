@@ -42,9 +42,10 @@ class StateTemplate:
         """A consistent copy of the database in `directory` (SQLite's backup API: WAL-safe)."""
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / "state.db"
-        with contextlib.closing(sqlite3.connect(self.database)) as src, contextlib.closing(
-            sqlite3.connect(target)
-        ) as dst:
+        with (
+            contextlib.closing(sqlite3.connect(self.database)) as src,
+            contextlib.closing(sqlite3.connect(target)) as dst,
+        ):
             src.backup(dst)
         return target
 
@@ -102,9 +103,17 @@ class FlagServer:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                SHIPYARD, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--database-url", self.database_url, "--env", self.environment,
-            ],  # fmt: skip
+                SHIPYARD,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--database-url",
+                self.database_url,
+                "--env",
+                self.environment,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -194,9 +203,13 @@ class FlagServer:
 
 
 @contextlib.contextmanager
-def running_flag_server(template: StateTemplate, directory: Path, environment: str = "production") -> Iterator[FlagServer]:
+def running_flag_server(
+    template: StateTemplate, directory: Path, environment: str = "production"
+) -> Iterator[FlagServer]:
     """A started server over a copy of `template`'s database in `directory`; stopped on exit."""
-    server = FlagServer(template.copy_to(directory), template.admin_token, template.client_token, environment=environment)
+    server = FlagServer(
+        template.copy_to(directory), template.admin_token, template.client_token, environment=environment
+    )
     server.start()
     try:
         yield server

@@ -224,7 +224,9 @@ class ShipyardProvider(AbstractProvider):
         if after == before:
             return
         if after == _Status.STALE:
-            self.emit_provider_stale(ProviderEventDetails(message=message or "the flag server is unreachable"))
+            self.emit_provider_stale(
+                ProviderEventDetails(message=message or "the flag server is unreachable")
+            )
         else:
             self.emit_provider_ready(ProviderEventDetails(message="the flag server is reachable again"))
 

