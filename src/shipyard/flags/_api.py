@@ -29,8 +29,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from ..errors import ConflictError, InvalidObjectError, NotFoundError
-from ._evaluator import ErrorCode
 from ._backends import evaluation_data
+from ._evaluator import ErrorCode
 from ._live import LiveFlagSet
 from ._model import FlagSet
 from ._store import AuditEntry, Stored
