@@ -130,7 +130,7 @@ class FlagServer:
         self.stop()
         raise TimeoutError(f"shipyard serve did not answer /healthz within {timeout} s: {self.log()}")
 
-    def stop(self, grace: float = 2.0) -> None:
+    def stop(self, grace: float = 1.0) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds (open event streams can hold it up)."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:

@@ -17,6 +17,7 @@ from ..errors import UserError
 from ..flags._backends import FlagBackend, LocalBackend, RemoteBackend
 from ..flags._model import FlagSet, stale_flags
 from ..flags._store import FlagStore
+from ..spec import load_spec
 from ..state import open_engine, session_factory
 from ..tokens import SCOPES, create_token, list_tokens, revoke_token
 from ._app import Output, OutputOption, console, emit
@@ -273,12 +274,20 @@ def import_(
     token: TokenOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Import a flag set file (YAML or JSON) in one transaction: all of it or nothing."""
+    """Import a flag set file (YAML or JSON), or the `flags:` of a shipyard.yaml, all or nothing."""
     try:
-        flagset = FlagSet.from_yaml(file.read_text(encoding="utf-8"))
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{file}: no such file") from None
-    except (ValueError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        raise UserError(f"{file}: not valid YAML: {exc}") from None
+    if isinstance(data, dict) and "name" in data and "flags" in data:
+        # A stack spec: validated whole (its flags included), then its flags section imported.
+        spec = load_spec(file)
+        data = spec.stack(spec.environments[0]).flags
+    try:
+        flagset = FlagSet.from_data(data or {})
+    except ValueError as exc:
         raise UserError(f"{file}: not a valid flag set: {exc}") from None
     version = backend(url, token, database_url).import_set(flagset, replace_all=replace)
     console.print(f"imported {len(flagset.flags)} flags from {file}; flag set version {version}")

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Set
 
+from pydantic import ValidationError
+
+from ..flags._model import FlagSet
 from ._model import Resources, Stack
 from ._units import byte_count, millicores
 
@@ -25,7 +28,24 @@ def check_stack(stack: Stack, assumed: Set[str] = frozenset()) -> list[Problem]:
         *_dependencies(stack, assumed),
         *_ports(stack),
         *_references(stack, assumed),
+        *_flags(stack),
     ]
+
+
+def _flags(stack: Stack) -> Iterator[Problem]:
+    """The `flags:` section holds a flag set in the export format; it must load as one."""
+    if not stack.flags:
+        return
+    try:
+        FlagSet.from_data(stack.flags)
+    except ValidationError as exc:
+        # A bare list (or mapping) of flags is wrapped as {"flags": ...}: drop that extra key.
+        bare = isinstance(stack.flags, list) or not {"version", "flags", "segments"} & set(stack.flags)
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            if bare and loc[:1] == ("flags",):
+                loc = loc[1:]
+            yield ("flags", *loc), str(error["msg"]).removeprefix("Value error, ")
 
 
 def _replicas(stack: Stack) -> Iterator[Problem]:

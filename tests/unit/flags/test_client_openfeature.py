@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
 from openfeature.exception import ErrorCode
-from openfeature.flag_evaluation import Reason
+from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider import ProviderStatus
 
 from shipyard.flags.client import FlagsClient
@@ -98,8 +98,8 @@ def test_reasons_variants_and_metadata(of_client: OpenFeatureClient) -> None:
     assert split.reason == Reason.SPLIT
     assert split.variant in ("a", "b")
     assert split.value == split.variant
-    for details in (split, of_client.get_boolean_details("new-checkout", False)):
-        assert details.error_code is None
+    assert split.error_code is None
+    assert of_client.get_boolean_details("new-checkout", False).error_code is None
 
 
 def test_targeting_key_is_the_user_id_and_attributes_pass_through(of_client: OpenFeatureClient) -> None:
@@ -167,14 +167,15 @@ def test_hostile_contexts_never_raise(of_client: OpenFeatureClient, context: Eva
     provider = of_client.provider
     assert isinstance(provider, ShipyardProvider)
     for key in [f["key"] for f in BOOTSTRAP["flags"]]:
-        for resolve, default in (
+        resolvers: list[tuple[Callable[..., FlagResolutionDetails[Any]], Any]] = [
             (provider.resolve_boolean_details, False),
             (provider.resolve_string_details, "d"),
             (provider.resolve_integer_details, 1),
             (provider.resolve_float_details, 1.0),
             (provider.resolve_object_details, {}),
-        ):
-            details = resolve(key, default, context)  # type: ignore[operator]
+        ]
+        for resolve, default in resolvers:
+            details = resolve(key, default, context)
             assert details.error_code is not None or details.value is not None
         if isinstance(context.attributes, dict):  # the SDK itself iterates the attributes to merge them
             of_client.get_boolean_value(key, False, context)
