@@ -23,7 +23,9 @@ PROVIDER_ERROR when it cannot be reached and no set was ever loaded.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any, TypeVar
@@ -117,6 +119,18 @@ def _object(value: Any) -> Sequence[FlagValueType] | Mapping[str, FlagValueType]
     raise _Mismatch(f"{value!r} is not an object or a list")
 
 
+_live_providers: weakref.WeakSet[ShipyardProvider] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for provider in list(_live_providers):
+        provider._lock = threading.Lock()  # it may have been held by the parent's worker thread
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class ShipyardProvider(AbstractProvider):
     """OpenFeature provider evaluating shipyard flags locally.
 
@@ -151,6 +165,7 @@ class ShipyardProvider(AbstractProvider):
         self._initializing = False
         self._previous: FlagSet | None = None
         self._listening = False
+        _live_providers.add(self)
 
     def get_metadata(self) -> Metadata:
         return Metadata(name="shipyard")

@@ -80,10 +80,10 @@ def test_export_import_round_trip_and_import_from_a_spec(
         "payments-kill-switch",
     ]
     code, out, _ = run(["flags", "eval", "listing-page-size", "-o", "json"], capsys)
-    assert json.loads(out)["value"] == 40
+    assert (code, json.loads(out)["value"]) == (0, 40)
     assert run(["flags", "import", str(exported), "--replace"], capsys)[0] == 0
     code, out, _ = run(["flags", "list", "-o", "json"], capsys)
-    assert len(json.loads(out)["flags"]) == 4
+    assert (code, len(json.loads(out)["flags"])) == (0, 4)
 
 
 def test_tokens_are_shown_once_and_stored_hashed(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
