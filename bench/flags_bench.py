@@ -31,13 +31,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from openfeature import api as openfeature_api  # noqa: E402
+from openfeature.evaluation_context import EvaluationContext  # noqa: E402
+
 from shipyard.flags import FlagSet, compile_flagset  # noqa: E402
+from shipyard.flags.client import FlagsClient  # noqa: E402
+from shipyard.flags.openfeature import ShipyardProvider  # noqa: E402
 
 PEERS_VENV = ROOT / "bench" / ".peers-venv"
 PEER_PACKAGES = ["UnleashClient", "growthbook", "openfeature-sdk", "openfeature-provider-flagd"]
 DEFAULT_PEERS_SCRIPT = ROOT.parent / "shared" / "bench" / "flag_peers.py"
 MIN_EVALS_PER_S = 1_000_000
 MIN_RATIO = 5.0
+MIN_OPENFEATURE_RATIO = 2.0
 
 REFERENCE_FLAG = """
 version: 1
@@ -155,12 +161,26 @@ def main() -> int:
         evaluate = evaluator.evaluate
         return sum(evaluate(key, {"userId": i, "role": "USER"}, "production", "boolean").value for i in batch)
 
+    # Through the official OpenFeature SDK, as flagd is measured: shipyard's provider over an
+    # SDK client started from the same flag set (no server: evaluation is local either way).
+    of_client = FlagsClient("http://127.0.0.1:9", "unused", "production", bootstrap=flagset, start=False)
+    openfeature_api.set_provider(ShipyardProvider(of_client))
+    of = openfeature_api.get_client()
+
+    def through_openfeature(batch: list[str]) -> int:
+        get = of.get_boolean_value
+        return sum(
+            get(key, False, EvaluationContext(targeting_key=i, attributes={"role": "USER"})) for i in batch
+        )
+
     print("measuring shipyard …", file=sys.stderr)
     shipyard = {
         "is_enabled": measure(sdk_is_enabled, ids, args.repeat),
         "environment_bound_is_enabled": measure(bound_is_enabled, ids, args.repeat),
         "evaluate_with_report": measure(full_evaluate, ids, args.repeat),
+        "through_openfeature": measure(through_openfeature, ids, args.repeat),
     }
+    openfeature_api.shutdown()
 
     print("comparing decisions with Unleash …", file=sys.stderr)
     lines = subprocess.run(
@@ -178,6 +198,10 @@ def main() -> int:
     fastest = max(measured, key=lambda n: measured[n]["evals_per_s"]) if measured else None
     ratios = {name: round(headline / r["evals_per_s"], 2) for name, r in measured.items()}
     ratio = ratios[fastest] if fastest else None
+    flagd = measured.get("flagd_openfeature")
+    of_rate = shipyard["through_openfeature"]["evals_per_s"]
+    assert isinstance(of_rate, int)
+    of_ratio = round(of_rate / flagd["evals_per_s"], 2) if flagd else None
     result = {
         "benchmark": "reference flag: role in [USER, ADMIN] and userId in a 30 % rollout; "
         "ids 0..N-1, role USER",
@@ -195,12 +219,15 @@ def main() -> int:
         "fastest_peer": fastest,
         "ratio_vs_fastest_peer": ratio,
         "ratios": ratios,
+        "openfeature_ratio_vs_flagd_openfeature": of_ratio,
         "unleash_decision_mismatches": {"ids_compared_per_role": args.n, **mismatches},
         "bars": {
             "min_evals_per_s": MIN_EVALS_PER_S,
             "min_ratio_vs_fastest_peer": MIN_RATIO,
             "evals_per_s_met": headline >= MIN_EVALS_PER_S,
             "ratio_met": ratio is not None and ratio >= MIN_RATIO,
+            "min_openfeature_ratio_vs_flagd": MIN_OPENFEATURE_RATIO,
+            "openfeature_ratio_met": of_ratio is not None and of_ratio >= MIN_OPENFEATURE_RATIO,
             "unleash_compatible": not any(mismatches.values()),
         },
     }
@@ -209,7 +236,8 @@ def main() -> int:
     print(json.dumps(result, indent=2))
     bars = result["bars"]
     assert isinstance(bars, dict)
-    return 0 if bars["evals_per_s_met"] and bars["ratio_met"] and bars["unleash_compatible"] else 1
+    met = ("evals_per_s_met", "ratio_met", "openfeature_ratio_met", "unleash_compatible")
+    return 0 if all(bars[name] for name in met) else 1
 
 
 if __name__ == "__main__":

@@ -384,22 +384,8 @@ def serve(
 ) -> None:
     """Run the shipyard server: the flag API, /healthz, /readyz and /metrics."""
     # Imported here: the web stack takes a moment to load and only `serve` needs it.
-    import uvicorn  # noqa: PLC0415
+    from ..server import ServerConfig  # noqa: PLC0415
+    from ..server import serve as run_server  # noqa: PLC0415
 
-    from ..server import ServerConfig, create_app  # noqa: PLC0415
-
-    if workers > 1:
-        os.environ["SHIPYARD_SERVE_DATABASE_URL"] = database_url or ""
-        os.environ["SHIPYARD_SERVE_ENVIRONMENT"] = environment
-        uvicorn.run(
-            "shipyard.server:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-        )
-        return
-    app = create_app(ServerConfig(database_url=database_url, environment=environment))
-    console.print(f"shipyard serving on http://{host}:{port} (docs at /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    console.print(f"shipyard serving on http://{host}:{port} (API docs at /docs)")
+    run_server(ServerConfig(database_url=database_url, environment=environment), host, port, workers)

@@ -90,6 +90,12 @@ class AuditOut(BaseModel):
     after: dict[str, Any] | None
 
 
+def _flagset_body(flagset: FlagSet) -> dict[str, Any]:
+    """The flag set as the list route and the stream both send it (empty lists included)."""
+    data = flagset.to_data()
+    return {"version": flagset.version, "flags": data.get("flags", []), "segments": data.get("segments", [])}
+
+
 def _etag(version: int) -> str:
     return f'"{version}"'
 
@@ -184,7 +190,7 @@ def build_router(
                 if flagset is None:
                     yield ": keep-alive\n\n"
                     continue
-                payload = json.dumps({"version": flagset.version, **flagset.to_data()}, separators=(",", ":"))
+                payload = json.dumps(_flagset_body(flagset), separators=(",", ":"))
                 yield f"id: {flagset.version}\nevent: flagset\ndata: {payload}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -28,6 +28,7 @@ class LiveFlagSet:
         self._evaluator = compile_flagset(self._flagset)
         self._waiters: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
         store.subscribe(self.refresh)
 
     @property
@@ -56,7 +57,7 @@ class LiveFlagSet:
 
     def _wake(self) -> None:
         loop = self._loop
-        if loop is None:
+        if loop is None or loop.is_closed():
             return
         for event in list(self._waiters):
             loop.call_soon_threadsafe(event.set)
@@ -71,21 +72,32 @@ class LiveFlagSet:
                 if version != self._flagset.version:
                     await asyncio.to_thread(self.refresh)
 
-    async def changes(self, heartbeat: float = 15.0) -> AsyncIterator[FlagSet | None]:
-        """Yield the current flag set, then each new one; None as a heartbeat when idle."""
+    def close(self) -> None:
+        """End every open stream (the server is stopping); callable from any thread."""
+        self._closed = True
+        self._wake()
+
+    async def changes(self, heartbeat: float = 5.0) -> AsyncIterator[FlagSet | None]:
+        """Yield the current flag set, then each new one; None as a heartbeat when idle.
+
+        Ends when `close()` is called, so that a stopping server is not held open by SDKs
+        that keep a stream connected (they reconnect to the next server).
+        """
         self._loop = asyncio.get_running_loop()
         event = asyncio.Event()
         self._waiters.add(event)
         try:
             sent = self._flagset.version
             yield self._flagset
-            while True:
+            while not self._closed:
                 try:
                     await asyncio.wait_for(event.wait(), timeout=heartbeat)
                 except TimeoutError:
                     yield None
                     continue
                 event.clear()
+                if self._closed:
+                    return
                 if self._flagset.version != sent:
                     sent = self._flagset.version
                     yield self._flagset

@@ -5,6 +5,7 @@ import os
 from fastapi import FastAPI
 
 from ._app import ServerConfig, create_app, problem
+from ._run import serve
 
 
 def app_from_environment() -> FastAPI:
@@ -17,4 +18,4 @@ def app_from_environment() -> FastAPI:
     )
 
 
-__all__ = ["ServerConfig", "app_from_environment", "create_app", "problem"]
+__all__ = ["ServerConfig", "app_from_environment", "create_app", "problem", "serve"]
