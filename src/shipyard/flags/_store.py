@@ -145,11 +145,7 @@ class FlagStore:
         flag = validate_flag({**data, "key": key})
         with self._write(actor) as (session, version):
             row = _locked(session, FlagRow, key, if_match)
-            document = _dump(flag)
-            _check_set(session, flags={key: document})
-            before = row.document
-            stored = _cas(session, FlagRow, FlagRow.key, key, row.version, document)
-            _audit(session, actor, "update", "flag", key, before, document)
+            stored = _update_flag(session, row, _dump(flag), actor)
         self._changed(version)
         return stored
 
@@ -160,11 +156,7 @@ class FlagStore:
             merged = apply_merge_patch(row.document, merge_patch)
             if merged.get("key", key) != key:
                 raise InvalidObjectError("key: a flag's key cannot change", [("key", "immutable")])
-            document = _dump(validate_flag({**merged, "key": key}))
-            _check_set(session, flags={key: document})
-            before = row.document
-            stored = _cas(session, FlagRow, FlagRow.key, key, row.version, document)
-            _audit(session, actor, "update", "flag", key, before, document)
+            stored = _update_flag(session, row, _dump(validate_flag({**merged, "key": key})), actor)
         self._changed(version)
         return stored
 
@@ -271,6 +263,15 @@ def _locked(session: Session, model: Any, key: str, if_match: int | None) -> Any
         raise NotFoundError(f"no {what} {key!r}")
     _match(row.version, if_match, f"{what} {key!r}")
     return row
+
+
+def _update_flag(session: Session, row: FlagRow, document: dict[str, Any], actor: str) -> Stored:
+    """Write a changed flag: check the set as it will be, compare-and-set, audit."""
+    _check_set(session, flags={row.key: document})
+    before = row.document
+    stored = _cas(session, FlagRow, FlagRow.key, row.key, row.version, document)
+    _audit(session, actor, "update", "flag", row.key, before, document)
+    return stored
 
 
 def _cas(
