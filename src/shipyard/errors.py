@@ -13,6 +13,8 @@ and nowhere else (as click does), so library code raises and never prints.
     │   ├── NotFoundError                  no such object (a flag, a token)           HTTP 404
     │   ├── ConflictError                  the object changed since it was read       HTTP 409
     │   └── InvalidObjectError             an object (a flag, a rule) fails its rules HTTP 422
+    ├── TargetError               exit 1   a target (HAProxy, a process, a cluster) failed or is unreachable
+    ├── RolloutError              exit 1   a release cannot go on (another holds the lock, a step failed)
     └── CatalogError              exit 1   a price catalog shipped with shipyard is malformed
 
 No message here holds a secret value: errors about secrets name the field, never its value.
@@ -97,6 +99,15 @@ class InvalidObjectError(UserError):
     def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.problems = problems or []
+
+
+class TargetError(ShipyardError):
+    """A target could not do what it was asked (HAProxy unreachable, a process would not start)."""
+
+
+class RolloutError(ShipyardError):
+    """A release cannot proceed: another release holds the service's lock, or a command is not
+    allowed in the release's current phase."""
 
 
 class CatalogError(ShipyardError):
