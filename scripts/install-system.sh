@@ -14,6 +14,8 @@ have git || need+=(git)
 # is 1.20, too old for today's Kustomize. Users applying manifests bring their own kubectl.
 # The state store's integration tests run a real PostgreSQL (started per test run, not as a service).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# Releases on plain hosts switch traffic through HAProxy's runtime API (tests start their own).
+have haproxy || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then sudo=sudo; else sudo=; fi

@@ -5,7 +5,19 @@ changes. SQLite by default, PostgreSQL by URL (`$SHIPYARD_DATABASE_URL`).
 """
 
 from ._engine import default_url, open_engine, session_factory, upgrade
-from ._models import ApiTokenRow, AuditRow, Base, Counter, FlagRow, SegmentRow, utcnow
+from ._models import (
+    ApiTokenRow,
+    AuditRow,
+    Base,
+    Counter,
+    FlagRow,
+    LockRow,
+    RolloutCommandRow,
+    RolloutRow,
+    RolloutStepRow,
+    SegmentRow,
+    utcnow,
+)
 
 __all__ = [
     "ApiTokenRow",
@@ -13,6 +25,10 @@ __all__ = [
     "Base",
     "Counter",
     "FlagRow",
+    "LockRow",
+    "RolloutCommandRow",
+    "RolloutRow",
+    "RolloutStepRow",
     "SegmentRow",
     "default_url",
     "open_engine",

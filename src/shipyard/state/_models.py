@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -78,3 +78,62 @@ class ApiTokenRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     created_by: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RolloutRow(Base):
+    """One release of one service: the strategy's whole state, as JSON, after every step."""
+
+    __tablename__ = "rollouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(128), index=True)
+    environment: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(32))
+    strategy: Mapped[str] = mapped_column(String(32))
+    stable: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    candidate: Mapped[str] = mapped_column(String(128))
+    phase: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    stack: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The stack as it was when the release started, so a resume does not depend on the file."""
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class RolloutStepRow(Base):
+    """One action of a release, written before it is carried out and again after."""
+
+    __tablename__ = "rollout_steps"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    action: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # started | done | failed
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class RolloutCommandRow(Base):
+    """A command (promote, abort, …) for the controller running a release, from any process."""
+
+    __tablename__ = "rollout_commands"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), index=True)
+    command: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    applied_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class LockRow(Base):
+    """A named lease: held by one owner until it expires; renewed while its work goes on."""
+
+    __tablename__ = "locks"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[dt.datetime] = mapped_column()
