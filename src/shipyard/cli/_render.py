@@ -55,16 +55,20 @@ def kubernetes(
     env: EnvOption = None,
     out: OutDirOption = None,
     kube_version: KubeVersionOption = DEFAULT_KUBE_VERSION,
+    argo: Annotated[
+        bool,
+        typer.Option("--argo", help="Argo Rollouts (Rollout + AnalysisTemplate) instead of Deployments."),
+    ] = False,
 ) -> None:
     """Kubernetes manifests: to stdout, or one file per object under -o (per environment without -e)."""
     spec = read_spec(file)
     if out is None:
-        manifests = all_manifests(spec, None if env is None else [env], kube_version=kube_version)
+        manifests = all_manifests(spec, None if env is None else [env], kube_version=kube_version, argo=argo)
         for each in manifests:
             _note_skipped(each.environment, [s.name for s in each.skipped], [s.reason for s in each.skipped])
         typer.echo(manifests_text(manifests), nl=False)
         return
-    _report(write_kubernetes(spec, out, env, kube_version=kube_version))
+    _report(write_kubernetes(spec, out, env, kube_version=kube_version, argo=argo))
 
 
 def kustomize(

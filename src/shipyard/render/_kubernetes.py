@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import RenderError
 from ..spec import Postgres, Stack
+from ._argo import argo_rollouts
 from ._common import (
     ENVIRONMENT_LABEL,
     MANAGED_BY_LABEL,
@@ -42,7 +43,9 @@ KIND_ORDER = (
     "PersistentVolumeClaim",
     "Service",
     "StatefulSet",
+    "AnalysisTemplate",
     "Deployment",
+    "Rollout",
     "CronJob",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
@@ -83,8 +86,14 @@ def object_key(obj: Object) -> tuple[int, str, str]:
     return (object_rank(str(obj["kind"])), str(obj["kind"]), str(obj["metadata"]["name"]))
 
 
-def build_manifests(stack: Stack, *, kube_version: str = DEFAULT_KUBE_VERSION) -> Manifests:
-    """Render one environment and validate every object; raise RenderError if one is invalid."""
+def build_manifests(
+    stack: Stack, *, kube_version: str = DEFAULT_KUBE_VERSION, argo: bool = False
+) -> Manifests:
+    """Render one environment and validate every object; raise RenderError if one is invalid.
+
+    With `argo`, each service's Deployment is replaced by an Argo Rollouts `Rollout` (and its
+    AnalysisTemplate and preview/canary Service) driven by the spec's rollout policy.
+    """
     version = schema_version(kube_version)
     major, minor = (int(part) for part in version.split("."))
     uses = SecretUses(stack)
@@ -118,6 +127,8 @@ def build_manifests(stack: Stack, *, kube_version: str = DEFAULT_KUBE_VERSION) -
             objects += redis_objects(stack, name, store, uses)
     objects += network_policies(stack, rendered)
     objects += _external_secrets(stack, uses)
+    if argo:
+        objects = argo_rollouts(stack, objects, kube_version=version)
     objects.sort(key=object_key)
     _check_names(objects)
     validate_objects(objects, kube_version=version)
@@ -129,9 +140,11 @@ def build_manifests(stack: Stack, *, kube_version: str = DEFAULT_KUBE_VERSION) -
     )
 
 
-def render_kubernetes(stack: Stack, *, kube_version: str = DEFAULT_KUBE_VERSION) -> list[dict[str, Any]]:
+def render_kubernetes(
+    stack: Stack, *, kube_version: str = DEFAULT_KUBE_VERSION, argo: bool = False
+) -> list[dict[str, Any]]:
     """The Kubernetes objects of one environment, validated, in apply order."""
-    return list(build_manifests(stack, kube_version=kube_version).objects)
+    return list(build_manifests(stack, kube_version=kube_version, argo=argo).objects)
 
 
 def _namespace(stack: Stack) -> Object:

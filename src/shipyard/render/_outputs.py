@@ -66,11 +66,15 @@ def file_name(obj: Object) -> str:
 
 
 def all_manifests(
-    spec: Spec, environments: Iterable[str] | None = None, *, kube_version: str = DEFAULT_KUBE_VERSION
+    spec: Spec,
+    environments: Iterable[str] | None = None,
+    *,
+    kube_version: str = DEFAULT_KUBE_VERSION,
+    argo: bool = False,
 ) -> list[Manifests]:
     """Validated manifests of the given environments (default: all, in the spec's order)."""
     names = list(spec.environments if environments is None else environments)
-    return [build_manifests(spec.stack(name), kube_version=kube_version) for name in names]
+    return [build_manifests(spec.stack(name), kube_version=kube_version, argo=argo) for name in names]
 
 
 def _summary(manifests: Manifests, location: str) -> EnvironmentOutput:
@@ -109,9 +113,11 @@ def write_kubernetes(
     environment: str | None = None,
     *,
     kube_version: str = DEFAULT_KUBE_VERSION,
+    argo: bool = False,
 ) -> Written:
     """Write one file per object: of `environment` into `out_dir`, or of every one under `<env>/`."""
-    manifests = all_manifests(spec, None if environment is None else [environment], kube_version=kube_version)
+    environments = None if environment is None else [environment]
+    manifests = all_manifests(spec, environments, kube_version=kube_version, argo=argo)
     return _write(kubernetes_tree(manifests, per_environment=environment is None), out_dir)
 
 

@@ -1,0 +1,407 @@
+"""The Kubernetes target where Argo Rollouts is installed: releases run by Argo's controller.
+
+`ArgoRolloutsDriver` talks to the API server through the official `kubernetes` client and decides
+nothing: it applies what `shipyard.render` renders for a version, reads a Rollout's status, and
+sends the same patches `kubectl argo rollouts promote|abort|retry` sends.
+
+- `deploy` server-side applies the service's objects (field manager `shipyard`, forced): running
+  it twice changes nothing, and the fields Argo's controller owns (the `rollouts-pod-template-hash`
+  it adds to the Services' selectors, the Rollout's status) are left alone, which an update or a
+  client-side merge would not do.
+- `promote` clears the pause conditions on the status subresource, or moves the current step on
+  when a canary is not paused (in the middle of an analysis), and unpauses `spec.paused`; `full`
+  asks the controller to skip every remaining step, analysis and pause (`status.promoteFull`).
+- `abort` sets `status.abort`; `retry` clears it.
+
+Every API failure is a `TargetError` saying what was asked, of which object, and what the server
+(or the network) answered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal, TypeVar
+
+import urllib3
+from kubernetes.client import (
+    ApiClient,
+    AutoscalingV2Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    NetworkingV1Api,
+    PolicyV1Api,
+)
+from kubernetes.client.exceptions import ApiException
+
+from ...errors import TargetError
+from ...render import DEFAULT_KUBE_VERSION, render_kubernetes
+from ...render._argo import argo_rollouts, canary_service_name, preview_service_name
+from ...render._workloads import config_map_name, volume_claim_name
+from ...spec import Stack
+
+GROUP = "argoproj.io"
+VERSION = "v1alpha1"
+ROLLOUTS = "rollouts"
+ANALYSIS_TEMPLATES = "analysistemplates"
+FIELD_MANAGER = "shipyard"
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+
+# The objects a release applies, in this order: what the pods read, what routes to them, the
+# analysis the Rollout names, the Rollout, then what scales and protects it. Cron jobs and the
+# namespace-wide objects (NetworkPolicies, ExternalSecrets) are the environment's, not a release's.
+RELEASE_KINDS = (
+    "ConfigMap",
+    "PersistentVolumeClaim",
+    "Service",
+    "Ingress",
+    "AnalysisTemplate",
+    "Rollout",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+)
+
+Phase = Literal["Healthy", "Progressing", "Paused", "Degraded", "Unknown"]
+_PHASES: tuple[Phase, ...] = ("Healthy", "Progressing", "Paused", "Degraded")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """A Rollout's state as its controller reports it (`.status`), with the step it is at."""
+
+    namespace: str
+    service: str
+    phase: Phase
+    message: str
+    strategy: Literal["canary", "blue-green"]
+    step_index: int | None
+    """The canary step being run (0-based); equal to `step_count` once every step is done."""
+    step_count: int
+    canary_weight: int
+    """Percent of traffic (or, without traffic routing, of replicas) on the new version."""
+    stable_hash: str | None
+    """The pod-template hash of the stable ReplicaSet (`status.stableRS`)."""
+    canary_hash: str | None
+    """The pod-template hash of the version being rolled out (`status.currentPodHash`)."""
+    paused: bool
+    aborted: bool
+    pause_reasons: tuple[str, ...]
+    replicas: int
+    ready_replicas: int
+    updated_replicas: int
+    image: str | None
+    """The image of the pod template's first container: the version asked for."""
+    observed: bool
+    """Whether the controller has seen the latest spec (observedGeneration is current)."""
+
+    @property
+    def promoted(self) -> bool:
+        """The new version is the stable one: nothing left to roll out."""
+        return self.stable_hash is not None and self.stable_hash == self.canary_hash
+
+
+@dataclass(frozen=True)
+class Applied:
+    kind: str
+    name: str
+
+
+def image_with_tag(image: str, version: str) -> str:
+    """`image` with its tag (or digest) replaced by `version` (`sha256:…` becomes a digest)."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:  # a tag, not a registry's port (which is before a '/')
+        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+    if re.fullmatch(r"sha256:[0-9a-f]{64}", version):
+        return f"{name}@{version}"
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", version):
+        raise TargetError(f"{version!r} is not an image tag (letters, digits, '_', '.', '-'; at most 128)")
+    return f"{name}:{version}"
+
+
+def parse_status(obj: Mapping[str, Any], *, namespace: str, service: str) -> RolloutStatus:
+    """A Rollout object, as the API server returns it, read into a RolloutStatus."""
+    spec: Mapping[str, Any] = obj.get("spec") or {}
+    status: Mapping[str, Any] = obj.get("status") or {}
+    strategy = spec.get("strategy") or {}
+    steps: list[Mapping[str, Any]] = list((strategy.get("canary") or {}).get("steps") or [])
+    blue_green = "blueGreen" in strategy
+    raw_phase = status.get("phase")
+    phase: Phase = raw_phase if raw_phase in _PHASES else "Unknown"
+    stable = status.get("stableRS") or None
+    current = status.get("currentPodHash") or None
+    index = status.get("currentStepIndex")
+    step_index = int(index) if isinstance(index, int) else None
+    reasons = tuple(str(c.get("reason", "")) for c in status.get("pauseConditions") or [])
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    return RolloutStatus(
+        namespace=namespace,
+        service=service,
+        phase=phase,
+        message=str(status.get("message") or ""),
+        strategy="blue-green" if blue_green else "canary",
+        step_index=None if blue_green else step_index,
+        step_count=len(steps),
+        canary_weight=_canary_weight(status, steps, step_index, blue_green, stable, current),
+        stable_hash=stable,
+        canary_hash=current,
+        paused=bool(spec.get("paused")) or bool(reasons) or bool(status.get("controllerPause")),
+        aborted=bool(status.get("abort")),
+        pause_reasons=reasons,
+        replicas=int(status.get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        image=str(containers[0].get("image")) if containers else None,
+        # Argo writes observedGeneration as a string (it did before 1.x) or an integer.
+        observed=generation is not None and str(observed) == str(generation),
+    )
+
+
+def _canary_weight(
+    status: Mapping[str, Any],
+    steps: list[Mapping[str, Any]],
+    step_index: int | None,
+    blue_green: bool,
+    stable: str | None,
+    current: str | None,
+) -> int:
+    if stable is not None and stable == current:
+        return 0  # nothing is being rolled out
+    if status.get("abort"):
+        return 0
+    if blue_green:
+        active = (status.get("blueGreen") or {}).get("activeSelector")
+        return 100 if active is not None and active == current else 0
+    # With traffic routing the controller reports the weight it set; without, it follows the steps.
+    weights = (status.get("canary") or {}).get("weights")
+    if weights and "canary" in weights:
+        return int(weights["canary"].get("weight", 0))
+    if step_index is None:
+        return 0
+    if step_index >= len(steps):
+        return 100
+    weight = 0
+    for step in steps[: step_index + 1]:
+        if "setWeight" in step:
+            weight = int(step["setWeight"])
+    return weight
+
+
+class ArgoRolloutsDriver:
+    """Releases on a cluster with Argo Rollouts, through the official client's `ApiClient`."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        api_client: ApiClient,
+        *,
+        field_manager: str = FIELD_MANAGER,
+        kube_version: str = DEFAULT_KUBE_VERSION,
+        prometheus: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.api_client = api_client
+        self.field_manager = field_manager
+        self.kube_version = kube_version
+        self.prometheus = prometheus
+        self.timeout = timeout
+        self._custom = CustomObjectsApi(api_client)
+        self._core = CoreV1Api(api_client)
+        self._appliers: dict[str, Callable[[str, str, dict[str, Any]], object]] = {
+            "ConfigMap": self._typed(self._core.patch_namespaced_config_map),
+            "PersistentVolumeClaim": self._typed(self._core.patch_namespaced_persistent_volume_claim),
+            "Service": self._typed(self._core.patch_namespaced_service),
+            "Ingress": self._typed(NetworkingV1Api(api_client).patch_namespaced_ingress),
+            "HorizontalPodAutoscaler": self._typed(
+                AutoscalingV2Api(api_client).patch_namespaced_horizontal_pod_autoscaler
+            ),
+            "PodDisruptionBudget": self._typed(
+                PolicyV1Api(api_client).patch_namespaced_pod_disruption_budget
+            ),
+            "AnalysisTemplate": self._custom_apply(ANALYSIS_TEMPLATES),
+            "Rollout": self._custom_apply(ROLLOUTS),
+        }
+
+    # --- rendering ---------------------------------------------------------------------------
+
+    def manifests(self, stack: Stack, service: str, version: str) -> list[dict[str, Any]]:
+        """The objects a release of `version` of `service` applies, validated, in apply order."""
+        spec = stack.services.get(service)
+        if spec is None:
+            raise TargetError(f"no service {service!r} in stack {stack.name!r}")
+        if spec.image is None:
+            raise TargetError(f"service {service!r} has no image: it cannot run on Kubernetes")
+        tagged = spec.model_copy(update={"image": image_with_tag(spec.image, version)})
+        stack = stack.model_copy(update={"services": {**stack.services, service: tagged}})
+        objects = argo_rollouts(
+            stack,
+            render_kubernetes(stack, kube_version=self.kube_version),
+            kube_version=self.kube_version,
+            prometheus=self.prometheus,
+        )
+        wanted = {(kind, service) for kind in RELEASE_KINDS}
+        wanted |= {("ConfigMap", config_map_name(service)), ("Service", preview_service_name(service))}
+        wanted |= {("Service", canary_service_name(service))}
+        wanted |= {("PersistentVolumeClaim", volume_claim_name(service, volume)) for volume in spec.volumes}
+        mine = [obj for obj in objects if (obj["kind"], obj["metadata"]["name"]) in wanted]
+        return sorted(mine, key=lambda o: (RELEASE_KINDS.index(o["kind"]), o["metadata"]["name"]))
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def deploy(self, stack: Stack, service: str, version: str) -> list[Applied]:
+        """Server-side apply the release's objects with `version` as the image tag (idempotent)."""
+        applied = []
+        for obj in self.manifests(stack, service, version):
+            kind, name, namespace = obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"]
+            self._call(
+                f"apply {kind} {namespace}/{name}", partial(self._appliers[kind], namespace, name, obj)
+            )
+            applied.append(Applied(kind, name))
+        return applied
+
+    def status(self, namespace: str, service: str) -> RolloutStatus:
+        """The Rollout of `service`, read from `.status`."""
+        return parse_status(self._get(namespace, service), namespace=namespace, service=service)
+
+    def promote(self, namespace: str, service: str, *, full: bool = False) -> RolloutStatus:
+        """Go on past the current pause (or analysis); `full`: skip every remaining step."""
+        rollout = self._get(namespace, service)
+        spec = rollout.get("spec") or {}
+        status = rollout.get("status") or {}
+        status_patch: dict[str, Any] | None = None
+        spec_patch: dict[str, Any] | None = None
+        if full:
+            if status.get("currentPodHash") != status.get("stableRS"):
+                status_patch = {"status": {"promoteFull": True}}
+        else:
+            if spec.get("paused"):
+                spec_patch = {"spec": {"paused": False}}
+            steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps")
+            if status.get("pauseConditions"):
+                status_patch = {"status": {"pauseConditions": None}}
+            elif steps is not None:
+                # Not paused: in the middle of an analysis step; promoting moves past it.
+                index = int(status.get("currentStepIndex") or 0)
+                status_patch = {
+                    "status": {"pauseConditions": None, "currentStepIndex": min(index + 1, len(steps))}
+                }
+        if status_patch is not None:
+            rollout = self._patch_status(namespace, service, status_patch, "promote")
+        if spec_patch is not None:
+            patched = self._call(
+                f"promote Rollout {namespace}/{service}",
+                lambda: self._custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, ROLLOUTS, service, spec_patch, _request_timeout=self.timeout
+                ),
+            )
+            rollout = _as_dict(patched)
+        return parse_status(rollout, namespace=namespace, service=service)
+
+    def abort(self, namespace: str, service: str) -> RolloutStatus:
+        """Stop the release and send every request back to the stable version."""
+        rollout = self._patch_status(namespace, service, {"status": {"abort": True}}, "abort")
+        return parse_status(rollout, namespace=namespace, service=service)
+
+    def retry(self, namespace: str, service: str) -> RolloutStatus:
+        """Start an aborted release again from its first step."""
+        rollout = self._patch_status(namespace, service, {"status": {"abort": False}}, "retry")
+        return parse_status(rollout, namespace=namespace, service=service)
+
+    # --- the API -----------------------------------------------------------------------------
+
+    def _get(self, namespace: str, service: str) -> dict[str, Any]:
+        found = self._call(
+            f"read Rollout {namespace}/{service}",
+            lambda: self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, ROLLOUTS, service, _request_timeout=self.timeout
+            ),
+        )
+        return _as_dict(found)
+
+    def _patch_status(self, namespace: str, service: str, body: dict[str, Any], verb: str) -> dict[str, Any]:
+        patched = self._call(
+            f"{verb} Rollout {namespace}/{service}",
+            lambda: self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, ROLLOUTS, service, body, _request_timeout=self.timeout
+            ),
+        )
+        return _as_dict(patched)
+
+    def _typed(self, method: Callable[..., object]) -> Callable[[str, str, dict[str, Any]], object]:
+        def apply(namespace: str, name: str, body: dict[str, Any]) -> object:
+            return method(
+                name,
+                namespace,
+                body,
+                field_manager=self.field_manager,
+                force=True,
+                _content_type=APPLY_PATCH,
+                _request_timeout=self.timeout,
+            )
+
+        return apply
+
+    def _custom_apply(self, plural: str) -> Callable[[str, str, dict[str, Any]], object]:
+        def apply(namespace: str, name: str, body: dict[str, Any]) -> object:
+            return self._custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                body,
+                field_manager=self.field_manager,
+                force=True,
+                _content_type=APPLY_PATCH,
+                _request_timeout=self.timeout,
+            )
+
+        return apply
+
+    def _call(self, what: str, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except ApiException as error:
+            raise TargetError(_api_error(what, error)) from None
+        except urllib3.exceptions.HTTPError as error:
+            host = self.api_client.configuration.host
+            reason = getattr(error, "reason", None) or error
+            message = f"cannot {what}: the Kubernetes API at {host} is unreachable ({reason})"
+            raise TargetError(message) from None
+
+
+def _as_dict(found: object) -> dict[str, Any]:
+    if not isinstance(found, dict):
+        raise TargetError(f"the Kubernetes API answered with {type(found).__name__}, not an object")
+    return found
+
+
+def _api_error(what: str, error: ApiException) -> str:
+    detail = ""
+    try:
+        body = json.loads(error.body) if error.body else {}
+        if isinstance(body, dict):
+            detail = str(body.get("message") or "")
+    except ValueError:
+        detail = str(error.body)[:200]
+    said = f": {detail}" if detail else ""
+    status = error.status
+    if status == 404:
+        hint = (
+            "it does not exist (deploy the service first), the namespace is wrong, or Argo Rollouts"
+            " (its CRDs) is not installed on the cluster"
+        )
+        return f"cannot {what}: not found — {hint}{said}"
+    if status == 409:
+        return f"cannot {what}: conflict — the object changed or another manager owns the field; retry{said}"
+    if status in (401, 403):
+        return f"cannot {what}: the cluster refused the credentials (HTTP {status}){said}"
+    return f"cannot {what}: HTTP {status} {error.reason or ''}".rstrip() + said

@@ -1,0 +1,97 @@
+"""The demo app's behaviours, each set from its environment, and its graceful drain."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from support.demo_app import running_demo_app, wait_http
+
+pytestmark = pytest.mark.integration
+
+
+def test_error_rate_version_header_and_repeatability() -> None:
+    statuses: list[list[int]] = []
+    for _ in range(2):
+        with (
+            running_demo_app("v2", error_rate=0.2) as app,
+            httpx.Client(base_url=app.url, timeout=5) as client,
+        ):
+            answers = [client.get(f"/orders/{n}") for n in range(1000)]
+        assert all(a.headers["x-version"] == "v2" for a in answers)
+        assert {a.status_code for a in answers} == {200, 500}
+        failed = [a for a in answers if a.status_code == 500]
+        assert 0.15 <= len(failed) / len(answers) <= 0.25
+        assert failed[0].json()["version"] == "v2"
+        statuses.append([a.status_code for a in answers])
+    assert statuses[0] == statuses[1]  # seeded: the same requests fail every run
+
+
+def test_failing_health_fails_only_the_health_check() -> None:
+    with running_demo_app("v3", fail_health=True, wait=False) as app:
+        health = wait_http(f"{app.url}healthz")
+        assert health.status_code == 503
+        assert health.headers["x-version"] == "v3"
+        assert health.json()["reason"] == "FAIL_HEALTH is set"
+        assert httpx.get(app.url, timeout=5).status_code == 200
+
+
+def test_added_latency_slows_the_work_but_not_the_health_check() -> None:
+    with running_demo_app("v1", added_latency_ms=1000) as app, httpx.Client(timeout=10) as client:
+        began = time.monotonic()
+        assert client.get(f"{app.url}healthz").status_code == 200
+        health_took = time.monotonic() - began
+        began = time.monotonic()
+        assert client.get(app.url).status_code == 200
+        work_took = time.monotonic() - began
+    assert work_took >= 0.95
+    assert health_took < 0.9
+
+
+def test_startup_delay_keeps_the_port_closed_for_a_while() -> None:
+    began = time.monotonic()
+    with running_demo_app("v1", startup_delay_s=1, wait=False) as app:
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(app.url, timeout=2)
+        wait_http(f"{app.url}healthz")
+        assert time.monotonic() - began >= 0.95
+
+
+def test_sigterm_drains_in_flight_requests_and_closes_idle_connections() -> None:
+    with running_demo_app("v1", added_latency_ms=1000) as app:
+        idle = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+        idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: demo\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")  # now an idle keep-alive connection
+        busy = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+        busy.sendall(b"GET /slow HTTP/1.1\r\nHost: demo\r\n\r\n")
+        time.sleep(0.3)
+        app.process.send_signal(15)
+        time.sleep(0.3)
+        with pytest.raises(ConnectionRefusedError):  # no longer accepting
+            socket.create_connection(("127.0.0.1", app.port), timeout=2).close()
+        assert idle.recv(65536) == b""  # closed by the server, not left to time out
+        answer = b""
+        while chunk := busy.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert b"Connection: close" in answer
+        assert app.process.wait(10) == 0
+        idle.close()
+        busy.close()
+
+
+def test_keep_alive_serves_pipelined_head_and_get_on_one_connection() -> None:
+    with running_demo_app("v5") as app, socket.create_connection(("127.0.0.1", app.port), timeout=10) as conn:
+        conn.sendall(b"HEAD / HTTP/1.1\r\nHost: demo\r\n\r\nGET /healthz HTTP/1.1\r\nHost: demo\r\n\r\n")
+        answer = b""
+        while answer.count(b"HTTP/1.1 200 OK") < 2 or not answer.endswith(b"}\n"):
+            chunk = conn.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    head, get = answer.split(b"HTTP/1.1 200 OK")[1:]
+    assert head.endswith(b"\r\n\r\n")  # no body after a HEAD
+    assert b"X-Version: v5" in head
+    assert get.endswith(b'{"version": "v5", "status": "ok"}\n')
