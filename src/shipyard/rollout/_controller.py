@@ -1,0 +1,438 @@
+"""The controller: drives a strategy against a target, and writes every step down first.
+
+For each action the strategy asks for, the controller records the step as `started`, carries
+it out on the target, records it `done` (or `failed`) with its outcome, and stores the
+strategy's new state. Killed at any point, it is resumed by `shipyard rollout resume`: the
+strategy's state says what comes next, and every target action is idempotent, so the action
+that was cut short is simply carried out again. One release per service at a time: the
+controller holds the `rollout:<service>` lease and renews it as it goes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import RolloutError, ShipyardError, TargetError, UserError
+from ..locks import Lease, LockHeldError, holder
+from ..monitor import Event, Notifier
+from ..spec import Stack
+from ..state import RolloutCommandRow, RolloutRow, RolloutStepRow, utcnow
+from ._analysis import analyse
+from ._model import (
+    Action,
+    Command,
+    Done,
+    Failed,
+    Finish,
+    HealthChecked,
+    Hold,
+    Migrate,
+    Migrated,
+    Observe,
+    Observed,
+    Outcome,
+    Prepare,
+    Retire,
+    SetWeights,
+    StrategyName,
+    WaitHealthy,
+)
+from ._strategy import Plan, RolloutState, is_finished, next_action, on_command, on_outcome, start
+from .targets._base import Target
+
+COMMANDS: tuple[Command, ...] = ("promote", "abort", "pause", "resume", "retry", "rollback")
+
+
+def lock_name(service: str) -> str:
+    return f"rollout:{service}"
+
+
+def to_data(value: Any) -> dict[str, Any]:
+    """An action or outcome as JSON-ready data, tagged with its type."""
+    return {"type": type(value).__name__, **dataclasses.asdict(value)}
+
+
+class Controller:
+    """Runs releases of one stack's services on one target."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        stack: Stack,
+        target: Target,
+        *,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        lease_ttl_s: float = 15.0,
+        on_progress: Callable[[RolloutState], None] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.stack = stack
+        self.target = target
+        self.notifier = notifier or Notifier(stack.notifications)
+        self.clock = clock
+        self.sleep = sleep
+        self.lease_ttl_s = lease_ttl_s
+        self.on_progress = on_progress
+
+    # --- starting ---------------------------------------------------------------------------
+
+    def begin(self, service: str, version: str, actor: str, strategy: StrategyName | None = None) -> int:
+        """Check the request, take the service's lease and record a new release; returns its id.
+
+        Nothing on the target changes here: a refused request leaves the world as it was.
+        """
+        spec = self.stack.services.get(service)
+        if spec is None:
+            known = ", ".join(sorted(self.stack.services)) or "none"
+            raise UserError(f"no service {service!r} in the spec; services: {known}")
+        if self.target.name == "local" and not spec.run:
+            raise UserError(f"service {service!r} has no `run` command, so it cannot run on plain hosts")
+        if (
+            not version
+            or len(version) > 100
+            or not version.replace(".", "").replace("-", "").replace("_", "").isalnum()
+        ):
+            raise UserError(f"version {version!r}: use letters, digits, '.', '-' and '_'")
+        lease = Lease(self.sessions, lock_name(service), ttl_s=self.lease_ttl_s)
+        try:
+            lease.acquire()
+        except LockHeldError as exc:
+            running = self.latest(service)
+            which = f" (release {running.id}: {running.candidate}, {running.phase})" if running else ""
+            raise RolloutError(f"another release of {service!r} is in progress{which}: {exc}") from None
+        try:
+            status = self.target.status(service)
+            live = [v for v, weight in status.versions.items() if weight > 0]
+            if version in status.versions:
+                where = "live" if version in live else "running"
+                raise UserError(f"version {version!r} of {service!r} is already {where}")
+            if len(live) > 1:
+                raise RolloutError(
+                    f"{service!r} serves several versions ({', '.join(live)}): an earlier release did not finish;"
+                    f" run `shipyard rollout resume {service}` or `shipyard rollout abort {service}`"
+                )
+            policy = self.stack.rollout
+            if strategy is not None and strategy != policy.strategy:
+                policy = policy.model_copy(update={"strategy": strategy})
+            instances = spec.autoscaling.min if spec.autoscaling else max(spec.replicas, 1)
+            plan = Plan(
+                service=service,
+                strategy=policy.strategy,
+                stable=live[0] if live else None,
+                candidate=version,
+                instances=instances,
+                policy=policy,
+                has_migration=spec.migration is not None,
+            )
+            state = start(plan, self.clock())
+            with self.sessions() as session, session.begin():
+                row = RolloutRow(
+                    service=service,
+                    environment=self.stack.environment,
+                    target=self.target.name,
+                    strategy=plan.strategy,
+                    stable=plan.stable,
+                    candidate=version,
+                    phase=str(state.phase),
+                    actor=actor,
+                    stack=self.stack.model_dump(mode="json", by_alias=True),
+                    state=state.to_data(),
+                )
+                session.add(row)
+                session.flush()
+                rollout_id = row.id
+        except BaseException:
+            lease.release()
+            raise
+        self._lease = lease
+        self._notify(state, "rollout.started", f"{service}: releasing {version} ({plan.strategy})", "info")
+        return rollout_id
+
+    def resume(self, service: str) -> int:
+        """Take over the unfinished release of `service`; returns its id."""
+        row = self.latest(service)
+        if row is None or row.finished_at is not None:
+            raise UserError(f"{service!r} has no unfinished release to resume")
+        lease = Lease(self.sessions, lock_name(service), ttl_s=self.lease_ttl_s)
+        try:
+            lease.acquire()
+        except LockHeldError as exc:
+            raise RolloutError(
+                f"release {row.id} of {service!r} is being run by another controller: {exc}"
+            ) from None
+        self._lease = lease
+        return row.id
+
+    # --- running ----------------------------------------------------------------------------
+
+    def run(self, rollout_id: int) -> RolloutState:
+        """Carry the release through to its end (or until this process is stopped)."""
+        try:
+            state = self._load(rollout_id)
+            while not is_finished(state):
+                self._lease.renew()
+                state = self._apply_commands(rollout_id, state)
+                if is_finished(state):
+                    break
+                action = next_action(state, self.clock())
+                if isinstance(action, Finish):
+                    state = self._finish(rollout_id, state, action)
+                    break
+                state = self._step(rollout_id, state, action)
+            return state
+        finally:
+            self._lease.release()
+            self.notifier.wait()
+
+    def _step(self, rollout_id: int, state: RolloutState, action: Action) -> RolloutState:
+        seq, started = self._record_start(rollout_id, action)
+        service = state.plan.service
+        try:
+            if isinstance(action, Observe | Hold):
+                return self._watch(rollout_id, state, action, seq)
+            outcome = self._execute(state, action, started)
+        except TargetError as exc:
+            outcome = Failed(str(exc))
+        self._record_end(seq, outcome)
+        state = on_outcome(state, outcome, self.clock(), action=action)
+        self._save(rollout_id, state)
+        if isinstance(action, SetWeights) and isinstance(outcome, Done) and action.weights.candidate == 100:
+            self._notify(
+                state, "rollout.promoted", f"{service}: {state.plan.candidate} takes all traffic", "info"
+            )
+        return state
+
+    def _execute(self, state: RolloutState, action: Action, started: float) -> Outcome:
+        target, plan = self.target, state.plan
+        service = plan.service
+        if isinstance(action, Prepare):
+            target.prepare(service, action.version, action.instances)
+            return Done()
+        if isinstance(action, Migrate):
+            return Migrated(target.migrate(service, action.version))
+        if isinstance(action, SetWeights):
+            weights = {plan.candidate: action.weights.candidate}
+            if plan.stable is not None:
+                weights[plan.stable] = action.weights.stable
+            target.set_weights(service, weights)
+            return Done()
+        if isinstance(action, Retire):
+            target.retire(service, action.version)
+            return Done()
+        if isinstance(action, WaitHealthy):
+            # The deadline counts from when the step first started, also across a resume.
+            deadline = started + action.timeout_s
+            while True:
+                health = target.health(service, action.version)
+                if health.ready:
+                    return HealthChecked(health, timed_out=False)
+                if self.clock() >= deadline:
+                    return HealthChecked(health, timed_out=True)
+                self._lease.renew()
+                self.sleep(0.25)
+        raise RolloutError(f"the controller cannot carry out {type(action).__name__}")  # pragma: no cover
+
+    def _watch(self, rollout_id: int, state: RolloutState, action: Observe | Hold, seq: int) -> RolloutState:
+        """Analyse every interval while observing or holding, until the strategy moves on."""
+        plan = state.plan
+        service = plan.service
+        started = self.clock()
+        base_candidate = self.target.sample(service, plan.candidate)
+        base_stable = self.target.sample(service, plan.stable) if plan.stable else None
+        outcome: Outcome = Done()
+        while True:
+            self.sleep(action.interval_s)
+            self._lease.renew()
+            before = state
+            state = self._apply_commands(rollout_id, state)
+            if state is not before and next_action(state, self.clock()) != action:
+                outcome = Done()
+                break
+            now = self.clock()
+            candidate = self.target.sample(service, plan.candidate) - base_candidate
+            stable = (
+                self.target.sample(service, plan.stable) - base_stable
+                if plan.stable and base_stable
+                else None
+            )
+            analysis = analyse(candidate, stable, plan.policy.analysis)
+            complete = isinstance(action, Observe) and now - started >= action.duration_s
+            outcome = Observed(analysis, complete)
+            state = on_outcome(state, outcome, now, action=action)
+            if isinstance(action, Hold) and action.until is not None and now >= action.until:
+                # Ignored by the strategy when the analysis above already moved it on (a rollback).
+                state = on_outcome(state, Done(), now, action=action)
+                outcome = Done()
+            self._save(rollout_id, state)
+            if is_finished(state) or next_action(state, self.clock()) != action:
+                break
+        self._record_end(seq, outcome)
+        return state
+
+    def _finish(self, rollout_id: int, state: RolloutState, action: Finish) -> RolloutState:
+        seq, _ = self._record_start(rollout_id, action)
+        self._record_end(seq, Done())
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(RolloutRow)
+                .where(RolloutRow.id == rollout_id)
+                .values(
+                    outcome=action.outcome, reason=action.reason, finished_at=utcnow(), updated_at=utcnow()
+                )
+            )
+        severity = "info" if action.outcome == "succeeded" else "page"
+        self._notify(
+            state,
+            f"rollout.{action.outcome}",
+            f"{state.plan.service}: {state.plan.candidate} {action.outcome.replace('_', ' ')}: {action.reason}",
+            severity,
+        )
+        return state
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def _apply_commands(self, rollout_id: int, state: RolloutState) -> RolloutState:
+        with self.sessions() as session, session.begin():
+            pending = list(
+                session.scalars(
+                    select(RolloutCommandRow)
+                    .where(RolloutCommandRow.rollout_id == rollout_id, RolloutCommandRow.applied_at.is_(None))
+                    .order_by(RolloutCommandRow.id)
+                )
+            )
+            for command in pending:
+                try:
+                    state = on_command(state, command.command, self.clock())  # type: ignore[arg-type]
+                    command.result = "ok"
+                except ShipyardError as exc:
+                    command.result = f"refused: {exc.message}"
+                command.applied_at = utcnow()
+            if pending:
+                self._save_in(session, rollout_id, state)
+        return state
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def _load(self, rollout_id: int) -> RolloutState:
+        with self.sessions() as session:
+            row = session.get(RolloutRow, rollout_id)
+            if row is None:
+                raise UserError(f"no release {rollout_id}")
+            return RolloutState.from_data(row.state)
+
+    def _save(self, rollout_id: int, state: RolloutState) -> None:
+        with self.sessions() as session, session.begin():
+            self._save_in(session, rollout_id, state)
+        if self.on_progress is not None:
+            self.on_progress(state)
+
+    @staticmethod
+    def _save_in(session: Session, rollout_id: int, state: RolloutState) -> None:
+        session.execute(
+            update(RolloutRow)
+            .where(RolloutRow.id == rollout_id)
+            .values(state=state.to_data(), phase=str(state.phase), updated_at=utcnow())
+        )
+
+    def _record_start(self, rollout_id: int, action: Action) -> tuple[int, float]:
+        """Write the step down before acting; a step cut short is found `started` and redone."""
+        data = to_data(action)
+        with self.sessions() as session, session.begin():
+            last = session.scalar(
+                select(RolloutStepRow)
+                .where(RolloutStepRow.rollout_id == rollout_id)
+                .order_by(RolloutStepRow.seq.desc())
+                .limit(1)
+            )
+            if last is not None and last.status == "started" and last.action == data:
+                started = (
+                    last.started_at
+                    if last.started_at.tzinfo
+                    else last.started_at.replace(tzinfo=utcnow().tzinfo)
+                )
+                return last.id, started.timestamp()
+            step = RolloutStepRow(
+                rollout_id=rollout_id, seq=(last.seq + 1) if last else 1, action=data, status="started"
+            )
+            session.add(step)
+            session.flush()
+            return step.id, self.clock()
+
+    def _record_end(self, step_id: int, outcome: Outcome) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(RolloutStepRow)
+                .where(RolloutStepRow.id == step_id)
+                .values(
+                    status="failed" if isinstance(outcome, Failed) else "done",
+                    outcome=to_data(outcome),
+                    finished_at=utcnow(),
+                )
+            )
+
+    def latest_by_id(self, rollout_id: int) -> RolloutRow | None:
+        with self.sessions() as session:
+            return session.get(RolloutRow, rollout_id)
+
+    def latest(self, service: str) -> RolloutRow | None:
+        with self.sessions() as session:
+            return session.scalar(
+                select(RolloutRow)
+                .where(RolloutRow.service == service)
+                .order_by(RolloutRow.id.desc())
+                .limit(1)
+            )
+
+    def _notify(self, state: RolloutState, kind: str, summary: str, severity: str) -> None:
+        plan = state.plan
+        details = {
+            "service": plan.service,
+            "environment": self.stack.environment,
+            "stable": plan.stable,
+            "candidate": plan.candidate,
+            "strategy": plan.strategy,
+            "phase": str(state.phase),
+        }
+        self.notifier.send(Event(kind, summary, severity, details))
+
+
+def queue_command(
+    sessions: sessionmaker[Session], service: str, command: Command, actor: str
+) -> tuple[int, bool]:
+    """Queue `command` for the release of `service`; returns (rollout id, whether a controller runs it)."""
+    if command not in COMMANDS:
+        raise UserError(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
+    with sessions() as session, session.begin():
+        row = session.scalar(
+            select(RolloutRow).where(RolloutRow.service == service).order_by(RolloutRow.id.desc()).limit(1)
+        )
+        if row is None:
+            raise UserError(f"{service!r} has never been released")
+        session.add(RolloutCommandRow(rollout_id=row.id, command=command, actor=actor))
+        rollout_id = row.id
+    return rollout_id, holder(sessions, lock_name(service)) is not None
+
+
+def wait_for_command(sessions: sessionmaker[Session], rollout_id: int, timeout_s: float = 30.0) -> str | None:
+    """The result of the newest command of a release once a controller applied it, else None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with sessions() as session:
+            row = session.scalar(
+                select(RolloutCommandRow)
+                .where(RolloutCommandRow.rollout_id == rollout_id)
+                .order_by(RolloutCommandRow.id.desc())
+                .limit(1)
+            )
+            if row is not None and row.applied_at is not None:
+                return row.result
+        time.sleep(0.2)
+    return None
