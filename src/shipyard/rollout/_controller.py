@@ -116,8 +116,8 @@ class Controller:
                 raise UserError(f"version {version!r} of {service!r} is already {where}")
             if len(live) > 1:
                 raise RolloutError(
-                    f"{service!r} serves several versions ({', '.join(live)}): an earlier release did not finish;"
-                    f" run `shipyard rollout resume {service}` or `shipyard rollout abort {service}`"
+                    f"{service!r} serves several versions ({', '.join(live)}): an earlier release did not"
+                    f" finish; run `shipyard rollout resume {service}` or `shipyard rollout abort {service}`"
                 )
             policy = self.stack.rollout
             if strategy is not None and strategy != policy.strategy:
@@ -289,12 +289,9 @@ class Controller:
                 )
             )
         severity = "info" if action.outcome == "succeeded" else "page"
-        self._notify(
-            state,
-            f"rollout.{action.outcome}",
-            f"{state.plan.service}: {state.plan.candidate} {action.outcome.replace('_', ' ')}: {action.reason}",
-            severity,
-        )
+        ended = action.outcome.replace("_", " ")
+        summary = f"{state.plan.service}: {state.plan.candidate} {ended}: {action.reason}"
+        self._notify(state, f"rollout.{action.outcome}", summary, severity)
         return state
 
     # --- commands ---------------------------------------------------------------------------
