@@ -15,6 +15,10 @@ Environment (all optional but PORT):
     IGNORE_SIGTERM    "1"/"true"/"yes": ignore SIGTERM (to show the supervisor's SIGKILL)
     ACCESS_LOG        "1"/"true"/"yes": one line per request on stderr
 
+Each of these may be given for one version only, by suffixing `__<VERSION>`: with
+`ERROR_RATE__v3=0.2` in a service's environment, only v3 answers 20 % errors — one spec can
+then hold a healthy v2 and a faulty v3, as `make demo` and the release tests do.
+
 Endpoints: `/healthz` (200, or 503 with FAIL_HEALTH or while draining) and anything else (the
 app's work: 200, or 500 for the ERROR_RATE share). Every response is JSON with the version.
 
@@ -44,12 +48,19 @@ DRAIN_TIMEOUT_S = 300.0
 """Upper bound of a drain (whoever stops us will usually SIGKILL us sooner)."""
 
 
+def _setting(name: str) -> str:
+    """`NAME__<VERSION>` when set (a setting for this version only), else `NAME`."""
+    version = os.environ.get("VERSION", "")
+    specific = os.environ.get(f"{name}__{version}") if version else None
+    return (specific if specific is not None else os.environ.get(name, "")).strip()
+
+
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in TRUE
+    return _setting(name).lower() in TRUE
 
 
 def _number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
+    raw = _setting(name)
     if not raw:
         return default
     try:

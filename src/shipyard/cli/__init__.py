@@ -10,13 +10,14 @@ from __future__ import annotations
 from rich.markup import escape
 
 from ..errors import ShipyardError
-from . import _capacity, _flags, _render, _spec
+from . import _capacity, _flags, _render, _rollout, _spec
 from ._app import app, console_err
 
 _spec.register(app)
 _render.register(app)
 _capacity.register(app)
 _flags.register(app)
+_rollout.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

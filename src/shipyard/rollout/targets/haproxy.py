@@ -1,0 +1,819 @@
+"""HAProxy 2.6 as the traffic switch of the local target: config, runtime API, stats and traffic.
+
+HAProxy is configured once (one frontend and one backend per web/api service, no servers) and
+then driven only through its runtime API on a UNIX socket: versions' instances are added as
+*dynamic servers* (`add server`), weighted (`set server … weight`), drained and deleted. Nothing
+here ever reloads HAProxy.
+
+Why dynamic servers rather than `server-template` slots: HAProxy 2.6 supports health checks on
+dynamic servers (`check` + `enable health`) and their removal (`del server`), so
+
+- a server's name carries its version (`<version>_<n>`): health, traffic and rediscovery after a
+  controller restart read the version straight from HAProxy, with no slot → version table kept
+  beside it that could disagree;
+- there is no fixed number of slots to size, and no parked placeholder servers in stats and logs;
+- a slot reused by another version would carry its predecessor's counters.
+
+What it costs, and how it is paid: a dynamic server inherits nothing from `default-server`, so
+every option (checks, pool purge) is spelled out in the `add server` line (`server_options`);
+dynamic servers do not survive an HAProxy restart, so the local target re-adds them from the
+process supervisor and its saved weights when it has to start HAProxy again.
+
+Traffic is measured from HAProxy's request log, sent as raw datagrams to a UNIX socket that a
+background thread of the controller reads (`TrafficSampler`): per (backend, server) it keeps
+cumulative request, 5xx and latency-histogram counts. The counts live in the controller's
+memory: a controller that restarts starts again from zero, which analysis tolerates (its windows
+are differences of two samples taken by the same controller), and requests logged while no
+controller listens are not counted.
+
+A datagram log can lose lines: the kernel queues only `net.unix.max_dgram_qlen` datagrams for a
+reader (10 by default without systemd, which raises it to 512), and HAProxy drops a line that
+does not fit rather than wait. The reader empties the queue before parsing to keep up, and the
+local target takes request and 5xx *counts* from HAProxy's own per-server counters (`show stat`:
+exact), and only the latency histogram from the log, where a lost line costs one observation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import TargetError
+from ...spec import Probe, Stack
+from .._model import LATENCY_BUCKETS_MS, Sample, bucket_index
+
+LOG_TAG = "shipyard"
+LOG_FORMAT = f"{LOG_TAG} %b %s %ST %Tr %Ta %TR %rc %tsc"
+"""One datagram per request: backend, server, status, response time, active time, request time,
+retries, termination state (all times in milliseconds)."""
+
+NO_SERVER = "<NOSRV>"
+_NOT_INSTALLED = "HAProxy is not installed ({} not found): install Debian's haproxy (apt-get install haproxy)"
+MAX_WEIGHT = 256
+_UNIX_PATH_MAX = 107
+_SERVER_NAME = re.compile(r"^(?P<version>[A-Za-z0-9.\-]*(?:_[0-9a-f]{2}[A-Za-z0-9.\-]*)*)_(?P<index>[0-9]+)$")
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+
+def frontend_name(service: str) -> str:
+    return f"fe_{service}"
+
+
+def backend_name(service: str) -> str:
+    return f"be_{service}"
+
+
+def service_of_backend(backend: str) -> str | None:
+    return backend[3:] if backend.startswith("be_") else None
+
+
+def _encode_version(version: str) -> str:
+    """A version as a server-name part: [A-Za-z0-9.-] kept, anything else (and `_`) as `_xx`."""
+    if not version:
+        raise TargetError("a version must not be empty")
+    out = []
+    for char in version:
+        if char.isascii() and (char.isalnum() or char in ".-"):
+            out.append(char)
+        else:
+            out.extend(f"_{byte:02x}" for byte in char.encode())
+    return "".join(out)
+
+
+def _decode_version(encoded: str) -> str:
+    raw = bytearray()
+    i = 0
+    while i < len(encoded):
+        if encoded[i] == "_":
+            raw.append(int(encoded[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.extend(encoded[i].encode())
+            i += 1
+    return raw.decode()
+
+
+def server_name(version: str, index: int) -> str:
+    """The HAProxy server name of instance `index` (1-based) of `version`: `<version>_<index>`."""
+    return f"{_encode_version(version)}_{index}"
+
+
+def parse_server_name(name: str) -> tuple[str, int] | None:
+    """(version, index) of a server named by `server_name`, or None for any other name."""
+    match = _SERVER_NAME.match(name)
+    if not match or not match["version"]:
+        return None
+    try:
+        return _decode_version(match["version"]), int(match["index"])
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProxyPaths:
+    """Where one HAProxy keeps its files (all under one directory of the target's state)."""
+
+    directory: Path
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "haproxy.cfg"
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.directory / "admin.sock"
+
+    @property
+    def log_socket(self) -> Path:
+        return self.directory / "log.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.directory / "haproxy.pid"
+
+    @property
+    def output(self) -> Path:
+        return self.directory / "haproxy.out"
+
+
+def routed_services(stack: Stack) -> list[str]:
+    """The services HAProxy routes (web and api services; workers take no traffic)."""
+    return [name for name, service in stack.services.items() if service.role != "worker"]
+
+
+def readiness_probe(stack: Stack, service: str) -> Probe:
+    health = stack.services[service].health
+    return health.readiness or health.liveness or Probe()
+
+
+def server_options(probe: Probe) -> str:
+    """The per-server options of a dynamic server (HAProxy 2.6 applies no default-server to them).
+
+    `downinter` (interval while the server is DOWN) is at most 1 s, so a starting instance is seen
+    ready soon after it is, whatever the probe's period.
+    """
+    down_ms = min(probe.period, 1) * 1000
+    return (
+        f"check inter {probe.period * 1000} downinter {down_ms} fastinter {down_ms} "
+        f"rise {probe.success_threshold} fall {probe.failure_threshold} pool-purge-delay 1s"
+    )
+
+
+def _quote(value: str) -> str:
+    if re.search(r"[\s\"'\\#]", value):
+        raise TargetError(f"unsupported character in an HAProxy config value: {value!r}")
+    return value
+
+
+def render_haproxy_config(
+    stack: Stack,
+    directory: Path,
+    *,
+    ports: Mapping[str, int] | None = None,
+    bind_address: str = "127.0.0.1",
+    maxconn: int = 4096,
+) -> str:
+    """The HAProxy configuration of `stack`'s web and api services; servers are added at run time.
+
+    `ports` chooses a service's frontend port instead of the spec's. Nothing secret is rendered:
+    the config holds names, paths, ports and timings only.
+    """
+    paths = ProxyPaths(directory)
+    for path in (paths.admin_socket, paths.log_socket):
+        if len(str(path)) > _UNIX_PATH_MAX:
+            raise TargetError(f"the state directory's path is too long for a UNIX socket: {path}")
+    ports = dict(ports or {})
+    lines = [
+        f"# Rendered by shipyard for stack {stack.name!r}"
+        + (f" ({stack.environment})." if stack.environment else "."),
+        "# Servers are added, weighted and removed at run time through the admin socket:",
+        "# do not add any here.",
+        "global",
+        f"    log {paths.log_socket} len 1024 format raw local0 info",
+        f"    stats socket {paths.admin_socket} mode 600 level admin expose-fd listeners",
+        "    stats timeout 30s",
+        f"    pidfile {paths.pid_file}",
+        f"    maxconn {maxconn}",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        f'    log-format "{LOG_FORMAT}"',
+        "    option http-keep-alive",
+        "    http-reuse safe",
+        "    # a request to a server that is going away (connection refused or closed before",
+        "    # any response) is retried, on another server: no request is lost in a switch",
+        "    retries 3",
+        "    retry-on conn-failure empty-response",
+        "    option redispatch 1",
+        "    timeout connect 2s",
+        "    timeout client 60s",
+        "    timeout server 60s",
+        "    timeout http-request 10s",
+        "    timeout http-keep-alive 10s",
+        "    timeout queue 10s",
+    ]
+    for name in routed_services(stack):
+        service = stack.services[name]
+        port = ports.get(name, service.port)
+        if port is None:  # pragma: no cover - the spec requires a port on web and api services
+            raise TargetError(f"service {name} has no port to listen on")
+        probe = readiness_probe(stack, name)
+        lines += [
+            "",
+            f"frontend {frontend_name(name)}",
+            f"    bind {_quote(bind_address)}:{port}",
+            f"    default_backend {backend_name(name)}",
+            "",
+            f"backend {backend_name(name)}",
+            "    balance roundrobin",
+            "    option httpchk",
+            f"    http-check send meth GET uri {_quote(probe.path)} ver HTTP/1.1 hdr Host localhost",
+            f"    timeout check {probe.timeout}s",
+            "    # the options every server of this backend is added with (dynamic servers inherit none)",
+            f"    default-server {server_options(probe)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def check_config(config: Path, haproxy_bin: str = "haproxy") -> None:
+    """Validate a config with `haproxy -c`; a refusal raises TargetError with HAProxy's message."""
+    try:
+        result = subprocess.run(
+            [haproxy_bin, "-c", "-f", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except FileNotFoundError as error:
+        raise TargetError(
+            f"HAProxy is not installed ({haproxy_bin} not found); install Debian's haproxy"
+        ) from error
+    except subprocess.TimeoutExpired as error:
+        raise TargetError(f"`{haproxy_bin} -c` did not finish in 30 s") from error
+    if result.returncode != 0:
+        raise TargetError(
+            f"HAProxy refuses the configuration {config}:\n{_messages(result.stdout + result.stderr)}"
+        )
+
+
+def _messages(output: str) -> str:
+    """HAProxy's output without its version banner."""
+    lines = [line for line in output.splitlines() if line.strip() and "[NOTICE]" not in line]
+    return "\n".join(lines) or output.strip()
+
+
+def check_config_text(text: str, haproxy_bin: str = "haproxy") -> None:
+    with tempfile.TemporaryDirectory(prefix="shipyard-haproxy-") as directory:
+        path = Path(directory) / "haproxy.cfg"
+        path.write_text(text)
+        check_config(path, haproxy_bin)
+
+
+# --- the HAProxy process -------------------------------------------------------------------------
+
+
+def read_pid(paths: ProxyPaths) -> int | None:
+    """HAProxy's pid from its pid file, when that process is alive and is HAProxy."""
+    try:
+        pid = int(paths.pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+    return pid if comm.startswith("haproxy") else None
+
+
+def start_haproxy(paths: ProxyPaths, haproxy_bin: str = "haproxy", timeout_s: float = 10.0) -> int:
+    """Start HAProxy detached (daemon mode: it outlives the caller) on `paths.config`; its pid."""
+    with contextlib.suppress(FileNotFoundError):
+        paths.admin_socket.unlink()  # a stale socket of a dead HAProxy
+    with paths.output.open("wb") as output:
+        try:
+            result = subprocess.run(
+                [haproxy_bin, "-D", "-f", str(paths.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                timeout=timeout_s,
+                start_new_session=True,
+                check=False,
+            )
+        except FileNotFoundError as error:
+            raise TargetError(_NOT_INSTALLED.format(haproxy_bin)) from error
+        except subprocess.TimeoutExpired as error:
+            raise TargetError(f"HAProxy did not start within {timeout_s:g} s") from error
+    message = _messages(paths.output.read_text(errors="replace"))
+    if result.returncode != 0:
+        raise TargetError(f"HAProxy failed to start (exit {result.returncode}):\n{message}")
+    client = HAProxyClient(paths.admin_socket)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid = read_pid(paths)
+        if pid is not None and client.reachable():
+            return pid
+        if time.monotonic() > deadline:
+            raise TargetError(f"HAProxy started but does not answer on {paths.admin_socket}:\n{message}")
+        time.sleep(0.02)
+
+
+def stop_haproxy(paths: ProxyPaths, timeout_s: float = 10.0) -> None:
+    """Stop the HAProxy of `paths` (hard stop: SIGTERM), if it runs."""
+    pid = read_pid(paths)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while read_pid(paths) == pid and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if read_pid(paths) == pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- the runtime API -----------------------------------------------------------------------------
+
+
+class HAProxyUnreachable(TargetError):
+    """Nothing answers on HAProxy's admin socket."""
+
+
+@dataclass(frozen=True)
+class ServerStat:
+    """One server's line of `show stat`."""
+
+    backend: str
+    server: str
+    status: str
+    """UP, DOWN, MAINT, DRAIN, NOLB, "UP 1/3" (going down), "DOWN 1/2" (going up), "no check"…"""
+    weight: int
+    scur: int
+    """Current sessions: requests in flight on this server."""
+    qcur: int
+    """Requests queued for this server."""
+    stot: int
+    hrsp_5xx: int
+    check_status: str
+    check_desc: str
+    check_code: str
+    """The HTTP status of the last health check's answer ("" when none)."""
+    addr: str
+
+    @property
+    def up(self) -> bool:
+        return self.status.startswith(("UP", "DRAIN", "NOLB"))
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """One server's line of `show servers state`."""
+
+    backend: str
+    server: str
+    server_id: int
+    address: str
+    port: int
+    op_state: int
+    """0 stopped (down), 1 starting, 2 running, 3 stopping."""
+    admin_state: int
+    """Bit mask: 0x01 forced maintenance, 0x08 forced drain, … (0 = ready)."""
+    weight: int
+    check_result: int
+    """0 unknown (no check yet), 1 neutral, 2 failed, 3 passed, 4 conditionally passed."""
+    check_state: int
+
+    @property
+    def maintenance(self) -> bool:
+        return bool(self.admin_state & 0x27)
+
+    @property
+    def draining(self) -> bool:
+        return bool(self.admin_state & 0x18)
+
+    @property
+    def healthy(self) -> bool:
+        """Up in HAProxy's eyes, having passed a health check (a fresh server has passed none)."""
+        return not self.maintenance and self.op_state in (1, 2) and self.check_result in (3, 4)
+
+
+def parse_show_stat(text: str) -> list[dict[str, str]]:
+    """The rows of `show stat` (CSV with a `# ` header) as dicts."""
+    text = text.lstrip()
+    if not text.startswith("# pxname,"):
+        raise TargetError(f"unexpected `show stat` output: {text[:200]!r}")
+    return list(csv.DictReader(io.StringIO(text[2:])))
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def server_stats(text: str) -> list[ServerStat]:
+    """The servers (not frontends or backends) in `show stat` output."""
+    stats = []
+    for row in parse_show_stat(text):
+        if row.get("svname") in ("FRONTEND", "BACKEND") or row.get("type") not in (None, "2"):
+            continue
+        stats.append(
+            ServerStat(
+                backend=row["pxname"],
+                server=row["svname"],
+                status=row.get("status", ""),
+                weight=_int(row.get("weight")),
+                scur=_int(row.get("scur")),
+                qcur=_int(row.get("qcur")),
+                stot=_int(row.get("stot")),
+                hrsp_5xx=_int(row.get("hrsp_5xx")),
+                check_status=row.get("check_status", ""),
+                check_desc=row.get("check_desc", ""),
+                check_code=row.get("check_code", ""),
+                addr=row.get("addr", ""),
+            )
+        )
+    return stats
+
+
+def parse_servers_state(text: str) -> list[ServerState]:
+    """The rows of `show servers state` (format version 1)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or lines[0].strip() != "1":
+        raise TargetError(f"unexpected `show servers state` output: {text[:200]!r}")
+    header: list[str] = []
+    states = []
+    for line in lines[1:]:
+        if line.startswith("#"):
+            header = line.lstrip("# ").split()
+            continue
+        row = dict(zip(header, line.split(), strict=False))
+        states.append(
+            ServerState(
+                backend=row["be_name"],
+                server=row["srv_name"],
+                server_id=_int(row.get("srv_id")),
+                address=row.get("srv_addr", ""),
+                port=_int(row.get("srv_port")),
+                op_state=_int(row.get("srv_op_state")),
+                admin_state=_int(row.get("srv_admin_state")),
+                weight=_int(row.get("srv_uweight")),
+                check_result=_int(row.get("srv_check_result")),
+                check_state=_int(row.get("srv_check_state")),
+            )
+        )
+    return states
+
+
+class HAProxyClient:
+    """HAProxy's runtime API on its UNIX socket: one connection per command (HAProxy closes it
+    after answering), so there is no session state to lose or to resynchronise."""
+
+    def __init__(self, socket_path: Path | str, timeout_s: float = 5.0) -> None:
+        self.socket_path = Path(socket_path)
+        self.timeout_s = timeout_s
+
+    def command(self, command: str) -> str:
+        """Send one command; its whole answer. An unreachable HAProxy raises HAProxyUnreachable."""
+        if "\n" in command or ";" in command:
+            raise TargetError(f"one command at a time: {command!r}")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout_s)
+            try:
+                sock.connect(str(self.socket_path))
+            except (FileNotFoundError, ConnectionRefusedError) as error:
+                raise HAProxyUnreachable(
+                    f"HAProxy is not reachable on its admin socket {self.socket_path}: "
+                    f"{error.strerror or error} (is it running?)"
+                ) from error
+            except OSError as error:
+                raise HAProxyUnreachable(
+                    f"cannot connect to HAProxy's admin socket {self.socket_path}: {error}"
+                ) from error
+            try:
+                sock.sendall(command.encode() + b"\n")
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+            except OSError as error:  # includes socket.timeout
+                raise TargetError(
+                    f"HAProxy's admin socket {self.socket_path} failed during "
+                    f"{command.split(maxsplit=1)[0]!r}: {error}"
+                ) from error
+        return b"".join(chunks).decode(errors="replace")
+
+    def _expect(self, command: str, *accepted: str) -> str:
+        """Run a command whose answer must be empty or one of `accepted`; anything else is an error."""
+        answer = self.command(command).strip()
+        if answer and answer not in accepted:
+            raise TargetError(f"HAProxy refused `{command}`: {answer}")
+        return answer
+
+    def reachable(self) -> bool:
+        try:
+            return "Name:" in self.command("show info")
+        except TargetError:
+            return False
+
+    def show_stat(self, backend: str | None = None) -> list[ServerStat]:
+        """Servers' stats, of one backend or of all."""
+        answer = self.command(f"show stat {backend or '-1'} 4 -1")
+        if answer.strip().startswith("No such"):
+            raise TargetError(f"HAProxy has no backend {backend}: {answer.strip()}")
+        return server_stats(answer)
+
+    def servers_state(self, backend: str | None = None) -> list[ServerState]:
+        answer = self.command(f"show servers state {backend or ''}".strip())
+        if "Can't find backend" in answer or answer.strip().startswith("No such"):
+            raise TargetError(f"HAProxy has no backend {backend}: {answer.strip()}")
+        return parse_servers_state(answer)
+
+    def backends(self) -> list[str]:
+        answer = self.command("show backend")
+        return [line.strip() for line in answer.splitlines() if line.strip() and not line.startswith("#")]
+
+    def add_server(self, backend: str, server: str, address: str, port: int, options: str) -> None:
+        """Add a server in maintenance with weight 0, its health check enabled and starting DOWN,
+        then make it ready: it is checked, and takes no traffic until weighted and seen healthy."""
+        self._expect(
+            f"add server {backend}/{server} {address}:{port} weight 0 {options}",
+            "New server registered.",
+        )
+        self._expect(f"enable health {backend}/{server}")
+        self.set_state(backend, server, "ready")
+        self.set_health(backend, server, "down")
+
+    def set_address(self, backend: str, server: str, address: str, port: int) -> None:
+        answer = self.command(f"set server {backend}/{server} addr {address} port {port}").strip()
+        if answer and not answer.startswith(("IP changed", "no need to change", "port changed")):
+            raise TargetError(f"HAProxy refused to move {backend}/{server} to {address}:{port}: {answer}")
+
+    def set_weight(self, backend: str, server: str, weight: int) -> None:
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise TargetError(f"an HAProxy weight is between 0 and {MAX_WEIGHT}, not {weight}")
+        self._expect(f"set server {backend}/{server} weight {weight}")
+
+    def set_state(self, backend: str, server: str, state: str) -> None:
+        if state not in ("ready", "drain", "maint"):
+            raise TargetError(f"unknown server state {state!r}")
+        self._expect(f"set server {backend}/{server} state {state}")
+
+    def set_health(self, backend: str, server: str, health: str) -> None:
+        """Force a server's health state (`down`: it must pass `rise` checks to take traffic)."""
+        if health not in ("up", "stopping", "down"):
+            raise TargetError(f"unknown server health {health!r}")
+        self._expect(f"set server {backend}/{server} health {health}")
+
+    def del_server(self, backend: str, server: str) -> None:
+        self._expect(f"del server {backend}/{server}", "Server deleted.")
+
+
+# --- traffic -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One request as HAProxy logged it with LOG_FORMAT."""
+
+    backend: str
+    server: str
+    status: int
+    response_ms: int
+    """Tr: time for the server to send its response headers (-1 when it sent none)."""
+    active_ms: int
+    """Ta: the request's active time, first request byte to last response byte."""
+    request_ms: int
+    retries: int
+    termination: str
+
+
+def parse_log_line(line: str | bytes) -> LogRecord | None:
+    """A LOG_FORMAT line (raw, or behind a syslog header) as a record; None for anything else."""
+    if isinstance(line, bytes):
+        line = line.decode(errors="replace")
+    at = 0 if line.startswith(LOG_TAG + " ") else line.find(" " + LOG_TAG + " ") + 1
+    if at <= 0 and not line.startswith(LOG_TAG + " "):
+        return None
+    fields = line[at:].split()
+    if len(fields) < 9:
+        return None
+    try:
+        return LogRecord(
+            backend=fields[1],
+            server=fields[2],
+            status=int(fields[3]),
+            response_ms=int(fields[4]),
+            active_ms=int(fields[5].lstrip("+")),
+            request_ms=int(fields[6]),
+            retries=int(fields[7].lstrip("+")),
+            termination=fields[8],
+        )
+    except ValueError:
+        return None
+
+
+class _Counter:
+    __slots__ = ("buckets", "errors", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.buckets = [0] * len(LATENCY_BUCKETS_MS)
+
+    def add(self, record: LogRecord) -> None:
+        self.requests += 1
+        if record.status >= 500:
+            self.errors += 1
+        self.buckets[bucket_index(max(record.active_ms, 0))] += 1
+
+
+def _sum(counters: Iterable[_Counter]) -> Sample:
+    requests = errors = 0
+    buckets = [0] * len(LATENCY_BUCKETS_MS)
+    for counter in counters:
+        requests += counter.requests
+        errors += counter.errors
+        for i, count in enumerate(counter.buckets):
+            buckets[i] += count
+    return Sample(requests, errors, tuple(buckets))
+
+
+class TrafficSampler:
+    """Reads HAProxy's request log from a UNIX datagram socket in a background thread and keeps
+    cumulative counts per (backend, server).
+
+    Binding replaces any socket file at the path (a previous controller's): HAProxy addresses every
+    log datagram to the path, so the newest reader gets the log. Counts are in memory only.
+    """
+
+    def __init__(self, socket_path: Path | str) -> None:
+        self.socket_path = Path(socket_path)
+        self._counters: dict[tuple[str, str], _Counter] = {}
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._inode = 0
+        self.unparsed = 0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(str(self.socket_path))
+            os.chmod(self.socket_path, 0o600)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        except OSError as error:
+            sock.close()
+            raise TargetError(f"cannot listen for HAProxy's log on {self.socket_path}: {error}") from error
+        sock.setblocking(False)
+        self._sock = sock
+        self._inode = os.stat(self.socket_path).st_ino
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="shipyard-haproxy-log", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(self.socket_path).st_ino == self._inode:  # not a newer reader's socket
+                    self.socket_path.unlink()
+
+    def _run(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while not self._stop.is_set():
+            try:
+                if not select.select([sock], [], [], 0.2)[0]:
+                    continue
+            except (OSError, ValueError):
+                return
+            # Empty the queue before parsing anything: the kernel holds few datagrams for an
+            # unconnected reader (net.unix.max_dgram_qlen), and HAProxy drops what does not fit.
+            batch: list[bytes] = []
+            while len(batch) < 1024:
+                try:
+                    batch.append(sock.recv(4096))
+                except BlockingIOError:
+                    break
+                except OSError:
+                    self.feed(*batch)
+                    return
+            self.feed(*batch)
+
+    def feed(self, *datagrams: str | bytes) -> None:
+        """Count logged requests (one per datagram)."""
+        records = []
+        for data in datagrams:
+            record = parse_log_line(data)
+            if record is None:
+                self.unparsed += 1
+            else:
+                records.append(record)
+        with self._lock:
+            for record in records:
+                counter = self._counters.get((record.backend, record.server))
+                if counter is None:
+                    counter = self._counters[(record.backend, record.server)] = _Counter()
+                counter.add(record)
+
+    def sample(self, backend: str, servers: Sequence[str] | None = None) -> Sample:
+        """Cumulative counts of `servers` of `backend` (of all its servers when None)."""
+        with self._lock:
+            return _sum(
+                counter
+                for (be, server), counter in self._counters.items()
+                if be == backend and (servers is None or server in servers)
+            )
+
+    def sample_version(self, backend: str, version: str) -> Sample:
+        """Cumulative counts of every server of `version` in `backend`, removed ones included."""
+        with self._lock:
+            return _sum(
+                counter
+                for (be, server), counter in self._counters.items()
+                if be == backend and (parse_server_name(server) or ("", 0))[0] == version
+            )
+
+    def servers(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return sorted(self._counters)
+
+
+# --- weights -------------------------------------------------------------------------------------
+
+
+def server_weights(shares: Mapping[str, int], servers: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """HAProxy weights (0-256 per server) that give each version its share of requests.
+
+    A version's percentage is divided evenly among its servers, and every weight is scaled so the
+    largest per-server share gets MAX_WEIGHT (the finest resolution HAProxy allows). A version with
+    a positive share always gets at least weight 1 per server; a version at 0 % gets 0 (no new
+    requests; in-flight ones finish). Versions in `servers` but not in `shares` get 0.
+    """
+    for version, share in shares.items():
+        if share < 0:
+            raise TargetError(f"a weight cannot be negative ({version}: {share})")
+        if share > 0 and not servers.get(version):
+            raise TargetError(f"version {version} has no instances to send {share}% of the traffic to")
+    if shares and sum(shares.values()) != 100:
+        raise TargetError(f"weights must sum to 100, not {sum(shares.values())}: {dict(shares)}")
+    per_server = {v: shares.get(v, 0) / len(names) for v, names in servers.items() if names}
+    top = max(per_server.values(), default=0)
+    weights: dict[str, int] = {}
+    for version, names in servers.items():
+        each = per_server.get(version, 0.0)
+        weight = 0 if each == 0 else max(1, round(each * MAX_WEIGHT / top))
+        for name in names:
+            weights[name] = weight
+    return weights
+
+
+def version_percentages(weights: Mapping[str, int], servers: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """The inverse of server_weights: each version's share of the total weight, in whole percent
+    (largest remainders, so the shares sum to 100 when any server has weight)."""
+    totals = {v: sum(weights.get(name, 0) for name in names) for v, names in servers.items()}
+    grand = sum(totals.values())
+    if grand == 0:
+        return dict.fromkeys(servers, 0)
+    exact = {v: total * 100 / grand for v, total in totals.items()}
+    result = {v: int(share) for v, share in exact.items()}
+    missing = 100 - sum(result.values())
+    for version in sorted(exact, key=lambda v: exact[v] - result[v], reverse=True)[:missing]:
+        result[version] += 1
+    return result

@@ -1,0 +1,253 @@
+"""The local target against a real HAProxy and real demo-app processes on loopback.
+
+Timing asserts leave room for a loaded 2-core machine, but each still proves its point: a switch
+that lost a request, or took seconds, fails.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from shipyard.errors import TargetError
+from shipyard.rollout._loadgen import LoadGenerator
+from shipyard.rollout.targets.haproxy import HAProxyClient, backend_name
+from shipyard.rollout.targets.local import LocalTarget
+from support.haproxy import (
+    DEMO_DIR,
+    HAPROXY,
+    demo_environ,
+    demo_stack,
+    get_versions,
+    local_target,
+    wait_until,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(HAPROXY is None, reason="HAProxy is not installed (Debian's haproxy)"),
+]
+
+HEALTHY_WITHIN_S = 10.0
+
+
+def _ready(target: LocalTarget, version: str) -> None:
+    assert wait_until(lambda: target.health("web", version).ready, HEALTHY_WITHIN_S), target.health(
+        "web", version
+    )
+
+
+def _servers(target: LocalTarget) -> list[str]:
+    return sorted(s.server for s in target.client.servers_state(backend_name("web")))
+
+
+def test_switch_under_load_loses_no_request_and_is_immediate() -> None:
+    with local_target(demo_environ()) as (target, port, _):
+        target.prepare("web", "v1", 2)
+        _ready(target, "v1")
+        target.set_weights("web", {"v1": 100})
+        load = LoadGenerator(f"http://127.0.0.1:{port}/", rate_per_s=250, connections=8).start()
+        try:
+            target.prepare("web", "v2", 2)
+            _ready(target, "v2")
+            time.sleep(0.5)
+            switch_start = time.monotonic()
+            target.set_weights("web", {"v1": 0, "v2": 100})
+            switch_end = time.monotonic()
+            time.sleep(0.5)
+            target.retire("web", "v1")
+            time.sleep(0.5)
+        finally:
+            report = load.stop()
+
+        sent = [r for r in report.records if r.start is not None]
+        assert report.failed == 0, report.failures[:5]
+        assert report.total >= 0.8 * 250 * report.duration_s  # the load was really there
+        assert report.by_version["v1"].count > 100
+        assert report.by_version["v2"].count > 100
+        # Every request sent once set_weights returned went to v2...
+        late = [r for r in sent if r.start is not None and r.start > switch_end]
+        assert late
+        assert {r.version for r in late} == {"v2"}
+        # ...and the last one to reach v1 was sent within a fraction of a second of the switch.
+        last_v1 = max(r.start for r in sent if r.version == "v1" and r.start is not None)
+        switch_s = max(0.0, last_v1 - switch_start)
+        print(
+            f"\nswitch: set_weights took {(switch_end - switch_start) * 1000:.1f} ms; last request to v1 "
+            f"sent {switch_s * 1000:.1f} ms after it began; {report.total} requests, {report.failed} failed"
+        )
+        assert switch_s < 1.0
+        # v1 is gone from HAProxy and from the host.
+        assert _servers(target) == ["v2_1", "v2_2"]
+        assert target.status("web").versions == {"v2": 100}
+        # The target counted the same traffic as the clients; the latency histogram comes from
+        # HAProxy's request log (a datagram the kernel could not queue is missing from it only).
+        v1, v2 = target.sample("web", "v1"), target.sample("web", "v2")
+        assert (v1.requests, v2.requests) == (report.by_version["v1"].count, report.by_version["v2"].count)
+        assert v1.errors == v2.errors == 0
+        assert wait_until(lambda: sum(target.sample("web", "v2").latency_buckets) > 0.5 * v2.requests, 3)
+        logged = sum(target.sample("web", "v1").latency_buckets) + sum(
+            target.sample("web", "v2").latency_buckets
+        )
+        print(f"request log: {logged} of {report.total} requests logged")
+        assert logged <= report.total
+
+
+def test_canary_weights_split_requests() -> None:
+    with local_target(demo_environ()) as (target, port, _):
+        target.prepare("web", "v1", 2)
+        target.prepare("web", "v2", 1)
+        _ready(target, "v1")
+        _ready(target, "v2")
+        target.set_weights("web", {"v1": 90, "v2": 10})
+        assert target.status("web").versions == {"v1": 90, "v2": 10}
+        before = target.sample("web", "v2")
+        results = get_versions(port, 1000)
+        assert all(status == 200 for status, _ in results)
+        share = sum(1 for _, version in results if version == "v2") / len(results)
+        assert 0.08 <= share <= 0.12, share
+        window = target.sample("web", "v2") - before
+        assert window.requests == round(share * 1000)
+        assert wait_until(lambda: (target.sample("web", "v2") - before).quantile_ms(0.5) is not None, 3)
+
+
+def test_failing_health_keeps_a_version_out_of_traffic() -> None:
+    environ = demo_environ()
+    with local_target(environ) as (target, port, _):
+        target.prepare("web", "v1", 1)
+        _ready(target, "v1")
+        target.set_weights("web", {"v1": 100})
+        environ["DEMO_FAIL_HEALTH"] = "1"
+        target.prepare("web", "v2", 1)
+        assert wait_until(lambda: "503" in target.health("web", "v2").detail, HEALTHY_WITHIN_S)
+        health = target.health("web", "v2")
+        assert (health.healthy, health.total, health.ready) == (0, 1, False)
+        assert "v2_1: DOWN" in health.detail
+        # All traffic to an unhealthy version is refused; a share of it is routed around it.
+        with pytest.raises(TargetError, match="no healthy instance"):
+            target.set_weights("web", {"v1": 0, "v2": 100})
+        target.set_weights("web", {"v1": 50, "v2": 50})
+        results = get_versions(port, 100)
+        assert results == [(200, "v1")] * 100
+        status = target.status("web")
+        assert status.health["v2"].healthy == 0
+        assert status.health["v1"].ready
+
+
+def test_retire_lets_slow_requests_in_flight_finish() -> None:
+    environ = demo_environ(DEMO_LATENCY_MS="1500")
+    with local_target(environ) as (target, port, _):
+        target.prepare("web", "v1", 1)
+        environ["DEMO_LATENCY_MS"] = "0"
+        target.prepare("web", "v2", 1)
+        _ready(target, "v1")
+        _ready(target, "v2")
+        target.set_weights("web", {"v1": 100, "v2": 0})
+
+        results: list[tuple[int, str | None]] = []
+        lock = threading.Lock()
+
+        def slow_request() -> None:
+            answer = get_versions(port, 1)
+            with lock:
+                results.extend(answer)
+
+        threads = [threading.Thread(target=slow_request) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        assert wait_until(
+            lambda: sum(s.scur for s in target.client.show_stat("be_web") if s.server == "v1_1") == 6, 1.0
+        )
+        target.set_weights("web", {"v1": 0, "v2": 100})
+        started = time.monotonic()
+        target.retire("web", "v1")
+        retire_s = time.monotonic() - started
+        for thread in threads:
+            thread.join(10)
+        assert results == [(200, "v1")] * 6  # every request in flight finished, on v1
+        assert retire_s >= 0.5  # retire waited for them (they had ~1.2 s left)
+        assert _servers(target) == ["v2_1"]
+        assert [i.name for i in target.supervisor.list()] == ["web.v2_1"]
+        assert get_versions(port, 3) == [(200, "v2")] * 3
+
+
+def test_unreachable_haproxy_is_a_target_error(tmp_path: Path) -> None:
+    missing = tmp_path / "admin.sock"
+    with pytest.raises(TargetError, match=str(missing)):
+        HAProxyClient(missing).show_stat()
+
+    with local_target(demo_environ()) as (target, port, _):
+        target.prepare("web", "v1", 1)
+        target.stop_proxy()
+        with pytest.raises(TargetError, match="admin socket"):
+            target.client.servers_state()
+        # HAProxy cannot come back while something else holds its port: the error says why.
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            with pytest.raises(TargetError, match="cannot bind"):
+                target.status("web")
+
+    broken = LocalTarget(demo_stack(1), tmp_path / "s", "/nonexistent/haproxy", workdir=DEMO_DIR)
+    with pytest.raises(TargetError, match="not installed"):
+        broken.ensure_proxy()
+    broken.close()
+
+
+def test_a_new_target_rediscovers_a_running_release() -> None:
+    environ = demo_environ()
+    with local_target(environ) as (first, port, state):
+        first.prepare("web", "v1", 2)
+        first.prepare("web", "v2", 1)
+        _ready(first, "v1")
+        _ready(first, "v2")
+        first.set_weights("web", {"v1": 80, "v2": 20})
+        first.close()  # the controller goes away; HAProxy and the processes stay
+
+        second = LocalTarget(first.stack, state, HAPROXY or "haproxy", workdir=DEMO_DIR, environ=environ)
+        try:
+            status = second.status("web")
+            assert status.versions == {"v1": 80, "v2": 20}
+            assert status.health["v1"].ready
+            assert status.health["v1"].total == 2
+            assert status.health["v2"].ready
+            second.set_weights("web", {"v1": 0, "v2": 100})
+            second.retire("web", "v1")
+            second.prepare("web", "v2", 1)  # idempotent: nothing changes
+            assert _servers(second) == ["v2_1"]
+            second.prepare("web", "v2", 2)  # one more instance of the version taking all traffic
+            _ready(second, "v2")
+            assert {s.server: s.weight for s in second.client.servers_state("be_web")} == {
+                "v2_1": 256,
+                "v2_2": 256,
+            }
+            assert get_versions(port, 5) == [(200, "v2")] * 5
+            assert wait_until(lambda: second.sample("web", "v2").requests >= 5, 3)
+            assert second.status("web").versions == {"v2": 100}
+        finally:
+            second.close()
+
+
+def test_haproxy_restarted_gets_its_servers_and_weights_back() -> None:
+    with local_target(demo_environ()) as (target, port, _):
+        target.prepare("web", "v1", 1)
+        _ready(target, "v1")
+        target.set_weights("web", {"v1": 100})
+        target.stop_proxy()
+        target.ensure_proxy()
+        assert _servers(target) == ["v1_1"]
+        _ready(target, "v1")
+        assert target.status("web").versions == {"v1": 100}
+        assert get_versions(port, 3) == [(200, "v1")] * 3
+
+
+def test_migrate_runs_the_service_migration_with_the_version() -> None:
+    with local_target(demo_environ()) as (target, _, _):
+        result = target.migrate("web", "v7")
+        assert result.ok
+        assert "schema is at version v7" in result.output_tail
