@@ -52,7 +52,7 @@ def _controller(file: Path, env: str, database_url: str | None, watch: bool) -> 
 
     stack = read_spec(file).stack(env)
     sessions = session_factory(open_engine(database_url))
-    target = LocalTarget(stack, _state_dir(stack))
+    target = LocalTarget(stack, _state_dir(stack), workdir=file.resolve().parent)
     view = _Progress(watch)
     return Controller(sessions, stack, target, on_progress=view.update), view
 
@@ -149,7 +149,14 @@ def resume(
     sessions = session_factory(open_engine(database_url))
     row = _latest(sessions, service)
     if row is not None and row.finished_at is None and row.phase == "paused":
-        queue_command(sessions, service, "resume", _actor())
+        state = RolloutState.from_data(row.state)
+        if state.paused_by == "inconclusive":
+            console.print(
+                f"release {row.id} is paused: {state.reason}. It keeps analysing; decide with"
+                f" `shipyard rollout promote {service}` or `shipyard rollout abort {service}`."
+            )
+        else:
+            queue_command(sessions, service, "resume", _actor())
     controller, view = _controller(file, env, database_url, watch)
     rollout_id = controller.resume(service)
     _run(controller, view, rollout_id)

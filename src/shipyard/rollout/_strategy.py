@@ -540,6 +540,10 @@ def _observed(state: RolloutState, observed: Observed, now: float, *, window: bo
         return state
     if analysis.verdict is Verdict.INCONCLUSIVE:
         reason = _inconclusive(analysis, state.plan)
+        if state.plan.stable is None:
+            # A first deploy has nothing to go back to, so waiting for a decision would only
+            # hold the release open: with no traffic yet (a new service), it goes on.
+            return _advance(state, now, "analysis inconclusive", reason + "; first deploy: going on")
         state = replace(state, phase=Phase.PAUSED, paused_by="inconclusive", reason=reason)
         return _record(state, now, "analysis inconclusive", reason, analysis.checks)
     summary = "; ".join(c.detail or f"{c.name} {c.verdict}" for c in analysis.checks)

@@ -679,3 +679,14 @@ def test_describe_says_each_action_in_words() -> None:
         "hold until the pause ends",
         "finish (failed)",
     ]
+
+
+def test_a_first_deploy_with_no_traffic_goes_on_instead_of_pausing() -> None:
+    def no_traffic_yet(action: Action, _state: RolloutState) -> Outcome:
+        if isinstance(action, Observe):
+            return Observed(inconclusive(0), complete=True)
+        return happy(action)
+
+    for strategy in ("canary", "blue-green"):
+        state, _, _ = drive(start(make_plan(strategy, stable=None), 0.0), no_traffic_yet)
+        assert state.outcome == "succeeded", (strategy, state.reason)
