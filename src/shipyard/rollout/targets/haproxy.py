@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import os
 import re
@@ -127,6 +128,9 @@ def parse_server_name(name: str) -> tuple[str, int] | None:
 # --- configuration -------------------------------------------------------------------------------
 
 
+_MAX_SOCKET_PATH = 90
+
+
 @dataclass(frozen=True)
 class ProxyPaths:
     """Where one HAProxy keeps its files (all under one directory of the target's state)."""
@@ -138,12 +142,29 @@ class ProxyPaths:
         return self.directory / "haproxy.cfg"
 
     @property
+    def sockets(self) -> Path:
+        """Where the UNIX sockets live: the directory itself, unless its path is too long.
+
+        A UNIX socket path is limited (108 bytes; HAProxy takes at most 97), and state
+        directories can be deep, so long ones get a short private directory in the system's
+        temp dir, named after the state directory (the same one on every call and restart).
+        """
+        if len(str(self.directory / "admin.sock")) <= _MAX_SOCKET_PATH:
+            return self.directory
+        digest = hashlib.sha256(str(self.directory.resolve()).encode()).hexdigest()[:16]
+        short = Path(tempfile.gettempdir()) / f"shipyard-{os.getuid()}-{digest}"
+        short.mkdir(mode=0o700, exist_ok=True)
+        if short.stat().st_uid != os.getuid() or short.stat().st_mode & 0o077:
+            raise TargetError(f"{short} (HAProxy's socket directory) is not private to this user; remove it")
+        return short
+
+    @property
     def admin_socket(self) -> Path:
-        return self.directory / "admin.sock"
+        return self.sockets / "admin.sock"
 
     @property
     def log_socket(self) -> Path:
-        return self.directory / "log.sock"
+        return self.sockets / "log.sock"
 
     @property
     def pid_file(self) -> Path:

@@ -1,0 +1,182 @@
+"""Releases end to end: the `shipyard` CLI, real HAProxy, real processes, real load on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from shipyard.rollout._loadgen import LoadGenerator
+from support.releases import kill_group, release_stack, wait_for
+
+pytestmark = pytest.mark.integration
+RATE = 200  # requests per second, keep-alive
+
+
+def test_blue_green_under_load_loses_nothing_and_switches_everything(tmp_path: Path) -> None:
+    with release_stack(tmp_path, "blue-green") as stack:
+        with LoadGenerator(stack.url, RATE, connections=8) as load:
+            time.sleep(1)
+            result = stack.cli("deploy", "web", "--version", "v2")
+            time.sleep(1)
+        assert result.returncode == 0, result.stdout + result.stderr
+        report = load.report
+        assert report.total >= RATE * 3
+        assert report.failed == 0, report.failures[:5]
+        switched = next(r for r in stack.steps(stack.latest().id) if r.action["type"] == "SetWeights")
+        assert switched.finished_at is not None
+        # Every request sent after the switch was recorded done went to v2 (the step's time is
+        # wall-clock UTC in the store; the load generator's are monotonic on the same machine).
+        done_wall = switched.finished_at.replace(tzinfo=switched.finished_at.tzinfo or dt.UTC).timestamp()
+        done = time.monotonic() - (time.time() - done_wall)
+        after = [r for r in report.records if r.start > done]
+        assert len(after) > RATE, "too few requests after the switch to tell"
+        assert {r.version for r in after} == {"v2"}
+
+
+def test_bad_canary_is_rolled_back_and_only_the_canary_failed(tmp_path: Path) -> None:
+    with release_stack(tmp_path, "canary") as stack:
+        with LoadGenerator(stack.url, RATE, connections=8) as load:
+            time.sleep(1)
+            started = time.monotonic()
+            result = stack.cli("deploy", "web", "--version", "bad")
+            rolled_back_after = time.monotonic() - started
+            time.sleep(1)
+        assert result.returncode == 1, result.stdout
+        assert "rolled_back" in result.stdout
+        assert "error_rate" in result.stdout  # the check and its values are named
+        report = load.report
+        assert report.failed > 0
+        assert {f.version for f in report.failures} == {"bad"}, report.failures[
+            :5
+        ]  # none from v1 or the proxy
+        weights = [
+            r.action["weights"]["candidate"]
+            for r in stack.steps(stack.latest().id)
+            if r.action["type"] == "SetWeights"
+        ]
+        assert weights == [10, 0], weights  # caught at 10 %: never given 50 %
+        first_bad = report.first_failure_time
+        assert first_bad is not None
+        print(
+            f"\nbad canary: {report.failed} failed of {report.total} requests"
+            f" ({report.failed / report.total:.2%}); deploy to rollback {rolled_back_after:.1f} s"
+        )
+
+
+def test_a_release_whose_health_never_passes_moves_no_traffic(tmp_path: Path) -> None:
+    with release_stack(tmp_path, "canary", health_timeout="4s") as stack:
+        with LoadGenerator(stack.url, 50, connections=4) as load:
+            started = time.monotonic()
+            result = stack.cli("deploy", "web", "--version", "sick")
+            took = time.monotonic() - started
+        assert result.returncode == 1
+        assert "health check never passed" in result.stdout
+        assert took < 4 + 10  # the health timeout, plus start-up and retiring
+        assert load.report.failed == 0
+        assert set(load.report.by_version) == {"v1"}
+        assert not any(r.action["type"] == "SetWeights" for r in stack.steps(stack.latest().id)), (
+            "traffic must never move to an unhealthy release"
+        )
+
+
+def test_a_failed_migration_stops_the_release_with_traffic_untouched(tmp_path: Path) -> None:
+    with release_stack(tmp_path, "blue-green") as stack:
+        result = stack.cli("deploy", "web", "--version", "broken")
+        assert result.returncode == 1
+        assert "failed" in result.stdout
+        kinds = [r.action["type"] for r in stack.steps(stack.latest().id)]
+        assert "SetWeights" not in kinds
+        assert stack.target().status("web").versions == {"v1": 100}
+
+
+def test_bad_requests_change_nothing(tmp_path: Path) -> None:
+    with release_stack(tmp_path, "canary") as stack:
+        before = stack.target().status("web").versions
+        unknown = stack.cli("deploy", "nope", "--version", "v2")
+        live = stack.cli("deploy", "web", "--version", "v1")
+        assert (unknown.returncode, live.returncode) == (2, 2)
+        assert "no service 'nope'" in unknown.stderr
+        assert "already live" in live.stderr
+        assert "Traceback" not in unknown.stderr + live.stderr
+        # A second deploy while one runs is refused (under load: the canary's analysis needs traffic).
+        with LoadGenerator(stack.url, RATE, connections=8):
+            first = stack.start_cli("deploy", "web", "--version", "v2")
+            assert wait_for(lambda: stack.latest().candidate == "v2", 20)
+            second = stack.cli("deploy", "web", "--version", "v3")
+            assert second.returncode != 0
+            assert "in progress" in second.stderr
+            assert first.wait(60) == 0
+        assert stack.target().status("web").versions == {"v2": 100}
+        assert before == {"v1": 100}
+        # HAProxy not reachable (it died, and its port is now taken, so it cannot be started
+        # again): a clear error, and no instance of the new version is started.
+        target = stack.target()
+        target.stop_proxy()
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", stack.port))
+            squatter.listen()
+            down = stack.cli("deploy", "web", "--version", "v4", timeout=60)
+        assert down.returncode != 0
+        assert "HAProxy" in down.stderr
+        assert "Traceback" not in down.stderr
+        assert not [i for i in target.supervisor.list() if "v4" in i.name]
+
+
+# --- killed at every step, then resumed --------------------------------------------------------
+
+BLUE_GREEN_STEPS = ["Migrate", "Prepare", "WaitHealthy", "SetWeights", "Observe", "Hold", "Retire"]
+CANARY_STEPS = [
+    "Migrate",
+    "Prepare",
+    "WaitHealthy",
+    "SetWeights",
+    "Observe",
+    "SetWeights#2",
+    "Observe#2",
+    "Hold",
+    "Retire",
+]
+
+
+def _kill_at_step_then_resume(tmp_path: Path, strategy: str, step: str) -> None:
+    kind, _, nth = step.partition("#")
+    occurrence = int(nth or 1)
+    with release_stack(tmp_path, strategy) as stack:
+        with LoadGenerator(stack.url, RATE, connections=8) as load:
+            time.sleep(0.5)
+            controller = stack.start_cli("deploy", "web", "--version", "v2")
+
+            def reached() -> bool:
+                with_kind = [
+                    r
+                    for r in stack.steps(stack.latest().id)
+                    if stack.latest().candidate == "v2" and r.action["type"] == kind
+                ]
+                return len(with_kind) >= occurrence
+
+            assert wait_for(reached, 60), f"the release never reached {step}"
+            kill_group(controller)
+            time.sleep(0.5)
+            resumed = stack.cli("rollout", "resume", "web")
+            time.sleep(0.5)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        row = stack.latest()
+        assert row.outcome == "succeeded", (row.outcome, row.reason)
+        assert stack.target().status("web").versions == {"v2": 100}
+        # No request failed for lack of a healthy server, whenever the controller died.
+        assert load.report.failed == 0, load.report.failures[:5]
+
+
+@pytest.mark.parametrize("step", BLUE_GREEN_STEPS)
+def test_blue_green_survives_a_killed_controller(tmp_path: Path, step: str) -> None:
+    _kill_at_step_then_resume(tmp_path, "blue-green", step)
+
+
+@pytest.mark.parametrize("step", CANARY_STEPS)
+def test_canary_survives_a_killed_controller(tmp_path: Path, step: str) -> None:
+    _kill_at_step_then_resume(tmp_path, "canary", step)
