@@ -137,7 +137,7 @@ def release_stack(tmp: Path, strategy: str, **spec: Any) -> Iterator[ReleaseStac
     stack = ReleaseStack(tmp, free_port())
     stack.spec.write_text(spec_text(stack.port, strategy, **spec))
     try:
-        first = stack.cli("deploy", "web", "--version", "v1")
+        first = stack.cli("deploy", "web", "--version", "v1", "--strategy", "blue-green")
         assert first.returncode == 0, first.stdout + first.stderr
         yield stack
     finally:
