@@ -37,10 +37,12 @@ demo: install
 	bash scripts/demo.sh $(DEMO_OUT)
 
 bench: install
-	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+	@(command -v wrk && (command -v nginx || test -x /usr/sbin/nginx)) >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx)
 	$(PY) bench/render_bench.py --write
 	$(PY) bench/flags_bench.py
 	$(PY) bench/flags_server_bench.py --write
+	$(PY) bench/rollout_bench.py --write
 
 clean:
 	rm -rf out rendered .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -324,19 +324,42 @@ class _Progress:
 
 
 def _panel(state: RolloutState) -> Table:
+    """Phase and step, then per version: weight, and the last analysis's error rate and p99."""
     plan = state.plan
-    table = Table(
-        title=f"{plan.service}: {plan.stable or '-'} → {plan.candidate} ({plan.strategy})",
-        title_justify="left",
-    )
-    for column in ("phase", "step", "weight stable", "weight new", "last check"):
-        table.add_column(column)
     last = state.history[-1] if state.history else None
-    table.add_row(
-        str(state.phase),
-        str(state.step),
-        f"{state.weights.stable}%",
-        f"{state.weights.candidate}%",
-        str(getattr(last, "reason", "") or ""),
+    table = Table(
+        title=f"{plan.service}: {plan.stable or '-'} → {plan.candidate} ({plan.strategy}) — {state.phase},"
+        f" step {state.step}: {getattr(last, 'what', '')}",
+        title_justify="left",
+        caption=(getattr(last, "reason", "") or "")[:200],
     )
+    for column in ("version", "weight", "error rate", "p99 ms", "requests (last window)"):
+        table.add_column(column)
+    checks = {c.name: c for c in (state.analysis.checks if state.analysis else ())}
+    error, p99 = checks.get("error_rate"), checks.get("p99_ratio") or checks.get("p99_ms")
+    analysis = state.analysis
+    rows = [
+        (
+            plan.candidate,
+            state.weights.candidate,
+            "candidate",
+            analysis.candidate_requests if analysis else None,
+        )
+    ]
+    if plan.stable:
+        rows.insert(
+            0, (plan.stable, state.weights.stable, "stable", analysis.stable_requests if analysis else None)
+        )
+    for version, weight, side, requests in rows:
+        table.add_row(
+            version,
+            f"{weight}%",
+            _figure(getattr(error, side, None), "{:.2%}"),
+            _figure(getattr(p99, side, None), "{:.0f}"),
+            "-" if requests is None else str(requests),
+        )
     return table
+
+
+def _figure(value: float | None, form: str) -> str:
+    return "-" if value is None else form.format(value)
