@@ -17,6 +17,7 @@ from shipyard.rollout._model import LATENCY_BUCKETS_MS, bucket_index
 from shipyard.rollout.targets.haproxy import (
     LOG_FORMAT,
     NO_SERVER,
+    ProxyPaths,
     TrafficSampler,
     check_config_text,
     parse_log_line,
@@ -165,9 +166,18 @@ def test_a_missing_haproxy_is_named() -> None:
         check_config_text("global\n", "/nonexistent/haproxy")
 
 
-def test_socket_paths_must_fit_a_unix_socket() -> None:
-    with pytest.raises(TargetError, match="too long"):
-        render_haproxy_config(_stack(), Path("/tmp/" + "d" * 120))
+def test_a_deep_state_directory_gets_short_private_socket_paths(tmp_path: Path) -> None:
+    # A UNIX socket path is limited (HAProxy: 97 bytes); pytest's and users' state directories
+    # can be deeper, so the sockets move to a short private directory named after the state dir.
+    deep = tmp_path / ("d" * 120)
+    paths = ProxyPaths(deep)
+    assert paths.admin_socket.parent == paths.log_socket.parent != deep
+    assert len(str(paths.admin_socket)) <= 97
+    assert paths.admin_socket.parent.stat().st_mode & 0o777 == 0o700
+    assert ProxyPaths(deep).admin_socket == paths.admin_socket  # stable across restarts
+    assert ProxyPaths(tmp_path / "short").sockets == tmp_path / "short"
+    text = render_haproxy_config(_stack(), deep)
+    assert str(paths.admin_socket) in text
 
 
 def test_a_config_value_with_spaces_is_refused() -> None:
