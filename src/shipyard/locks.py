@@ -19,15 +19,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import ShipyardError
-from .state import LockRow, utcnow
+from .state import LockRow, as_utc, utcnow
 
 
 class LockHeldError(ShipyardError):
     """Someone else holds the lease."""
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def new_owner() -> str:
@@ -76,7 +72,7 @@ class Lease:
                     insert(LockRow).values(name=self.name, owner=self.owner, expires_at=now + self.ttl)
                 )
                 return
-            free = row.owner == self.owner or _aware(row.expires_at) < now or _owner_is_dead(row.owner)
+            free = row.owner == self.owner or as_utc(row.expires_at) < now or _owner_is_dead(row.owner)
             if free:
                 taken = session.execute(
                     update(LockRow)
@@ -85,7 +81,7 @@ class Lease:
                 )
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
                     return
-            until = _aware(row.expires_at).isoformat(timespec="seconds")
+            until = as_utc(row.expires_at).isoformat(timespec="seconds")
             raise LockHeldError(f"{self.name} is held by {row.owner} until {until}")
 
     def renew(self) -> None:
@@ -108,6 +104,6 @@ def holder(sessions: sessionmaker[Session], name: str) -> tuple[str, dt.datetime
     """Who holds `name` and until when, if the lease is live."""
     with sessions() as session:
         row = session.scalar(select(LockRow).where(LockRow.name == name))
-        if row is None or _aware(row.expires_at) < utcnow() or _owner_is_dead(row.owner):
+        if row is None or as_utc(row.expires_at) < utcnow() or _owner_is_dead(row.owner):
             return None
-        return row.owner, _aware(row.expires_at)
+        return row.owner, as_utc(row.expires_at)

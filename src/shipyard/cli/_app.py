@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 from enum import StrEnum
@@ -38,11 +39,22 @@ SpecOption = Annotated[
     ),
 ]
 EnvOption = Annotated[str | None, typer.Option("--env", "-e", help="The environment (default: every one).")]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", envvar="SHIPYARD_DATABASE_URL", help="State store (default: .shipyard/state.db)."
+    ),
+]
 OutputOption = Annotated[
     Output, typer.Option("--output", "-o", help="table for people; json or yaml for machines.")
 ]
 
 DEFAULT_SPEC = Path(os.environ.get("SHIPYARD_SPEC", "shipyard.yaml"))
+
+
+def actor() -> str:
+    """Who is acting, for the audit trail: `$SHIPYARD_ACTOR`, else the login name."""
+    return f"cli:{os.environ.get('SHIPYARD_ACTOR') or getpass.getuser()}"
 
 
 def read_spec(path: Path) -> Spec:

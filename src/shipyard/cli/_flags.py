@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +18,7 @@ from ..flags._store import FlagStore
 from ..spec import load_spec
 from ..state import open_engine, session_factory
 from ..tokens import SCOPES, create_token, list_tokens, revoke_token
-from ._app import Output, OutputOption, console, emit
+from ._app import DatabaseOption, Output, OutputOption, actor, console, emit
 
 flags_app = typer.Typer(
     help="Feature flags: list, change, evaluate, audit, export and import.", no_args_is_help=True
@@ -35,12 +33,6 @@ UrlOption = Annotated[
 TokenOption = Annotated[
     str | None, typer.Option("--token", envvar="SHIPYARD_TOKEN", help="API token for --url.")
 ]
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", envvar="SHIPYARD_DATABASE_URL", help="State store (default: .shipyard/state.db)."
-    ),
-]
 IfMatchOption = Annotated[
     int | None, typer.Option("--if-match", help="Fail unless the flag is at this version.")
 ]
@@ -51,14 +43,10 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
 
-def _actor() -> str:
-    return f"cli:{os.environ.get('SHIPYARD_ACTOR') or getpass.getuser()}"
-
-
 def backend(url: str | None, token: str | None, database_url: str | None) -> FlagBackend:
     if url:
         return RemoteBackend(url, token)
-    return LocalBackend(FlagStore(session_factory(open_engine(database_url))), _actor())
+    return LocalBackend(FlagStore(session_factory(open_engine(database_url))), actor())
 
 
 def _parse_value(text: str) -> Any:
@@ -330,7 +318,7 @@ def token_create(
     if scope not in SCOPES:
         raise UserError(f"--scope {scope!r}: use admin or client")
     with session_factory(open_engine(database_url))() as session:
-        token = create_token(session, name, scope, created_by=_actor())
+        token = create_token(session, name, scope, created_by=actor())
     console.print(f"token {name!r} ({scope}); keep it now, it is not shown again:", style="bold")
     typer.echo(token)
 

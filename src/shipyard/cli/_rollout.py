@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import signal
 from pathlib import Path
@@ -14,19 +13,23 @@ from rich.table import Table
 from sqlalchemy import select
 
 from ..errors import UserError
-from ..rollout import Controller, RolloutState, queue_command, wait_for_command
+from ..rollout import Controller, RolloutState, latest_release, queue_command, wait_for_command
 from ..spec import Stack
 from ..state import RolloutRow, RolloutStepRow, open_engine, session_factory
-from ._app import DEFAULT_SPEC, Output, OutputOption, SpecOption, console, emit, read_spec
+from ._app import (
+    DEFAULT_SPEC,
+    DatabaseOption,
+    Output,
+    OutputOption,
+    SpecOption,
+    actor,
+    console,
+    emit,
+    read_spec,
+)
 
 rollout_app = typer.Typer(help="Follow and steer releases.", no_args_is_help=True)
 
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", envvar="SHIPYARD_DATABASE_URL", help="State store (default: .shipyard/state.db)."
-    ),
-]
 EnvOption = Annotated[str, typer.Option("--env", "-e", help="The environment.")]
 WatchOption = Annotated[
     bool, typer.Option("--watch", "-w", help="Show live progress: step, weights, errors, p99.")
@@ -36,10 +39,6 @@ WatchOption = Annotated[
 def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy)
     app.add_typer(rollout_app, name="rollout")
-
-
-def _actor() -> str:
-    return f"cli:{os.environ.get('SHIPYARD_ACTOR') or getpass.getuser()}"
 
 
 def _state_dir(stack: Stack) -> Path:
@@ -93,14 +92,14 @@ def deploy(
     if strategy not in (None, "blue-green", "canary"):
         raise UserError(f"--strategy {strategy!r}: use blue-green or canary")
     controller, view = _controller(file, env, database_url, watch)
-    rollout_id = controller.begin(service, version, _actor(), strategy)  # type: ignore[arg-type]
+    rollout_id = controller.begin(service, version, actor(), strategy)  # type: ignore[arg-type]
     console.print(f"release {rollout_id}: {service} {version}")
     _run(controller, view, rollout_id)
 
 
 def _command(command: str, service: str, file: Path, env: str, database_url: str | None, watch: bool) -> None:
     sessions = session_factory(open_engine(database_url))
-    rollout_id, running = queue_command(sessions, service, command, _actor())  # type: ignore[arg-type]
+    rollout_id, running = queue_command(sessions, service, command, actor())  # type: ignore[arg-type]
     if running:
         result = wait_for_command(sessions, rollout_id)
         console.print(f"{command}: {result or 'queued; the controller has not picked it up yet'}")
@@ -147,7 +146,7 @@ def resume(
 ) -> None:
     """Carry on a paused release, or one whose controller was stopped or killed."""
     sessions = session_factory(open_engine(database_url))
-    row = _latest(sessions, service)
+    row = latest_release(sessions, service)
     if row is not None and row.finished_at is None and row.phase == "paused":
         state = RolloutState.from_data(row.state)
         if state.paused_by == "inconclusive":
@@ -156,18 +155,10 @@ def resume(
                 f" `shipyard rollout promote {service}` or `shipyard rollout abort {service}`."
             )
         else:
-            queue_command(sessions, service, "resume", _actor())
+            queue_command(sessions, service, "resume", actor())
     controller, view = _controller(file, env, database_url, watch)
     rollout_id = controller.resume(service)
     _run(controller, view, rollout_id)
-
-
-def _latest(sessions: Any, service: str) -> RolloutRow | None:
-    with sessions() as session:
-        row: RolloutRow | None = session.scalar(
-            select(RolloutRow).where(RolloutRow.service == service).order_by(RolloutRow.id.desc()).limit(1)
-        )
-        return row
 
 
 @rollout_app.command("status")

@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConflictError, InvalidObjectError, NotFoundError
-from ..state import AuditRow, Counter, FlagRow, SegmentRow, utcnow
+from ..state import AuditRow, Counter, FlagRow, SegmentRow, as_utc, utcnow
 from ._model import Flag, FlagSet, Segment
 
 COUNTER = "flagset"
@@ -120,7 +120,7 @@ class FlagStore:
                 query = query.where(AuditRow.target == target)
             rows = session.scalars(query.order_by(AuditRow.id.desc()).limit(limit))
             return [
-                AuditEntry(r.id, _aware(r.at), r.actor, r.action, r.target, r.before, r.after) for r in rows
+                AuditEntry(r.id, as_utc(r.at), r.actor, r.action, r.target, r.before, r.after) for r in rows
             ]
 
     # --- writing ------------------------------------------------------------------------------
@@ -231,11 +231,6 @@ class FlagStore:
     def _changed(self, version: int) -> None:
         for listener in self._listeners:
             listener(version)
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; every time shipyard stores is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _counter(session: Session) -> int:

@@ -7,7 +7,7 @@ that decides, and the controller that drives a strategy against a target, step b
 """
 
 from ._analysis import analyse
-from ._controller import COMMANDS, Controller, lock_name, queue_command, wait_for_command
+from ._controller import COMMANDS, Controller, latest_release, lock_name, queue_command, wait_for_command
 from ._model import (
     LATENCY_BUCKETS_MS,
     Analysis,
@@ -49,6 +49,7 @@ __all__ = [
     "allowed_commands",
     "analyse",
     "is_finished",
+    "latest_release",
     "lock_name",
     "next_action",
     "on_command",

@@ -22,7 +22,7 @@ from ..errors import RolloutError, ShipyardError, TargetError, UserError
 from ..locks import Lease, LockHeldError, holder
 from ..monitor import Event, Notifier
 from ..spec import Stack
-from ..state import RolloutCommandRow, RolloutRow, RolloutStepRow, utcnow
+from ..state import RolloutCommandRow, RolloutRow, RolloutStepRow, as_utc, utcnow
 from ._analysis import analyse
 from ._model import (
     Action,
@@ -350,12 +350,7 @@ class Controller:
                 .limit(1)
             )
             if last is not None and last.status == "started" and last.action == data:
-                started = (
-                    last.started_at
-                    if last.started_at.tzinfo
-                    else last.started_at.replace(tzinfo=utcnow().tzinfo)
-                )
-                return last.id, started.timestamp()
+                return last.id, as_utc(last.started_at).timestamp()
             step = RolloutStepRow(
                 rollout_id=rollout_id, seq=(last.seq + 1) if last else 1, action=data, status="started"
             )
@@ -380,13 +375,7 @@ class Controller:
             return session.get(RolloutRow, rollout_id)
 
     def latest(self, service: str) -> RolloutRow | None:
-        with self.sessions() as session:
-            return session.scalar(
-                select(RolloutRow)
-                .where(RolloutRow.service == service)
-                .order_by(RolloutRow.id.desc())
-                .limit(1)
-            )
+        return latest_release(self.sessions, service)
 
     def _notify(self, state: RolloutState, kind: str, summary: str, severity: str) -> None:
         plan = state.plan
@@ -401,21 +390,26 @@ class Controller:
         self.notifier.send(Event(kind, summary, severity, details))
 
 
+def latest_release(sessions: sessionmaker[Session], service: str) -> RolloutRow | None:
+    """The newest release of `service`, finished or not."""
+    with sessions() as session:
+        return session.scalar(
+            select(RolloutRow).where(RolloutRow.service == service).order_by(RolloutRow.id.desc()).limit(1)
+        )
+
+
 def queue_command(
     sessions: sessionmaker[Session], service: str, command: Command, actor: str
 ) -> tuple[int, bool]:
     """Queue `command` for the release of `service`; returns (rollout id, whether a controller runs it)."""
     if command not in COMMANDS:
         raise UserError(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
+    row = latest_release(sessions, service)
+    if row is None:
+        raise UserError(f"{service!r} has never been released")
     with sessions() as session, session.begin():
-        row = session.scalar(
-            select(RolloutRow).where(RolloutRow.service == service).order_by(RolloutRow.id.desc()).limit(1)
-        )
-        if row is None:
-            raise UserError(f"{service!r} has never been released")
         session.add(RolloutCommandRow(rollout_id=row.id, command=command, actor=actor))
-        rollout_id = row.id
-    return rollout_id, holder(sessions, lock_name(service)) is not None
+    return row.id, holder(sessions, lock_name(service)) is not None
 
 
 def wait_for_command(sessions: sessionmaker[Session], rollout_id: int, timeout_s: float = 30.0) -> str | None:

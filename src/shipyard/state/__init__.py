@@ -16,6 +16,7 @@ from ._models import (
     RolloutRow,
     RolloutStepRow,
     SegmentRow,
+    as_utc,
     utcnow,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "RolloutRow",
     "RolloutStepRow",
     "SegmentRow",
+    "as_utc",
     "default_url",
     "open_engine",
     "session_factory",

@@ -17,6 +17,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """A stored time as an aware UTC datetime (SQLite hands them back naive; all are UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         dict[str, Any]: JSON,
