@@ -759,7 +759,9 @@ def on_command(state: RolloutState, command: Command, now: float) -> RolloutStat
             if state.step < promotion:
                 target, why = promotion, f"skipping to {plan.candidate} 100%"
             elif warm is None:
-                target, why = len(steps), "ending the analysis"
+                # No warm hold: the analysis ends where the stable is retired (or the release ends).
+                retire = next((i for i, step in enumerate(steps) if step.kind == "retire_stable"), len(steps))
+                target, why = retire, "ending the analysis"
             elif state.step < warm:
                 target, why = warm, "ending the analysis"
             else:

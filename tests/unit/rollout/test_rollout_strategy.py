@@ -690,3 +690,19 @@ def test_a_first_deploy_with_no_traffic_goes_on_instead_of_pausing() -> None:
     for strategy in ("canary", "blue-green"):
         state, _, _ = drive(start(make_plan(strategy, stable=None), 0.0), no_traffic_yet)
         assert state.outcome == "succeeded", (strategy, state.reason)
+
+
+def test_promote_after_full_weight_without_a_warm_hold_still_retires_the_stable() -> None:
+    # Found by the property test: with rollback_window 0, promoting during a pause after the
+    # 100 % step skipped the retire step and left the stable running.
+    plan = make_plan(
+        "canary", rollback_window=0, steps=[{"weight": 50}, {"weight": 100}, {"pause": "until-promoted"}]
+    )
+    state, actions, now = drive(start(plan, 0.0))
+    assert isinstance(actions[-1], Hold)
+    assert actions[-1].until is None
+    state = on_command(state, "promote", now)
+    state, actions, _ = drive(state, now=now)
+    assert kinds(actions) == ["Retire", "Finish"]
+    assert state.outcome == "succeeded"
+    assert state.stable_retired
