@@ -173,6 +173,16 @@ class Storage(Model):
     storage_class: str | None = None
 
 
+class PlainHost(Model):
+    """Where a datastore runs on a plain host (ignored on Kubernetes, where its Service is used)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """The datastore's own `port` when not given."""
+    data_dir: str | None = None
+    """The server's data directory: needed by PITR (pgBackRest), failover and restores over live data."""
+
+
 class Postgres(Model):
     kind: Literal["postgresql"]
     version: Annotated[str, Field(pattern=r"^1[0-9]$")] = "15"
@@ -189,6 +199,10 @@ class Postgres(Model):
     password: SecretRef | None = None
     """Where the password lives; `<name>-credentials/password` when not given."""
     port: Annotated[int, Field(ge=1, le=65535)] = 5432
+    local: PlainHost = PlainHost()
+    """The primary on a plain host."""
+    standby: PlainHost | None = None
+    """A streaming replica on a plain host, the target of `shipyard dr failover`."""
 
 
 class RedisPersistence(Model):
@@ -216,6 +230,7 @@ class Redis(Model):
     storage: Storage | None = None
     password: SecretRef | None = None
     port: Annotated[int, Field(ge=1, le=65535)] = 6379
+    local: PlainHost = PlainHost()
 
 
 Datastore = Annotated[Postgres | Redis, Field(discriminator="kind")]
@@ -310,6 +325,16 @@ class BackupSources(Model):
     """Service volumes as `service/volume`, or absolute paths on plain hosts."""
 
 
+class Pitr(Model):
+    """Point-in-time recovery of the PostgreSQL datastores through pgBackRest."""
+
+    repository: str = Field(min_length=1)
+    """pgBackRest's repository: a local directory (`repo1-path`)."""
+    stanza: Name = "main"
+    archive_timeout: Duration = 60
+    """Longest a WAL segment waits before it is archived: the RPO bound when writes are rare."""
+
+
 class Backup(Model):
     repository: str = Field(min_length=1)
     """A local directory or an S3 URL (`s3:https://host/bucket/path`)."""
@@ -319,6 +344,7 @@ class Backup(Model):
     sources: BackupSources = BackupSources()
     checks: list[str] = []
     """SQL statements that must succeed on a restored database."""
+    pitr: Pitr | None = None
     image: str = "shipyard/shipyard:latest"
     """The image that runs scheduled backups as Kubernetes CronJobs."""
 
