@@ -16,6 +16,11 @@ have git || need+=(git)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # Releases on plain hosts switch traffic through HAProxy's runtime API (tests start their own).
 have haproxy || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
+# Backups: restic (repository), pgBackRest (PITR), Redis (a backup subject); promtool checks rules.
+have restic || need+=(restic)
+have pgbackrest || need+=(pgbackrest)
+have redis-server || need+=(redis-server)
+have promtool || need+=(prometheus)
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then sudo=sudo; else sudo=; fi
