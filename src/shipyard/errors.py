@@ -15,6 +15,10 @@ and nowhere else (as click does), so library code raises and never prints.
     │   └── InvalidObjectError             an object (a flag, a rule) fails its rules HTTP 422
     ├── TargetError               exit 1   a target (HAProxy, a process, a cluster) failed or is unreachable
     ├── RolloutError              exit 1   a release cannot go on (another holds the lock, a step failed)
+    ├── BackupError               exit 1   a backup or restore failed (a tool missing, a server unreachable)
+    │   ├── RepositoryError                the repository refused (wrong password, unreachable, damaged)
+    │   └── VerificationError              a backup set failed its verification; names the artefact
+    ├── DrError                   exit 1   a failover, failback or drill could not go on
     └── CatalogError              exit 1   a price catalog shipped with shipyard is malformed
 
 No message here holds a secret value: errors about secrets name the field, never its value.
@@ -112,3 +116,23 @@ class RolloutError(ShipyardError):
 
 class CatalogError(ShipyardError):
     """A price catalog is malformed (a bug in shipyard's data, not the user's input)."""
+
+
+class BackupError(ShipyardError):
+    """A backup, restore or prune failed: a tool is missing, a server is unreachable, a step failed."""
+
+
+class RepositoryError(BackupError):
+    """The backup repository refused: a wrong password, unreachable, missing or damaged."""
+
+
+class VerificationError(BackupError):
+    """A backup set failed verification; `artefact` names which part (e.g. `postgres:db`)."""
+
+    def __init__(self, message: str, artefact: str | None = None) -> None:
+        super().__init__(message)
+        self.artefact = artefact
+
+
+class DrError(ShipyardError):
+    """A failover, failback or drill could not go on; the world is left as the message says."""
