@@ -10,7 +10,7 @@ from __future__ import annotations
 from rich.markup import escape
 
 from ..errors import ShipyardError
-from . import _capacity, _flags, _render, _rollout, _spec
+from . import _backup, _capacity, _dr, _flags, _render, _rollout, _spec
 from ._app import app, console_err
 
 _spec.register(app)
@@ -18,6 +18,8 @@ _render.register(app)
 _capacity.register(app)
 _flags.register(app)
 _rollout.register(app)
+_backup.register(app)
+_dr.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

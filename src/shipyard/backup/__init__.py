@@ -1,0 +1,1 @@
+"""Backups proven restorable: sources, the restic repository, manifests, verification, retention."""
