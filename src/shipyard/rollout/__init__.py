@@ -6,7 +6,7 @@ that decides, and the controller that drives a strategy against a target, step b
     controller.run(release)
 """
 
-from ._analysis import analyse
+from ._analysis import PROMETHEUS_URL_ENV, analyse
 from ._controller import COMMANDS, Controller, latest_release, lock_name, queue_command, wait_for_command
 from ._model import (
     LATENCY_BUCKETS_MS,
@@ -19,6 +19,7 @@ from ._model import (
     Verdict,
     Weights,
 )
+from ._prometheus import PrometheusChecks, ReleaseContext
 from ._strategy import (
     Phase,
     Plan,
@@ -34,6 +35,7 @@ from ._strategy import (
 __all__ = [
     "COMMANDS",
     "LATENCY_BUCKETS_MS",
+    "PROMETHEUS_URL_ENV",
     "Analysis",
     "Check",
     "Controller",
@@ -41,6 +43,8 @@ __all__ = [
     "MigrationResult",
     "Phase",
     "Plan",
+    "PrometheusChecks",
+    "ReleaseContext",
     "RolloutState",
     "Sample",
     "TargetStatus",

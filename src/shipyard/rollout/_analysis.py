@@ -29,15 +29,21 @@ INCONCLUSIVE before that. Consequences, with the default policy (2 %, min 20 req
 * a candidate somewhat above the limit that the window cannot yet prove bad (5 errors in 100,
   p = 0.05) passes this window; at the next, larger weight the same rate is proven within seconds.
 
-Prometheus checks in the policy need a Prometheus server: they are reported here as INCONCLUSIVE
-and "skipped" (never silently passed) and leave the verdict alone; the controller evaluates them
-and puts its checks in with `merge_checks`.
+Prometheus checks in the policy (`prometheus: [{name, query, max}]`) are queries, so they are not
+judged here: `analyse` reports each as INCONCLUSIVE "skipped: no Prometheus URL (set
+SHIPYARD_PROMETHEUS_URL)", which never sets the verdict (a skipped check neither blocks nor
+passes a release). When a Prometheus URL is configured, the controller runs them every interval
+(`_prometheus.PrometheusChecks`) and puts its checks in with `merge_checks`, in place of the
+skipped ones: there a check FAILs when its value is > max and then counts toward
+`failure_limit` and rollback like any other; one with no data, or that Prometheus could not
+answer, is INCONCLUSIVE and, unlike a skipped one, keeps the window from passing.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Protocol
 
 from shipyard.spec import Analysis as AnalysisPolicy
 
@@ -52,6 +58,21 @@ MIN_EVIDENCE = 3
 QUANTILE = 0.99
 SKIPPED = "skipped: "
 """How the detail of a check that was not evaluated starts; such checks do not set the verdict."""
+
+
+class PrometheusCheck(Protocol):
+    """A check of the policy (`spec.Analysis.prometheus` holds such): a name, a query, its max."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def query(self) -> str: ...
+    @property
+    def max(self) -> float: ...
+
+
+PROMETHEUS_URL_ENV = "SHIPYARD_PROMETHEUS_URL"
+"""The environment variable naming the Prometheus the policy's Prometheus checks are run against."""
 
 
 # --- statistics ------------------------------------------------------------------------------------
@@ -161,18 +182,14 @@ def analyse(candidate: Sample, stable: Sample | None, policy: AnalysisPolicy) ->
         checks.append(_p99_ms(candidate, policy.max_p99_ms, policy))
     if policy.max_p99_ratio is not None:
         checks.append(_p99_ratio(candidate, stable, policy.max_p99_ratio, policy))
-    checks += [
-        Check(
-            name=check.name,
-            verdict=Verdict.INCONCLUSIVE,
-            candidate=None,
-            stable=None,
-            threshold=check.max,
-            detail=f"{SKIPPED}{check.name} is a Prometheus query, evaluated by the controller",
-        )
-        for check in policy.prometheus
-    ]
+    checks += skipped_prometheus_checks(policy.prometheus)
     return Analysis(verdict_of(checks), tuple(checks), candidate_requests=n, stable_requests=stable_n)
+
+
+def skipped_prometheus_checks(checks: Iterable[PrometheusCheck]) -> list[Check]:
+    """The policy's Prometheus checks, not run for want of a Prometheus: skipped, never passed."""
+    why = f"{SKIPPED}no Prometheus URL (set {PROMETHEUS_URL_ENV})"
+    return [Check(c.name, Verdict.INCONCLUSIVE, None, None, c.max, why) for c in checks]
 
 
 def verdict_of(checks: Iterable[Check]) -> Verdict:

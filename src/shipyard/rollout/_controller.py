@@ -6,11 +6,17 @@ strategy's new state. Killed at any point, it is resumed by `shipyard rollout re
 strategy's state says what comes next, and every target action is idempotent, so the action
 that was cut short is simply carried out again. One release per service at a time: the
 controller holds the `rollout:<service>` lease and renews it as it goes.
+
+Every analysis interval it also runs the policy's Prometheus checks against the Prometheus named
+by `prometheus_url` (default: $SHIPYARD_PROMETHEUS_URL) and merges them into the analysis, so a
+Prometheus check over its max fails a window (and rolls back) like a built-in check; with no URL
+they stay "skipped" and decide nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +29,7 @@ from ..locks import Lease, LockHeldError, holder
 from ..monitor import Event, Notifier
 from ..spec import Stack
 from ..state import RolloutCommandRow, RolloutRow, RolloutStepRow, as_utc, utcnow
-from ._analysis import analyse
+from ._analysis import PROMETHEUS_URL_ENV, analyse, merge_checks
 from ._model import (
     Action,
     Command,
@@ -43,6 +49,7 @@ from ._model import (
     StrategyName,
     WaitHealthy,
 )
+from ._prometheus import PrometheusChecks, ReleaseContext, check_url
 from ._strategy import Plan, RolloutState, is_finished, next_action, on_command, on_outcome, start
 from .targets._base import Target
 
@@ -72,7 +79,10 @@ class Controller:
         sleep: Callable[[float], None] = time.sleep,
         lease_ttl_s: float = 15.0,
         on_progress: Callable[[RolloutState], None] | None = None,
+        prometheus_url: str | None = None,
     ) -> None:
+        """`prometheus_url`: where the policy's Prometheus checks run; default $SHIPYARD_PROMETHEUS_URL,
+        then the policy's `analysis.prometheus_url`."""
         self.sessions = sessions
         self.stack = stack
         self.target = target
@@ -81,6 +91,8 @@ class Controller:
         self.sleep = sleep
         self.lease_ttl_s = lease_ttl_s
         self.on_progress = on_progress
+        url = prometheus_url or os.environ.get(PROMETHEUS_URL_ENV, "").strip() or None
+        self.prometheus_url = check_url(url) if url else None
 
     # --- starting ---------------------------------------------------------------------------
 
@@ -243,6 +255,31 @@ class Controller:
     def _watch(self, rollout_id: int, state: RolloutState, action: Observe | Hold, seq: int) -> RolloutState:
         """Analyse every interval while observing or holding, until the strategy moves on."""
         plan = state.plan
+        url = self.prometheus_url or plan.policy.analysis.prometheus_url
+        prometheus = PrometheusChecks(plan.policy.analysis.prometheus, url)
+        context = ReleaseContext(
+            service=plan.service,
+            environment=self.stack.environment,
+            version=plan.candidate,
+            stable_version=plan.stable,
+            # While holding, there is no window of its own: the policy's.
+            window_s=action.duration_s if isinstance(action, Observe) else float(plan.policy.analysis.window),
+        )
+        with prometheus:
+            state, outcome = self._analyse_every_interval(rollout_id, state, action, prometheus, context)
+        self._record_end(seq, outcome)
+        return state
+
+    def _analyse_every_interval(
+        self,
+        rollout_id: int,
+        state: RolloutState,
+        action: Observe | Hold,
+        prometheus: PrometheusChecks,
+        context: ReleaseContext,
+    ) -> tuple[RolloutState, Outcome]:
+        """The body of `_watch`: returns the state and the outcome to record for the step."""
+        plan = state.plan
         service = plan.service
         started = self.clock()
         base_candidate = self.target.sample(service, plan.candidate)
@@ -264,6 +301,8 @@ class Controller:
                 else None
             )
             analysis = analyse(candidate, stable, plan.policy.analysis)
+            if prometheus.client is not None and prometheus.checks:
+                analysis = merge_checks(analysis, prometheus.evaluate(context))
             complete = isinstance(action, Observe) and now - started >= action.duration_s
             outcome = Observed(analysis, complete)
             state = on_outcome(state, outcome, now, action=action)
@@ -274,8 +313,7 @@ class Controller:
             self._save(rollout_id, state)
             if is_finished(state) or next_action(state, self.clock()) != action:
                 break
-        self._record_end(seq, outcome)
-        return state
+        return state, outcome
 
     def _finish(self, rollout_id: int, state: RolloutState, action: Finish) -> RolloutState:
         seq, _ = self._record_start(rollout_id, action)

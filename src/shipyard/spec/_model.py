@@ -291,6 +291,8 @@ class Analysis(Model):
     failure_limit: Annotated[int, Field(ge=0)] = 0
     """Failed checks tolerated before rolling back."""
     prometheus: list[PrometheusCheck] = []
+    prometheus_url: str | None = Field(None, pattern=r"^https?://")
+    """Where the `prometheus` checks run; `$SHIPYARD_PROMETHEUS_URL` wins when set."""
 
 
 def _default_steps() -> list[CanaryStep]:
