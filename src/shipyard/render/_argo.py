@@ -313,6 +313,29 @@ def _number(value: float) -> str:
     return f"{value:.12g}"
 
 
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
+
+
+def _argo_query(query: str, stack: Stack, name: str, window: str, field: str) -> str:
+    """A policy query with shipyard's placeholders filled for Argo, which knows none of them.
+
+    The service, environment and window are known when rendering. The versions are not: Argo
+    tells canary from stable by Service, so a query that needs them cannot run there.
+    """
+    values = {"service": name, "environment": stack.environment, "window": window}
+
+    def fill(match: re.Match[str]) -> str:
+        placeholder = match.group(1)
+        if placeholder in values:
+            return values[placeholder]
+        raise RenderError(
+            f"{field}: {match.group(0)} cannot be filled on Kubernetes (Argo Rollouts tells the"
+            " versions apart by Service, not by version); use {{service}}, {{environment}} or {{window}}"
+        )
+
+    return _PLACEHOLDER.sub(fill, query)
+
+
 def analysis_template(
     stack: Stack, name: str, service: Service, prometheus: str, *, against_stable: bool
 ) -> Object | None:
@@ -353,7 +376,8 @@ def analysis_template(
                 f"rollout.analysis.prometheus[{index}].name: {check.name!r} is the name of a check"
                 f" shipyard adds itself ({', '.join(_OWN_METRICS)}); name it otherwise"
             )
-        checks.append((check.name, check.query, check.max))
+        query = _argo_query(check.query, stack, name, window, f"rollout.analysis.prometheus[{index}].query")
+        checks.append((check.name, query, check.max))
     if not checks:
         return None
     metrics = [

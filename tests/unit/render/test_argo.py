@@ -455,3 +455,20 @@ def test_output_does_not_depend_on_hash_seeds() -> None:
         )
         outputs.add(done.stdout)
     assert len(outputs) == 1
+
+
+def test_policy_query_placeholders_are_filled_for_argo() -> None:
+    query = 'sum(queue_depth{app="{{service}}", env="{{ environment }}"}[{{window}}])'
+    stack = spec_from(POLICY.replace("{strategy}", "canary").replace('sum(queue_depth{app="shop"})', query))
+    template = by_kind(render_argo(stack.stack("production"), "web"), "AnalysisTemplate")["web"]
+    metrics = {m["name"]: m for m in template["spec"]["metrics"]}
+    rendered = metrics["queue-depth"]["provider"]["prometheus"]["query"]
+    # The window is the one shipyard's own Argo queries use: at least MIN_RATE_WINDOW (60 s).
+    assert rendered == 'sum(queue_depth{app="web", env="production"}[60s])'
+
+
+def test_a_version_placeholder_cannot_run_on_argo() -> None:
+    query = 'sum(errors{version="{{version}}"})'
+    stack = spec_from(POLICY.replace("{strategy}", "canary").replace('sum(queue_depth{app="shop"})', query))
+    with pytest.raises(RenderError, match=r"prometheus\[0\]\.query: \{\{version\}\} cannot be filled"):
+        render_argo(stack.stack("production"), "web")
