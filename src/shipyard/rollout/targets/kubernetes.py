@@ -12,6 +12,10 @@ sends the same patches `kubectl argo rollouts promote|abort|retry` sends.
   when a canary is not paused (in the middle of an analysis), and unpauses `spec.paused`; `full`
   asks the controller to skip every remaining step, analysis and pause (`status.promoteFull`).
 - `abort` sets `status.abort`; `retry` clears it.
+- `pause` sets `spec.paused` (as `kubectl argo rollouts pause`); `resume` clears it, which goes on
+  from a manual pause only: a pause step or an inconclusive analysis waits for `promote`.
+
+`load_api_client` builds the client from a kubeconfig (or, inside a pod, the service account).
 
 Every API failure is a `TargetError` saying what was asked, of which object, and what the server
 (or the network) answered.
@@ -20,6 +24,7 @@ Every API failure is a `TargetError` saying what was asked, of which object, and
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,9 +32,12 @@ from functools import partial
 from typing import Any, Literal, TypeVar
 
 import urllib3
+import yaml
+from kubernetes import config as kube_config
 from kubernetes.client import (
     ApiClient,
     AutoscalingV2Api,
+    Configuration,
     CoreV1Api,
     CustomObjectsApi,
     NetworkingV1Api,
@@ -122,6 +130,55 @@ def image_with_tag(image: str, version: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", version):
         raise TargetError(f"{version!r} is not an image tag (letters, digits, '_', '.', '-'; at most 128)")
     return f"{name}:{version}"
+
+
+def image_version(image: str | None) -> str | None:
+    """The tag (or `sha256:` digest) `image` names, as `image_with_tag` set it; None without one."""
+    if not image:
+        return None
+    if "@" in image:
+        return image.split("@", 1)[1]
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def load_api_client(config_file: str | None = None, context: str | None = None) -> ApiClient:
+    """A client for the cluster a kubeconfig names (`$KUBECONFIG`, else `~/.kube/config`).
+
+    Without a kubeconfig, inside a pod, the pod's service account is used. Whatever is wrong
+    (no file, bad YAML, no such context, missing credentials) is a `TargetError` naming the file.
+    """
+    path = config_file or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    configuration = Configuration()
+    explicit = config_file is not None or "KUBECONFIG" in os.environ
+    if not explicit and not os.path.exists(path) and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except kube_config.ConfigException as error:
+            raise TargetError(
+                f"cannot use the pod's service account for the Kubernetes API: {error}"
+            ) from None
+        return ApiClient(configuration)
+    where = f"the kubeconfig {path}" + (f" (context {context!r})" if context else "")
+    hint = "pass --kubeconfig PATH and --context NAME, or set $KUBECONFIG"
+    if not all(os.path.isfile(os.path.expanduser(p)) for p in path.split(os.pathsep) if p):
+        raise TargetError(f"cannot read {where}: no such file; {hint}")
+    try:
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=path, context=context, client_configuration=configuration, persist_config=False
+        )
+    except kube_config.ConfigException as error:
+        raise TargetError(f"cannot use {where}: {error}; {hint}") from None
+    except yaml.YAMLError as error:
+        raise TargetError(f"cannot use {where}: it is not valid YAML ({_first_line(error)})") from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        # The client reads the file's fields without checking their shape.
+        raise TargetError(f"cannot use {where}: {type(error).__name__}: {error}; {hint}") from None
+    return ApiClient(configuration)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def parse_status(obj: Mapping[str, Any], *, namespace: str, service: str) -> RolloutStatus:
@@ -271,6 +328,13 @@ class ArgoRolloutsDriver:
         """The Rollout of `service`, read from `.status`."""
         return parse_status(self._get(namespace, service), namespace=namespace, service=service)
 
+    def find(self, namespace: str, service: str) -> RolloutStatus | None:
+        """The Rollout of `service`, or None when there is none yet."""
+        try:
+            return self.status(namespace, service)
+        except _MissingError:
+            return None
+
     def promote(self, namespace: str, service: str, *, full: bool = False) -> RolloutStatus:
         """Go on past the current pause (or analysis); `full`: skip every remaining step."""
         rollout = self._get(namespace, service)
@@ -315,6 +379,14 @@ class ArgoRolloutsDriver:
         rollout = self._patch_status(namespace, service, {"status": {"abort": False}}, "retry")
         return parse_status(rollout, namespace=namespace, service=service)
 
+    def pause(self, namespace: str, service: str) -> RolloutStatus:
+        """Hold the release where it is (`spec.paused`); the controller scales nothing further."""
+        return self._patch_spec(namespace, service, {"spec": {"paused": True}}, "pause")
+
+    def resume(self, namespace: str, service: str) -> RolloutStatus:
+        """Go on after `pause` (clears `spec.paused`; a pause step still waits for `promote`)."""
+        return self._patch_spec(namespace, service, {"spec": {"paused": False}}, "resume")
+
     # --- the API -----------------------------------------------------------------------------
 
     def _get(self, namespace: str, service: str) -> dict[str, Any]:
@@ -334,6 +406,15 @@ class ArgoRolloutsDriver:
             ),
         )
         return _as_dict(patched)
+
+    def _patch_spec(self, namespace: str, service: str, body: dict[str, Any], verb: str) -> RolloutStatus:
+        patched = self._call(
+            f"{verb} Rollout {namespace}/{service}",
+            lambda: self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, ROLLOUTS, service, body, _request_timeout=self.timeout
+            ),
+        )
+        return parse_status(_as_dict(patched), namespace=namespace, service=service)
 
     def _typed(self, method: Callable[..., object]) -> Callable[[str, str, dict[str, Any]], object]:
         def apply(namespace: str, name: str, body: dict[str, Any]) -> object:
@@ -370,12 +451,29 @@ class ArgoRolloutsDriver:
         try:
             return call()
         except ApiException as error:
+            if error.status == 404 and _names_an_object(error):
+                raise _MissingError(_api_error(what, error)) from None
             raise TargetError(_api_error(what, error)) from None
         except urllib3.exceptions.HTTPError as error:
             host = self.api_client.configuration.host
             reason = getattr(error, "reason", None) or error
             message = f"cannot {what}: the Kubernetes API at {host} is unreachable ({reason})"
             raise TargetError(message) from None
+
+
+class _MissingError(TargetError):
+    """The object asked for does not exist (its kind does: the 404 names the object)."""
+
+
+def _names_an_object(error: ApiException) -> bool:
+    # A missing object's 404 carries `details.name`; a missing kind (no CRD) says only
+    # "the server could not find the requested resource".
+    try:
+        body = json.loads(error.body) if error.body else {}
+    except ValueError:
+        return False
+    details = body.get("details") if isinstance(body, dict) else None
+    return isinstance(details, dict) and bool(details.get("name"))
 
 
 def _as_dict(found: object) -> dict[str, Any]:

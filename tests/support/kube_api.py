@@ -1,0 +1,121 @@
+"""A Kubernetes API server on loopback that answers with recorded responses, and a kubeconfig for it.
+
+The answers are the API server's recorded JSON (`tests/unit/rollout/recorded/`), queued per
+(method, path): each request takes the next answer, the last one is repeated. Every request is
+kept (method, path with query, headers, JSON body) so a test sees exactly what the official
+`kubernetes` client sent. A request with nothing queued gets a 500, which the client reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECORDED = Path(__file__).resolve().parents[1] / "unit" / "rollout" / "recorded"
+TOKEN = "recorded-token"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class RecordedAPI:
+    """Answers (method, path without query) with recorded responses, in the order queued."""
+
+    answers: dict[tuple[str, str], list[tuple[int, bytes]]] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    url: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, method: str, path: str, recording: str | dict[str, Any], status: int = 200) -> None:
+        """Queue an answer: a recording's file name, or an object (a recording changed by the test)."""
+        payload = (
+            (RECORDED / recording).read_bytes()
+            if isinstance(recording, str)
+            else json.dumps(recording).encode()
+        )
+        self.answers.setdefault((method, path), []).append((status, payload))
+
+    def sent(self) -> list[tuple[str, str]]:
+        """(method, path without query) of every request so far."""
+        return [(r.method, r.path.split("?", 1)[0]) for r in self.requests]
+
+    def _next(self, method: str, path: str) -> tuple[int, bytes]:
+        with self.lock:
+            queued = self.answers.get((method, path.split("?", 1)[0]))
+            if not queued:
+                return 500, json.dumps({"kind": "Status", "code": 500, "message": "no recording"}).encode()
+            return queued.pop(0) if len(queued) > 1 else queued[0]
+
+
+def recording(name: str) -> dict[str, Any]:
+    """A recorded object, to change and queue as an answer."""
+    loaded: dict[str, Any] = json.loads((RECORDED / name).read_text())
+    return loaded
+
+
+def _handler(api: RecordedAPI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            body = json.loads(raw) if raw else None
+            api.requests.append(
+                Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            )
+            status, payload = api._next(self.command, self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_PATCH = do_POST = do_PUT = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@contextlib.contextmanager
+def recorded_api() -> Iterator[RecordedAPI]:
+    """A RecordedAPI listening on a free loopback port until the block ends."""
+    api = RecordedAPI()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    api.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield api
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def write_kubeconfig(path: Path, contexts: dict[str, str], current: str) -> Path:
+    """A kubeconfig with one context per (name -> API server URL), each with the recorded token."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {"server": url}} for name, url in contexts.items()],
+        "users": [{"name": "tester", "user": {"token": TOKEN}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": "tester"}} for name in contexts],
+        "current-context": current,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
