@@ -427,7 +427,9 @@ class ServerState:
 
     @property
     def maintenance(self) -> bool:
-        return bool(self.admin_state & 0x27)
+        # Forced, inherited and resolver maintenance. Not 0x04 (CMAINT, "disabled" in the config):
+        # HAProxy 2.6 keeps that bit after `set server ... state ready` while the server serves.
+        return bool(self.admin_state & 0x23)
 
     @property
     def draining(self) -> bool:
