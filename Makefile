@@ -5,6 +5,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# moto (a local S3 server for the backup tests) pins python-dateutil<3, which the kubernetes
+# client refuses: it lives in a venv of its own.
+MOTO := .venv-moto/bin/moto_server
 DEMO_OUT ?= out/demo
 
 .PHONY: help install test lint typecheck unit demo bench clean
@@ -30,7 +33,11 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-test: install lint typecheck
+$(MOTO):
+	python3 -m venv .venv-moto
+	.venv-moto/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+
+test: install $(MOTO) lint typecheck
 	$(VENV)/bin/pytest -q
 
 demo: install
