@@ -57,21 +57,22 @@ class Lease:
     def acquire(self) -> None:
         """Take the lease, or raise LockHeldError naming the holder and when it expires."""
         now = utcnow()
+        claim = insert(LockRow).values(name=self.name, owner=self.owner, expires_at=now + self.ttl)
         with self._sessions() as session, session.begin():
             try:
                 with session.begin_nested():
-                    session.execute(
-                        insert(LockRow).values(name=self.name, owner=self.owner, expires_at=now + self.ttl)
-                    )
+                    session.execute(claim)
                 return
             except IntegrityError:
                 pass
             row = session.get(LockRow, self.name)
             if row is None:  # released between our insert and our read: try once more
-                session.execute(
-                    insert(LockRow).values(name=self.name, owner=self.owner, expires_at=now + self.ttl)
-                )
-                return
+                try:
+                    with session.begin_nested():
+                        session.execute(claim)
+                    return
+                except IntegrityError:  # a third process took it in between
+                    raise LockHeldError(f"{self.name} was just taken by another process") from None
             free = row.owner == self.owner or as_utc(row.expires_at) < now or _owner_is_dead(row.owner)
             if free:
                 taken = session.execute(

@@ -1,1 +1,66 @@
-"""Backups proven restorable: sources, the restic repository, manifests, verification, retention."""
+"""Backups proven restorable: sources, the restic repository, manifests, verification, retention.
+
+A backup set is recorded in the state store before anything is read, and is restorable only once
+`complete` (every artefact stored in restic) or `verified` (restored for real and checked).
+"""
+
+from ._connect import KINDS, FilesSource, PostgresSource, RedisSource, secret_env_name, sources_of
+from ._pgbackrest import PgBackRest, PgBackRestSettings, PitrBackup, PitrStatus, settings_from_spec
+from ._prune import PruneResult, prune, retention_plan
+from ._restic import BackupProgress, BackupSummary, CheckResult, ResticRepository, Snapshot
+from ._restore import RestoreResult, plan_restore, restore_database, restore_files, restore_redis
+from ._retention import RetentionPlan, SetFacts, plan_retention
+from ._run import PAUSE_ENV, open_repository, plan_backup, run_backup
+from ._scratch import ScratchPostgres, ScratchRedis, scratch_postgres, scratch_redis, start_scratch_postgres
+from ._sets import BackupSet, get_set, latest_set, list_sets, reap_abandoned
+from ._sources import TreeDigest, redis_dbsize, row_counts, tree_digest
+from ._verify import verify_set
+
+__all__ = [
+    "KINDS",
+    "PAUSE_ENV",
+    "BackupProgress",
+    "BackupSet",
+    "BackupSummary",
+    "CheckResult",
+    "FilesSource",
+    "PgBackRest",
+    "PgBackRestSettings",
+    "PitrBackup",
+    "PitrStatus",
+    "PostgresSource",
+    "PruneResult",
+    "RedisSource",
+    "ResticRepository",
+    "RestoreResult",
+    "RetentionPlan",
+    "ScratchPostgres",
+    "ScratchRedis",
+    "SetFacts",
+    "Snapshot",
+    "TreeDigest",
+    "get_set",
+    "latest_set",
+    "list_sets",
+    "open_repository",
+    "plan_backup",
+    "plan_restore",
+    "plan_retention",
+    "prune",
+    "reap_abandoned",
+    "redis_dbsize",
+    "restore_database",
+    "restore_files",
+    "restore_redis",
+    "retention_plan",
+    "row_counts",
+    "run_backup",
+    "scratch_postgres",
+    "scratch_redis",
+    "secret_env_name",
+    "settings_from_spec",
+    "sources_of",
+    "start_scratch_postgres",
+    "tree_digest",
+    "verify_set",
+]

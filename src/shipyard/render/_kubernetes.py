@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import RenderError
 from ..spec import Postgres, Stack
 from ._argo import argo_rollouts
+from ._backups import backup_objects
 from ._common import (
     ENVIRONMENT_LABEL,
     MANAGED_BY_LABEL,
@@ -125,6 +126,7 @@ def build_manifests(
             objects += postgres_objects(stack, name, store, uses)
         else:
             objects += redis_objects(stack, name, store, uses)
+    objects += backup_objects(stack, uses)
     objects += network_policies(stack, rendered)
     objects += _external_secrets(stack, uses)
     if argo:

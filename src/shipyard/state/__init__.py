@@ -8,6 +8,7 @@ from ._engine import default_url, open_engine, session_factory, upgrade
 from ._models import (
     ApiTokenRow,
     AuditRow,
+    BackupSetRow,
     Base,
     Counter,
     FlagRow,
@@ -15,6 +16,7 @@ from ._models import (
     RolloutCommandRow,
     RolloutRow,
     RolloutStepRow,
+    ScheduledRunRow,
     SegmentRow,
     as_utc,
     utcnow,
@@ -23,6 +25,7 @@ from ._models import (
 __all__ = [
     "ApiTokenRow",
     "AuditRow",
+    "BackupSetRow",
     "Base",
     "Counter",
     "FlagRow",
@@ -30,6 +33,7 @@ __all__ = [
     "RolloutCommandRow",
     "RolloutRow",
     "RolloutStepRow",
+    "ScheduledRunRow",
     "SegmentRow",
     "as_utc",
     "default_url",

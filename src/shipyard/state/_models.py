@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -142,3 +142,44 @@ class LockRow(Base):
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
     owner: Mapped[str] = mapped_column(String(256))
     expires_at: Mapped[dt.datetime] = mapped_column()
+
+
+class BackupSetRow(Base):
+    """One backup set: written `running` before anything is touched, then complete/failed/verified.
+
+    Its artefacts (one per datastore dump, RDB snapshot or file tree) live in `manifest`: they are
+    written once with the set, always read with it, and their shape is the backup package's.
+    """
+
+    __tablename__ = "backup_sets"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stack: Mapped[str] = mapped_column(String(128), index=True)
+    environment: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # full | database | files | redis
+    state: Mapped[str] = mapped_column(String(16), index=True)  # running | complete | failed | verified
+    phase: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """What the backup was doing last (e.g. `postgres:db:dump`), so a failure says where it stopped."""
+    owner: Mapped[str] = mapped_column(String(256))
+    """host:pid of the process writing the set, holding the lease `backup-set:<id>` while it runs."""
+    actor: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    verification: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    verified_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ScheduledRunRow(Base):
+    """One fire of a scheduled job, claimed by the process that runs it (or records it skipped)."""
+
+    __tablename__ = "scheduled_runs"
+    __table_args__ = (UniqueConstraint("job", "fire_time", name="uq_scheduled_runs_job_fire_time"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(128))
+    fire_time: Mapped[dt.datetime] = mapped_column()
+    owner: Mapped[str] = mapped_column(String(256))
+    started_at: Mapped[dt.datetime] = mapped_column()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """succeeded, failed, skipped, or abandoned (its process died mid-run); NULL while running."""

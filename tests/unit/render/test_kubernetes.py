@@ -137,7 +137,8 @@ def test_env_plain_values_in_configmap_and_secrets_as_references(production: lis
 
 def test_external_secrets_fetch_every_referenced_key_from_the_store(production: list[dict[str, Any]]) -> None:
     secrets = by_kind(production, "ExternalSecret")
-    assert set(secrets) == {"apricode-app", "apricode-postgres"}
+    # apricode-backup: the restic repository password the backup CronJobs read.
+    assert set(secrets) == {"apricode-app", "apricode-postgres", "apricode-backup"}
     app = secrets["apricode-app"]
     assert app["apiVersion"] == "external-secrets.io/v1"
     assert app["spec"]["secretStoreRef"] == {"kind": "ClusterSecretStore", "name": "vault"}
@@ -274,7 +275,14 @@ def test_redis_args_probes_and_storage(production: list[dict[str, Any]]) -> None
 
 def test_cron_jobs_use_the_service_image_and_policy(production: list[dict[str, Any]]) -> None:
     jobs = by_kind(production, "CronJob")
-    assert set(jobs) == {"app-cleanup-sessions", "app-process-notifications"}
+    # The service's own, then one per schedule of the spec's backup policy.
+    assert set(jobs) == {
+        "app-cleanup-sessions",
+        "app-process-notifications",
+        "backup-database",
+        "backup-full",
+        "backup-verify",
+    }
     job = jobs["app-process-notifications"]
     assert job["spec"]["schedule"] == "*/5 * * * *"
     assert job["spec"]["concurrencyPolicy"] == "Forbid"

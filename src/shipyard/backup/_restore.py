@@ -1,0 +1,414 @@
+"""Restoring artefacts of a backup set: into scratch servers/directories to look at, or over the
+live datastore or directory (only when asked with --yes, after a safety backup of what is there).
+
+Every restore is written to the audit log before it starts and again when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import BackupError, NotFoundError, UserError
+from ..spec import Stack
+from ..state import AuditRow
+from ._connect import FilesSource, PostgresSource, RedisSource, sources_of
+from ._resp import RespClient
+from ._run import ProgressHandler, default_jobs, open_repository, run_backup
+from ._scratch import start_scratch_postgres, start_scratch_redis
+from ._sets import BackupSet, get_set, list_sets
+from ._sources import restore_postgres, tree_digest
+
+Into = Literal["scratch", "live"]
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    set_id: str
+    artefact: str
+    into: Into
+    location: dict[str, Any]
+    """Where the data now is: port and data dir of a scratch server, a directory, the live target."""
+    safety_set: str | None = None
+    stop_command: list[str] = field(default_factory=list)
+    """For a scratch server left running: the command that stops it."""
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "set": self.set_id,
+            "artefact": self.artefact,
+            "into": self.into,
+            "location": self.location,
+            "safety_set": self.safety_set,
+            "stop_command": self.stop_command,
+        }
+
+
+def _audit(
+    sessions: sessionmaker[Session], actor: str, target: str, after: dict[str, Any], outcome: str
+) -> None:
+    with sessions() as session, session.begin():
+        session.add(
+            AuditRow(
+                actor=actor,
+                action="backup.restore",
+                target_kind="backup_set",
+                target=target,
+                before=None,
+                after=after,
+                outcome=outcome,
+            )
+        )
+
+
+def _pick_set(
+    sessions: sessionmaker[Session], stack: Stack, set_id: str | None, artefact_type: str, name: str | None
+) -> tuple[BackupSet, dict[str, Any]]:
+    if set_id:
+        chosen = get_set(sessions, set_id)
+        if not chosen.restorable:
+            raise UserError(
+                f"set {chosen.id} is {chosen.state}"
+                + (f" ({chosen.error})" if chosen.error else "")
+                + "; it cannot be restored: `shipyard backup list` shows the restorable sets"
+            )
+    else:
+        chosen = None
+    candidates = [a for a in (chosen.artefacts if chosen else []) if a["type"] == artefact_type]
+    if chosen is None:
+        for candidate in _restorable_sets(sessions, stack):
+            if any(
+                a["type"] == artefact_type and (name is None or _matches(a, name))
+                for a in candidate.artefacts
+            ):
+                chosen = candidate
+                candidates = [a for a in candidate.artefacts if a["type"] == artefact_type]
+                break
+        if chosen is None:
+            raise _nothing_to_restore(stack, artefact_type)
+    if name is not None:
+        candidates = [a for a in candidates if _matches(a, name)]
+    if not candidates:
+        raise UserError(
+            f"set {chosen.id} holds no {artefact_type} artefact" + (f" named {name!r}" if name else "")
+        )
+    if len(candidates) > 1:
+        names = ", ".join(a["name"] for a in candidates)
+        raise UserError(f"set {chosen.id} holds several {artefact_type} artefacts ({names}); name one")
+    return chosen, candidates[0]
+
+
+def _restorable_sets(sessions: sessionmaker[Session], stack: Stack) -> list[BackupSet]:
+    return [s for s in list_sets(sessions, stack=stack.name, environment=stack.environment) if s.restorable]
+
+
+def _nothing_to_restore(stack: Stack, artefact_type: str) -> NotFoundError:
+    return NotFoundError(
+        f"no restorable backup set of {stack.name} ({stack.environment}) holds a {artefact_type} artefact;"
+        " take one with `shipyard backup full`"
+    )
+
+
+def plan_restore(
+    sessions: sessionmaker[Session],
+    stack: Stack,
+    artefact_type: str,
+    *,
+    set_id: str | None = None,
+    name: str | None = None,
+    into: Into = "scratch",
+) -> dict[str, Any]:
+    """What a restore would do, without doing it (for --dry-run)."""
+    chosen, artefact = _pick_set(sessions, stack, set_id, artefact_type, name)
+    kind = {"postgres": "database", "redis": "redis", "files": "files"}[artefact_type]
+    return {
+        "set": chosen.id,
+        "set_state": chosen.state,
+        "artefact": artefact["name"],
+        "snapshot_id": artefact["snapshot_id"],
+        "into": into,
+        "safety_backup": kind if into == "live" else None,
+    }
+
+
+def _matches(artefact: dict[str, Any], name: str) -> bool:
+    return name in (artefact["name"], artefact.get("datastore"), artefact.get("path"))
+
+
+def _safety_backup(
+    sessions: sessionmaker[Session], stack: Stack, kind: str, base_dir: Path, actor: str,
+    on_progress: ProgressHandler | None,
+) -> str:  # fmt: skip
+    safety = run_backup(stack, kind, sessions, base_dir=base_dir, actor=actor, on_progress=on_progress)
+    return safety.id
+
+
+def restore_database(
+    sessions: sessionmaker[Session],
+    stack: Stack,
+    *,
+    base_dir: Path,
+    actor: str,
+    set_id: str | None = None,
+    datastore: str | None = None,
+    into: Into = "scratch",
+    yes: bool = False,
+    target_dir: Path | None = None,
+    port: int | None = None,
+    jobs: int | None = None,
+    on_progress: ProgressHandler | None = None,
+) -> RestoreResult:
+    """Restore a PostgreSQL artefact: into a new scratch server (left running), or over the live
+    database (`--yes`, after a safety backup)."""
+    if into == "live" and not yes:
+        raise UserError(
+            "--into live overwrites the live database: add --yes to confirm (a safety backup is taken first)"
+        )
+    chosen, artefact = _pick_set(sessions, stack, set_id, "postgres", datastore)
+    target = f"{chosen.id}/{artefact['name']}"
+    jobs = jobs or default_jobs()
+    repository = open_repository(stack, base_dir)
+    live: PostgresSource | None = None
+    if into == "live":
+        live = next(
+            (
+                s
+                for s in sources_of(stack, "database")
+                if isinstance(s, PostgresSource) and s.name == artefact["datastore"]
+            ),
+            None,
+        )
+        if live is None:
+            raise UserError(
+                f"datastore {artefact['datastore']!r} is not among backup.sources.datastores of this spec"
+            )
+    _audit(sessions, actor, target, {"into": into, "artefact": artefact["name"]}, "started")
+    safety: str | None = None
+    dump_dir = Path(tempfile.mkdtemp(prefix="shipyard-restore-pg-"))
+    try:
+        repository.restore(artefact["snapshot_id"], dump_dir)
+        if tree_digest(dump_dir).sha256 != artefact["sha256"]:
+            raise BackupError(
+                f"{artefact['name']}: the restored dump does not match its checksum;"
+                f" run `shipyard backup verify {chosen.id}`"
+            )
+        if live is not None:
+            safety = _safety_backup(sessions, stack, "database", base_dir, actor, on_progress)
+            restore_postgres(
+                dump_dir, host=live.host, port=live.port, user=live.user, database=live.database, jobs=jobs,
+                env=live.env, what=f"{artefact['name']}: pg_restore into the live database", clean=True,
+            )  # fmt: skip
+            result = RestoreResult(chosen.id, artefact["name"], into, {"database": live.where()}, safety)
+        else:
+            scratch = start_scratch_postgres(target_dir, port)
+            try:
+                with psycopg.connect(
+                    host=scratch.host,
+                    port=scratch.port,
+                    user=scratch.user,
+                    dbname="postgres",
+                    autocommit=True,
+                ) as admin:
+                    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(artefact["database"])))
+                restore_postgres(
+                    dump_dir, host=scratch.host, port=scratch.port, user=scratch.user,
+                    database=artefact["database"], jobs=jobs, env={},
+                    what=f"{artefact['name']}: pg_restore into scratch",
+                )  # fmt: skip
+            except BaseException:
+                scratch.stop()
+                raise
+            result = RestoreResult(
+                chosen.id,
+                artefact["name"],
+                into,
+                {
+                    "host": scratch.host,
+                    "port": scratch.port,
+                    "user": scratch.user,
+                    "database": artefact["database"],
+                    "data_dir": str(scratch.base),
+                    "url": f"postgresql://{scratch.user}@{scratch.host}:{scratch.port}/{artefact['database']}",
+                },
+                stop_command=scratch.stop_command(),
+            )
+    except BaseException as exc:
+        _audit(
+            sessions,
+            actor,
+            target,
+            {"into": into, "error": getattr(exc, "message", type(exc).__name__), "safety_set": safety},
+            "failed",
+        )
+        raise
+    finally:
+        shutil.rmtree(dump_dir, ignore_errors=True)
+    _audit(sessions, actor, target, result.as_data(), "ok")
+    return result
+
+
+def restore_redis(
+    sessions: sessionmaker[Session],
+    stack: Stack,
+    *,
+    base_dir: Path,
+    actor: str,
+    set_id: str | None = None,
+    datastore: str | None = None,
+    into: Into = "scratch",
+    yes: bool = False,
+    target_dir: Path | None = None,
+    port: int | None = None,
+    on_progress: ProgressHandler | None = None,
+) -> RestoreResult:
+    """Restore a Redis artefact: a scratch redis-server on the snapshot (left running), or the
+    live server's keys replaced by the snapshot's (FLUSHALL, then MIGRATE COPY REPLACE from a
+    scratch server, so the live server keeps running and needs no disk access)."""
+    if into == "live" and not yes:
+        raise UserError(
+            "--into live replaces every key of the live Redis: add --yes to confirm"
+            " (a safety backup is taken first)"
+        )
+    chosen, artefact = _pick_set(sessions, stack, set_id, "redis", datastore)
+    target = f"{chosen.id}/{artefact['name']}"
+    repository = open_repository(stack, base_dir)
+    live: RedisSource | None = None
+    if into == "live":
+        live = next(
+            (
+                s
+                for s in sources_of(stack, "redis")
+                if isinstance(s, RedisSource) and s.name == artefact["datastore"]
+            ),
+            None,
+        )
+        if live is None:
+            raise UserError(
+                f"datastore {artefact['datastore']!r} is not among backup.sources.datastores of this spec"
+            )
+    _audit(sessions, actor, target, {"into": into, "artefact": artefact["name"]}, "started")
+    safety: str | None = None
+    base = target_dir or Path(tempfile.mkdtemp(prefix="shipyard-restore-redis-"))
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        repository.restore(artefact["snapshot_id"], base)
+        rdb_name = artefact.get("file", "dump.rdb")
+        scratch = start_scratch_redis(base, rdb_name, None if live else port)
+        if live is None:
+            result = RestoreResult(
+                chosen.id, artefact["name"], into,
+                {"host": scratch.host, "port": scratch.port, "dir": str(base), "pid": scratch.pid},
+                stop_command=scratch.stop_command(),
+            )  # fmt: skip
+        else:
+            try:
+                safety = _safety_backup(sessions, stack, "redis", base_dir, actor, on_progress)
+                copied = _replace_keys(scratch.host, scratch.port, live)
+            finally:
+                scratch.stop()
+                if target_dir is None:
+                    shutil.rmtree(base, ignore_errors=True)
+            result = RestoreResult(
+                chosen.id, artefact["name"], into, {"redis": live.where(), "keys": copied}, safety
+            )
+    except BaseException as exc:
+        _audit(
+            sessions,
+            actor,
+            target,
+            {"into": into, "error": getattr(exc, "message", type(exc).__name__), "safety_set": safety},
+            "failed",
+        )
+        raise
+    _audit(sessions, actor, target, result.as_data(), "ok")
+    return result
+
+
+def _replace_keys(scratch_host: str, scratch_port: int, live: RedisSource, batch: int = 500) -> int:
+    with (
+        RespClient(scratch_host, scratch_port) as source,
+        RespClient(live.host, live.port, password=live.password) as dest,
+    ):
+        keys = source.scan_keys()
+        dest.call(b"FLUSHALL")
+        auth: list[bytes | str | int] = [b"AUTH", live.password] if live.password else []
+        for start in range(0, len(keys), batch):
+            chunk = keys[start : start + batch]
+            source.call(
+                b"MIGRATE", live.host, live.port, b"", 0, 30000, b"COPY", b"REPLACE", *auth, b"KEYS", *chunk
+            )
+        return len(keys)
+
+
+def restore_files(
+    sessions: sessionmaker[Session],
+    stack: Stack,
+    *,
+    base_dir: Path,
+    actor: str,
+    set_id: str | None = None,
+    path: str | None = None,
+    into: Into = "scratch",
+    yes: bool = False,
+    target_dir: Path | None = None,
+    on_progress: ProgressHandler | None = None,
+) -> RestoreResult:
+    """Restore a file tree: into a directory (scratch), or in place of the live one (`--yes`,
+    after a safety backup; the old tree is swapped out, then removed)."""
+    if into == "live" and not yes:
+        raise UserError(
+            "--into live replaces the live directory: add --yes to confirm (a safety backup is taken first)"
+        )
+    chosen, artefact = _pick_set(sessions, stack, set_id, "files", path)
+    target = f"{chosen.id}/{artefact['name']}"
+    repository = open_repository(stack, base_dir)
+    live_path = Path(artefact["path"])
+    if into == "live" and not any(
+        isinstance(s, FilesSource) and s.path == live_path for s in sources_of(stack, "files")
+    ):
+        raise UserError(f"{live_path} is not among backup.sources.volumes of this spec")
+    _audit(sessions, actor, target, {"into": into, "artefact": artefact["name"]}, "started")
+    safety: str | None = None
+    try:
+        if into == "scratch":
+            destination = target_dir or Path(tempfile.mkdtemp(prefix="shipyard-restore-files-"))
+            if destination.exists() and any(destination.iterdir()):
+                raise UserError(f"--target-dir {destination} is not empty; give an empty or new directory")
+            destination.mkdir(parents=True, exist_ok=True)
+            repository.restore(artefact["snapshot_id"], destination)
+        else:
+            safety = _safety_backup(sessions, stack, "files", base_dir, actor, on_progress)
+            staging = live_path.with_name(f".{live_path.name}.shipyard-restore-{chosen.id}")
+            old = live_path.with_name(f".{live_path.name}.shipyard-old-{chosen.id}")
+            shutil.rmtree(staging, ignore_errors=True)
+            repository.restore(artefact["snapshot_id"], staging)
+            if live_path.exists():
+                os.replace(live_path, old)
+            os.replace(staging, live_path)
+            shutil.rmtree(old, ignore_errors=True)
+            destination = live_path
+        digest = tree_digest(destination)
+        if digest.sha256 != artefact["sha256"]:
+            raise BackupError(f"{artefact['name']}: the restored files do not match the manifest's checksum")
+        result = RestoreResult(
+            chosen.id, artefact["name"], into, {"path": str(destination), "files": digest.files}, safety
+        )
+    except BaseException as exc:
+        _audit(
+            sessions,
+            actor,
+            target,
+            {"into": into, "error": getattr(exc, "message", type(exc).__name__), "safety_set": safety},
+            "failed",
+        )
+        raise
+    _audit(sessions, actor, target, result.as_data(), "ok")
+    return result

@@ -1,0 +1,364 @@
+"""Taking a backup set: every source read, stored in restic, and recorded, or the set marked failed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import BackupError, ShipyardError
+from ..locks import Lease, LockHeldError
+from ..monitor import Event, Notifier
+from ..spec import Stack
+from ..state import utcnow
+from ._connect import (
+    FilesSource,
+    PostgresSource,
+    RedisSource,
+    Source,
+    repository_location,
+    repository_password,
+    sources_of,
+)
+from ._restic import BackupProgress, BackupSummary, ResticRepository, redact_url
+from ._sets import BackupSet, SetRecorder, get_set, reap_abandoned, temp_prefix
+from ._sources import dump_postgres, file_sha256, postgres_snapshot, snapshot_redis, tree_digest
+from ._tools import find_tool, tool_version
+
+PAUSE_ENV = "SHIPYARD_TEST_PAUSE_AT"
+"""Tests only: the phase at which a backup waits (until killed), to kill it at a known point.
+An `...:upload` phase waits at restic's first progress report (restic running, its lock taken),
+or right after restic if it finished before reporting (the snapshot written, the set not)."""
+
+ProgressHandler = Callable[[str, BackupProgress], None]
+"""Called with (artefact name, restic's progress) while an artefact uploads."""
+PhaseHandler = Callable[[str], None]
+"""Called with each phase as the backup enters it, e.g. `postgres:db:dump`."""
+
+
+def default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def open_repository(
+    stack: Stack, base_dir: Path, environ: Mapping[str, str] | None = None
+) -> ResticRepository:
+    """The stack's restic repository; the password from the spec's reference, S3 keys from the env."""
+    environ = os.environ if environ is None else environ
+    find_tool("restic")
+    extra = {k: v for k, v in environ.items() if k.startswith(("AWS_", "B2_", "AZURE_", "GOOGLE_"))}
+    return ResticRepository(
+        repository_location(stack, base_dir), repository_password(stack, environ), env=extra
+    )
+
+
+def prepare_repository(sessions: sessionmaker[Session], repository: ResticRepository) -> None:
+    """Create the repository if it is missing, else clear the stale locks a killed restic left.
+
+    Under a lease: two `restic init` at once on one repository (0.14) both succeed and leave it
+    with two master keys and one config, unreadable ("config or key ... is damaged")."""
+    lease = Lease(sessions, f"backup-repository:{repository.url}"[:256], ttl_s=120)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            lease.acquire()
+            break
+        except (LockHeldError, IntegrityError) as exc:
+            # IntegrityError: Lease.acquire loses a race when the holder releases between its
+            # insert and its read and a third process inserts first; that is only "held", too.
+            if time.monotonic() > deadline:
+                raise BackupError(
+                    f"the backup repository is being prepared by another process: {exc}"
+                ) from None
+            time.sleep(0.2)
+    try:
+        if repository.exists():
+            repository.unlock()
+        else:
+            repository.init()
+    finally:
+        lease.release()
+
+
+def restic_host(stack: Stack) -> str:
+    return f"{stack.name}-{stack.environment}" if stack.environment else stack.name
+
+
+def tools_for(sources: list[Source]) -> list[str]:
+    tools = ["restic"]
+    if any(isinstance(s, PostgresSource) for s in sources):
+        tools += ["pg_dump", "pg_restore"]
+    if any(isinstance(s, RedisSource) for s in sources):
+        tools += ["redis-cli"]
+    return tools
+
+
+def plan_backup(stack: Stack, kind: str, base_dir: Path) -> dict[str, Any]:
+    """What a backup of `kind` would do, without touching anything (for --dry-run)."""
+    sources = sources_of(stack, kind)
+    missing: list[str] = []
+    for tool in tools_for(sources):
+        try:
+            find_tool(tool)
+        except ShipyardError as exc:
+            missing.append(exc.message)
+    return {
+        "stack": stack.name,
+        "environment": stack.environment,
+        "kind": kind,
+        "repository": redact_url(repository_location(stack, base_dir)),
+        "artefacts": [_describe(s) for s in sources],
+        "missing_tools": missing,
+    }
+
+
+def _describe(source: Source) -> dict[str, Any]:
+    if isinstance(source, PostgresSource):
+        return {"name": source.artefact, "type": "postgres", "from": source.where()}
+    if isinstance(source, RedisSource):
+        return {"name": source.artefact, "type": "redis", "from": source.where()}
+    return {"name": source.artefact, "type": "files", "from": str(source.path)}
+
+
+def _pause_if_asked(phase: str) -> None:
+    if os.environ.get(PAUSE_ENV) == phase:
+        while True:  # until the test kills this process
+            time.sleep(0.1)
+
+
+@dataclass
+class _Run:
+    stack: Stack
+    repository: ResticRepository
+    recorder: SetRecorder
+    manifest: dict[str, Any]
+    workdir: Path
+    jobs: int
+    on_progress: ProgressHandler | None
+    on_phase: PhaseHandler | None
+
+    def enter(self, phase: str) -> None:
+        self.recorder.phase(phase, self.manifest)
+        if self.on_phase is not None:
+            self.on_phase(phase)
+        if not phase.endswith(":upload"):
+            _pause_if_asked(phase)
+
+    def upload(self, name: str, path: Path) -> BackupSummary:
+        phase = f"{name}:upload"
+        self.enter(phase)
+        seen_progress = False
+
+        def progress(update: BackupProgress) -> None:
+            nonlocal seen_progress
+            if not seen_progress:
+                seen_progress = True
+                _pause_if_asked(phase)  # restic is running, its lock taken
+            if self.on_progress is not None:
+                self.on_progress(name, update)
+
+        summary = self.repository.backup_path(
+            path,
+            tags=["shipyard", f"set:{self.recorder.id}", f"artefact:{name}"],
+            host=restic_host(self.stack),
+            on_progress=progress,
+        )
+        if not seen_progress:  # restic finished before its first report: stop after it instead
+            _pause_if_asked(phase)
+        return summary
+
+    def record(self, artefact: dict[str, Any]) -> None:
+        self.manifest["artefacts"].append(artefact)
+        self.recorder.phase(f"{artefact['name']}:done", self.manifest)
+        if self.on_phase is not None:
+            self.on_phase(f"{artefact['name']}:done")
+
+    def postgres(self, source: PostgresSource) -> None:
+        started = time.monotonic()
+        dump_dir = self.workdir / f"postgres-{source.name}"
+        with postgres_snapshot(source) as snapshot:
+            self.enter(f"{source.artefact}:dump")
+            dump_postgres(source, snapshot, dump_dir, self.jobs)
+        digest = tree_digest(dump_dir)
+        summary = self.upload(source.artefact, dump_dir)
+        shutil.rmtree(dump_dir, ignore_errors=True)
+        self.record(
+            {
+                "name": source.artefact,
+                "type": "postgres",
+                "datastore": source.name,
+                "database": source.database,
+                "format": "pg_dump directory, uncompressed",
+                "snapshot_id": summary.snapshot_id,
+                "sha256": digest.sha256,
+                "files": digest.files,
+                "raw_bytes": digest.bytes,
+                "data_added": summary.data_added,
+                "lsn": snapshot.lsn,
+                "snapshot_time": snapshot.snapshot_time.isoformat(),
+                "server_version": snapshot.server_version,
+                "row_counts": snapshot.row_counts,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+
+    def redis(self, source: RedisSource) -> None:
+        started = time.monotonic()
+        self.enter(f"{source.artefact}:snapshot")
+        directory = self.workdir / f"redis-{source.name}"
+        directory.mkdir()
+        rdb = directory / "dump.rdb"
+        snapshot = snapshot_redis(source, rdb)
+        checksum = file_sha256(rdb)
+        summary = self.upload(source.artefact, rdb)
+        size = rdb.stat().st_size
+        shutil.rmtree(directory, ignore_errors=True)
+        steady = snapshot.dbsize_before == snapshot.dbsize_after
+        self.record(
+            {
+                "name": source.artefact,
+                "type": "redis",
+                "datastore": source.name,
+                "file": "dump.rdb",
+                "snapshot_id": summary.snapshot_id,
+                "sha256": checksum,
+                "raw_bytes": size,
+                "data_added": summary.data_added,
+                # Keys written while the snapshot was taken make the exact count unknown: the
+                # range is what a restore must fall in.
+                "dbsize": snapshot.dbsize_before if steady else None,
+                "dbsize_range": sorted([snapshot.dbsize_before, snapshot.dbsize_after]),
+                "master_repl_offset": snapshot.master_repl_offset,
+                "redis_version": snapshot.redis_version,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+
+    def files(self, source: FilesSource) -> None:
+        started = time.monotonic()
+        self.enter(f"{source.artefact}:digest")
+        digest = tree_digest(source.path)
+        summary = self.upload(source.artefact, source.path)
+        self.record(
+            {
+                "name": source.artefact,
+                "type": "files",
+                "path": str(source.path),
+                "snapshot_id": summary.snapshot_id,
+                "sha256": digest.sha256,
+                "files": digest.files,
+                "raw_bytes": digest.bytes,
+                "data_added": summary.data_added,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+
+
+def run_backup(
+    stack: Stack,
+    kind: str,
+    sessions: sessionmaker[Session],
+    *,
+    base_dir: Path,
+    actor: str,
+    jobs: int | None = None,
+    on_progress: ProgressHandler | None = None,
+    on_phase: PhaseHandler | None = None,
+    notifier: Notifier | None = None,
+) -> BackupSet:
+    """Back up every source of `kind` into one set and return it (complete), or raise after
+    recording it failed and notifying the stack's channels.
+
+    Before the set is recorded, the tools, the secrets and the repository are checked, so a
+    missing tool or a wrong repository password changes nothing.
+    """
+    reap_abandoned(sessions)
+    sources = sources_of(stack, kind)
+    try:
+        for tool in tools_for(sources):
+            find_tool(tool)
+        repository = open_repository(stack, base_dir)
+        prepare_repository(sessions, repository)
+    except ShipyardError as exc:
+        # Nothing was recorded, but a scheduled backup that cannot start must not fail silently.
+        _notify(
+            notifier or Notifier(stack.notifications),
+            Event(
+                "backup.failed",
+                f"{stack.name} ({stack.environment}): {kind} backup could not start: {exc.message}",
+                "page",
+                {"set": None, "kind": kind, "stack": stack.name, "environment": stack.environment},
+            ),
+        )
+        raise
+    tools = {tool: tool_version(tool) for tool in tools_for(sources) if tool != "pg_restore"}
+    if any(isinstance(s, RedisSource) for s in sources):
+        tools["redis-server"] = tool_version("redis-server")
+
+    recorder = SetRecorder(sessions, stack=stack.name, environment=stack.environment, kind=kind, actor=actor)
+    manifest: dict[str, Any] = {
+        "id": recorder.id,
+        "spec": stack.name,
+        "environment": stack.environment,
+        "kind": kind,
+        "repository": redact_url(repository.url),
+        "restic_host": restic_host(stack),
+        "sources": [s.artefact for s in sources],
+        "tools": tools,
+        "started_at": utcnow().isoformat(),
+        "finished_at": None,
+        "artefacts": [],
+    }
+    recorder.start(manifest)
+    workdir = Path(tempfile.mkdtemp(prefix=temp_prefix(recorder.id)))
+    run = _Run(stack, repository, recorder, manifest, workdir, jobs or default_jobs(), on_progress, on_phase)
+    try:
+        for source in sources:
+            if isinstance(source, PostgresSource):
+                run.postgres(source)
+            elif isinstance(source, RedisSource):
+                run.redis(source)
+            else:
+                run.files(source)
+    except BaseException as exc:
+        error = _describe_error(exc)
+        manifest["finished_at"] = utcnow().isoformat()
+        recorder.finish("failed", manifest, error)
+        _notify(
+            notifier or Notifier(stack.notifications),
+            Event(
+                "backup.failed",
+                f"{stack.name} ({stack.environment}): {kind} backup {recorder.id} failed: {error}",
+                "page",
+                {"set": recorder.id, "kind": kind, "stack": stack.name, "environment": stack.environment},
+            ),
+        )
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    manifest["finished_at"] = utcnow().isoformat()
+    recorder.finish("complete", manifest)
+    return get_set(sessions, recorder.id)
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, ShipyardError):
+        return exc.message
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _notify(notifier: Notifier, event: Event) -> None:
+    if not notifier.channels:
+        return
+    notifier.send(event)
+    notifier.wait()

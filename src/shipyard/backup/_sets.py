@@ -1,0 +1,267 @@
+"""Backup sets in the state store: the record that says what a set holds and whether it can be trusted.
+
+A set is written `running` before anything is read, `complete` once every artefact is in the
+repository, `failed` on any error, and `verified` once a real restore proved it. The process
+writing a set holds the lease `backup-set:<id>` (see shipyard.locks) and renews it; a set whose
+lease is gone (its process was killed) is marked failed by the next command that looks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import NotFoundError
+from ..locks import Lease, holder
+from ..state import BackupSetRow, as_utc, utcnow
+
+RESTORABLE = ("complete", "verified")
+LEASE_TTL_S = 60.0
+
+
+def lease_name(set_id: str) -> str:
+    return f"backup-set:{set_id}"
+
+
+def new_set_id() -> str:
+    """A short id that sorts by time: `YYYYMMDD-HHMMSS-xxxx`."""
+    return f"{utcnow():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+
+
+def temp_prefix(set_id: str) -> str:
+    """The prefix of the temp dirs a set's backup writes, so an abandoned one can be cleaned."""
+    return f"shipyard-backup-{set_id}-"
+
+
+@dataclass(frozen=True)
+class BackupSet:
+    """A backup set as read from the state store."""
+
+    id: str
+    stack: str
+    environment: str
+    kind: str
+    state: str
+    phase: str | None
+    actor: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    manifest: dict[str, Any]
+    verification: dict[str, Any] | None
+    verified_at: dt.datetime | None
+    error: str | None
+
+    @property
+    def restorable(self) -> bool:
+        return self.state in RESTORABLE
+
+    @property
+    def artefacts(self) -> list[dict[str, Any]]:
+        return list(self.manifest.get("artefacts", []))
+
+    def artefact(self, name: str) -> dict[str, Any] | None:
+        return next((a for a in self.artefacts if a["name"] == name), None)
+
+    @classmethod
+    def from_row(cls, row: BackupSetRow) -> BackupSet:
+        return cls(
+            id=row.id,
+            stack=row.stack,
+            environment=row.environment,
+            kind=row.kind,
+            state=row.state,
+            phase=row.phase,
+            actor=row.actor,
+            started_at=as_utc(row.started_at),
+            finished_at=as_utc(row.finished_at) if row.finished_at else None,
+            manifest=dict(row.manifest or {}),
+            verification=dict(row.verification) if row.verification else None,
+            verified_at=as_utc(row.verified_at) if row.verified_at else None,
+            error=row.error,
+        )
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "stack": self.stack,
+            "environment": self.environment,
+            "kind": self.kind,
+            "state": self.state,
+            "restorable": self.restorable,
+            "phase": self.phase,
+            "actor": self.actor,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "verified_at": self.verified_at.isoformat() if self.verified_at else None,
+            "error": self.error,
+            "manifest": self.manifest,
+            "verification": self.verification,
+        }
+
+
+class SetRecorder:
+    """Writes one set's record as its backup goes; holds and renews the set's lease meanwhile."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], *, stack: str, environment: str, kind: str, actor: str
+    ) -> None:
+        self.sessions = sessions
+        self.id = new_set_id()
+        self.lease = Lease(sessions, lease_name(self.id), ttl_s=LEASE_TTL_S)
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._fields = {"stack": stack, "environment": environment, "kind": kind, "actor": actor}
+
+    def start(self, manifest: dict[str, Any]) -> None:
+        """Take the lease, then record the set `running` (in that order: a set is never seen
+        running without a live lease, so no one can take it for abandoned)."""
+        self.lease.acquire()
+        with self.sessions() as session, session.begin():
+            session.add(
+                BackupSetRow(
+                    id=self.id,
+                    state="running",
+                    phase="starting",
+                    owner=self.lease.owner,
+                    manifest=manifest,
+                    started_at=utcnow(),
+                    **self._fields,
+                )
+            )
+        self._renewer = threading.Thread(target=self._renew, name=f"lease {self.id}", daemon=True)
+        self._renewer.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_TTL_S / 4):
+            try:
+                self.lease.renew()
+            except Exception:  # a lost lease shows as an abandoned set; the work goes on
+                return
+
+    def phase(self, phase: str, manifest: dict[str, Any] | None = None) -> None:
+        with self.sessions() as session, session.begin():
+            row = session.get(BackupSetRow, self.id)
+            assert row is not None
+            row.phase = phase
+            if manifest is not None:
+                row.manifest = manifest
+
+    def finish(self, state: str, manifest: dict[str, Any], error: str | None = None) -> None:
+        with self.sessions() as session, session.begin():
+            row = session.get(BackupSetRow, self.id)
+            assert row is not None
+            row.state = state
+            row.manifest = manifest
+            row.error = error
+            row.finished_at = utcnow()
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=5)
+        self.lease.release()
+
+
+def reap_abandoned(sessions: sessionmaker[Session]) -> list[str]:
+    """Mark failed every `running` set whose writer is gone; return their ids."""
+    with sessions() as session:
+        running = list(session.scalars(select(BackupSetRow).where(BackupSetRow.state == "running")))
+    reaped: list[str] = []
+    for row in running:
+        if holder(sessions, lease_name(row.id)) is not None:
+            continue
+        with sessions() as session, session.begin():
+            current = session.get(BackupSetRow, row.id)
+            if current is None or current.state != "running":
+                continue
+            current.state = "failed"
+            current.finished_at = utcnow()
+            current.error = (
+                f"abandoned: the process writing it ({row.owner}) stopped during {row.phase or 'start'}"
+            )
+        for leftover in Path(tempfile.gettempdir()).glob(temp_prefix(row.id) + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        reaped.append(row.id)
+    return reaped
+
+
+def list_sets(
+    sessions: sessionmaker[Session], *, stack: str | None = None, environment: str | None = None
+) -> list[BackupSet]:
+    """Sets newest first, abandoned ones marked failed first."""
+    reap_abandoned(sessions)
+    query = select(BackupSetRow).order_by(BackupSetRow.started_at.desc(), BackupSetRow.id.desc())
+    if stack is not None:
+        query = query.where(BackupSetRow.stack == stack)
+    if environment is not None:
+        query = query.where(BackupSetRow.environment == environment)
+    with sessions() as session:
+        return [BackupSet.from_row(row) for row in session.scalars(query)]
+
+
+def get_set(sessions: sessionmaker[Session], set_id: str) -> BackupSet:
+    """One set by id; NotFoundError (exit 2) naming how to list them."""
+    reap_abandoned(sessions)
+    with sessions() as session:
+        row = session.get(BackupSetRow, set_id)
+        if row is None:
+            raise NotFoundError(f"no backup set {set_id!r}; `shipyard backup list` shows the sets")
+        return BackupSet.from_row(row)
+
+
+def latest_set(
+    sessions: sessionmaker[Session],
+    *,
+    stack: str | None = None,
+    environment: str | None = None,
+    kind: str | None = None,
+    restorable: bool = True,
+    containing: str | None = None,
+) -> BackupSet:
+    """The newest set matching; NotFoundError when there is none."""
+    for candidate in list_sets(sessions, stack=stack, environment=environment):
+        if restorable and not candidate.restorable:
+            continue
+        if kind is not None and candidate.kind != kind:
+            continue
+        if containing is not None and candidate.artefact(containing) is None:
+            continue
+        return candidate
+    what = " ".join(filter(None, ["restorable" if restorable else "", kind or "", "backup set"]))
+    where = f" of {stack}" + (f" ({environment})" if environment else "") if stack else ""
+    holding = f" holding {containing}" if containing else ""
+    raise NotFoundError(f"no {what}{where}{holding}; take one with `shipyard backup full`")
+
+
+def record_verification(
+    sessions: sessionmaker[Session], set_id: str, *, ok: bool, report: dict[str, Any], error: str | None
+) -> BackupSet:
+    """Store a verification's report; a set that failed it is no longer trusted (state failed)."""
+    with sessions() as session, session.begin():
+        row = session.get(BackupSetRow, set_id)
+        if row is None:
+            raise NotFoundError(f"no backup set {set_id!r}")
+        row.verification = report
+        if ok:
+            row.state = "verified"
+            row.verified_at = utcnow()
+            row.error = None
+        else:
+            row.state = "failed"
+            row.error = error
+        session.flush()
+        return BackupSet.from_row(row)
+
+
+def delete_set(sessions: sessionmaker[Session], set_id: str) -> None:
+    with sessions() as session, session.begin():
+        row = session.get(BackupSetRow, set_id)
+        if row is not None:
+            session.delete(row)

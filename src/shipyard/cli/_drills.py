@@ -1,0 +1,148 @@
+"""`shipyard dr test full|partial|backup|restore`: a DR drill into scratch copies, with its report."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..dr import DrillResult, drill_data, drill_sources, format_seconds, plan_drill, run_stack_drill
+from ..state import open_engine, session_factory
+from ._app import (
+    DEFAULT_SPEC,
+    DatabaseOption,
+    Output,
+    OutputOption,
+    SpecOption,
+    actor,
+    console,
+    emit,
+    read_spec,
+)
+
+
+class DrillModeChoice(StrEnum):
+    full = "full"
+    partial = "partial"
+    backup = "backup"
+    restore = "restore"
+
+
+ModeArgument = Annotated[
+    DrillModeChoice,
+    typer.Argument(
+        help="full: back up, then restore every source; restore: restore every source from the newest set;"
+        " partial: restore the PostgreSQL datastores only; backup: back up, then verify the set.",
+        show_default=False,
+    ),
+]
+EnvOption = Annotated[str, typer.Option("--env", "-e", help="The environment.")]
+ReportDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--report-dir",
+        file_okay=False,
+        help="Where the Markdown and JSON reports go (default: .shipyard/drills).",
+    ),
+]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the drill's phases; run nothing.")]
+
+
+def default_report_dir() -> Path:
+    return Path(os.environ.get("SHIPYARD_STATE_DIR", ".shipyard")) / "drills"
+
+
+def register_drills(dr_app: typer.Typer) -> None:
+    """Add `test` to the `shipyard dr` group."""
+    dr_app.command("test")(drill_test)
+
+
+def drill_test(
+    mode: ModeArgument,
+    file: SpecOption = DEFAULT_SPEC,
+    env: EnvOption = "production",
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+    report_dir: ReportDirOption = None,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Recover from a simulated disaster into scratch servers; measure RTO and RPO against the spec.
+
+    Never touches the live stack. Exits 0 when every phase passed and every target was met, else 1.
+    """
+    stack = read_spec(file).stack(env)
+    plan = plan_drill(mode.value, drill_sources(stack))
+    if dry_run:
+        phases = [
+            {"phase": phase.name, "kind": phase.kind, "after_disaster": index >= plan.disaster_before}
+            for index, phase in enumerate(plan.phases)
+        ]
+        if not emit({"mode": plan.mode, "phases": phases}, output):
+            for index, phase in enumerate(plan.phases, start=1):
+                if index - 1 == plan.disaster_before:
+                    console.print("   [bold]— simulated disaster —[/]")
+                console.print(f"{index:>2}. {escape(phase.name)}")
+            console.print("dry run: nothing was run")
+        return
+    directory = report_dir or default_report_dir()
+    sessions = session_factory(open_engine(database_url))
+
+    def progress(name: str) -> None:
+        if output is Output.table:
+            console.print(f"[dim]… {escape(name)}[/]")
+
+    run = run_stack_drill(
+        stack,
+        plan,
+        sessions=sessions,
+        base_dir=file.resolve().parent,
+        actor=actor(),
+        report_dir=directory,
+        on_phase=progress,
+    )
+    data = drill_data(run.result) | {"report": {"markdown": str(run.markdown), "json": str(run.json)}}
+    if not emit(data, output):
+        _print_result(run.result)
+        console.print(f"report: {escape(str(run.markdown))} and {escape(str(run.json))}")
+    if not run.result.passed:
+        raise typer.Exit(1)
+
+
+def _print_result(result: DrillResult) -> None:
+    verdict = "[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]"
+    phases = Table(
+        title=f"DR drill {result.mode} of {escape(result.stack)}/{escape(result.environment)}: {verdict}",
+        title_justify="left",
+    )
+    for column in ("#", "phase", "duration", "outcome", "detail"):
+        phases.add_column(column, justify="right" if column in ("#", "duration") else "left")
+    colours = {"passed": "green", "failed": "red", "skipped": "dim"}
+    for number, phase in enumerate(result.phases, start=1):
+        phases.add_row(
+            str(number),
+            escape(phase.name),
+            "—" if phase.seconds is None else format_seconds(phase.seconds),
+            f"[{colours[phase.status]}]{phase.status}[/]",
+            escape(phase.detail),
+        )
+    console.print(phases)
+    targets = Table(title="targets", title_justify="left")
+    for column in ("target", "objective", "achieved", "verdict"):
+        targets.add_column(column, justify="right" if column in ("objective", "achieved") else "left")
+    for check in result.checks:
+        verdict_text = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "not set": "[dim]not set[/]"}
+        targets.add_row(
+            check.name.upper(),
+            "—" if check.target is None else format_seconds(check.target),
+            "not achieved" if check.achieved is None else format_seconds(check.achieved),
+            verdict_text[check.verdict],
+        )
+    console.print(targets)
+    failed = result.failed_phase
+    if failed is not None:
+        console.print(f"[red]stopped at {escape(failed.name)}:[/] {escape(failed.detail)}")

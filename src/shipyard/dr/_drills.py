@@ -1,0 +1,552 @@
+"""DR drills: recover from a simulated disaster into scratch copies and measure RTO and RPO.
+
+A drill never touches the live stack. The four modes of seed 003's `test-dr-plan.sh`:
+
+    backup   take a backup set of every source; DISASTER; verify the set (restore it into scratch
+             servers and run the spec's checks)
+    restore  DISASTER; pick the newest restorable set; restore every source into scratch; health
+             check each restored source
+    partial  as restore, for the PostgreSQL datastores only
+    full     take a backup set of every source, then as restore
+
+The core here is pure: `plan_drill` says which phases a mode runs, and `run_drill` runs phases
+given as plain callables, times each with an injected clock, stops at the first failure and
+measures what was achieved:
+
+    RTO  disaster -> the last phase (the last health check) passed; not achieved when one failed
+    RPO  the largest data loss over the restored sources: disaster - restore point, or with PITR
+         the committed writes between the restore point and the last write before the disaster
+    MTTR the mean RTO of this drill and the earlier drills of the same mode
+
+Each is compared with the spec's `dr:` targets (whole seconds). The adapter that builds real
+phases from the backup package lives below the core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..backup import (
+    BackupSet,
+    RedisSource,
+    RestoreResult,
+    ScratchPostgres,
+    ScratchRedis,
+    list_sets,
+    redis_dbsize,
+    restore_database,
+    restore_files,
+    restore_redis,
+    row_counts,
+    run_backup,
+    tree_digest,
+    verify_set,
+)
+from ..errors import DrError, ShipyardError, UserError
+from ..monitor import Notifier
+from ..spec import DrTargets, Postgres, Stack
+from ..state import AuditRow
+from ._report import (
+    DRILL_MODES,
+    DrillMode,
+    DrillResult,
+    PhaseKind,
+    PhaseRecord,
+    PhaseStatus,
+    RestorePoint,
+    TargetCheck,
+    drill_data,
+    drill_event,
+    previous_recoveries,
+    write_report,
+)
+
+Clock = Callable[[], float]
+"""Seconds since the epoch, e.g. `time.time`; tests pass a fake one."""
+
+SourceKind = Literal["postgresql", "redis", "files"]
+
+
+@dataclass(frozen=True)
+class DrillSource:
+    """One thing the spec backs up: a datastore or a file volume."""
+
+    name: str
+    """The backup set's artefact name: `postgres:<datastore>`, `redis:<datastore>`, `files:<path>`."""
+    kind: SourceKind
+
+
+@dataclass(frozen=True)
+class PlannedPhase:
+    name: str
+    """Unique in the plan; the key of the phase's callable."""
+    kind: PhaseKind
+    source: DrillSource | None = None
+
+
+@dataclass(frozen=True)
+class DrillPlan:
+    mode: DrillMode
+    phases: tuple[PlannedPhase, ...]
+    disaster_before: int
+    """The index of the first phase after the simulated disaster: its start is the disaster."""
+
+
+@dataclass(frozen=True)
+class PhaseOutcome:
+    """What a phase returns. A phase that cannot go on raises a ShipyardError (or OSError) instead,
+    or returns ok=False with the reason in `detail`."""
+
+    ok: bool = True
+    detail: str = ""
+    points: tuple[RestorePoint, ...] = ()
+    """Restore points the phase established; a later point for the same source replaces one."""
+
+
+Phase = Callable[[], PhaseOutcome]
+
+
+def drill_sources(stack: Stack) -> tuple[DrillSource, ...]:
+    """The sources the spec's backup covers, datastores first, in the spec's order."""
+    if stack.backup is None:
+        raise UserError(
+            f"{stack.name}/{stack.environment or '-'} has no `backup:` section: a drill restores"
+            " the spec's backups, so add backup.repository, backup.password and backup.sources"
+        )
+    sources: list[DrillSource] = []
+    for name in stack.backup.sources.datastores:
+        datastore = stack.datastores.get(name)
+        if datastore is None:
+            raise UserError(f"backup.sources.datastores names {name!r}, which is not a datastore of the spec")
+        if isinstance(datastore, Postgres):
+            sources.append(DrillSource(f"postgres:{name}", "postgresql"))
+        else:
+            sources.append(DrillSource(f"redis:{name}", "redis"))
+    sources += [DrillSource(f"files:{volume}", "files") for volume in stack.backup.sources.volumes]
+    return tuple(sources)
+
+
+def plan_drill(mode: str, sources: Sequence[DrillSource]) -> DrillPlan:
+    """The phases a mode runs over `sources`, and where the simulated disaster falls."""
+    if mode not in DRILL_MODES:
+        raise UserError(f"drill mode {mode!r}: use one of {', '.join(DRILL_MODES)}")
+    chosen = [source for source in sources if mode != "partial" or source.kind == "postgresql"]
+    if not chosen and mode == "partial":
+        raise UserError(
+            "a partial drill restores the PostgreSQL datastores, and backup.sources.datastores names none:"
+            " add one, or run a restore drill"
+        )
+    if not chosen:
+        raise UserError(
+            f"a {mode} drill needs something to back up, and backup.sources is empty:"
+            " list datastores under backup.sources.datastores or directories under backup.sources.volumes"
+        )
+    if mode == "backup":
+        phases = (PlannedPhase("take backup set", "backup"), PlannedPhase("verify backup set", "verify"))
+        return DrillPlan("backup", phases, disaster_before=1)
+    before = [PlannedPhase("take backup set", "backup")] if mode == "full" else []
+    recovery = [PlannedPhase("select newest restorable set", "select")]
+    recovery += [PlannedPhase(f"restore {source.name}", "restore", source) for source in chosen]
+    recovery += [PlannedPhase(f"health {source.name}", "health", source) for source in chosen]
+    return DrillPlan(mode, (*before, *recovery), disaster_before=len(before))
+
+
+def _checks(
+    targets: DrTargets | None, rto: float | None, rpo: float | None, mttr: float | None
+) -> tuple[TargetCheck, ...]:
+    return (
+        TargetCheck("rto", targets.rto if targets else None, rto),
+        TargetCheck("rpo", targets.rpo if targets else None, rpo),
+        TargetCheck("mttr", targets.mttr if targets else None, mttr),
+    )
+
+
+def run_drill(
+    plan: DrillPlan,
+    phases: Mapping[str, Phase],
+    *,
+    targets: DrTargets | None,
+    stack: str,
+    environment: str,
+    clock: Clock = time.time,
+    previous_recoveries: Sequence[float] = (),
+) -> DrillResult:
+    """Run the plan's phases in order, timing each; stop at the first failure.
+
+    `previous_recoveries` are the RTOs of earlier drills, for MTTR.
+    """
+    missing = [planned.name for planned in plan.phases if planned.name not in phases]
+    if missing:
+        raise DrError(f"the drill has no way to run phase(s) {', '.join(missing)}")
+    records: list[PhaseRecord] = []
+    points: dict[str, RestorePoint] = {}
+    started_at = last_ended = clock()
+    disaster_at: float | None = None
+    failed = False
+    for index, planned in enumerate(plan.phases):
+        source = planned.source.name if planned.source else None
+        if failed:
+            records.append(PhaseRecord(planned.name, planned.kind, source, "skipped", None))
+            continue
+        began = clock()
+        if index == plan.disaster_before:
+            disaster_at = began
+        try:
+            outcome = phases[planned.name]()
+        except (ShipyardError, OSError) as exc:
+            reason = exc.message if isinstance(exc, ShipyardError) else f"{type(exc).__name__}: {exc}"
+            outcome = PhaseOutcome(ok=False, detail=reason)
+        ended = last_ended = clock()
+        failed = not outcome.ok
+        for point in outcome.points:
+            points.pop(point.source, None)  # re-inserted last: the table lists points as reached
+            points[point.source] = point
+        status: PhaseStatus = "failed" if failed else "passed"
+        records.append(PhaseRecord(planned.name, planned.kind, source, status, ended - began, outcome.detail))
+    finished_at = last_ended
+    # RTO ends when the last phase (the last health check, or the verification) passed.
+    rto = None if failed or disaster_at is None else max(0.0, finished_at - disaster_at)
+    rpo = (
+        max(point.loss_seconds(disaster_at) for point in points.values())
+        if points and disaster_at is not None
+        else None
+    )
+    recoveries = [*previous_recoveries, rto] if rto is not None else []
+    mttr = statistics.fmean(recoveries) if recoveries else None
+    return DrillResult(
+        mode=plan.mode,
+        stack=stack,
+        environment=environment,
+        started_at=started_at,
+        finished_at=finished_at,
+        disaster_at=disaster_at,
+        phases=tuple(records),
+        points=tuple(points.values()),
+        rto=rto,
+        rpo=rpo,
+        mttr=mttr,
+        mttr_drills=len(recoveries),
+        checks=_checks(targets, rto, rpo, mttr),
+    )
+
+
+# --- The adapter: real phases from the backup package --------------------------------------------
+
+
+@dataclass(frozen=True)
+class DrillRun:
+    """A drill as run against the stack's backups, and where its report was written."""
+
+    result: DrillResult
+    markdown: Path
+    json: Path
+
+
+def _parse_time(text: object, fallback: dt.datetime) -> dt.datetime:
+    if isinstance(text, str):
+        with contextlib.suppress(ValueError):
+            moment = dt.datetime.fromisoformat(text)
+            return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return fallback
+
+
+def restore_point_of(backup_set: BackupSet, artefact: Mapping[str, Any]) -> RestorePoint:
+    """The moment an artefact's data reflects: PostgreSQL's exported snapshot time; for Redis and
+    files, which are read while the set runs, the set's start (the earliest their data can be)."""
+    time_of_data = _parse_time(artefact.get("snapshot_time"), backup_set.started_at)
+    return RestorePoint(str(artefact["name"]), backup_set.id, time_of_data)
+
+
+class _BackupPhases:
+    """The phases of a drill over the stack's real backups; scratch servers it starts are stopped
+    and their directories removed by `close()`, whatever happened."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        sessions: sessionmaker[Session],
+        *,
+        base_dir: Path,
+        actor: str,
+        clock: Clock,
+        notifier: Notifier,
+    ) -> None:
+        self.stack = stack
+        self.sessions = sessions
+        self.base_dir = base_dir
+        self.actor = actor
+        self.clock = clock
+        self.notifier = notifier
+        self.taken: BackupSet | None = None
+        self.chosen: dict[str, tuple[BackupSet, dict[str, Any]]] = {}
+        self.restored: dict[str, RestoreResult] = {}
+        self._cleanups: list[Callable[[], None]] = []
+
+    def phases(self, plan: DrillPlan) -> dict[str, Phase]:
+        built: dict[str, Phase] = {}
+        for planned in plan.phases:
+            if planned.kind == "backup":
+                built[planned.name] = self.take_backup
+            elif planned.kind == "verify":
+                built[planned.name] = self.verify
+            elif planned.kind == "select":
+                wanted = [p.source for p in plan.phases if p.kind == "restore" and p.source is not None]
+                built[planned.name] = functools.partial(self.select, wanted)
+            elif planned.source is not None and planned.kind == "restore":
+                built[planned.name] = functools.partial(self.restore, planned.source)
+            elif planned.source is not None and planned.kind == "health":
+                built[planned.name] = functools.partial(self.health, planned.source)
+        return built
+
+    def take_backup(self) -> PhaseOutcome:
+        taken = run_backup(
+            self.stack,
+            "full",
+            self.sessions,
+            base_dir=self.base_dir,
+            actor=self.actor,
+            notifier=self.notifier,
+        )
+        self.taken = taken
+        points = tuple(restore_point_of(taken, artefact) for artefact in taken.artefacts)
+        names = ", ".join(artefact["name"] for artefact in taken.artefacts)
+        return PhaseOutcome(detail=f"set {taken.id}: {names}", points=points)
+
+    def verify(self) -> PhaseOutcome:
+        if self.taken is None:
+            raise DrError("no backup set was taken to verify")
+        verified = verify_set(
+            self.sessions, self.stack, self.taken.id, base_dir=self.base_dir, notifier=self.notifier
+        )
+        checks = (verified.verification or {}).get("checks", [])
+        return PhaseOutcome(detail=f"set {verified.id} {verified.state}: {len(checks)} checks passed")
+
+    def select(self, sources: Sequence[DrillSource]) -> PhaseOutcome:
+        """For each source, the newest restorable set holding it that had finished at the disaster."""
+        disaster = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        sets = [
+            candidate
+            for candidate in list_sets(
+                self.sessions, stack=self.stack.name, environment=self.stack.environment
+            )
+            if candidate.restorable
+            and candidate.finished_at is not None
+            and candidate.finished_at <= disaster
+        ]
+        points: list[RestorePoint] = []
+        picked: list[str] = []
+        for source in sources:
+            found = next(
+                ((s, a) for s in sets for a in s.artefacts if a["name"] == source.name),
+                None,
+            )
+            if found is None:
+                raise DrError(
+                    f"no restorable backup set of {self.stack.name} ({self.stack.environment}) holds"
+                    f" {source.name}: nothing to recover it from; take one with `shipyard backup full`"
+                )
+            self.chosen[source.name] = found
+            points.append(restore_point_of(*found))
+            picked.append(f"{source.name} from {found[0].id} ({found[0].state})")
+        return PhaseOutcome(detail="; ".join(picked), points=tuple(points))
+
+    def restore(self, source: DrillSource) -> PhaseOutcome:
+        if source.name not in self.chosen:
+            raise DrError(f"no backup set was selected for {source.name}")
+        backup_set, artefact = self.chosen[source.name]
+        set_id = backup_set.id
+        if source.kind == "postgresql":
+            result = restore_database(
+                self.sessions, self.stack, base_dir=self.base_dir, actor=self.actor, set_id=set_id,
+                datastore=artefact["datastore"], into="scratch",
+            )  # fmt: skip
+            where = result.location
+            server = ScratchPostgres(
+                base=Path(where["data_dir"]), port=int(where["port"]), user=str(where["user"])
+            )
+            self._cleanups.append(functools.partial(_stop_and_remove, server.stop, server.base))
+            detail = f"pg_restore into scratch PostgreSQL on port {where['port']}"
+        elif source.kind == "redis":
+            result = restore_redis(
+                self.sessions, self.stack, base_dir=self.base_dir, actor=self.actor, set_id=set_id,
+                datastore=artefact["datastore"], into="scratch",
+            )  # fmt: skip
+            where = result.location
+            redis = ScratchRedis(base=Path(where["dir"]), port=int(where["port"]), pid=int(where["pid"]))
+            self._cleanups.append(functools.partial(_stop_and_remove, redis.stop, redis.base))
+            detail = f"scratch Redis on port {where['port']} loaded from the snapshot"
+        else:
+            result = restore_files(
+                self.sessions, self.stack, base_dir=self.base_dir, actor=self.actor, set_id=set_id,
+                path=artefact["path"], into="scratch",
+            )  # fmt: skip
+            where = result.location
+            self._cleanups.append(functools.partial(_stop_and_remove, None, Path(where["path"])))
+            detail = f"{where['files']} files into {where['path']}"
+        self.restored[source.name] = result
+        return PhaseOutcome(detail=f"from set {backup_set.id}: {detail}")
+
+    def health(self, source: DrillSource) -> PhaseOutcome:
+        result = self.restored.get(source.name)
+        if result is None:
+            raise DrError(f"{source.name} was not restored")
+        _, artefact = self.chosen[source.name]
+        if source.kind == "postgresql":
+            return _postgres_health(
+                result.location, artefact, self.stack.backup.checks if self.stack.backup else []
+            )
+        if source.kind == "redis":
+            return _redis_health(result.location, artefact)
+        digest = tree_digest(Path(result.location["path"]))
+        if digest.sha256 != artefact["sha256"]:
+            return PhaseOutcome(ok=False, detail="the restored files do not match the manifest's checksum")
+        return PhaseOutcome(detail=f"{digest.files} files match the manifest's checksum")
+
+    def close(self) -> None:
+        for cleanup in reversed(self._cleanups):
+            with contextlib.suppress(Exception):
+                cleanup()
+        self._cleanups.clear()
+
+
+def _stop_and_remove(stop: Callable[[], None] | None, directory: Path) -> None:
+    try:
+        if stop is not None:
+            stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _postgres_health(
+    location: Mapping[str, Any], artefact: Mapping[str, Any], checks: Sequence[str]
+) -> PhaseOutcome:
+    """The restored database answers, holds the manifest's row counts, and passes `backup.checks`."""
+    try:
+        with psycopg.connect(
+            host=location["host"],
+            port=location["port"],
+            user=location["user"],
+            dbname=location["database"],
+            autocommit=True,
+            connect_timeout=10,
+        ) as connection:
+            counts = row_counts(connection)
+            expected = artefact.get("row_counts", {})
+            differing = sorted(t for t in set(counts) | set(expected) if counts.get(t) != expected.get(t))
+            if differing:
+                shown = ", ".join(
+                    f"{t}: {expected.get(t)} backed up, {counts.get(t)} restored" for t in differing[:3]
+                )
+                return PhaseOutcome(ok=False, detail=f"row counts differ: {shown}")
+            for index, statement in enumerate(checks):
+                try:
+                    cursor = connection.execute(statement)
+                    if cursor.description is not None:
+                        cursor.fetchall()
+                except psycopg.Error as exc:
+                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    return PhaseOutcome(ok=False, detail=f"backup.checks[{index}] failed: {reason}")
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return PhaseOutcome(ok=False, detail=f"the restored PostgreSQL does not answer: {reason}")
+    return PhaseOutcome(
+        detail=f"answers; {len(expected)} tables' row counts match; {len(checks)} checks passed"
+    )
+
+
+def _redis_health(location: Mapping[str, Any], artefact: Mapping[str, Any]) -> PhaseOutcome:
+    """The restored Redis answers and holds as many keys as the snapshot did."""
+    keys = redis_dbsize(RedisSource(name="drill", host=str(location["host"]), port=int(location["port"])))
+    expected = artefact.get("dbsize")
+    low, high = artefact.get("dbsize_range") or [expected, expected]
+    ok = keys == expected if expected is not None else low <= keys <= high
+    wanted = expected if expected is not None else f"{low}..{high}"
+    return PhaseOutcome(ok=ok, detail=f"answers; {keys} keys ({wanted} in the manifest)")
+
+
+def _record(
+    sessions: sessionmaker[Session], actor: str, target: str, after: dict[str, Any], outcome: str
+) -> None:
+    with sessions() as session, session.begin():
+        session.add(
+            AuditRow(
+                actor=actor,
+                action="dr.drill",
+                target_kind="stack",
+                target=target,
+                after=after,
+                outcome=outcome,
+            )
+        )
+
+
+def run_stack_drill(
+    stack: Stack,
+    plan: DrillPlan,
+    *,
+    sessions: sessionmaker[Session],
+    base_dir: Path,
+    actor: str,
+    report_dir: Path,
+    clock: Clock = time.time,
+    notifier: Notifier | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> DrillRun:
+    """Run `plan` against the stack's backups into scratch servers, write its report, record it in
+    the audit log and send its result to the spec's channels.
+
+    Nothing live is touched: the backup phase reads the sources as `shipyard backup full` does,
+    and every restore goes into a scratch server or directory that is removed afterwards.
+    """
+    notifier = notifier or Notifier(stack.notifications)
+    adapter = _BackupPhases(stack, sessions, base_dir=base_dir, actor=actor, clock=clock, notifier=notifier)
+    phases = adapter.phases(plan)
+    if on_phase is not None:
+        phases = {name: _announced(name, phase, on_phase) for name, phase in phases.items()}
+    target = f"{stack.name}/{stack.environment}"
+    _record(sessions, actor, target, {"mode": plan.mode, "phases": [p.name for p in plan.phases]}, "started")
+    try:
+        result = run_drill(
+            plan,
+            phases,
+            targets=stack.dr,
+            stack=stack.name,
+            environment=stack.environment,
+            clock=clock,
+            previous_recoveries=previous_recoveries(report_dir, stack.name, stack.environment, plan.mode),
+        )
+    except BaseException as exc:
+        _record(sessions, actor, target, {"mode": plan.mode, "error": type(exc).__name__}, "failed")
+        raise
+    finally:
+        adapter.close()
+    markdown, machine = write_report(result, report_dir)
+    data = drill_data(result)
+    summary = {key: data[key] for key in ("mode", "passed", "failed_phase", "achieved", "targets")}
+    _record(
+        sessions, actor, target, summary | {"report": str(machine)}, "passed" if result.passed else "failed"
+    )
+    if notifier.channels:
+        notifier.send(drill_event(result))
+        notifier.wait()
+    return DrillRun(result, markdown, machine)
+
+
+def _announced(name: str, phase: Phase, on_phase: Callable[[str], None]) -> Phase:
+    def announced() -> PhaseOutcome:
+        on_phase(name)
+        return phase()
+
+    return announced

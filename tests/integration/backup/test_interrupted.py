@@ -1,0 +1,109 @@
+"""A backup killed with SIGKILL at each phase: the set ends `failed` once the next command looks,
+is never offered for restore, is ignored by retention, and the next backup succeeds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from integration.backup._cli import shipyard
+from shipyard.backup import PAUSE_ENV
+from shipyard.state import BackupSetRow, open_engine, session_factory
+from support.backup_stack import SHIPYARD, BackupStack, backup_stack
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[BackupStack]:
+    with backup_stack() as created:
+        yield created
+
+
+def _kill_each_at(stack: BackupStack, runs: list[tuple[str, str]]) -> list[str]:
+    """Start `shipyard backup KIND` for each (kind, phase), all at once, each pausing at its phase;
+    SIGKILL each (with its children) there. Returns the ids of their sets, in order."""
+    sessions = session_factory(open_engine(stack.state_url))
+    with sessions() as session:
+        before = set(session.scalars(select(BackupSetRow.id)))
+    processes = [
+        subprocess.Popen(
+            [SHIPYARD, "backup", kind, "-f", str(stack.spec)],
+            env=stack.cli_env(**{PAUSE_ENV: phase}),
+            cwd=stack.base,
+            stdout=subprocess.DEVNULL,
+            stderr=(stack.base / f"killed-{index}.err").open("w"),
+            start_new_session=True,  # its own process group: the kill takes restic and pg_dump too
+        )
+        for index, (kind, phase) in enumerate(runs)
+    ]
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with sessions() as session:
+                rows = list(session.scalars(select(BackupSetRow).where(BackupSetRow.id.not_in(before))))
+            paused = {row.phase: row for row in rows if row.state == "running"}
+            if all(phase in paused for _, phase in runs):
+                break
+            for index, ((_, phase), process) in enumerate(zip(runs, processes, strict=True)):
+                stderr = (stack.base / f"killed-{index}.err").read_text()
+                assert process.poll() is None, f"the backup ended before {phase}: {stderr}"
+            assert time.monotonic() < deadline, f"not every backup reached its phase: {sorted(paused)}"
+            time.sleep(0.05)
+        time.sleep(0.3)  # the upload pauses are at restic's first progress report: let restic go on
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return [paused[phase].id for _, phase in runs]
+
+
+def test_a_backup_killed_at_any_phase_is_failed_ignored_and_the_next_one_succeeds(
+    stack: BackupStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    killed = _kill_each_at(
+        stack,
+        [
+            ("database", "postgres:db:dump"),
+            ("full", "postgres:db:upload"),
+            ("redis", "redis:cache:snapshot"),
+            ("files", f"files:{stack.files}:upload"),
+        ],
+    )
+
+    listed = shipyard(stack, monkeypatch, capsys, "backup", "list", "-o", "json")
+    assert listed.code == 0, listed.err
+    states = {s["id"]: s for s in listed.json()}
+    for set_id in killed:
+        assert states[set_id]["state"] == "failed"
+        assert states[set_id]["restorable"] is False
+        assert "abandoned" in states[set_id]["error"]
+    assert not list(Path(tempfile.gettempdir()).glob(f"shipyard-backup-{killed[0]}-*"))  # dump dir cleaned
+
+    refused = shipyard(
+        stack, monkeypatch, capsys, "restore", "database", "--set", killed[1], "-f", str(stack.spec)
+    )
+    assert refused.code == 2
+    assert "failed" in refused.err
+    nothing = shipyard(stack, monkeypatch, capsys, "restore", "database", "-f", str(stack.spec))
+    assert nothing.code == 2
+    assert "no restorable backup set" in nothing.err
+
+    plan = shipyard(
+        stack, monkeypatch, capsys, "backup", "prune", "--dry-run", "-f", str(stack.spec), "-o", "json"
+    )
+    assert plan.code == 0, plan.err
+    assert sorted(plan.json()["ignored"]) == sorted(killed)
+    assert plan.json()["keep"] == {}
+    assert plan.json()["drop"] == []
+
+    after = shipyard(stack, monkeypatch, capsys, "backup", "full", "-f", str(stack.spec), "-o", "json")
+    assert after.code == 0, after.err
+    assert after.json()["state"] == "complete"
+    assert not any((stack.base / "repo" / "locks").iterdir())  # stale restic locks removed
