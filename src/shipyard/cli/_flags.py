@@ -369,11 +369,18 @@ def serve(
         str, typer.Option("--env", "-e", help="Default environment for flag evaluation.")
     ] = "production",
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", "-f", envvar="SHIPYARD_SPEC", dir_okay=False, help="Run this stack's backup schedules."
+        ),
+    ] = None,
 ) -> None:
-    """Run the shipyard server: the flag API, /healthz, /readyz and /metrics."""
+    """Run the shipyard server: the flag API, /healthz, /readyz, /metrics and the scheduler."""
     # Imported here: the web stack takes a moment to load and only `serve` needs it.
     from ..server import ServerConfig  # noqa: PLC0415
     from ..server import serve as run_server  # noqa: PLC0415
 
     console.print(f"shipyard serving on http://{host}:{port} (API docs at /docs)")
-    run_server(ServerConfig(database_url=database_url, environment=environment), host, port, workers)
+    config = ServerConfig(database_url=database_url, environment=environment, spec=spec)
+    run_server(config, host, port, workers)

@@ -1,6 +1,7 @@
 """`shipyard serve`: the FastAPI app that mounts every package's router, health and metrics."""
 
 import os
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -14,6 +15,7 @@ def app_from_environment() -> FastAPI:
         ServerConfig(
             database_url=os.environ.get("SHIPYARD_SERVE_DATABASE_URL") or None,
             environment=os.environ.get("SHIPYARD_SERVE_ENVIRONMENT", "production"),
+            spec=Path(spec) if (spec := os.environ.get("SHIPYARD_SERVE_SPEC")) else None,
         )
     )
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -33,8 +35,10 @@ from ..errors import (
 from ..flags._api import build_router as build_flags_router
 from ..flags._live import LiveFlagSet
 from ..flags._store import FlagStore
+from ..spec import load_spec
 from ..state import open_engine, session_factory
 from ._auth import TokenAuth
+from ._scheduler import Scheduler, backup_jobs, run_shipyard
 
 PROBLEM = "application/problem+json"
 MAX_BODY_BYTES = 1 << 20
@@ -47,6 +51,8 @@ class ServerConfig:
     """The environment flag evaluations use when a request names none."""
     max_body_bytes: int = MAX_BODY_BYTES
     poll_interval: float = 0.25
+    spec: Path | None = None
+    """The stack whose scheduled work (backups, verifications) this server runs; none without it."""
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
@@ -136,6 +142,15 @@ class Measure:
                 self.evaluations.inc()
 
 
+def _scheduled_jobs(config: ServerConfig) -> list[Any]:
+    """The spec's backup schedules as jobs, each run as a CLI child process as a CronJob would."""
+    if config.spec is None:
+        return []
+    stack = load_spec(config.spec).stack(config.environment)
+    run = functools.partial(run_shipyard, spec=config.spec, environment=config.environment)
+    return backup_jobs(stack.backup, run)
+
+
 def create_app(config: ServerConfig | None = None, engine: Engine | None = None) -> FastAPI:
     """The whole API over one state store."""
     config = config or ServerConfig()
@@ -155,12 +170,17 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         "shipyard_flag_evaluations", "Flag evaluations served by the API", registry=registry
     )
 
+    scheduler = Scheduler(sessions, _scheduled_jobs(config))
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         poller = asyncio.create_task(live.poll_forever())
+        scheduler.start()
         try:
             yield
         finally:
+            # A backup that has started finishes in its own process; no new one starts.
+            scheduler.shutdown(wait=False)
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
@@ -172,6 +192,7 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         description="Deployment and operations: feature flags, rollouts, backups, DR.",
     )
     app.state.live = live
+    app.state.scheduler = scheduler
     app.state.sessions = sessions
     app.state.engine = engine
 
@@ -211,13 +232,15 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
 
     @app.get("/readyz", tags=["health"], responses={503: {"description": "Not ready"}})
     def readyz() -> Any:
-        """Readiness: the state store answers."""
+        """Readiness: the state store answers and the scheduler runs."""
         try:
             with engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except Exception as exc:
             return problem(503, "Service Unavailable", f"state store: {type(exc).__name__}")
-        return {"status": "ready", "flagSetVersion": live.version}
+        if not scheduler.running:
+            return problem(503, "Service Unavailable", "scheduler: not running")
+        return {"status": "ready", "flagSetVersion": live.version, "scheduledJobs": list(scheduler.jobs)}
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     def metrics() -> Response:

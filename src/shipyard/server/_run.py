@@ -32,6 +32,7 @@ def serve(config: ServerConfig, host: str, port: int, workers: int = 1) -> None:
     if workers > 1:
         os.environ["SHIPYARD_SERVE_DATABASE_URL"] = config.database_url or ""
         os.environ["SHIPYARD_SERVE_ENVIRONMENT"] = config.environment
+        os.environ["SHIPYARD_SERVE_SPEC"] = str(config.spec or "")
         uvicorn.run(
             "shipyard.server:app_from_environment",
             factory=True,

@@ -191,6 +191,10 @@ class Scheduler:
     def jobs(self) -> tuple[str, ...]:
         return tuple(self._jobs)
 
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
     def start(self) -> None:
         self._scheduler.start()
         log.info("scheduler started: %s", ", ".join(self._jobs) or "no jobs")
