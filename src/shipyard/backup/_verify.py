@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import BackupError, UserError, VerificationError
+from ..errors import BackupError, RepositoryError, UserError, VerificationError
 from ..monitor import Event, Notifier
 from ..spec import Stack
 from ..state import utcnow
@@ -143,6 +143,16 @@ def _restored(repository: ResticRepository, artefact: dict[str, Any], prefix: st
     target = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         repository.restore(artefact["snapshot_id"], target)
+    except RepositoryError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise  # the repository could not be used at all: the means failed, not this artefact
+    except BackupError as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        # The repository answered but this artefact's data did not come back whole (a damaged
+        # pack fails restic's authentication): the set is not restorable.
+        raise VerificationError(
+            f"{artefact['name']}: cannot be restored: {exc.message}", artefact["name"]
+        ) from None
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise

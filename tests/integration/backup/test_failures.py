@@ -18,6 +18,7 @@ from integration.backup._cli import Result, shipyard
 from shipyard.backup import ResticRepository
 from shipyard.state import BackupSetRow, open_engine, session_factory
 from support.backup_stack import BackupStack, backup_stack
+from support.restic import flip_byte
 from support.servers import free_port
 
 
@@ -237,3 +238,28 @@ def test_prune_drops_what_retention_no_longer_keeps_and_the_snapshots_of_failed_
         t for snap in repository.snapshots(tags=["shipyard"]) for t in snap.tags if t.startswith("set:")
     }
     assert tagged == {f"set:{newest}"}
+
+
+def test_one_flipped_byte_in_a_pack_fails_verification_naming_the_artefact(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A stack of its own: the damage must not reach the other tests' repository.
+    with backup_stack() as damaged:
+        damaged.write_spec()
+        taken = shipyard(
+            damaged, monkeypatch, capsys, "backup", "full", "-f", str(damaged.spec), "-o", "json"
+        )
+        assert taken.code == 0, taken.err
+        set_id = taken.json()["id"]
+        artefacts = {a["name"] for a in taken.json()["manifest"]["artefacts"]}
+        # The biggest pack holds data blobs (the dump or the files), not only metadata.
+        pack = max((damaged.base / "repo" / "data").rglob("*"), key=lambda p: p.stat().st_size)
+        flip_byte(pack)
+
+        result = shipyard(damaged, monkeypatch, capsys, "backup", "verify", set_id, "-f", str(damaged.spec))
+        assert result.code == 1, result.err
+        named = [name for name in artefacts if name in result.err]
+        assert named, f"no artefact named in: {result.err}"
+        shown = shipyard(damaged, monkeypatch, capsys, "backup", "show", set_id, "-o", "json").json()
+        assert shown["state"] == "failed"
+        assert shown["restorable"] is False
