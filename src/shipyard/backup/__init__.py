@@ -5,7 +5,31 @@ A backup set is recorded in the state store before anything is read, and is rest
 """
 
 from ._connect import KINDS, FilesSource, PostgresSource, RedisSource, secret_env_name, sources_of
-from ._pgbackrest import PgBackRest, PgBackRestSettings, PitrBackup, PitrStatus, settings_from_spec
+from ._pgbackrest import (
+    BackupKind,
+    PgBackRest,
+    PgBackRestSettings,
+    PitrBackup,
+    PitrStatus,
+    settings_from_spec,
+)
+from ._pitr_ops import (
+    PitrBackupResult,
+    PitrRestoreResult,
+    PitrStanza,
+    expire_stanza,
+    init_stanza,
+    kind_word,
+    open_stanza,
+    parse_target_time,
+    pitr_config_path,
+    plan_expire,
+    plan_init,
+    plan_restore_pitr,
+    restore_pitr,
+    take_backup,
+    window_data,
+)
 from ._prune import PruneResult, prune, retention_plan
 from ._restic import BackupProgress, BackupSummary, CheckResult, ResticRepository, Snapshot
 from ._restore import RestoreResult, plan_restore, restore_database, restore_files, restore_redis
@@ -19,6 +43,7 @@ from ._verify import verify_set
 __all__ = [
     "KINDS",
     "PAUSE_ENV",
+    "BackupKind",
     "BackupProgress",
     "BackupSet",
     "BackupSummary",
@@ -27,6 +52,9 @@ __all__ = [
     "PgBackRest",
     "PgBackRestSettings",
     "PitrBackup",
+    "PitrBackupResult",
+    "PitrRestoreResult",
+    "PitrStanza",
     "PitrStatus",
     "PostgresSource",
     "PruneResult",
@@ -39,18 +67,28 @@ __all__ = [
     "SetFacts",
     "Snapshot",
     "TreeDigest",
+    "expire_stanza",
     "get_set",
+    "init_stanza",
+    "kind_word",
     "latest_set",
     "list_sets",
     "open_repository",
+    "open_stanza",
+    "parse_target_time",
+    "pitr_config_path",
     "plan_backup",
+    "plan_expire",
+    "plan_init",
     "plan_restore",
+    "plan_restore_pitr",
     "plan_retention",
     "prune",
     "reap_abandoned",
     "redis_dbsize",
     "restore_database",
     "restore_files",
+    "restore_pitr",
     "restore_redis",
     "retention_plan",
     "row_counts",
@@ -61,6 +99,8 @@ __all__ = [
     "settings_from_spec",
     "sources_of",
     "start_scratch_postgres",
+    "take_backup",
     "tree_digest",
     "verify_set",
+    "window_data",
 ]

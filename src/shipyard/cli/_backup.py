@@ -1,4 +1,10 @@
-"""`shipyard backup full|database|files|redis|list|show|verify|prune`, `shipyard restore ...`."""
+"""`shipyard backup full|database|files|redis|incremental|diff|list|show|verify|prune`,
+`shipyard backup pitr init|full|incremental|diff|list`, `shipyard restore ...`.
+
+`backup full|database|files|redis` are logical backups (pg_dump, RDB, files) into restic;
+`backup incremental|diff` and `backup pitr ...` are pgBackRest's physical backups and WAL archive,
+which `restore database --time/--lsn` restores from.
+"""
 
 from __future__ import annotations
 
@@ -14,20 +20,32 @@ from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..backup import (
+    BackupKind,
     BackupProgress,
     BackupSet,
+    PitrStanza,
     RestoreResult,
+    expire_stanza,
     get_set,
+    init_stanza,
+    kind_word,
     list_sets,
+    open_stanza,
+    parse_target_time,
     plan_backup,
+    plan_init,
     plan_restore,
+    plan_restore_pitr,
     prune,
     restore_database,
     restore_files,
+    restore_pitr,
     restore_redis,
     retention_plan,
     run_backup,
+    take_backup,
     verify_set,
+    window_data,
 )
 from ..errors import UserError
 from ..spec import Stack
@@ -40,6 +58,7 @@ from ._app import (
     SpecOption,
     actor,
     console,
+    console_err,
     emit,
     read_spec,
 )
@@ -323,6 +342,7 @@ def prune_command(
                                 "ignored": list(plan.ignored), "dry_run": True}  # fmt: skip
     else:
         data = prune(sessions, stack, base_dir=file.resolve().parent, actor=actor()).as_data()
+    data["pitr"] = _expire_pitr(stack, file, sessions, dry_run)
     if emit(data, output):
         return
     verb = "would drop" if dry_run else "dropped"
@@ -332,6 +352,189 @@ def prune_command(
         console.print(f"  [red]{verb}[/] {set_id}")
     for set_id in data["ignored"]:
         console.print(f"  ignored {set_id} (not restorable)")
+    pitr = data["pitr"]
+    if pitr is not None and "skipped" in pitr:
+        console.print(f"  pitr: {pitr['skipped']}")
+    elif pitr is not None:
+        verb = "would expire" if dry_run else "expired"
+        console.print(f"  pitr stanza {pitr['stanza']} (keeps {pitr['retention_full']} full backups):")
+        for label in pitr["keep"]:
+            console.print(f"    keep {label}")
+        for label in pitr["expire"]:
+            console.print(f"    [red]{verb}[/] {label}")
+
+
+def _expire_pitr(
+    stack: Stack, file: Path, sessions: sessionmaker[Session], dry_run: bool
+) -> dict[str, Any] | None:
+    """pgBackRest's own retention (`expire`) for the stanza, when `backup.pitr` is configured."""
+    if stack.backup is None or stack.backup.pitr is None:
+        return None
+    stanza = open_stanza(stack, base_dir=file.resolve().parent, require_config=False)
+    if not stanza.pgbackrest.config_path.exists():
+        return {"skipped": "not set up yet (`shipyard backup pitr init`): nothing to expire"}
+    return expire_stanza(sessions, stanza, actor=actor(), dry_run=dry_run)
+
+
+# --- point-in-time recovery (pgBackRest) -------------------------------------------------------
+
+pitr_app = typer.Typer(
+    help="PostgreSQL point-in-time recovery: pgBackRest base backups plus the WAL archive.",
+    no_args_is_help=True,
+)
+backup_app.add_typer(pitr_app, name="pitr")
+
+PitrDatastoreOption = Annotated[
+    str | None,
+    typer.Option("--datastore", help="The PostgreSQL datastore (default: the stack's only one)."),
+]
+
+
+def _stanza(file: Path, env: str | None, datastore: str | None, **options: bool) -> PitrStanza:
+    return open_stanza(_stack(file, env), base_dir=file.resolve().parent, datastore=datastore, **options)
+
+
+@pitr_app.command("init")
+def pitr_init(
+    datastore: PitrDatastoreOption = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Restart PostgreSQL (pg_ctl) when archive_mode needs it.")
+    ] = False,
+    dry_run: DryRunOption = False,
+    file: SpecOption = DEFAULT_SPEC,
+    env: EnvOption = None,
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Set up PITR: write pgbackrest.conf, turn on WAL archiving, create the stanza, check it."""
+    stanza = _stanza(file, env, datastore, discover_socket=True, require_config=False)
+    if dry_run:
+        plan = plan_init(stanza)
+        if emit(plan, output):
+            return
+        console.print(f"would write {plan['config_path']}:")
+        console.print(plan["config"], markup=False)
+        console.print(f"would set on PostgreSQL ({plan['data_dir']}) with ALTER SYSTEM:")
+        for name, value in plan["postgresql_settings"].items():
+            console.print(f"  {name} = {value}", markup=False)
+        console.print(
+            f"would create stanza {plan['stanza']} in {plan['repository']} and run pgbackrest check"
+        )
+        return
+    result = init_stanza(_sessions(database_url), stanza, actor=actor(), restart=restart)
+    if not emit(result, output):
+        console.print(f"wrote {result['config_path']}")
+        console.print(f"stanza [bold]{result['stanza']}[/] in {result['repository']}")
+        changed = ", ".join(result["changed"]) or "nothing (already set)"
+        console.print(f"PostgreSQL settings changed: {changed}")
+        if result["server_log"]:
+            console.print(f"PostgreSQL was restarted; its output now goes to {result['server_log']}")
+        if result["checked"]:
+            console.print("[green]pgbackrest check passed[/]: WAL is archived; take a base backup with "
+                          "`shipyard backup pitr full`")  # fmt: skip
+    if result["restart_needed"]:
+        console_err.print(
+            f"[yellow]not ready:[/] {result['message']}; or rerun `shipyard backup pitr init --restart` "
+            "to let shipyard restart it with pg_ctl"
+        )
+        raise typer.Exit(1)
+
+
+def _pitr_backup(kind: BackupKind, file: Path, env: str | None, datastore: str | None, dry_run: bool,
+                 database_url: str | None, output: Output) -> None:  # fmt: skip
+    stanza = _stanza(file, env, datastore)
+    if dry_run:
+        existing = stanza.pgbackrest.backups()
+        would_take: str = kind if kind == "full" or any(b.kind == "full" for b in existing) else "full"
+        plan: dict[str, Any] = {
+            "dry_run": True,
+            "stanza": stanza.pgbackrest.settings.stanza,
+            "requested": kind,
+            "would_take": would_take,
+        }
+        if emit(plan, output):
+            return
+        console.print(f"would take a {kind_word(would_take)} pgBackRest backup of stanza {plan['stanza']}")
+        if would_take != kind:
+            console.print(
+                f"  (no full backup exists yet: pgBackRest would take a full instead of {kind_word(kind)})"
+            )
+        return
+    result = take_backup(_sessions(database_url), stanza, kind, actor=actor())
+    if emit(result.as_data(), output):
+        return
+    backup = result.backup
+    if result.promoted_to_full:
+        console.print(
+            "[yellow]no full backup existed[/]: pgBackRest took a full backup "
+            f"instead of the requested {kind_word(kind)} one"
+        )
+    console.print(
+        f"{kind_word(backup.kind)} backup [bold]{backup.label}[/] of stanza {result.stanza}: "
+        f"{_size(backup.backup_size)} copied, {_size(backup.repository_delta)} added to the repository, "
+        f"LSN {backup.start_lsn} → {backup.stop_lsn}, "
+        f"restorable from {backup.stopped_at.isoformat(timespec='seconds')}"
+    )
+
+
+def _utc(iso: str) -> str:
+    return iso.replace("T", " ").removesuffix("+00:00")
+
+
+def _make_pitr_backup(app: typer.Typer, name: str, kind: BackupKind, help_text: str) -> None:
+    def command(
+        datastore: PitrDatastoreOption = None,
+        dry_run: DryRunOption = False,
+        file: SpecOption = DEFAULT_SPEC,
+        env: EnvOption = None,
+        database_url: DatabaseOption = None,
+        output: OutputOption = Output.table,
+    ) -> None:
+        _pitr_backup(kind, file, env, datastore, dry_run, database_url, output)
+
+    command.__doc__ = help_text
+    app.command(name)(command)
+
+
+_INCR_HELP = ("pgBackRest incremental backup (changes since the last backup of any kind); "
+              "a full when none exists yet.")  # fmt: skip
+_DIFF_HELP = "pgBackRest differential backup (changes since the last full); a full when none exists yet."
+_make_pitr_backup(backup_app, "incremental", "incr", _INCR_HELP)
+_make_pitr_backup(backup_app, "diff", "diff", _DIFF_HELP)
+_make_pitr_backup(pitr_app, "full", "full", "pgBackRest full base backup of the PostgreSQL primary.")
+_make_pitr_backup(pitr_app, "incremental", "incr", _INCR_HELP)
+_make_pitr_backup(pitr_app, "diff", "diff", _DIFF_HELP)
+
+
+@pitr_app.command("list")
+def pitr_list(
+    datastore: PitrDatastoreOption = None,
+    file: SpecOption = DEFAULT_SPEC,
+    env: EnvOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """pgBackRest backups (times, LSNs, sizes) and the restorable window."""
+    stanza = _stanza(file, env, datastore)
+    data = window_data(stanza, stanza.pgbackrest.status())
+    if emit(data, output):
+        return
+    window = data["window"]
+    if not data["backups"]:
+        console.print(f"stanza {data['stanza']}: no backups yet: `shipyard backup pitr full` takes one")
+        return
+    console.print(
+        f"stanza [bold]{data['stanza']}[/] ({data['status']['message']}): restorable from "
+        f"[bold]{window['from']}[/] to [bold]{window['to'] or 'the newest archived WAL'}[/] "
+        f"(WAL {window['archive_min']} → {window['archive_max']})"
+    )
+    table = Table(title="pgBackRest backups (times UTC)", title_justify="left")
+    table.add_column("label", no_wrap=True)
+    for column in ("type", "started", "restorable from", "stop LSN", "copied"):
+        table.add_column(column)
+    for b in data["backups"]:
+        table.add_row(b["label"], b["kind"], _utc(b["started_at"]), _utc(b["stopped_at"]),
+                      b["stop_lsn"], _size(b["backup_size"]))  # fmt: skip
+    console.print(table)
 
 
 def _into(value: str) -> str:
@@ -379,14 +582,29 @@ def restore_database_command(
     dry_run: DryRunOption = False,
     target_dir: TargetDirOption = None,
     port: PortOption = None,
+    time: Annotated[
+        str | None,
+        typer.Option(
+            "--time", help="PITR: restore to this moment (ISO 8601 with a zone, e.g. 2026-12-01T02:00:00Z)."
+        ),
+    ] = None,
+    lsn: Annotated[
+        str | None, typer.Option("--lsn", help="PITR: restore to this WAL position (e.g. 0/3000060).")
+    ] = None,
     file: SpecOption = DEFAULT_SPEC,
     env: EnvOption = None,
     jobs: JobsOption = None,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
-    """Restore a PostgreSQL dump: a scratch server (left running) or, with --yes, the live database."""
+    """Restore a PostgreSQL dump: a scratch server (left running) or, with --yes, the live database.
+
+    With --time or --lsn: a point-in-time restore from pgBackRest (backup.pitr) into scratch."""
     stack = _stack(file, env)
+    if time is not None or lsn is not None:
+        _restore_pitr(stack, file, set_id, datastore, into, time, lsn, dry_run, target_dir, port,
+                      database_url, output)  # fmt: skip
+        return
     if dry_run:
         _dry_run_restore(database_url, stack, "postgres", set_id, datastore, _into(into), output)
         return
@@ -395,6 +613,56 @@ def restore_database_command(
         datastore=datastore, into=_into(into), yes=yes, target_dir=target_dir, port=port, jobs=jobs,  # type: ignore[arg-type]
     )  # fmt: skip
     _report_restore(result, output)
+
+
+def _restore_pitr(
+    stack: Stack,
+    file: Path,
+    set_id: str | None,
+    datastore: str | None,
+    into: str,
+    time_text: str | None,
+    lsn: str | None,
+    dry_run: bool,
+    target_dir: Path | None,
+    port: int | None,
+    database_url: str | None,
+    output: Output,
+) -> None:
+    if time_text is not None and lsn is not None:
+        raise UserError("give --time or --lsn, not both")
+    if set_id is not None:
+        raise UserError(
+            "--set picks a logical (restic) set; a --time/--lsn restore picks its pgBackRest backup itself"
+        )
+    if _into(into) == "live":
+        raise UserError(
+            "a point-in-time restore goes into scratch only (--into scratch): restoring over the live "
+            "primary means stopping it, which shipyard does not do; restore into scratch and copy "
+            "what you need from there"
+        )
+    moment = parse_target_time(time_text) if time_text is not None else None
+    target_dir = target_dir.resolve() if target_dir is not None else None
+    stanza = open_stanza(stack, base_dir=file.resolve().parent, datastore=datastore)
+    if dry_run:
+        plan = plan_restore_pitr(stanza, time=moment, lsn=lsn, target_dir=target_dir, port=port)
+        if emit(plan, output):
+            return
+        console.print(f"would restore stanza {plan['stanza']} into {plan['data_dir']} with:")
+        console.print("  pgbackrest restore " + " ".join(plan["pgbackrest_arguments"]), markup=False)
+        window = plan["window"]
+        console.print(f"  restorable window: {window['from']} → {window['to']}")
+        return
+    result = restore_pitr(
+        _sessions(database_url), stanza, actor=actor(), time=moment, lsn=lsn, target_dir=target_dir, port=port
+    )
+    if emit(result.as_data(), output):
+        return
+    point = result.target["time"] or f"LSN {result.target['lsn']}"
+    console.print(f"restored stanza {stanza.pgbackrest.settings.stanza} to {point} into {result.data_dir}")
+    console.print(f"  running on 127.0.0.1:{result.port} (log {result.log_file})")
+    console.print(f"  connect with: psql -h 127.0.0.1 -p {result.port} -U {result.os_user}", markup=False)
+    console.print(f"  stop it with: {' '.join(result.stop_command)}", markup=False)
 
 
 @restore_app.command("redis")

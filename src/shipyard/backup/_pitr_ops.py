@@ -1,0 +1,499 @@
+"""Point-in-time recovery as the CLI drives it: the pgBackRest stanza of a stack, from its spec.
+
+Glue between the spec (`backup.pitr`, `datastores.<name>.local`), the state store (every step that
+changes the world is audited before and after) and the `PgBackRest` adapter. The config file lives
+at one fixed path per stack and environment under the state directory, because PostgreSQL's
+`archive_command` names it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import BackupError, UserError
+from ..spec import Postgres, Stack
+from ..state import AuditRow
+from ._pgbackrest import (
+    BackupKind,
+    PgBackRest,
+    PitrBackup,
+    PitrStatus,
+    archive_command,
+    format_target_time,
+    lsn_value,
+    render_config,
+    restore_arguments,
+    settings_from_spec,
+)
+from ._scratch import free_port
+
+_SOCKET_LINE = re.compile(r"^pg1-socket-path=(.+)$", re.MULTILINE)
+_KIND_WORDS = {"full": "full", "diff": "differential", "incr": "incremental"}
+
+
+@dataclass(frozen=True)
+class PitrStanza:
+    """A stack's stanza: which datastore it protects, and the adapter over it."""
+
+    stack: Stack
+    datastore: str
+    pgbackrest: PgBackRest
+
+    @property
+    def target(self) -> str:
+        """The audit log's name for it."""
+        return f"{self.stack.name}/{self.stack.environment}/{self.pgbackrest.settings.stanza}"
+
+
+@dataclass(frozen=True)
+class PitrBackupResult:
+    backup: PitrBackup
+    requested: BackupKind
+    stanza: str
+
+    @property
+    def promoted_to_full(self) -> bool:
+        """pgBackRest takes a full when a diff/incr has no full to build on."""
+        return self.requested != "full" and self.backup.kind == "full"
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "stanza": self.stanza,
+            "requested": self.requested,
+            "promoted_to_full": self.promoted_to_full,
+            **backup_data(self.backup),
+        }
+
+
+@dataclass(frozen=True)
+class PitrRestoreResult:
+    data_dir: Path
+    port: int
+    log_file: Path
+    arguments: list[str]
+    target: dict[str, str | None]
+    os_user: str
+    stop_command: list[str] = field(default_factory=list)
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "data_dir": str(self.data_dir),
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": self.os_user,
+            "log_file": str(self.log_file),
+            "target": self.target,
+            "pgbackrest_arguments": self.arguments,
+            "stop_command": self.stop_command,
+        }
+
+
+def state_dir() -> Path:
+    """`$SHIPYARD_STATE_DIR` (default `.shipyard`), absolute: archive_command must not depend on a cwd."""
+    return Path(os.environ.get("SHIPYARD_STATE_DIR", ".shipyard")).resolve()
+
+
+def pitr_work_dir(stack: Stack) -> Path:
+    """`<state dir>/pgbackrest/<stack>-<env>/`: pgbackrest.conf and pgBackRest's log, lock, spool."""
+    return state_dir() / "pgbackrest" / f"{stack.name}-{stack.environment or 'default'}"
+
+
+def pitr_config_path(stack: Stack) -> Path:
+    return pitr_work_dir(stack) / "pgbackrest.conf"
+
+
+def postgres_datastore(stack: Stack, name: str | None) -> tuple[str, Postgres]:
+    """The datastore `name`, or the stack's only PostgreSQL one; UserError naming the choices."""
+    found = {n: d for n, d in stack.datastores.items() if isinstance(d, Postgres)}
+    if name is not None:
+        if name not in found:
+            raise UserError(
+                f"--datastore {name!r} is not a PostgreSQL datastore of {stack.name}; "
+                f"choose one of: {', '.join(sorted(found)) or '(none)'}"
+            )
+        return name, found[name]
+    if len(found) == 1:
+        return next(iter(found.items()))
+    if not found:
+        raise UserError(f"stack {stack.name} has no PostgreSQL datastore: point-in-time recovery needs one")
+    raise UserError(
+        f"stack {stack.name} has several PostgreSQL datastores: "
+        f"pick one with --datastore ({', '.join(sorted(found))})"
+    )
+
+
+def open_stanza(
+    stack: Stack,
+    *,
+    base_dir: Path,
+    datastore: str | None = None,
+    discover_socket: bool = False,
+    require_config: bool = True,
+) -> PitrStanza:
+    """The stanza of `stack` under `backup.pitr`.
+
+    discover_socket: ask the running server where its UNIX socket is (`pitr init`); otherwise the
+    socket path comes from the config `pitr init` wrote. require_config: UserError when `pitr init`
+    has not run yet.
+    """
+    if stack.backup is None or stack.backup.pitr is None:
+        raise UserError(
+            f"backup.pitr is not set for {stack.name}: add "
+            "`backup: pitr: {repository: /var/lib/pgbackrest}` to shipyard.yaml to use point-in-time recovery"
+        )
+    name, postgres = postgres_datastore(stack, datastore)
+    config_path = pitr_config_path(stack)
+    socket_dir: Path | None = None
+    if discover_socket:
+        socket_dir = _server_socket_dir(postgres, name)
+    elif config_path.exists():
+        match = _SOCKET_LINE.search(config_path.read_text())
+        socket_dir = Path(match.group(1).strip()) if match else None
+    elif require_config:
+        raise UserError(
+            f"point-in-time recovery is not set up for {stack.name} ({stack.environment}): "
+            f"run `shipyard backup pitr init` first (no {config_path})"
+        )
+    settings = settings_from_spec(
+        stack.backup.pitr,
+        postgres,
+        work_dir=pitr_work_dir(stack),
+        retention=stack.backup.retention,
+        datastore=name,
+        base_dir=base_dir,
+        socket_dir=socket_dir,
+    )
+    return PitrStanza(stack, name, PgBackRest(settings, config_path))
+
+
+def _server_socket_dir(postgres: Postgres, name: str) -> Path | None:
+    """Where the server listens on a UNIX socket: pgBackRest connects there, not over TCP."""
+    host, port = postgres.local.host, postgres.local.port or postgres.port
+    try:
+        with psycopg.connect(
+            host=host, port=port, user="postgres", dbname="postgres", connect_timeout=10
+        ) as conn:
+            row = conn.execute("SHOW unix_socket_directories").fetchone()
+    except psycopg.OperationalError as error:
+        first = (str(error).strip().splitlines() or ["unreachable"])[0]
+        raise BackupError(
+            f"cannot connect to PostgreSQL datastore {name} at {host}:{port} as postgres: {first}"
+        ) from None
+    for entry in str(row[0] if row else "").split(","):
+        if entry.strip().startswith("/"):
+            return Path(entry.strip())
+    return None
+
+
+def _audit(
+    sessions: sessionmaker[Session], actor: str, action: str, target: str, after: dict[str, Any], outcome: str
+) -> None:
+    with sessions() as session, session.begin():
+        session.add(
+            AuditRow(actor=actor, action=action, target_kind="pitr_stanza", target=target,
+                     before=None, after=after, outcome=outcome)
+        )  # fmt: skip
+
+
+@contextmanager
+def _audited(
+    sessions: sessionmaker[Session], actor: str, action: str, target: str, facts: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """Record `started` before the block and `ok` (with what the block added) or `failed` after."""
+    _audit(sessions, actor, action, target, facts, "started")
+    after = dict(facts)
+    try:
+        yield after
+    except BaseException as error:
+        message = getattr(error, "message", None) or type(error).__name__
+        _audit(sessions, actor, action, target, {**after, "error": str(message)[:500]}, "failed")
+        raise
+    _audit(sessions, actor, action, target, after, "ok")
+
+
+# --- init --------------------------------------------------------------------------------------
+
+
+def plan_init(stanza: PitrStanza) -> dict[str, Any]:
+    """What `pitr init` would write and set (a dry run: nothing changes)."""
+    pg = stanza.pgbackrest
+    s = pg.settings
+    return {
+        "dry_run": True,
+        "datastore": stanza.datastore,
+        "stanza": s.stanza,
+        "config_path": str(pg.config_path),
+        "config": render_config(s),
+        "repository": str(s.repository),
+        "data_dir": str(s.data_dir),
+        "postgresql_settings": {
+            "archive_mode": "on",
+            "archive_command": archive_command(pg.binary, pg.config_path, s.stanza),
+            "archive_timeout": str(s.archive_timeout),
+        },
+    }
+
+
+def init_stanza(
+    sessions: sessionmaker[Session], stanza: PitrStanza, *, actor: str, restart: bool
+) -> dict[str, Any]:
+    """Write pgbackrest.conf, point archiving at it, create the stanza and, when archiving is live,
+    prove it with `pgbackrest check`."""
+    pg = stanza.pgbackrest
+    facts = {"datastore": stanza.datastore, "config_path": str(pg.config_path), "restart": restart}
+    with _audited(sessions, actor, "backup.pitr.init", stanza.target, facts) as after:
+        pg.write_config()
+        log_file = pg.settings.log_dir / "postgresql.log"
+        change = pg.enable_archiving(restart=restart, log_file=log_file)
+        pg.create_stanza()
+        if not change.restart_needed:
+            pg.check()
+        after.update(
+            changed=list(change.changed),
+            restart_needed=change.restart_needed,
+            restarted=change.restarted,
+            checked=not change.restart_needed,
+        )
+    return {
+        **after,
+        "stanza": pg.settings.stanza,
+        "repository": str(pg.settings.repository),
+        "message": change.message,
+        "server_log": str(log_file) if change.restarted else None,
+    }
+
+
+# --- backups -----------------------------------------------------------------------------------
+
+
+def backup_data(backup: PitrBackup) -> dict[str, Any]:
+    return {
+        "label": backup.label,
+        "kind": backup.kind,
+        "started_at": backup.started_at.isoformat(),
+        "stopped_at": backup.stopped_at.isoformat(),
+        "start_lsn": backup.start_lsn,
+        "stop_lsn": backup.stop_lsn,
+        "wal_start": backup.wal_start,
+        "wal_stop": backup.wal_stop,
+        "database_size": backup.database_size,
+        "backup_size": backup.backup_size,
+        "repository_delta": backup.repository_delta,
+        "prior": backup.prior,
+        "error": backup.error,
+    }
+
+
+def take_backup(
+    sessions: sessionmaker[Session], stanza: PitrStanza, kind: BackupKind, *, actor: str
+) -> PitrBackupResult:
+    """A pgBackRest backup (full, diff or incr), audited before and after."""
+    facts = {"datastore": stanza.datastore, "requested": kind}
+    with _audited(sessions, actor, f"backup.pitr.{kind}", stanza.target, facts) as after:
+        result = PitrBackupResult(stanza.pgbackrest.backup(kind), kind, stanza.pgbackrest.settings.stanza)
+        after.update(label=result.backup.label, kind=result.backup.kind, stop_lsn=result.backup.stop_lsn)
+    return result
+
+
+def kind_word(kind: str) -> str:
+    return _KIND_WORDS.get(kind, kind)
+
+
+# --- the restorable window ---------------------------------------------------------------------
+
+
+def newest_archived_at(status: PitrStatus, repository: Path) -> datetime | None:
+    """When the newest archived WAL segment reached the repository (its file's mtime): no commit
+    after that moment can be restored yet."""
+    if status.archive_max is None:
+        return None
+    segment = status.archive_max
+    pattern = f"*/{segment[:16]}/{segment}-*"
+    try:
+        times = [p.stat().st_mtime for p in (repository / "archive" / status.stanza).glob(pattern)]
+    except OSError:
+        return None
+    return datetime.fromtimestamp(max(times), UTC) if times else None
+
+
+def window_data(stanza: PitrStanza, status: PitrStatus) -> dict[str, Any]:
+    """The stanza's backups and restorable window (oldest backup end -> newest archived WAL)."""
+    newest = newest_archived_at(status, stanza.pgbackrest.settings.repository)
+    if newest is not None and status.backups:
+        newest = max(newest, status.backups[-1].stopped_at)
+    oldest = status.oldest_restorable
+    return {
+        "stanza": status.stanza,
+        "datastore": stanza.datastore,
+        "status": {"code": status.code, "message": status.message},
+        "window": {
+            "from": oldest.isoformat() if oldest else None,
+            "to": newest.isoformat() if newest and oldest else None,
+            "from_lsn": status.backups[0].stop_lsn if status.backups else None,
+            "archive_min": status.archive_min,
+            "archive_max": status.archive_max,
+        },
+        "backups": [backup_data(b) for b in status.backups],
+    }
+
+
+def check_target(status: PitrStatus, *, time: datetime | None, lsn: str | None) -> None:
+    """UserError before anything is created when the target is outside what the stanza can restore."""
+    if not status.exists:
+        raise BackupError(
+            f"pgBackRest stanza {status.stanza!r} does not exist: run `shipyard backup pitr init`"
+        )
+    if not status.backups:
+        raise UserError(
+            f"stanza {status.stanza!r} has no backup to restore from: take one with "
+            "`shipyard backup pitr full` (or `shipyard backup incremental`)"
+        )
+    oldest = status.backups[0]
+    if time is not None:
+        if time > datetime.now(UTC):
+            raise UserError(f"cannot restore to {format_target_time(time)}: that time is in the future")
+        if time <= oldest.stopped_at:
+            raise UserError(
+                f"cannot restore to {format_target_time(time)}: the oldest restorable time is "
+                f"{oldest.stopped_at.isoformat()} (the end of backup {oldest.label}); pick a later time"
+            )
+    if lsn is not None and lsn_value(lsn) < lsn_value(oldest.stop_lsn):
+        raise UserError(
+            f"cannot restore to LSN {lsn}: the oldest restorable LSN is {oldest.stop_lsn} "
+            f"(the end of backup {oldest.label})"
+        )
+
+
+# --- restore -----------------------------------------------------------------------------------
+
+
+def parse_target_time(text: str) -> datetime:
+    """`--time`: ISO 8601 with a zone, e.g. 2026-12-01T02:00:00Z."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UserError(f"--time {text!r} is not a time like 2026-12-01T02:00:00Z") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise UserError(f"--time {text!r} has no time zone: add one, e.g. {text.strip()}Z for UTC")
+    return moment
+
+
+def plan_restore_pitr(
+    stanza: PitrStanza, *, time: datetime | None, lsn: str | None, target_dir: Path | None, port: int | None
+) -> dict[str, Any]:
+    """What a PITR restore would do (reads the repository; creates nothing)."""
+    data_dir = (target_dir or Path(tempfile.gettempdir()) / "shipyard-pitr-restore-XXXXXX") / "data"
+    arguments = restore_arguments(data_dir, time=time, lsn=lsn)
+    status = stanza.pgbackrest.status()
+    check_target(status, time=time, lsn=lsn)
+    return {
+        "dry_run": True,
+        "stanza": status.stanza,
+        "data_dir": str(data_dir),
+        "port": port,
+        "pgbackrest_arguments": arguments,
+        "window": window_data(stanza, status)["window"],
+    }
+
+
+def restore_pitr(
+    sessions: sessionmaker[Session],
+    stanza: PitrStanza,
+    *,
+    actor: str,
+    time: datetime | None,
+    lsn: str | None,
+    target_dir: Path | None,
+    port: int | None,
+) -> PitrRestoreResult:
+    """Restore the stanza to `time`/`lsn` into a new scratch data directory and start it there
+    (left running; the result says how to connect and stop it). Never touches the primary."""
+    pg = stanza.pgbackrest
+    restore_arguments(Path("/nonexistent"), time=time, lsn=lsn)  # validates the target first
+    if target_dir is not None and target_dir.exists() and any(target_dir.iterdir()):
+        raise UserError(f"--target-dir {target_dir} is not empty: give a new or empty directory")
+    check_target(pg.status(), time=time, lsn=lsn)
+    port = port or free_port()
+    target = {"time": format_target_time(time) if time else None, "lsn": lsn}
+    facts = {"datastore": stanza.datastore, "target": target, "port": port}
+    with _audited(sessions, actor, "backup.pitr.restore", stanza.target, facts) as after:
+        base = target_dir or Path(tempfile.mkdtemp(prefix="shipyard-pitr-restore-"))
+        base.mkdir(parents=True, exist_ok=True)
+        _give(base, pg.os_user)
+        data_dir, log_file = base / "data", base / "postgresql.log"
+        after["data_dir"] = str(data_dir)
+        arguments = pg.restore(data_dir, time=time, lsn=lsn)
+        pg.start_restored(data_dir, port=port, log_file=log_file)
+    return PitrRestoreResult(
+        data_dir=data_dir,
+        port=port,
+        log_file=log_file,
+        arguments=arguments,
+        target=target,
+        os_user=pg.settings.db_user,
+        stop_command=_stop_command(pg, data_dir),
+    )
+
+
+def _give(path: Path, user: str) -> None:
+    """The PostgreSQL user must own the scratch base: the restored server writes its log there."""
+    if os.geteuid() == 0 and user != "root":
+        shutil.chown(path, user, pwd.getpwnam(user).pw_gid)
+
+
+def _stop_command(pg: PgBackRest, data_dir: Path) -> list[str]:
+    bin_dir = pg.settings.pg_bin_dir
+    pg_ctl = str(bin_dir / "pg_ctl") if bin_dir and (bin_dir / "pg_ctl").exists() else "pg_ctl"
+    argv = [pg_ctl, "-D", str(data_dir), "-m", "fast", "-w", "stop"]
+    if os.geteuid() == 0 and pg.os_user != "root":
+        return ["runuser", "-u", pg.os_user, "--", *argv]
+    return argv
+
+
+# --- expire ------------------------------------------------------------------------------------
+
+
+def plan_expire(backups: list[PitrBackup], retention_full: int) -> list[str]:
+    """The labels `pgbackrest expire` removes with repo1-retention-full=N: every set older than
+    the Nth newest full (diff/incr depend on their full, so they go with it). Pure."""
+    fulls = [b for b in backups if b.kind == "full"]
+    if len(fulls) <= retention_full:
+        return []
+    oldest_kept = fulls[-retention_full]
+    return sorted(b.label for b in backups if b.started_at < oldest_kept.started_at)
+
+
+def expire_stanza(
+    sessions: sessionmaker[Session], stanza: PitrStanza, *, actor: str, dry_run: bool
+) -> dict[str, Any]:
+    """Apply the full-backup retention (`pgbackrest expire`); with dry_run only report it."""
+    pg = stanza.pgbackrest
+    retention_full = pg.settings.retention_full
+    backups = pg.backups()
+    planned = plan_expire(backups, retention_full)
+    data: dict[str, Any] = {
+        "stanza": pg.settings.stanza,
+        "retention_full": retention_full,
+        "dry_run": dry_run,
+    }
+    if dry_run:
+        return {**data, "expire": planned, "keep": [b.label for b in backups if b.label not in planned]}
+    facts = {"datastore": stanza.datastore, "retention_full": retention_full, "planned": planned}
+    with _audited(sessions, actor, "backup.pitr.expire", stanza.target, facts) as after:
+        removed = pg.expire(retention_full=retention_full)
+        after["expired"] = removed
+    kept = [b.label for b in pg.backups()]
+    return {**data, "expire": removed, "keep": kept}
