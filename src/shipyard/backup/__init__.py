@@ -5,6 +5,7 @@ A backup set is recorded in the state store before anything is read, and is rest
 """
 
 from ._connect import KINDS, FilesSource, PostgresSource, RedisSource, secret_env_name, sources_of
+from ._freshness import SourceFreshness, check_freshness
 from ._pgbackrest import (
     BackupKind,
     PgBackRest,
@@ -66,7 +67,9 @@ __all__ = [
     "ScratchRedis",
     "SetFacts",
     "Snapshot",
+    "SourceFreshness",
     "TreeDigest",
+    "check_freshness",
     "expire_stanza",
     "get_set",
     "init_stanza",

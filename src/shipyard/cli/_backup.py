@@ -25,6 +25,7 @@ from ..backup import (
     BackupSet,
     PitrStanza,
     RestoreResult,
+    check_freshness,
     expire_stanza,
     get_set,
     init_stanza,
@@ -48,8 +49,9 @@ from ..backup import (
     window_data,
 )
 from ..errors import UserError
+from ..monitor import Notifier
 from ..spec import Stack
-from ..state import open_engine, session_factory
+from ..state import open_engine, session_factory, utcnow
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -323,6 +325,30 @@ def verify(
         return
     checks = (result.verification or {}).get("checks", [])
     console.print(f"set [bold]{result.id}[/]: [green]{result.state}[/] ({len(checks)} checks passed)")
+
+
+@backup_app.command("freshness")
+def freshness(
+    file: SpecOption = DEFAULT_SPEC,
+    env: EnvOption = None,
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Is each source's newest restorable backup younger than the RPO (`dr.rpo`)? Exit 1 and page if not."""
+    stack = _stack(file, env)
+    report = check_freshness(
+        _sessions(database_url), stack, now=utcnow(), notifier=Notifier(stack.notifications)
+    )
+    stale = [f for f in report if f.stale]
+    if not emit([f.as_data() for f in report], output):
+        table = Table("source", "newest set", "age", "RPO", "")
+        for f in report:
+            age = "none" if f.age_s is None else f"{f.age_s:.0f} s"
+            verdict = "[red]stale[/]" if f.stale else "[green]ok[/]"
+            table.add_row(f.source, f.newest_set or "-", age, f"{f.limit_s:.0f} s", verdict)
+        console.print(table)
+    if stale:
+        raise typer.Exit(1)
 
 
 @backup_app.command("prune")

@@ -38,7 +38,9 @@ from ..flags._store import FlagStore
 from ..spec import load_spec
 from ..state import open_engine, session_factory
 from ._auth import TokenAuth
-from ._scheduler import Scheduler, backup_jobs, run_shipyard
+from ._scheduler import ScheduledJob, Scheduler, backup_jobs, run_shipyard
+
+FRESHNESS_SCHEDULE = "*/5 * * * *"
 
 PROBLEM = "application/problem+json"
 MAX_BODY_BYTES = 1 << 20
@@ -148,7 +150,13 @@ def _scheduled_jobs(config: ServerConfig) -> list[Any]:
         return []
     stack = load_spec(config.spec).stack(config.environment)
     run = functools.partial(run_shipyard, spec=config.spec, environment=config.environment)
-    return backup_jobs(stack.backup, run)
+    jobs = backup_jobs(stack.backup, run)
+    if stack.backup is not None and stack.dr is not None:
+        # Pages when a source's newest restorable backup is older than the RPO.
+        jobs.append(
+            ScheduledJob("backup-freshness", FRESHNESS_SCHEDULE, lambda _: run(["backup", "freshness"]))
+        )
+    return jobs
 
 
 def create_app(config: ServerConfig | None = None, engine: Engine | None = None) -> FastAPI:

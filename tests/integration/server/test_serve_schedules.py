@@ -45,3 +45,10 @@ def test_serve_without_a_spec_schedules_nothing(tmp_path: Path) -> None:
     app = create_app(ServerConfig(database_url=f"sqlite:///{tmp_path / 'state.db'}"))
     with TestClient(app) as client:
         assert client.get("/readyz").json()["scheduledJobs"] == []
+
+
+def test_with_an_rpo_target_serve_also_checks_backup_freshness(tmp_path: Path) -> None:
+    spec = tmp_path / "shipyard.yaml"
+    spec.write_text(SPEC + "dr: {rto: 15m, rpo: 5m}\n")
+    app = create_app(ServerConfig(database_url=f"sqlite:///{tmp_path / 'state.db'}", spec=spec))
+    assert app.state.scheduler.jobs == ("backup-database", "backup-full", "backup-freshness")
