@@ -38,7 +38,7 @@ $(MOTO):
 	.venv-moto/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 
 test: install $(MOTO) lint typecheck
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile  # a file's tests (and its servers) stay on one worker
 
 demo: install
 	bash scripts/demo.sh $(DEMO_OUT)
