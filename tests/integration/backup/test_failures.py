@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,31 +18,14 @@ from shipyard.state import BackupSetRow, open_engine, session_factory
 from support.backup_stack import BackupStack, backup_stack
 from support.restic import flip_byte
 from support.servers import free_port
-
-
-class _Hook(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]]
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        self.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+from support.webhook import webhook_receiver
 
 
 @pytest.fixture(scope="module")
 def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A webhook receiver on loopback: its URL and the events it got."""
-    received: list[dict[str, Any]] = []
-    handler = type("Hook", (_Hook,), {"received": received})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    server.shutdown()
+    with webhook_receiver() as webhook:
+        yield webhook.url, webhook.received
 
 
 @pytest.fixture(scope="module")

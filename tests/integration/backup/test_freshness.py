@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 from typing import Any
 
@@ -12,62 +10,41 @@ import pytest
 
 from integration.backup._cli import shipyard
 from support.backup_stack import backup_stack
-
-
-class _Hook(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]]
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        self.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+from support.webhook import webhook_receiver
 
 
 def test_stale_until_a_backup_then_fresh_then_stale_again(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    received: list[dict[str, Any]] = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("Hook", (_Hook,), {"received": received}))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    try:
-        with backup_stack() as stack:
-            extra = "dr: {rto: 15m, rpo: 3s}\nnotifications:\n  ops: {kind: webhook, url: '${env:HOOK}'}\n"
-            stack.write_spec(extra=extra)
+    with webhook_receiver() as webhook, backup_stack() as stack:
+        hook, received = webhook.url, webhook.received
+        extra = "dr: {rto: 15m, rpo: 3s}\nnotifications:\n  ops: {kind: webhook, url: '${env:HOOK}'}\n"
+        stack.write_spec(extra=extra)
 
-            def freshness() -> tuple[int, list[dict[str, Any]]]:
-                result = shipyard(stack, monkeypatch, capsys, "backup", "freshness", "-o", "json", HOOK=hook)
-                return result.code, json.loads(result.out)
+        def freshness() -> tuple[int, list[dict[str, Any]]]:
+            result = shipyard(stack, monkeypatch, capsys, "backup", "freshness", "-o", "json", HOOK=hook)
+            return result.code, json.loads(result.out)
 
-            code, report = freshness()
-            assert code == 1
-            assert {r["source"] for r in report} == {"postgres:db", "redis:cache", f"files:{stack.files}"}
-            assert all(r["stale"] and r["age_s"] is None for r in report)
-            assert [e["event"] for e in received] == ["backup.stale"]
-            assert received[0]["severity"] == "page"
-
-            taken = shipyard(stack, monkeypatch, capsys, "backup", "database", "-o", "json")
-            assert taken.code == 0, taken.err
-            code, report = freshness()
-            assert code == 1  # Redis and the files still have no copy
-            by_source = {r["source"]: r for r in report}
-            assert by_source["postgres:db"]["stale"] is False
-            assert by_source["postgres:db"]["newest_set"] == taken.json()["id"]
-            assert by_source["redis:cache"]["stale"] is True
-
-            assert shipyard(stack, monkeypatch, capsys, "backup", "full").code == 0
-            code, report = freshness()
-            assert code == 0, report
-            assert len(received) == 2  # nothing sent while fresh
-
-            time.sleep(3.5)  # past the 3 s RPO
-            code, report = freshness()
-            assert code == 1
-            assert all(r["stale"] and r["age_s"] > 3 for r in report)
-            assert len(received) == 3
-    finally:
-        server.shutdown()
+        code, report = freshness()
+        assert code == 1
+        assert {r["source"] for r in report} == {"postgres:db", "redis:cache", f"files:{stack.files}"}
+        assert all(r["stale"] and r["age_s"] is None for r in report)
+        assert [e["event"] for e in received] == ["backup.stale"]
+        assert received[0]["severity"] == "page"
+        taken = shipyard(stack, monkeypatch, capsys, "backup", "database", "-o", "json")
+        assert taken.code == 0, taken.err
+        code, report = freshness()
+        assert code == 1  # Redis and the files still have no copy
+        by_source = {r["source"]: r for r in report}
+        assert by_source["postgres:db"]["stale"] is False
+        assert by_source["postgres:db"]["newest_set"] == taken.json()["id"]
+        assert by_source["redis:cache"]["stale"] is True
+        assert shipyard(stack, monkeypatch, capsys, "backup", "full").code == 0
+        code, report = freshness()
+        assert code == 0, report
+        assert len(received) == 2  # nothing sent while fresh
+        time.sleep(3.5)  # past the 3 s RPO
+        code, report = freshness()
+        assert code == 1
+        assert all(r["stale"] and r["age_s"] > 3 for r in report)
+        assert len(received) == 3
