@@ -53,6 +53,10 @@ from ._prometheus import PrometheusChecks, ReleaseContext, check_url
 from ._strategy import Plan, RolloutState, is_finished, next_action, on_command, on_outcome, start
 from .targets._base import Target
 
+HOLD_STEP_ENV = "SHIPYARD_TEST_HOLD_STEP"
+"""Tests only: the action type (e.g. `Retire`) after whose start the controller waits a moment."""
+HOLD_STEP_SECONDS = 3.0
+
 COMMANDS: tuple[Command, ...] = ("promote", "abort", "pause", "resume", "retry", "rollback")
 
 
@@ -394,7 +398,12 @@ class Controller:
             )
             session.add(step)
             session.flush()
-            return step.id, self.clock()
+            step_id = step.id
+        if os.environ.get(HOLD_STEP_ENV) == data.get("type"):
+            # For the kill-at-every-step tests: a quick step (Retire) would otherwise be over before
+            # the test's kill lands. Only a new step holds, so the resumed controller goes straight on.
+            time.sleep(HOLD_STEP_SECONDS)
+        return step_id, self.clock()
 
     def _record_end(self, step_id: int, outcome: Outcome) -> None:
         with self.sessions() as session, session.begin():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shipyard.rollout._controller import HOLD_STEP_ENV
 from shipyard.rollout._loadgen import LoadGenerator
 from support.releases import kill_group, release_stack, wait_for
 
@@ -147,6 +148,9 @@ def _kill_at_step_then_resume(tmp_path: Path, strategy: str, step: str) -> None:
     kind, _, nth = step.partition("#")
     occurrence = int(nth or 1)
     with release_stack(tmp_path, strategy) as stack:
+        if kind == "Retire":
+            # The last step is quick: without a hold the release may be over before the kill lands.
+            stack.env[HOLD_STEP_ENV] = kind
         with LoadGenerator(stack.url, RATE, connections=8) as load:
             time.sleep(0.5)
             controller = stack.start_cli("deploy", "web", "--version", "v2")
