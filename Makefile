@@ -50,6 +50,7 @@ bench: install
 	$(PY) bench/flags_bench.py
 	$(PY) bench/flags_server_bench.py --write
 	$(PY) bench/rollout_bench.py --write
+	$(PY) bench/backup_bench.py --write
 
 clean:
 	rm -rf out rendered .pytest_cache .mypy_cache .ruff_cache .hypothesis
