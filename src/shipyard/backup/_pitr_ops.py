@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import BackupError, UserError
 from ..spec import Postgres, Stack
-from ..state import AuditRow
+from ..state import record_audit
 from ._pgbackrest import (
     BackupKind,
     PgBackRest,
@@ -201,11 +201,15 @@ def _server_socket_dir(postgres: Postgres, name: str) -> Path | None:
 def _audit(
     sessions: sessionmaker[Session], actor: str, action: str, target: str, after: dict[str, Any], outcome: str
 ) -> None:
-    with sessions() as session, session.begin():
-        session.add(
-            AuditRow(actor=actor, action=action, target_kind="pitr_stanza", target=target,
-                     before=None, after=after, outcome=outcome)
-        )  # fmt: skip
+    record_audit(
+        sessions,
+        actor=actor,
+        action=action,
+        target_kind="pitr_stanza",
+        target=target,
+        after=after,
+        outcome=outcome,
+    )
 
 
 @contextmanager

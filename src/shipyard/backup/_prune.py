@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import UserError
 from ..spec import Stack
-from ..state import AuditRow
+from ..state import record_audit
 from ._retention import RetentionPlan, SetFacts, plan_retention
 from ._run import open_repository
 from ._sets import delete_set, list_sets
@@ -65,19 +66,13 @@ def prune(
         for snap in snapshots
         if any(tag.removeprefix("set:") in doomed for tag in snap.tags if tag.startswith("set:"))
     ]
-    with sessions() as session, session.begin():
-        session.add(
-            AuditRow(actor=actor, action="backup.prune", target_kind="backup_stack",
-                     target=f"{stack.name}/{stack.environment}", before=None,
-                     after={"drop": list(plan.drop), "snapshots": len(ids)}, outcome="started")
-        )  # fmt: skip
+    audit = functools.partial(
+        record_audit, sessions, actor=actor, action="backup.prune", target_kind="backup_stack",
+        target=f"{stack.name}/{stack.environment}", after={"drop": list(plan.drop), "snapshots": len(ids)},
+    )  # fmt: skip
+    audit(outcome="started")
     repository.forget(ids, prune=True)
     for set_id in plan.drop:
         delete_set(sessions, set_id)
-    with sessions() as session, session.begin():
-        session.add(
-            AuditRow(actor=actor, action="backup.prune", target_kind="backup_stack",
-                     target=f"{stack.name}/{stack.environment}", before=None,
-                     after={"drop": list(plan.drop), "snapshots": len(ids)}, outcome="ok")
-        )  # fmt: skip
+    audit(outcome="ok")
     return PruneResult(plan, len(ids), dry_run=False)

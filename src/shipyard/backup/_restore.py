@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import BackupError, NotFoundError, UserError
 from ..spec import Stack
-from ..state import AuditRow
+from ..state import record_audit
 from ._connect import FilesSource, PostgresSource, RedisSource, sources_of
 from ._resp import RespClient
 from ._run import ProgressHandler, default_jobs, open_repository, run_backup
@@ -55,18 +55,10 @@ class RestoreResult:
 def _audit(
     sessions: sessionmaker[Session], actor: str, target: str, after: dict[str, Any], outcome: str
 ) -> None:
-    with sessions() as session, session.begin():
-        session.add(
-            AuditRow(
-                actor=actor,
-                action="backup.restore",
-                target_kind="backup_set",
-                target=target,
-                before=None,
-                after=after,
-                outcome=outcome,
-            )
-        )
+    record_audit(
+        sessions, actor=actor, action="backup.restore", target_kind="backup_set", target=target,
+        after=after, outcome=outcome,
+    )  # fmt: skip
 
 
 def _pick_set(

@@ -57,7 +57,7 @@ from ..backup import (
 from ..errors import DrError, ShipyardError, UserError
 from ..monitor import Notifier
 from ..spec import DrTargets, Postgres, Stack
-from ..state import AuditRow
+from ..state import record_audit
 from ._report import (
     DRILL_MODES,
     DrillMode,
@@ -479,17 +479,15 @@ def _redis_health(location: Mapping[str, Any], artefact: Mapping[str, Any]) -> P
 def _record(
     sessions: sessionmaker[Session], actor: str, target: str, after: dict[str, Any], outcome: str
 ) -> None:
-    with sessions() as session, session.begin():
-        session.add(
-            AuditRow(
-                actor=actor,
-                action="dr.drill",
-                target_kind="stack",
-                target=target,
-                after=after,
-                outcome=outcome,
-            )
-        )
+    record_audit(
+        sessions,
+        actor=actor,
+        action="dr.drill",
+        target_kind="stack",
+        target=target,
+        after=after,
+        outcome=outcome,
+    )
 
 
 def run_stack_drill(

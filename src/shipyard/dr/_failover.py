@@ -26,7 +26,7 @@ from ..errors import DrError, TargetError, UserError
 from ..locks import Lease, LockHeldError
 from ..rollout.targets.haproxy import HAProxyClient
 from ..spec import Postgres, Stack
-from ..state import AuditRow
+from ..state import record_audit
 from . import _postgres as pg
 from ._plan import (
     ProxyRoute,
@@ -303,18 +303,10 @@ class _Run:
 
     def record(self, step: Step, outcome: str, after: dict[str, Any] | None) -> None:
         before = {**step.as_dict(), "run": self.run_id}
-        with self.sessions() as session, session.begin():
-            session.add(
-                AuditRow(
-                    actor=self.actor,
-                    action=f"dr.{self.action}",
-                    target_kind="datastore",
-                    target=self.topology.datastore,
-                    before=before,
-                    after=after,
-                    outcome=outcome,
-                )
-            )
+        record_audit(
+            self.sessions, actor=self.actor, action=f"dr.{self.action}", target_kind="datastore",
+            target=self.topology.datastore, before=before, after=after, outcome=outcome,
+        )  # fmt: skip
 
     def execute(self, steps: list[Step]) -> None:
         try:

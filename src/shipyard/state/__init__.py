@@ -4,6 +4,7 @@ It holds facts, not rules: the packages that own a fact (flags, rollout, backup)
 changes. SQLite by default, PostgreSQL by URL (`$SHIPYARD_DATABASE_URL`).
 """
 
+from ._audit import record_audit
 from ._engine import default_url, open_engine, session_factory, upgrade
 from ._models import (
     ApiTokenRow,
@@ -38,6 +39,7 @@ __all__ = [
     "as_utc",
     "default_url",
     "open_engine",
+    "record_audit",
     "session_factory",
     "upgrade",
     "utcnow",
