@@ -8,15 +8,10 @@ Nothing in the client is replaced.
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient, Configuration
@@ -30,80 +25,24 @@ from shipyard.rollout.targets.kubernetes import (
     parse_status,
 )
 from shipyard.spec import Stack, load_spec
+from support.kube_api import TOKEN, RecordedAPI, recorded_api, recording
 
-RECORDED = Path(__file__).parent / "recorded"
 ROOT = Path(__file__).resolve().parents[3]
-TOKEN = "recorded-token"
 ROLLOUT = "/apis/argoproj.io/v1alpha1/namespaces/production/rollouts/app"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 SSA_QUERY = "?fieldManager=shipyard&force=true"
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class RecordedAPI:
-    """Answers (method, path without query) with recorded responses, in the order queued."""
-
-    answers: dict[tuple[str, str], list[tuple[int, str]]] = field(default_factory=dict)
-    requests: list[Request] = field(default_factory=list)
-    url: str = ""
-
-    def answer(self, method: str, path: str, recording: str, status: int = 200) -> None:
-        self.answers.setdefault((method, path), []).append((status, recording))
-
-    def sent(self) -> list[tuple[str, str]]:
-        return [(r.method, r.path) for r in self.requests]
-
-
-def _handler(api: RecordedAPI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            api.requests.append(
-                Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            )
-            queued = api.answers.get((self.command, self.path.split("?", 1)[0]))
-            if queued:
-                status, recording = queued.pop(0) if len(queued) > 1 else queued[0]
-                payload = (RECORDED / recording).read_bytes()
-            else:
-                status = 500
-                payload = json.dumps({"kind": "Status", "code": 500, "message": "no recording"}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        do_GET = do_PATCH = do_POST = do_PUT = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
 @pytest.fixture
 def api() -> Iterator[RecordedAPI]:
-    recorded = RecordedAPI()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(recorded))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    recorded.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield recorded
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with recorded_api() as recorded:
+        yield recorded
+
+
+def _sent(api: RecordedAPI) -> list[tuple[str, str]]:
+    """(method, path with its query) of every request so far: the query carries the apply options."""
+    return [(r.method, r.path) for r in api.requests]
 
 
 def _client(url: str) -> ApiClient:
@@ -122,11 +61,6 @@ def driver(api: RecordedAPI) -> ArgoRolloutsDriver:
 def apricode() -> Stack:
     stack: Stack = load_spec(ROOT / "examples" / "apricode" / "shipyard.yaml").stack("production")
     return stack
-
-
-def _recording(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((RECORDED / name).read_text())
-    return loaded
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -205,7 +139,7 @@ def test_status_of_a_blue_green_waiting_for_promotion(api: RecordedAPI, driver: 
 
 
 def test_canary_weight_without_traffic_routing_follows_the_steps() -> None:
-    rollout = _recording("rollout-app-progressing.json")
+    rollout = recording("rollout-app-progressing.json")
     del rollout["status"]["canary"]["weights"]
     rollout["status"]["currentStepIndex"] = 3
     assert parse_status(rollout, namespace="production", service="app").canary_weight == 25
@@ -220,7 +154,7 @@ def test_promote_clears_the_pause_conditions(api: RecordedAPI, driver: ArgoRollo
     api.answer("GET", ROLLOUT, "rollout-app-paused.json")
     api.answer("PATCH", f"{ROLLOUT}/status", "rollout-app-paused-promoted.json")
     status = driver.promote("production", "app")
-    assert api.sent() == [("GET", ROLLOUT), ("PATCH", f"{ROLLOUT}/status")]
+    assert _sent(api) == [("GET", ROLLOUT), ("PATCH", f"{ROLLOUT}/status")]
     patch = api.requests[1]
     assert patch.headers["content-type"] == MERGE
     assert patch.headers["authorization"] == f"Bearer {TOKEN}"
@@ -247,7 +181,7 @@ def test_promote_a_manually_paused_rollout_unpauses_its_spec(
     api.answer("PATCH", ROLLOUT, "rollout-app-manually-paused-unpaused.json")
     driver.promote("production", "app")
     # As `kubectl argo rollouts promote`: the status subresource first, then the spec.
-    assert api.sent() == [("GET", ROLLOUT), ("PATCH", f"{ROLLOUT}/status"), ("PATCH", ROLLOUT)]
+    assert _sent(api) == [("GET", ROLLOUT), ("PATCH", f"{ROLLOUT}/status"), ("PATCH", ROLLOUT)]
     assert api.requests[1].body == {"status": {"pauseConditions": None, "currentStepIndex": 3}}
     assert api.requests[2].body == {"spec": {"paused": False}}
     assert api.requests[2].headers["content-type"] == MERGE
@@ -257,7 +191,7 @@ def test_promote_full(api: RecordedAPI, driver: ArgoRolloutsDriver) -> None:
     api.answer("GET", ROLLOUT, "rollout-app-progressing.json")
     api.answer("PATCH", f"{ROLLOUT}/status", "rollout-app-promote-full.json")
     driver.promote("production", "app", full=True)
-    assert api.sent() == [("GET", ROLLOUT), ("PATCH", f"{ROLLOUT}/status")]
+    assert _sent(api) == [("GET", ROLLOUT), ("PATCH", f"{ROLLOUT}/status")]
     assert api.requests[1].body == {"status": {"promoteFull": True}}
 
 
@@ -266,7 +200,7 @@ def test_promote_full_of_a_promoted_rollout_sends_nothing(
 ) -> None:
     api.answer("GET", ROLLOUT, "rollout-app-healthy.json")
     status = driver.promote("production", "app", full=True)
-    assert api.sent() == [("GET", ROLLOUT)]
+    assert _sent(api) == [("GET", ROLLOUT)]
     assert status.phase == "Healthy"
 
 
@@ -316,8 +250,8 @@ _DEPLOY = [
 
 
 def _answer_deploy(api: RecordedAPI) -> None:
-    for path, recording in _DEPLOY:
-        api.answer("PATCH", path, recording)
+    for path, name in _DEPLOY:
+        api.answer("PATCH", path, name)
 
 
 def test_deploy_server_side_applies_the_release(
@@ -409,9 +343,9 @@ def test_a_missing_rollout(api: RecordedAPI, driver: ArgoRolloutsDriver) -> None
 
 def test_argo_rollouts_not_installed(api: RecordedAPI, driver: ArgoRolloutsDriver, apricode: Stack) -> None:
     _answer_deploy(api)
-    api.answers[("PATCH", "/apis/argoproj.io/v1alpha1/namespaces/production/analysistemplates/app")] = [
-        (404, "status-404-no-crd.json")
-    ]
+    templates = "/apis/argoproj.io/v1alpha1/namespaces/production/analysistemplates/app"
+    api.answers.pop(("PATCH", templates))  # replace the deploy's answer with the 404
+    api.answer("PATCH", templates, "status-404-no-crd.json", status=404)
     with pytest.raises(TargetError) as raised:
         driver.deploy(apricode, "app", "1.2.0")
     message = raised.value.message
