@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -50,6 +50,17 @@ class RestoreResult:
             "safety_set": self.safety_set,
             "stop_command": self.stop_command,
         }
+
+
+_S = TypeVar("_S", PostgresSource, RedisSource)
+
+
+def _live_source(stack: Stack, kind: str, source_type: type[_S], datastore: str) -> _S:
+    """The spec's live datastore a restore `--into live` overwrites."""
+    for source in sources_of(stack, kind):
+        if isinstance(source, source_type) and source.name == datastore:
+            return source
+    raise UserError(f"datastore {datastore!r} is not among backup.sources.datastores of this spec")
 
 
 def _audit(
@@ -168,20 +179,7 @@ def restore_database(
     target = f"{chosen.id}/{artefact['name']}"
     jobs = jobs or default_jobs()
     repository = open_repository(stack, base_dir)
-    live: PostgresSource | None = None
-    if into == "live":
-        live = next(
-            (
-                s
-                for s in sources_of(stack, "database")
-                if isinstance(s, PostgresSource) and s.name == artefact["datastore"]
-            ),
-            None,
-        )
-        if live is None:
-            raise UserError(
-                f"datastore {artefact['datastore']!r} is not among backup.sources.datastores of this spec"
-            )
+    live = _live_source(stack, "database", PostgresSource, artefact["datastore"]) if into == "live" else None
     _audit(sessions, actor, target, {"into": into, "artefact": artefact["name"]}, "started")
     safety: str | None = None
     dump_dir = Path(tempfile.mkdtemp(prefix="shipyard-restore-pg-"))
@@ -272,20 +270,7 @@ def restore_redis(
     chosen, artefact = _pick_set(sessions, stack, set_id, "redis", datastore)
     target = f"{chosen.id}/{artefact['name']}"
     repository = open_repository(stack, base_dir)
-    live: RedisSource | None = None
-    if into == "live":
-        live = next(
-            (
-                s
-                for s in sources_of(stack, "redis")
-                if isinstance(s, RedisSource) and s.name == artefact["datastore"]
-            ),
-            None,
-        )
-        if live is None:
-            raise UserError(
-                f"datastore {artefact['datastore']!r} is not among backup.sources.datastores of this spec"
-            )
+    live = _live_source(stack, "redis", RedisSource, artefact["datastore"]) if into == "live" else None
     _audit(sessions, actor, target, {"into": into, "artefact": artefact["name"]}, "started")
     safety: str | None = None
     base = target_dir or Path(tempfile.mkdtemp(prefix="shipyard-restore-redis-"))
