@@ -21,6 +21,8 @@ have restic || need+=(restic)
 have pgbackrest || need+=(pgbackrest)
 have redis-server || need+=(redis-server)
 have promtool || need+=(prometheus)
+# The dashboard's end-to-end tests drive a headless Chromium through Playwright.
+have chromium || need+=(chromium)
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then sudo=sudo; else sudo=; fi

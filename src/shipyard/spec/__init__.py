@@ -3,6 +3,7 @@
 from ._loader import DEFAULT_ENVIRONMENTS, Spec, load_spec, load_spec_text
 from ._model import (
     Analysis,
+    Audit,
     Autoscaling,
     Backup,
     CanaryStep,
@@ -35,6 +36,7 @@ __all__ = [
     "ENV_REFERENCE",
     "GIB",
     "Analysis",
+    "Audit",
     "Autoscaling",
     "Backup",
     "CanaryStep",

@@ -394,6 +394,12 @@ class Channel(Model):
     smtp_password: ChannelRef | None = None
     events: list[str] = ["*"]
     min_severity: Literal["page", "ticket", "info"] = "info"
+    api_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    """Telegram: the Bot API's base URL (default https://api.telegram.org; a self-hosted Bot API server)."""
+    sender: str | None = None
+    """Email: the From address (default shipyard@<smtp_host>)."""
+    starttls: bool = True
+    """Email: STARTTLS before authenticating (refused if the server cannot)."""
 
     @model_validator(mode="after")
     def _complete(self) -> Channel:
@@ -407,6 +413,15 @@ class Channel(Model):
         if missing:
             raise ValueError(f"a {self.kind} channel needs {', '.join(missing)}")
         return self
+
+
+class Audit(Model):
+    """How long the audit log keeps entries (seed 001: 30/90 days, 7 years for compliance)."""
+
+    retention: Duration = 90 * 86400
+    compliance_retention: Duration = 7 * 365 * 86400
+    compliance_actions: list[str] = ["restore", "failover", "failback", "token", "flag", "deploy", "rollback"]
+    """Actions (by prefix, e.g. `flag` covers `flag.update`) kept for `compliance_retention`."""
 
 
 class SecretStore(Model):
@@ -437,6 +452,7 @@ class Stack(Model):
     dr: DrTargets | None = None
     alerts: Alerts = Alerts()
     notifications: dict[Name, Channel] = {}
+    audit: Audit = Audit()
     flags: list[dict[str, Any]] | dict[str, Any] = []
     """Feature flags to import (modelled by the flags package)."""
 

@@ -183,3 +183,48 @@ class ScheduledRunRow(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     """succeeded, failed, skipped, or abandoned (its process died mid-run); NULL while running."""
+
+
+class NotificationRow(Base):
+    """One message for one channel, queued before the first try and kept until it is delivered.
+
+    `channel_config` is the channel as the spec declared it (references like `${env:HOOK}`, never
+    their values), so any process with the environment can deliver it, in `id` order per channel.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_pending", "state", "channel", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(128))
+    channel_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    event: Mapped[str] = mapped_column(String(128))
+    severity: Mapped[str] = mapped_column(String(16))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The event (kind, summary, severity, details): each channel formats it at delivery."""
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class JobRow(Base):
+    """A long operation started from the API or the dashboard, run as a `shipyard` child process."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)  # deploy | backup | verify | restore | drill
+    argv: Mapped[list[str]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), index=True)  # running | succeeded | failed
+    owner: Mapped[str] = mapped_column(String(256))
+    """host:pid of the server that started it; the child's pid is `pid`."""
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
