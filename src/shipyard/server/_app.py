@@ -38,6 +38,7 @@ from ..flags._store import FlagStore
 from ..spec import load_spec
 from ..state import open_engine, session_factory
 from ._auth import TokenAuth
+from ._dashboard import mount_dashboard
 from ._scheduler import ScheduledJob, Scheduler, backup_jobs, run_shipyard
 
 FRESHNESS_SCHEDULE = "*/5 * * * *"
@@ -257,6 +258,7 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     app.include_router(
         build_flags_router(live, admin=auth.admin, client=auth.client, default_environment=config.environment)
     )
+    mount_dashboard(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(Measure, requests=requests, evaluations=evaluations)
     return app
