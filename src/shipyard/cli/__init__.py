@@ -10,7 +10,7 @@ from __future__ import annotations
 from rich.markup import escape
 
 from ..errors import ShipyardError
-from . import _backup, _capacity, _dr, _flags, _render, _rollout, _spec
+from . import _audit, _backup, _capacity, _dr, _flags, _notify, _render, _rollout, _spec
 from ._app import app, console_err
 
 _spec.register(app)
@@ -20,6 +20,8 @@ _flags.register(app)
 _rollout.register(app)
 _backup.register(app)
 _dr.register(app)
+_notify.register(app)
+_audit.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
