@@ -1,7 +1,9 @@
-"""`shipyard render kubernetes|kustomize|helm`: the spec as files Kubernetes tools read."""
+"""`shipyard render kubernetes|kustomize|helm|prometheus|alertmanager|grafana`: the spec as files
+Kubernetes and monitoring tools read."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +13,15 @@ from rich.table import Table
 from ..render import (
     DEFAULT_KUBE_VERSION,
     KIND_ORDER,
+    MonitoringKind,
     Written,
     all_manifests,
     manifests_text,
+    monitoring_text,
     render_helm,
     render_kustomize,
     write_kubernetes,
+    write_monitoring,
 )
 from ._app import DEFAULT_SPEC, EnvOption, SpecOption, console, console_err, read_spec
 
@@ -33,6 +38,20 @@ BaseEnvOption = Annotated[
         "--env", "-e", help="The environment the base holds (default: the spec's last); all are rendered."
     ),
 ]
+
+
+class ScrapeTarget(StrEnum):
+    local = "local"
+    kubernetes = "kubernetes"
+
+
+TargetOption = Annotated[
+    ScrapeTarget,
+    typer.Option(
+        "--target",
+        help="Where the stack runs: local (processes behind HAProxy) or kubernetes (pods found by label).",
+    ),
+]
 DEFAULT_KUSTOMIZE_DIR = Path("rendered/kustomize")
 DEFAULT_HELM_DIR = Path("rendered/helm")
 
@@ -41,12 +60,15 @@ def register(app: typer.Typer) -> None:
     """Add the `render` command group to the app."""
     group = typer.Typer(
         name="render",
-        help="Render the spec as Kubernetes manifests, a Kustomize tree or a Helm chart.",
+        help="Render the spec as Kubernetes manifests, a Kustomize tree, a Helm chart, or its monitoring.",
         no_args_is_help=True,
     )
     group.command("kubernetes")(kubernetes)
     group.command("kustomize")(kustomize)
     group.command("helm")(helm)
+    group.command("prometheus")(prometheus)
+    group.command("alertmanager")(alertmanager)
+    group.command("grafana")(grafana)
     app.add_typer(group, name="render")
 
 
@@ -95,6 +117,47 @@ def helm(
     spec = read_spec(file)
     written = render_helm(spec, out or DEFAULT_HELM_DIR, kube_version=kube_version, base_environment=env)
     _report(written)
+
+
+def prometheus(
+    file: SpecOption = DEFAULT_SPEC,
+    env: EnvOption = None,
+    out: OutDirOption = None,
+    target: TargetOption = ScrapeTarget.local,
+) -> None:
+    """prometheus.yml (scrape jobs, rule file, Alertmanager) and rules.yml (RED recording rules,
+    SLO burn-rate alerts, the seeds' alerts, the spec's rules)."""
+    _monitoring(file, "prometheus", env, out, target)
+
+
+def alertmanager(file: SpecOption = DEFAULT_SPEC, env: EnvOption = None, out: OutDirOption = None) -> None:
+    """alertmanager.yml: alerts routed by severity to the spec's notification channels."""
+    _monitoring(file, "alertmanager", env, out, ScrapeTarget.local)
+
+
+def grafana(file: SpecOption = DEFAULT_SPEC, env: EnvOption = None, out: OutDirOption = None) -> None:
+    """dashboard.json: RED per service, releases, PostgreSQL, Redis, backups and DR."""
+    _monitoring(file, "grafana", env, out, ScrapeTarget.local)
+
+
+def _monitoring(
+    file: Path, kind: MonitoringKind, env: str | None, out: Path | None, target: ScrapeTarget
+) -> None:
+    """To stdout (one environment), or files into -o: of -e, else of every environment under `<env>/`."""
+    spec = read_spec(file)
+    if out is None:
+        typer.echo(monitoring_text(spec, kind, env, target=target.value), nl=False)
+        return
+    written = write_monitoring(spec, kind, out, env, target=target.value)
+    table = Table(title=f"Wrote {written.files} files to {written.directory}", title_justify="left")
+    table.add_column("")
+    for each in written.environments:
+        table.add_column(each.environment, justify="right")
+    for key in written.environments[0].counts if written.environments else []:
+        table.add_row(key, *(str(each.counts.get(key, 0)) for each in written.environments))
+    table.add_section()
+    table.add_row("where", *(each.location for each in written.environments))
+    console.print(table)
 
 
 def _note_skipped(environment: str, names: list[str], reasons: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""Rendering: the spec as Kubernetes manifests, a Kustomize tree and a Helm chart.
+"""Rendering: the spec as Kubernetes manifests, a Kustomize tree and a Helm chart, and its
+monitoring as Prometheus configuration and rules, Alertmanager routing and a Grafana dashboard.
 
 Everything here is pure until a `write`/`render_*` function writes its output (atomically, into a
 directory it owns). Objects are checked against Kubernetes' strict JSON schemas before anything
@@ -6,6 +7,8 @@ is written, and the Kustomize and Helm outputs are derived from the very objects
 `render_kubernetes` returns, so they cannot say something else.
 """
 
+from ._alertmanager import alertmanager_config, secret_file
+from ._grafana import dashboard
 from ._kubernetes import (
     KIND_ORDER,
     Manifests,
@@ -13,6 +16,7 @@ from ._kubernetes import (
     build_manifests,
     render_kubernetes,
 )
+from ._monitoring import MonitoringKind, monitoring_files, monitoring_text, monitoring_tree, write_monitoring
 from ._outputs import (
     EnvironmentOutput,
     Rendered,
@@ -27,20 +31,26 @@ from ._outputs import (
     render_kustomize,
     write_kubernetes,
 )
+from ._prometheus import BURN_TIERS, Target, rule_groups, scrape_config, seed_alerts
 from ._schema import DEFAULT_KUBE_VERSION, supported_versions, validate_objects
 from ._writer import write_tree
 from ._yaml import dump, dump_all
 
 __all__ = [
+    "BURN_TIERS",
     "DEFAULT_KUBE_VERSION",
     "KIND_ORDER",
     "EnvironmentOutput",
     "Manifests",
+    "MonitoringKind",
     "Rendered",
     "SkippedService",
+    "Target",
     "Written",
+    "alertmanager_config",
     "all_manifests",
     "build_manifests",
+    "dashboard",
     "dump",
     "dump_all",
     "file_name",
@@ -48,11 +58,19 @@ __all__ = [
     "kubernetes_tree",
     "kustomize_tree",
     "manifests_text",
+    "monitoring_files",
+    "monitoring_text",
+    "monitoring_tree",
     "render_helm",
     "render_kubernetes",
     "render_kustomize",
+    "rule_groups",
+    "scrape_config",
+    "secret_file",
+    "seed_alerts",
     "supported_versions",
     "validate_objects",
     "write_kubernetes",
+    "write_monitoring",
     "write_tree",
 ]

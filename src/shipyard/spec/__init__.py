@@ -2,6 +2,8 @@
 
 from ._loader import DEFAULT_ENVIRONMENTS, Spec, load_spec, load_spec_text
 from ._model import (
+    AlertRule,
+    Alerts,
     Analysis,
     Audit,
     Autoscaling,
@@ -24,6 +26,7 @@ from ._model import (
     Rollout,
     SecretRef,
     Service,
+    Slo,
     Stack,
     Storage,
     Volume,
@@ -35,6 +38,8 @@ __all__ = [
     "DEFAULT_ENVIRONMENTS",
     "ENV_REFERENCE",
     "GIB",
+    "AlertRule",
+    "Alerts",
     "Analysis",
     "Audit",
     "Autoscaling",
@@ -57,6 +62,7 @@ __all__ = [
     "Rollout",
     "SecretRef",
     "Service",
+    "Slo",
     "Spec",
     "Stack",
     "Storage",

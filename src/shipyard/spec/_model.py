@@ -362,7 +362,14 @@ class Slo(Model):
     objective: Annotated[float, Field(gt=0, lt=100)] = 99.9
     indicator: Literal["availability", "latency"] = "availability"
     threshold_ms: Annotated[float, Field(gt=0)] | None = None
+    """Latency SLOs: a request slower than this is a bad one (the histogram needs a bucket here)."""
     window: Duration = 30 * 86400
+
+    @model_validator(mode="after")
+    def _threshold(self) -> Slo:
+        if self.indicator == "latency" and self.threshold_ms is None:
+            raise ValueError("a latency SLO needs threshold_ms: how slow a request may be")
+        return self
 
 
 class AlertRule(Model):
@@ -374,9 +381,23 @@ class AlertRule(Model):
     runbook: str | None = None
 
 
+HostPort = Annotated[str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")]
+
+
 class Alerts(Model):
     slos: list[Slo] = []
     rules: list[AlertRule] = []
+    """The stack's own rules; one named like a built-in alert (e.g. HighErrorRate) replaces it."""
+    runbook_base: Annotated[str, Field(pattern=r"^https?://")] = "https://runbooks.example.com/shipyard"
+    """Where built-in alerts' runbooks live: `<runbook_base>/<AlertName>`."""
+    backup_max_age: Duration = 26 * 3600
+    """BackupFailure also fires when the newest backup of a source is older than this."""
+    scrape_interval: Duration = 15
+    shipyard_target: HostPort = "127.0.0.1:8080"
+    """Where Prometheus scrapes `shipyard serve`'s /metrics (host:port)."""
+    haproxy_target: HostPort | None = None
+    """Where the local target's HAProxy serves its Prometheus exporter (host:port, e.g. 127.0.0.1:8405),
+    scraped for per-version RED metrics; none when not given (one fixed port per host)."""
 
 
 ChannelRef = SecretRef | Annotated[str, Field(pattern=r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*\}$")]

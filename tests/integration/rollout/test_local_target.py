@@ -6,15 +6,20 @@ that lost a request, or took seconds, fails.
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
+import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from shipyard.errors import TargetError
 from shipyard.rollout._loadgen import LoadGenerator
+from shipyard.rollout.targets._processes import free_port
 from shipyard.rollout.targets.haproxy import HAProxyClient, backend_name
 from shipyard.rollout.targets.local import LocalTarget
 from support.haproxy import (
@@ -251,3 +256,42 @@ def test_migrate_runs_the_service_migration_with_the_version() -> None:
         result = target.migrate("web", "v7")
         assert result.ok
         assert "schema is at version v7" in result.output_tail
+
+
+def test_prometheus_sees_the_instances_and_haproxy_exports_per_server_counters() -> None:
+    """With `alerts.haproxy_target`, HAProxy serves its exporter there; the discovery file lists
+    each running instance by version and drops a retired one."""
+    exporter = free_port()
+    base = demo_stack(free_port())
+    stack = base.model_copy(
+        update={"alerts": base.alerts.model_copy(update={"haproxy_target": f"127.0.0.1:{exporter}"})}
+    )
+    state = Path(tempfile.mkdtemp(prefix="sy-prom-"))
+    assert HAPROXY is not None
+    target = LocalTarget(stack, state, HAPROXY, workdir=DEMO_DIR, environ=demo_environ())
+    try:
+        target.prepare("web", "v1", 2)
+        target.prepare("web", "v2", 1)
+        _ready(target, "v1")
+        target.set_weights("web", {"v1": 100, "v2": 0})
+        listed = json.loads((state / "prometheus" / "targets" / "web.json").read_text())
+        assert [(group["labels"]["version"], len(group["targets"])) for group in listed] == [
+            ("v1", 2),
+            ("v2", 1),
+        ]
+        assert all(t.startswith("127.0.0.1:") for group in listed for t in group["targets"])
+        get_versions(stack.services["web"].port or 0, 20)
+        with urllib.request.urlopen(f"http://127.0.0.1:{exporter}/metrics", timeout=5) as reply:
+            metrics = reply.read().decode()
+        served = [
+            line for line in metrics.splitlines()
+            if line.startswith('haproxy_backend_http_requests_total{proxy="be_web"}')
+        ]  # fmt: skip
+        assert served
+        assert float(served[0].split()[-1]) >= 20
+        target.retire("web", "v2")
+        listed = json.loads((state / "prometheus" / "targets" / "web.json").read_text())
+        assert [group["labels"]["version"] for group in listed] == ["v1"]
+    finally:
+        target.destroy()
+        shutil.rmtree(state, ignore_errors=True)

@@ -214,6 +214,9 @@ def render_haproxy_config(
 ) -> str:
     """The HAProxy configuration of `stack`'s web and api services; servers are added at run time.
 
+    With the spec's `alerts.haproxy_target`, HAProxy's built-in Prometheus exporter answers there
+    on `/metrics` (per-server request, 5xx and time counters that Prometheus's rules read).
+
     `ports` chooses a service's frontend port instead of the spec's. Nothing secret is rendered:
     the config holds names, paths, ports and timings only.
     """
@@ -252,6 +255,14 @@ def render_haproxy_config(
         "    timeout http-keep-alive 10s",
         "    timeout queue 10s",
     ]
+    if stack.alerts.haproxy_target:
+        lines += [
+            "",
+            "frontend prometheus",
+            f"    bind {stack.alerts.haproxy_target}",
+            "    http-request use-service prometheus-exporter if { path /metrics }",
+            "    no log",
+        ]
     for name in routed_services(stack):
         service = stack.services[name]
         port = ports.get(name, service.port)

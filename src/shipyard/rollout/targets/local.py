@@ -248,6 +248,7 @@ class LocalTarget:
                     (spec.name.split(".", 1)[1], instance)
                     for spec, instance in zip(specs, pool.map(self.supervisor.start, specs), strict=True)
                 ]
+            self._write_scrape_targets(service)
             if not routed:
                 return
             backend = backend_name(service)
@@ -345,6 +346,26 @@ class LocalTarget:
             saved = self._saved_weights().get(service, {})
             if version in saved:
                 self._save_weights(service, {v: w for v, w in saved.items() if v != version})
+            self._write_scrape_targets(service)
+
+    def _write_scrape_targets(self, service: str) -> None:
+        """Prometheus's file-based discovery list of the service's running instances, by version.
+
+        `render prometheus` points its service jobs at `targets/<service>.json`: render it into
+        `<state_dir>/prometheus` and Prometheus follows every release without a reload.
+        """
+        groups: dict[str, list[str]] = {}
+        for instance in self._instances(service):
+            version = _version_of(instance.name)
+            if instance.alive and version:
+                groups.setdefault(version, []).append(f"{LOOPBACK}:{instance.port}")
+        listed = [
+            {"targets": sorted(targets), "labels": {"version": version}}
+            for version, targets in sorted(groups.items())
+        ]
+        path = self.state_dir / "prometheus" / "targets" / f"{service}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(listed, indent=2) + "\n")
 
     # --- helpers ---------------------------------------------------------------------------------
 
