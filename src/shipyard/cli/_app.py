@@ -53,8 +53,13 @@ DEFAULT_SPEC = Path(os.environ.get("SHIPYARD_SPEC", "shipyard.yaml"))
 
 
 def actor() -> str:
-    """Who is acting, for the audit trail: `$SHIPYARD_ACTOR`, else the login name."""
-    return f"cli:{os.environ.get('SHIPYARD_ACTOR') or getpass.getuser()}"
+    """Who is acting, for the audit trail: `$SHIPYARD_ACTOR`, else the login name, as `cli:<name>`.
+
+    An actor that already says where it acts from (`token:ops`, for a job the server started for
+    an API token) is kept as it is.
+    """
+    name = os.environ.get("SHIPYARD_ACTOR") or getpass.getuser()
+    return name if ":" in name else f"cli:{name}"
 
 
 def read_spec(path: Path) -> Spec:
