@@ -6,6 +6,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from ._app import ServerConfig, create_app, problem
+from ._jobs import JobRunner, JobView
 from ._run import serve
 
 
@@ -20,4 +21,4 @@ def app_from_environment() -> FastAPI:
     )
 
 
-__all__ = ["ServerConfig", "app_from_environment", "create_app", "problem", "serve"]
+__all__ = ["JobRunner", "JobView", "ServerConfig", "app_from_environment", "create_app", "problem", "serve"]

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
 import functools
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,10 +40,14 @@ from ..errors import (
 from ..flags._api import build_router as build_flags_router
 from ..flags._live import LiveFlagSet
 from ..flags._store import FlagStore
+from ..monitor._metrics import ShipyardCollector
 from ..spec import load_spec
-from ..state import open_engine, session_factory
+from ..state import open_engine, session_factory, utcnow
+from ..state._audit import MAX_LIMIT as MAX_AUDIT_LIMIT
+from ..state._audit import parse_since, query_audit
 from ._auth import TokenAuth
 from ._dashboard import mount_dashboard
+from ._jobs import JobRunner, build_jobs_router
 from ._scheduler import ScheduledJob, Scheduler, backup_jobs, run_shipyard
 
 FRESHNESS_SCHEDULE = "*/5 * * * *"
@@ -56,6 +65,10 @@ class ServerConfig:
     poll_interval: float = 0.25
     spec: Path | None = None
     """The stack whose scheduled work (backups, verifications) this server runs; none without it."""
+    scheduled: tuple[ScheduledJob, ...] = ()
+    """Jobs to schedule besides the spec's, for a program that embeds the server."""
+    job_log_dir: Path | None = None
+    """Where jobs' output goes (default: `$SHIPYARD_STATE_DIR/jobs`, i.e. `.shipyard/jobs`)."""
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
@@ -160,6 +173,56 @@ def _scheduled_jobs(config: ServerConfig) -> list[Any]:
     return jobs
 
 
+def _include_package_routers(
+    app: FastAPI, sessions: sessionmaker[Session], jobs: JobRunner, auth: TokenAuth
+) -> None:
+    # Imported here: these routers start jobs through this package's JobRunner, so importing
+    # them while `shipyard.server` itself loads would be circular.
+    from ..backup._api import build_router as build_backups_router  # noqa: PLC0415
+    from ..dr._api import build_router as build_dr_router  # noqa: PLC0415
+    from ..rollout._api import build_router as build_rollouts_router  # noqa: PLC0415
+
+    for build in (build_rollouts_router, build_backups_router, build_dr_router):
+        app.include_router(build(sessions, jobs, admin=auth.admin))
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    target_kind: str
+    target: str
+    outcome: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+def build_audit_router(sessions: sessionmaker[Session], *, admin: Callable[..., Awaitable[str]]) -> APIRouter:
+    """`GET /audit`: the audit log, newest first (admin token)."""
+    router = APIRouter(tags=["audit"])
+
+    @router.get("/audit", response_model=list[AuditEntryOut])
+    def audit(
+        _: str = Depends(admin),
+        since: str | None = Query(None, max_length=64, description="7d, 12h, 30m, or an ISO 8601 moment"),
+        actor: str | None = Query(None, max_length=128),
+        action: str | None = Query(None, max_length=64, description="actions starting with this"),
+        limit: int = Query(100, ge=1, le=MAX_AUDIT_LIMIT),
+    ) -> list[AuditEntryOut]:
+        """Who did what, when, to which object, and how it ended."""
+        entries = query_audit(
+            sessions,
+            since=parse_since(since, utcnow()) if since else None,
+            actor=actor,
+            action=action,
+            limit=limit,
+        )
+        return [AuditEntryOut(**dataclasses.asdict(entry)) for entry in entries]
+
+    return router
+
+
 def create_app(config: ServerConfig | None = None, engine: Engine | None = None) -> FastAPI:
     """The whole API over one state store."""
     config = config or ServerConfig()
@@ -179,11 +242,22 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         "shipyard_flag_evaluations", "Flag evaluations served by the API", registry=registry
     )
 
-    scheduler = Scheduler(sessions, _scheduled_jobs(config))
+    scheduler = Scheduler(sessions, [*_scheduled_jobs(config), *config.scheduled])
+    jobs = JobRunner(
+        sessions,
+        spec=config.spec,
+        environment=config.environment,
+        # The children must use this very store, even when it was handed over as an engine.
+        database_url=config.database_url or engine.url.render_as_string(hide_password=False),
+        log_dir=config.job_log_dir or Path(os.environ.get("SHIPYARD_STATE_DIR", ".shipyard")) / "jobs",
+    )
+
+    registry.register(ShipyardCollector(sessions, stack=lambda: jobs.stack() if config.spec else None))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         poller = asyncio.create_task(live.poll_forever())
+        await asyncio.to_thread(jobs.reconcile)
         scheduler.start()
         try:
             yield
@@ -204,6 +278,9 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     app.state.scheduler = scheduler
     app.state.sessions = sessions
     app.state.engine = engine
+    app.state.jobs = jobs
+    app.state.auth = auth
+    app.state.config = config
 
     @app.exception_handler(ShipyardError)
     async def shipyard_error(_: Request, exc: ShipyardError) -> JSONResponse:
@@ -258,6 +335,9 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     app.include_router(
         build_flags_router(live, admin=auth.admin, client=auth.client, default_environment=config.environment)
     )
+    app.include_router(build_jobs_router(jobs, admin=auth.admin))
+    _include_package_routers(app, sessions, jobs, auth)
+    app.include_router(build_audit_router(sessions, admin=auth.admin))
     mount_dashboard(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(Measure, requests=requests, evaluations=evaluations)

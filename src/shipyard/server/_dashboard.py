@@ -1,9 +1,447 @@
-"""The dashboard: server-rendered pages over the same functions the API and the CLI call."""
+"""The dashboard: server-rendered pages over the same functions the API and the CLI call.
+
+Every page is under `/ui` and needs an admin token (given once at `/ui/login`, then carried by an
+HttpOnly cookie); every POST must come from one of these pages (Origin/Referer check). Actions
+go through the owning package's functions (the flag store, `queue_command`, the job runner), so
+each one lands in the audit log with the token's actor. No route is in the OpenAPI schema.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import base64
+import binascii
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..backup import get_set, list_sets
+from ..errors import InvalidObjectError, NotFoundError, ShipyardError, UserError
+from ..flags._live import LiveFlagSet
+from ..rollout import COMMANDS
+from ..spec import Stack
+from ._dashboard_auth import (
+    COOKIE_PATH,
+    CrossOrigin,
+    LoginRequired,
+    admin_actor,
+    clear_session,
+    cross_origin,
+    dashboard_actor,
+    login_required,
+    safe_next,
+    same_origin,
+    set_session,
+)
+from ._dashboard_views import activity, audit_actions, dr_overview, flag_view, service_release
+from ._jobs import (
+    BACKUP_KINDS,
+    DRILL_MODES,
+    RESTORE_WHATS,
+    STRATEGIES,
+    JobRunner,
+    backup_args,
+    deploy_args,
+    drill_args,
+    restore_args,
+    rollback_args,
+    verify_args,
+)
+
+HERE = Path(__file__).parent
+FLASH = "shipyard_flash"
+STEERING = ("promote", "abort", "pause", "resume", "retry")
+"""Commands queued for the controller running a release (rollback runs as a job of its own)."""
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.globals["commands"] = COMMANDS
+
+Actor = Annotated[str, Depends(dashboard_actor)]
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _sessions(request: Request) -> sessionmaker[Session]:
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    return sessions
+
+
+def _jobs(request: Request) -> JobRunner:
+    jobs: JobRunner = request.app.state.jobs
+    return jobs
+
+
+def _live(request: Request) -> LiveFlagSet:
+    live: LiveFlagSet = request.app.state.live
+    return live
+
+
+def _environment(request: Request) -> str:
+    config = getattr(request.app.state, "config", None)
+    return str(getattr(config, "environment", "production"))
+
+
+def _stack(request: Request) -> tuple[Stack | None, str | None]:
+    """The served stack, or None and why not (no spec, or the spec is broken)."""
+    try:
+        return _jobs(request).stack(), None
+    except ShipyardError as exc:
+        return None, exc.message
+
+
+def _page(request: Request, template: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+    flash = _read_flash(request)
+    response = templates.TemplateResponse(
+        request, template, {"flash": flash, "path": request.url.path, **context}, status_code=status
+    )
+    if flash is not None:
+        response.delete_cookie(FLASH, path=COOKIE_PATH)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _fragment(request: Request, template: str, context: dict[str, Any]) -> HTMLResponse:
+    response = templates.TemplateResponse(request, template, context)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _read_flash(request: Request) -> dict[str, str] | None:
+    raw = request.cookies.get(FLASH)
+    if not raw:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(raw.encode()))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+        return None
+    return {"kind": "error" if data.get("kind") == "error" else "ok", "text": data["text"][:500]}
+
+
+def _back(to: str, text: str, kind: str = "ok") -> RedirectResponse:
+    """Post/redirect/get: back to a page, with a one-time message for it."""
+    response = RedirectResponse(to, status_code=303)
+    payload = json.dumps({"kind": kind, "text": text[:500]}).encode()
+    response.set_cookie(
+        FLASH,
+        base64.urlsafe_b64encode(payload).decode(),
+        httponly=True,
+        samesite="strict",
+        path=COOKIE_PATH,
+        max_age=60,
+    )
+    return response
+
+
+def _start_job(request: Request, kind: str, args: list[str], actor: str, back: str) -> RedirectResponse:
+    try:
+        job_id = _jobs(request).start(kind, args, actor)
+    except ShipyardError as exc:
+        return _back(back, exc.message, "error")
+    return _back(f"/ui/jobs/{job_id}", f"job {job_id} started: shipyard {' '.join(args)}")
+
+
+# --- routes ---------------------------------------------------------------------------------------
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/ui", include_in_schema=False)
+    Post = [Depends(same_origin)]
+
+    @router.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request, next: str | None = None) -> HTMLResponse:
+        return _page(request, "login.html", {"next": safe_next(next), "error": None})
+
+    @router.post("/login", dependencies=Post, response_model=None)
+    async def login(
+        request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/ui/"
+    ) -> Response:
+        actor = await admin_actor(request, token.strip())
+        if actor is None:
+            # Never echo what was typed: it may be a real token of the wrong scope.
+            return _page(
+                request,
+                "login.html",
+                {"next": safe_next(next), "error": "That is not a valid admin token."},
+                status=401,
+            )
+        response = RedirectResponse(safe_next(next), status_code=303)
+        set_session(response, request, token.strip())
+        return response
+
+    @router.post("/logout", dependencies=Post)
+    def logout() -> RedirectResponse:
+        response = RedirectResponse("/ui/login", status_code=303)
+        clear_session(response)
+        return response
+
+    @router.get("/")
+    def home(_: Actor) -> RedirectResponse:
+        return RedirectResponse("/ui/services", status_code=303)
+
+    # --- services and releases ----------------------------------------------------------------
+
+    @router.get("/services", response_class=HTMLResponse)
+    def services(request: Request, actor: Actor) -> HTMLResponse:
+        stack, problem = _stack(request)
+        names = sorted(stack.services) if stack else []
+        releases = {name: service_release(_sessions(request), name) for name in names}
+        return _page(
+            request,
+            "services.html",
+            {
+                "actor": actor,
+                "stack": stack,
+                "problem": problem,
+                "releases": releases,
+                "strategies": STRATEGIES,
+                "default_strategy": stack.rollout.strategy if stack else "canary",
+            },
+        )
+
+    @router.get("/services/{service}/release", response_class=HTMLResponse)
+    def release_fragment(request: Request, _: Actor, service: str) -> HTMLResponse:
+        return _fragment(
+            request,
+            "_release.html",
+            {"service": service, "release": service_release(_sessions(request), service)},
+        )
+
+    @router.post("/services/{service}/deploy", dependencies=Post)
+    def deploy(
+        request: Request,
+        actor: Actor,
+        service: str,
+        version: Annotated[str, Form()] = "",
+        strategy: Annotated[str, Form()] = "",
+    ) -> RedirectResponse:
+        args = deploy_args(service, version.strip(), strategy or None)
+        return _start_job(request, "deploy", args, actor, "/ui/services")
+
+    @router.post("/services/{service}/rollback", dependencies=Post)
+    def rollback(request: Request, actor: Actor, service: str) -> RedirectResponse:
+        return _start_job(request, "rollback", rollback_args(service), actor, "/ui/services")
+
+    @router.post("/services/{service}/{command}", dependencies=Post)
+    def steer(request: Request, actor: Actor, service: str, command: str) -> RedirectResponse:
+        if command not in STEERING:
+            return _back("/ui/services", f"unknown command {command[:40]!r}", "error")
+        sessions = _sessions(request)
+        try:
+            from ..rollout._api import steer_release  # noqa: PLC0415 (rollout._api imports the server package)
+
+            rollout_id, running = steer_release(sessions, service, command, actor)  # type: ignore[arg-type]
+        except ShipyardError as exc:
+            return _back("/ui/services", exc.message, "error")
+        note = "" if running else " (no controller runs this release now: it applies when one resumes it)"
+        return _back("/ui/services", f"{command} queued for release {rollout_id} of {service}{note}")
+
+    # --- flags --------------------------------------------------------------------------------
+
+    def environments(request: Request) -> list[str]:
+        stack, _ = _stack(request)
+        names = {_environment(request)}
+        if stack is not None:
+            names.add(stack.environment)
+        return sorted(names)
+
+    @router.get("/flags", response_class=HTMLResponse)
+    def flags(request: Request, actor: Actor) -> HTMLResponse:
+        store = _live(request).store
+        snapshot = store.snapshot()
+        envs = environments(request)
+        views = [flag_view(f.model_dump(mode="json"), store.get(f.key).version, envs) for f in snapshot.flags]
+        return _page(request, "flags.html", {"actor": actor, "flags": views})
+
+    @router.post("/flags/{key}/toggle", dependencies=Post)
+    def toggle(
+        request: Request,
+        actor: Actor,
+        key: str,
+        environment: Annotated[str, Form()],
+        enabled: Annotated[str, Form()],
+    ) -> RedirectResponse:
+        on = enabled == "true"
+        try:
+            _live(request).store.patch(key, {"environments": {environment: {"enabled": on}}}, actor)
+        except ShipyardError as exc:
+            return _back("/ui/flags", exc.message, "error")
+        return _back("/ui/flags", f"{key} is now {'on' if on else 'off'} in {environment}")
+
+    def flag_page(
+        request: Request, actor: str, key: str, errors: dict[str, Any] | None = None, status: int = 200
+    ) -> HTMLResponse:
+        store = _live(request).store
+        stored = store.get(key)
+        view = flag_view(stored.data, stored.version, environments(request))
+        return _page(
+            request,
+            "flag.html",
+            {"actor": actor, "flag": view, "audit": store.audit(key, limit=50), "errors": errors or {}},
+            status=status,
+        )
+
+    @router.get("/flags/{key}", response_class=HTMLResponse)
+    def flag(request: Request, actor: Actor, key: str) -> HTMLResponse:
+        try:
+            return flag_page(request, actor, key)
+        except NotFoundError as exc:
+            return _page(request, "missing.html", {"actor": actor, "message": exc.message}, status=404)
+
+    @router.post("/flags/{key}/rules", dependencies=Post, response_model=None)
+    def edit_rules(
+        request: Request,
+        actor: Actor,
+        key: str,
+        environment: Annotated[str, Form()],
+        rules: Annotated[str, Form()],
+        version: Annotated[int | None, Form()] = None,
+    ) -> Response:
+        errors: list[str]
+        try:
+            parsed = json.loads(rules or "[]")
+            if not isinstance(parsed, list):
+                raise InvalidObjectError("the rules must be a JSON list of rules: [{...}, ...]")
+            _live(request).store.patch(
+                key, {"environments": {environment: {"rules": parsed}}}, actor, if_match=version
+            )
+        except json.JSONDecodeError as exc:
+            errors = [f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"]
+        except InvalidObjectError as exc:
+            errors = [f"{field}: {message}" if field else message for field, message in exc.problems] or [
+                exc.message
+            ]
+        except UserError as exc:
+            errors = [exc.message]
+        else:
+            return _back(f"/ui/flags/{key}", f"rules of {key} in {environment} saved")
+        return flag_page(
+            request, actor, key, {"environment": environment, "rules": rules, "messages": errors}, status=422
+        )
+
+    # --- backups ------------------------------------------------------------------------------
+
+    @router.get("/backups", response_class=HTMLResponse)
+    def backups(request: Request, actor: Actor) -> HTMLResponse:
+        stack, problem = _stack(request)
+        sets = list_sets(_sessions(request))[:100]
+        return _page(
+            request,
+            "backups.html",
+            {
+                "actor": actor,
+                "stack": stack,
+                "problem": problem,
+                "sets": sets,
+                "kinds": BACKUP_KINDS,
+                "whats": RESTORE_WHATS,
+            },
+        )
+
+    @router.post("/backups", dependencies=Post)
+    def take_backup(request: Request, actor: Actor, kind: Annotated[str, Form()]) -> RedirectResponse:
+        return _start_job(request, "backup", backup_args(kind), actor, "/ui/backups")
+
+    @router.post("/backups/{set_id}/verify", dependencies=Post)
+    def verify(request: Request, actor: Actor, set_id: str) -> RedirectResponse:
+        return _start_job(request, "verify", verify_args(set_id), actor, "/ui/backups")
+
+    @router.post("/backups/{set_id}/restore", dependencies=Post)
+    def restore(
+        request: Request, actor: Actor, set_id: str, what: Annotated[str, Form()]
+    ) -> RedirectResponse:
+        try:
+            get_set(_sessions(request), set_id)
+        except ShipyardError as exc:
+            return _back("/ui/backups", exc.message, "error")
+        return _start_job(request, "restore", restore_args(what, set_id), actor, "/ui/backups")
+
+    # --- DR -----------------------------------------------------------------------------------
+
+    @router.get("/dr", response_class=HTMLResponse)
+    def dr(request: Request, actor: Actor) -> HTMLResponse:
+        stack, problem = _stack(request)
+        return _page(
+            request,
+            "dr.html",
+            {
+                "actor": actor,
+                "stack": stack,
+                "problem": problem,
+                "overview": dr_overview(_sessions(request), stack, DRILL_MODES),
+                "modes": DRILL_MODES,
+            },
+        )
+
+    @router.post("/dr/drills", dependencies=Post)
+    def drill(request: Request, actor: Actor, mode: Annotated[str, Form()]) -> RedirectResponse:
+        return _start_job(request, "drill", drill_args(mode), actor, "/ui/dr")
+
+    # --- jobs and activity --------------------------------------------------------------------
+
+    @router.get("/jobs", response_class=HTMLResponse)
+    def jobs(request: Request, actor: Actor) -> HTMLResponse:
+        return _page(request, "jobs.html", {"actor": actor, "jobs": _jobs(request).recent(100)})
+
+    @router.get("/jobs/{job_id}", response_class=HTMLResponse)
+    def job(request: Request, actor: Actor, job_id: int) -> HTMLResponse:
+        try:
+            view = _jobs(request).get(job_id)
+        except NotFoundError as exc:
+            return _page(request, "missing.html", {"actor": actor, "message": exc.message}, status=404)
+        return _page(
+            request, "job.html", {"actor": actor, "job": view, "log": _jobs(request).log_tail(job_id)}
+        )
+
+    @router.get("/jobs/{job_id}/log", response_class=HTMLResponse)
+    def job_log(request: Request, _: Actor, job_id: int) -> HTMLResponse:
+        view = _jobs(request).get(job_id)
+        return _fragment(request, "_job_log.html", {"job": view, "log": _jobs(request).log_tail(job_id)})
+
+    @router.get("/activity", response_class=HTMLResponse)
+    def activity_page(request: Request, actor: Actor, action: str = "") -> HTMLResponse:
+        sessions = _sessions(request)
+        return _page(
+            request,
+            "activity.html",
+            {
+                "actor": actor,
+                "entries": activity(sessions, action=action.strip() or None),
+                "actions": audit_actions(sessions),
+                "action": action.strip(),
+            },
+        )
+
+    @router.get("/{rest:path}", response_class=HTMLResponse)
+    def missing(request: Request, actor: Actor, rest: str) -> HTMLResponse:
+        return _page(
+            request, "missing.html", {"actor": actor, "message": "There is no such page."}, status=404
+        )
+
+    return router
 
 
 def mount_dashboard(app: FastAPI) -> None:
     """Add the dashboard's pages (under `/ui`) and static files to the app."""
+    # The static files first: the router ends with a catch-all for unknown dashboard pages.
+    app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")
+    app.include_router(build_router())
+    app.add_exception_handler(LoginRequired, login_required)
+    app.add_exception_handler(CrossOrigin, cross_origin)

@@ -1,0 +1,201 @@
+"""The operations API over real work: a release of the demo app behind HAProxy started through
+`POST /rollouts/web/deploy`, a files backup and its verification through `/backups`, each a real
+`shipyard` child process; then what `/rollouts`, `/backups`, `/jobs`, `/audit` and `/metrics` say."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shipyard.server import ServerConfig, create_app
+from shipyard.tokens import create_token
+from support.api import Api, metric_value
+from support.releases import release_stack, wait_for
+
+BACKUP_SPEC = """\
+name: shop
+services:
+  web: {{role: web, image: "example/web:1", run: "exec python3 -m http.server 8080", port: 8080}}
+backup:
+  repository: ./repo
+  password: ${{env:SHOP_RESTIC_PASSWORD}}
+  sources: {{volumes: [{files}]}}
+dr: {{rto: 15m, rpo: 1h}}
+environments:
+  test: {{}}
+"""
+
+
+@contextlib.contextmanager
+def _api(spec: Path, database_url: str, log_dir: Path) -> Iterator[Api]:
+    app = create_app(
+        ServerConfig(database_url=database_url, environment="test", spec=spec, job_log_dir=log_dir)
+    )
+    with app.state.sessions() as session:
+        admin = create_token(session, "ops", "admin")
+        reader = create_token(session, "web", "client")
+    with TestClient(app) as client:
+        yield Api(client, {"Authorization": f"Bearer {admin}"}, {"Authorization": f"Bearer {reader}"})
+    app.state.engine.dispose()
+
+
+def wait_job(api: Api, job_id: int, timeout: float = 120) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = api.client.get(f"/jobs/{job_id}", headers=api.admin).json()
+        if job["state"] != "running":
+            return dict(job)
+        time.sleep(0.2)
+    log = api.client.get(f"/jobs/{job_id}/log", headers=api.admin).text
+    raise AssertionError(f"job {job_id} still runs after {timeout} s:\n{log}")
+
+
+def _phase(api: Api) -> str:
+    return str(api.client.get("/rollouts/web", headers=api.admin).json()["phase"])
+
+
+metric = metric_value
+
+
+@pytest.fixture
+def backup_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_bytes(b"x" * 1000)
+    (files / "b.txt").write_bytes(b"y" * 234)
+    spec = tmp_path / "shipyard.yaml"
+    spec.write_text(BACKUP_SPEC.format(files=files))
+    monkeypatch.setenv("SHOP_RESTIC_PASSWORD", "correct horse battery staple")
+    monkeypatch.setenv("SHIPYARD_STATE_DIR", str(tmp_path / "state"))
+    with _api(spec, f"sqlite:///{tmp_path / 'state.db'}", tmp_path / "jobs") as api:
+        yield api
+
+
+def test_backup_and_verify_through_the_api_then_metrics(backup_api: Api, tmp_path: Path) -> None:
+    api = backup_api
+    started = api.client.post("/backups", json={"kind": "files"}, headers=api.admin)
+    assert started.status_code == 202, started.text
+    assert started.json()["state"] == "running"
+    assert started.json()["args"] == ["backup", "files"]
+    job = wait_job(api, started.json()["id"])
+    assert job["state"] == "succeeded", api.client.get(f"/jobs/{job['id']}/log", headers=api.admin).text
+    assert job["actor"] == "token:ops"
+
+    sets = api.client.get("/backups", headers=api.admin).json()
+    assert len(sets) == 1
+    set_id = sets[0]["id"]
+    assert sets[0]["state"] == "complete"
+    source = f"files:{tmp_path / 'files'}"
+    assert [a["name"] for a in sets[0]["artefacts"]] == [source]
+    detail = api.client.get(f"/backups/{set_id}", headers=api.admin).json()
+    assert detail["manifest"]["sources"] == [source]
+
+    verified = api.client.post(f"/backups/{set_id}/verify", headers=api.admin)
+    assert verified.status_code == 202
+    assert wait_job(api, verified.json()["id"])["state"] == "succeeded"
+    assert api.client.get(f"/backups/{set_id}", headers=api.admin).json()["state"] == "verified"
+
+    # A restore from the API goes into scratch, never over the live data.
+    assert api.client.post("/backups", json={"kind": "everything"}, headers=api.admin).status_code == 422
+    missing = api.client.post(
+        "/backups/20200101-000000-abcd/restore", json={"what": "files"}, headers=api.admin
+    )
+    assert missing.status_code == 404
+    restore = api.client.post(f"/backups/{set_id}/restore", json={"what": "files"}, headers=api.admin)
+    assert restore.status_code == 202
+    assert restore.json()["args"][-2:] == ["--into", "scratch"]
+    assert wait_job(api, restore.json()["id"])["state"] == "succeeded"
+    # A client (SDK) token reads flags, not operations.
+    assert api.client.get("/backups", headers=api.reader).status_code == 403
+
+    text = api.client.get("/metrics").text
+    assert metric(text, "shipyard_backup_size_bytes", source=source) == 1234
+    assert metric(text, "shipyard_backup_last_run_success", source=source) == 1
+    assert metric(text, "shipyard_backup_last_verification_success") == 1
+    age = metric(text, "shipyard_backup_age_seconds", source=source)
+    assert age is not None
+    assert 0 <= age < 300
+    end = metric(text, "shipyard_backup_last_success_timestamp_seconds", source=source)
+    assert end is not None
+    assert abs(end - time.time()) < 300
+    duration = metric(text, "shipyard_backup_duration_seconds", source=source)
+    assert duration is not None
+    assert 0 < duration < 120
+    assert metric(text, "shipyard_dr_target_rto_seconds") == 900
+    assert metric(text, "shipyard_dr_target_rpo_seconds") == 3600
+
+    log = api.client.get(f"/jobs/{job['id']}/log", headers=api.admin)
+    assert log.headers["content-type"].startswith("text/plain")
+    assert set_id in log.text
+    jobs = api.client.get("/jobs", headers=api.admin).json()
+    assert [j["kind"] for j in jobs] == ["restore", "verify", "backup"]
+    audit = api.client.get("/audit", params={"actor": "token:ops", "limit": 50}, headers=api.admin).json()
+    jobs_audit = [(e["action"], e["outcome"]) for e in reversed(audit) if e["target_kind"] != "backup_set"
+                  or e["action"] in ("backup.verify", "restore")]  # fmt: skip
+    assert jobs_audit == [
+        ("backup.run", "started"),
+        ("backup.run", "succeeded"),
+        ("backup.verify", "started"),
+        ("backup.verify", "succeeded"),
+        ("restore", "started"),
+        ("restore", "succeeded"),
+    ]
+    # The restore itself also wrote what it restored, as the same actor.
+    assert ("backup.restore", "ok") in [(e["action"], e["outcome"]) for e in audit]
+
+
+def test_a_release_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with release_stack(tmp_path, "blue-green") as stack:
+        monkeypatch.setenv("SHIPYARD_STATE_DIR", str(stack.directory / "state"))
+        with _api(stack.spec, stack.env["SHIPYARD_DATABASE_URL"], tmp_path / "jobs") as api:
+            listed = api.client.get("/rollouts", headers=api.admin).json()
+            assert [(r["service"], r["candidate"], r["outcome"]) for r in listed] == [
+                ("web", "v1", "succeeded")
+            ]
+            started = api.client.post("/rollouts/web/deploy", json={"version": "v2"}, headers=api.admin)
+            assert started.status_code == 202, started.text
+            # Without traffic the analysis is inconclusive and the release waits at full weight
+            # for a decision: promote it through the API, to the controller the job runs.
+            assert wait_for(lambda: _phase(api) == "paused", timeout=60), _phase(api)
+            promoted = api.client.post("/rollouts/web/promote", headers=api.admin)
+            assert promoted.status_code == 202
+            assert promoted.json()["controller_running"] is True
+            job = wait_job(api, started.json()["id"])
+            assert job["state"] == "succeeded", api.client.get(
+                f"/jobs/{job['id']}/log", headers=api.admin
+            ).text
+            detail = api.client.get("/rollouts/web", headers=api.admin).json()
+            assert (detail["stable"], detail["candidate"], detail["outcome"]) == ("v1", "v2", "succeeded")
+            assert detail["weights"] == {"stable": 0, "candidate": 100}
+            assert detail["steps"]
+            assert all(step["status"] in ("done", "failed") for step in detail["steps"])
+            assert detail["actor"] == "token:ops"  # the API token acted, through the job
+            history = api.client.get("/rollouts/web/history", headers=api.admin).json()
+            assert [r["candidate"] for r in history] == ["v2", "v1"]
+
+            # Steering a finished release is queued and answered, never a 5xx.
+            paused = api.client.post("/rollouts/web/pause", headers=api.admin)
+            assert paused.status_code == 202
+            assert paused.json()["controller_running"] is False
+
+            text = api.client.get("/metrics").text
+            assert metric(text, "shipyard_rollouts_total", service="web", outcome="succeeded") == 2
+            steps = len(detail["steps"])
+            counted = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("shipyard_rollout_step_duration_seconds_count{")
+            )
+            assert counted >= steps
+            audit = api.client.get("/audit", params={"action": "deploy"}, headers=api.admin).json()
+            assert [(e["actor"], e["outcome"], e["target"]) for e in reversed(audit)] == [
+                ("token:ops", "started", "web"),
+                ("token:ops", "succeeded", "web"),
+            ]
+            steered = api.client.get("/audit", params={"action": "rollout."}, headers=api.admin).json()
+            assert [e["action"] for e in reversed(steered)] == ["rollout.promote", "rollout.pause"]
