@@ -13,7 +13,7 @@ DEMO_OUT ?= out/demo
 .PHONY: help install test lint typecheck unit demo bench clean
 
 help:
-	@echo "make demo   validate, render and price the Apricode example stack"
+	@echo "make demo   all of shipyard at work here: releases under load, backup, DR drill, Apricode plan"
 	@echo "make test   lint, type-check and run every test"
 	@echo "make bench  run the benchmarks and write bench/results/"
 
