@@ -19,6 +19,7 @@ and nowhere else (as click does), so library code raises and never prints.
     │   ├── RepositoryError                the repository refused (wrong password, unreachable, damaged)
     │   └── VerificationError              a backup set failed its verification; names the artefact
     ├── DrError                   exit 1   a failover, failback or drill could not go on
+    ├── NotificationError         exit 1   a channel refused or cannot be reached (the message stays queued)
     └── CatalogError              exit 1   a price catalog shipped with shipyard is malformed
 
 No message here holds a secret value: errors about secrets name the field, never its value.
@@ -136,3 +137,7 @@ class VerificationError(BackupError):
 
 class DrError(ShipyardError):
     """A failover, failback or drill could not go on; the world is left as the message says."""
+
+
+class NotificationError(ShipyardError):
+    """Sending to a notification channel failed, or its secret is not set in this process."""

@@ -290,7 +290,7 @@ def run_backup(
     except ShipyardError as exc:
         # Nothing was recorded, but a scheduled backup that cannot start must not fail silently.
         _notify(
-            notifier or Notifier(stack.notifications),
+            notifier or Notifier(stack.notifications, sessions),
             Event(
                 "backup.failed",
                 f"{stack.name} ({stack.environment}): {kind} backup could not start: {exc.message}",
@@ -333,7 +333,7 @@ def run_backup(
         manifest["finished_at"] = utcnow().isoformat()
         recorder.finish("failed", manifest, error)
         _notify(
-            notifier or Notifier(stack.notifications),
+            notifier or Notifier(stack.notifications, sessions),
             Event(
                 "backup.failed",
                 f"{stack.name} ({stack.environment}): {kind} backup {recorder.id} failed: {error}",

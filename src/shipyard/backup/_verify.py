@@ -105,7 +105,7 @@ def verify_set(
             sessions, backup_set.id, ok=False, report=outcome, error=f"verification failed: {exc.message}"
         )
         _notify(
-            notifier or Notifier(stack.notifications),
+            notifier or Notifier(stack.notifications, sessions),
             Event(
                 "backup.verification_failed",
                 f"{stack.name} ({stack.environment}): backup set {backup_set.id} failed verification:"
@@ -125,7 +125,7 @@ def verify_set(
             if row is not None:
                 row.verification = outcome
         _notify(
-            notifier or Notifier(stack.notifications),
+            notifier or Notifier(stack.notifications, sessions),
             Event(
                 "backup.verification_error",
                 f"{stack.name} ({stack.environment}): backup set {backup_set.id} could not be verified:"

@@ -337,7 +337,10 @@ def freshness(
     """Is each source's newest restorable backup younger than the RPO (`dr.rpo`)? Exit 1 and page if not."""
     stack = _stack(file, env)
     report = check_freshness(
-        _sessions(database_url), stack, now=utcnow(), notifier=Notifier(stack.notifications)
+        (sessions := _sessions(database_url)),
+        stack,
+        now=utcnow(),
+        notifier=Notifier(stack.notifications, sessions),
     )
     stale = [f for f in report if f.stale]
     if not emit([f.as_data() for f in report], output):

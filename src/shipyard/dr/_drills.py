@@ -508,7 +508,7 @@ def run_stack_drill(
     Nothing live is touched: the backup phase reads the sources as `shipyard backup full` does,
     and every restore goes into a scratch server or directory that is removed afterwards.
     """
-    notifier = notifier or Notifier(stack.notifications)
+    notifier = notifier or Notifier(stack.notifications, sessions)
     adapter = _BackupPhases(stack, sessions, base_dir=base_dir, actor=actor, clock=clock, notifier=notifier)
     phases = adapter.phases(plan)
     if on_phase is not None:

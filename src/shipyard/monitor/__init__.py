@@ -1,5 +1,36 @@
-"""Health, shipyard's own metrics and notification channels."""
+"""Health, shipyard's own metrics and notification channels (webhook, Slack, Telegram, email).
 
-from ._notify import Event, Notifier, resolve
+Events go through a durable outbox in the state store: `Notifier.send()` queues, a background
+thread (and, in `shipyard serve`, `OutboxDelivery`) delivers each channel's messages in order,
+with retries, backoff and a circuit breaker per channel.
+"""
 
-__all__ = ["Event", "Notifier", "resolve"]
+from ._backoff import Backoff, Breakers, BreakerState, CircuitBreaker
+from ._channels import DeliveryFailed, NotResolvable, deliver
+from ._delivery import OutboxDelivery
+from ._event import Event
+from ._notify import Notifier, matches
+from ._outbox import Attempt, Outbox, QueuedMessage, list_queue, purge_delivered
+from ._secrets import redact, redact_url, resolve
+
+__all__ = [
+    "Attempt",
+    "Backoff",
+    "BreakerState",
+    "Breakers",
+    "CircuitBreaker",
+    "DeliveryFailed",
+    "Event",
+    "NotResolvable",
+    "Notifier",
+    "Outbox",
+    "OutboxDelivery",
+    "QueuedMessage",
+    "deliver",
+    "list_queue",
+    "matches",
+    "purge_delivered",
+    "redact",
+    "redact_url",
+    "resolve",
+]

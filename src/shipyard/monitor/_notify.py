@@ -1,104 +1,138 @@
-"""Sending events to the spec's notification channels, without ever holding up the work.
+"""Sending events to the spec's notification channels, without ever holding up the work or losing one.
 
-This is the first cut used by releases: a generic webhook (JSON body) and a Slack incoming
-webhook, each tried a few times with backoff on a background thread. The durable queue, the
-circuit breaker and the Telegram and email channels come with the monitoring issue.
+`Notifier.send()` writes one outbox row per matching channel (in the caller's thread, before any
+attempt) and returns; a background thread then delivers the channels' queues in order. When a
+channel is down (its breaker open, or its next try far off) or a secret is not set in this
+process, the thread hands the message over to the server's `OutboxDelivery` and stops: the row
+stays queued, nothing is lost.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
-import httpx
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from ..spec import Channel
+from ..state import NotificationRow, utcnow
+from ._backoff import Backoff, Breakers
+from ._event import SEVERITY_RANK, Event
+from ._outbox import Outbox, channel_config, enqueue, queue_key
 
 log = logging.getLogger("shipyard.notify")
-_ENV_REF = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
-@dataclass(frozen=True)
-class Event:
-    kind: str  # e.g. "rollout.started", "rollout.rolled_back"
-    summary: str
-    severity: str = "info"  # page | ticket | info
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def resolve(reference: object) -> str | None:
-    """The value behind `${env:NAME}`; None for what cannot be resolved here (a Kubernetes secret)."""
-    if isinstance(reference, str):
-        match = _ENV_REF.match(reference)
-        return os.environ.get(match.group(1)) if match else reference
-    return None
-
-
-_RANK = {"info": 0, "ticket": 1, "page": 2}
+def matches(channel: Channel, event: Event) -> bool:
+    """Does `channel` want `event`: severity at least its minimum, kind one of its event prefixes."""
+    if SEVERITY_RANK.get(event.severity, 0) < SEVERITY_RANK[channel.min_severity]:
+        return False
+    return "*" in channel.events or any(event.kind.startswith(prefix) for prefix in channel.events)
 
 
 class Notifier:
-    """Delivers events to channels in the background; `wait()` lets a CLI finish sending."""
+    """Queues events for channels in the state store and delivers them in the background.
 
-    def __init__(self, channels: dict[str, Channel], *, attempts: int = 3, timeout_s: float = 5.0) -> None:
+    `wait()` gives a CLI's messages a short chance before it exits; what is left stays queued.
+    """
+
+    def __init__(
+        self,
+        channels: dict[str, Channel],
+        sessions: sessionmaker[Session],
+        *,
+        timeout_s: float = 5.0,
+        backoff: Backoff | None = None,
+        breakers: Breakers | None = None,
+        handoff_s: float = 60.0,
+    ) -> None:
+        """`handoff_s`: a message whose next try is further off than this is left to the server."""
         self.channels = channels
-        self.attempts = attempts
-        self.timeout_s = timeout_s
-        self._threads: list[threading.Thread] = []
+        self.sessions = sessions
+        self.outbox = Outbox(sessions, timeout_s=timeout_s, backoff=backoff, breakers=breakers)
+        self.handoff_s = handoff_s
+        self._lock = threading.Lock()
+        self._mine: dict[int, str] = {}  # row id → queue key, until delivered, dead or handed over
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
 
-    def send(self, event: Event) -> None:
-        for name, channel in self.channels.items():
-            if channel.kind not in ("webhook", "slack"):
-                continue  # telegram and email: the monitoring issue
-            if _RANK[event.severity] < _RANK[channel.min_severity]:
-                continue
-            if "*" not in channel.events and not any(event.kind.startswith(e) for e in channel.events):
-                continue
-            url = resolve(channel.url)
-            if not url:
-                log.warning(
-                    "channel %s: its URL is not available here (a secretRef or an unset env var)", name
-                )
-                continue
-            body = _slack_body(event) if channel.kind == "slack" else _webhook_body(event)
-            thread = threading.Thread(target=self._deliver, args=(name, url, body), daemon=True)
-            thread.start()
-            self._threads.append(thread)
+    def send(self, event: Event) -> list[int]:
+        """Queue `event` for every channel that wants it; the new rows' ids. Never raises."""
+        targets = [(name, channel) for name, channel in self.channels.items() if matches(channel, event)]
+        if not targets:
+            return []
+        try:
+            ids = enqueue(self.sessions, targets, event)
+        except SQLAlchemyError as exc:
+            names = ", ".join(name for name, _ in targets)
+            log.error(
+                "could not queue %s for %s: the state store failed (%s)",
+                event.kind,
+                names,
+                type(exc).__name__,
+            )
+            return []
+        with self._lock:
+            self._mine.update(zip(ids, (queue_key(n, channel_config(c)) for n, c in targets), strict=True))
+            self._idle.clear()
+            if self._thread is None or not self._thread.is_alive():  # not alive: a forked child
+                self._thread = threading.Thread(target=self._pump, name="shipyard-notify", daemon=True)
+                self._thread.start()
+        self._wake.set()
+        return ids
 
-    def _deliver(self, name: str, url: str, body: dict[str, Any]) -> None:
-        delay = 0.5
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = httpx.post(url, json=body, timeout=self.timeout_s)
-                if response.status_code < 300:
+    def wait(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every message sent here is delivered, dead or handed over; False on timeout."""
+        return self._idle.wait(timeout_s)
+
+    def _pump(self) -> None:
+        while True:
+            with self._lock:
+                if not self._mine:
+                    self._thread = None
+                    self._idle.set()
                     return
-                problem = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                problem = type(exc).__name__
-            log.warning("channel %s: attempt %d failed (%s)", name, attempt, problem)  # never the URL
-            time.sleep(delay)
-            delay *= 2
+                queues = set(self._mine.values())
+            self._wake.clear()
+            try:
+                pause = self._round(queues)
+            except Exception as exc:  # the state store failed, most likely: keep the thread, try again
+                log.warning("notifications: a delivery round failed (%s); retrying", type(exc).__name__)
+                pause = 1.0
+            self._wake.wait(pause)
 
-    def wait(self, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _webhook_body(event: Event) -> dict[str, Any]:
-    return {
-        "event": event.kind,
-        "summary": event.summary,
-        "severity": event.severity,
-        "details": event.details,
-    }
-
-
-def _slack_body(event: Event) -> dict[str, Any]:
-    icon = {"page": ":rotating_light:", "ticket": ":warning:", "info": ":information_source:"}[event.severity]
-    return {"text": f"{icon} {event.summary}"}
+    def _round(self, queues: set[str]) -> float:
+        """Deliver what is due; drop what is settled or handed over; how long to sleep."""
+        _, result = self.outbox.drain(queues)
+        with self._lock:
+            ids = list(self._mine)
+        with self.sessions() as session:
+            pending = set(
+                session.scalars(
+                    select(NotificationRow.id).where(
+                        NotificationRow.id.in_(ids), NotificationRow.state == "pending"
+                    )
+                )
+            )
+        now, mono = utcnow(), time.monotonic()
+        handed: set[str] = set(result.unavailable) | set(result.open_until)
+        handed |= {k for k, at in result.waiting.items() if (at - now).total_seconds() > self.handoff_s}
+        for key in set(result.unavailable) & queues:
+            log.info("notifications for %s stay queued: %s", key.split("#")[0], result.unavailable[key])
+        with self._lock:
+            for row_id in ids:
+                if row_id not in pending or self._mine[row_id] in handed:
+                    del self._mine[row_id]
+        if result.attempts:
+            return 0.05  # a retry was just scheduled: the next round's pass reads when it is due
+        pause = 1.0
+        for at in result.waiting.values():
+            pause = min(pause, (at - now).total_seconds())
+        for until in result.open_until.values():
+            pause = min(pause, until - mono)
+        return max(pause, 0.05)

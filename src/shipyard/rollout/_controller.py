@@ -90,7 +90,7 @@ class Controller:
         self.sessions = sessions
         self.stack = stack
         self.target = target
-        self.notifier = notifier or Notifier(stack.notifications)
+        self.notifier = notifier or Notifier(stack.notifications, sessions)
         self.clock = clock
         self.sleep = sleep
         self.lease_ttl_s = lease_ttl_s

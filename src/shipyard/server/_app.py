@@ -40,6 +40,7 @@ from ..errors import (
 from ..flags._api import build_router as build_flags_router
 from ..flags._live import LiveFlagSet
 from ..flags._store import FlagStore
+from ..monitor import OutboxDelivery
 from ..monitor._metrics import ShipyardCollector
 from ..spec import load_spec
 from ..state import open_engine, session_factory, utcnow
@@ -254,16 +255,22 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
 
     registry.register(ShipyardCollector(sessions, stack=lambda: jobs.stack() if config.spec else None))
 
+    # Delivers the notifications every process queued (a CLI leaves what it could not send).
+    delivery = OutboxDelivery(sessions)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         poller = asyncio.create_task(live.poll_forever())
         await asyncio.to_thread(jobs.reconcile)
         scheduler.start()
+        delivery.start()
         try:
             yield
         finally:
             # A backup that has started finishes in its own process; no new one starts.
             scheduler.shutdown(wait=False)
+            # A message being sent finishes (≤ 10 s); the rest stay queued for the next server.
+            await asyncio.to_thread(delivery.stop)
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
