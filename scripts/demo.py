@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from shipyard.backup import ScratchPostgres, start_scratch_postgres
-from shipyard.rollout._loadgen import LoadGenerator, LoadReport
+from shipyard.rollout import LoadGenerator, LoadReport
 from shipyard.rollout.targets._processes import free_port
 from shipyard.spec import load_spec
 
@@ -566,12 +566,8 @@ class Demo:
             load.stop()
 
     def _destroy_target(self) -> None:
-        # No CLI verb tears a local stack down yet: the local target's own teardown does it.
-        from shipyard.rollout.targets.local import LocalTarget  # noqa: PLC0415
-
-        stack = load_spec(self.spec).stack(ENV)
-        state_dir = self.out / "state" / "local" / f"{stack.name}-{stack.environment}"
-        LocalTarget(stack, state_dir, workdir=self.spec.parent).destroy()
+        # --force: a release interrupted by Ctrl-C still holds its lease for a few seconds.
+        self.cli("down", "--force", "-f", str(self.spec), "-e", ENV, check=False, timeout=60)
 
 
 # --- small helpers ---------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from ..rollout import (
 )
 from ..rollout._detached import last_release_id, spawn, wait_recorded
 from ..spec import Stack
-from ..state import RolloutRow, RolloutStepRow, open_engine, session_factory
+from ..state import RolloutRow, RolloutStepRow, open_engine, record_audit, session_factory
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -93,6 +93,7 @@ LOCAL_POLL_S = 0.5
 
 def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy)
+    app.command("down")(down)
     app.add_typer(rollout_app, name="rollout")
 
 
@@ -195,6 +196,53 @@ def deploy(
     rollout_id = controller.begin(service, version, actor(), strategy)  # type: ignore[arg-type]
     console.print(f"release {rollout_id}: {service} {version}")
     _run(controller, view, rollout_id)
+
+
+def down(
+    file: SpecOption = DEFAULT_SPEC,
+    env: EnvOption = "production",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be stopped; stop nothing.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Stop even while a release's lease is held (its controller died).")
+    ] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """local: stop every app process of the stack and its HAProxy (the releases stay recorded).
+
+    Refused while a controller still runs a release of the stack (abort it or let it finish), unless
+    --force: for a controller that was killed and whose lease has not expired yet.
+    """
+    from ..rollout.targets.local import LocalTarget  # noqa: PLC0415 - only the local target needs it
+
+    stack = read_spec(file).stack(env)
+    sessions = _sessions(database_url)
+    busy = [name for name in stack.services if holder(sessions, lock_name(name)) is not None]
+    if busy and not force:
+        raise UserError(
+            f"a release of {', '.join(busy)} is running: `shipyard rollout abort {busy[0]}` or let it"
+            " finish before `shipyard down`"
+        )
+    state_dir = _state_dir(stack)
+    if not state_dir.is_dir():
+        console.print(f"nothing runs for {stack.name} ({stack.environment}) here")
+        return
+    target = LocalTarget(stack, state_dir, workdir=file.resolve().parent)
+    running = [i.name for i in target.supervisor.list() if i.alive]
+    if dry_run:
+        console.print(f"would stop HAProxy and {len(running)} process(es): {', '.join(running) or 'none'}")
+        return
+    record_audit(
+        sessions, actor=actor(), action="down", target_kind="stack", target=stack.name,
+        after={"environment": stack.environment, "processes": running}, outcome="started",
+    )  # fmt: skip
+    target.destroy()
+    record_audit(
+        sessions, actor=actor(), action="down", target_kind="stack", target=stack.name,
+        after={"environment": stack.environment, "processes": running},
+    )  # fmt: skip
+    console.print(f"stopped HAProxy and {len(running)} process(es) of {stack.name} ({stack.environment})")
 
 
 def _kube_options_need_kubernetes(context: str | None, kubeconfig: Path | None) -> None:

@@ -8,6 +8,7 @@ that decides, and the controller that drives a strategy against a target, step b
 
 from ._analysis import PROMETHEUS_URL_ENV, analyse
 from ._controller import COMMANDS, Controller, latest_release, lock_name, queue_command, wait_for_command
+from ._loadgen import LoadGenerator, LoadReport
 from ._model import (
     LATENCY_BUCKETS_MS,
     Analysis,
@@ -40,6 +41,8 @@ __all__ = [
     "Check",
     "Controller",
     "Health",
+    "LoadGenerator",
+    "LoadReport",
     "MigrationResult",
     "Phase",
     "Plan",
