@@ -599,7 +599,10 @@ class PgBackRest:
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
         target.chmod(0o700)
         self._own(target)
-        self._run(["restore", *arguments])
+        # A restore is a file copy with decompression: one process per core (process-max of the
+        # config is for backups, which share the machine with the live server).
+        processes = max(self.settings.process_max, min(4, os.cpu_count() or 1))
+        self._run(["restore", *arguments, f"--process-max={processes}"])
         return arguments
 
     def start_restored(

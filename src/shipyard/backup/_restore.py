@@ -6,9 +6,11 @@ Every restore is written to the audit log before it starts and again when it end
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -22,10 +24,11 @@ from ..spec import Stack
 from ..state import record_audit
 from ._connect import FilesSource, PostgresSource, RedisSource, sources_of
 from ._resp import RespClient
+from ._restic import ResticRepository
 from ._run import ProgressHandler, default_jobs, open_repository, run_backup
-from ._scratch import start_scratch_postgres, start_scratch_redis
+from ._scratch import ScratchPostgres, start_scratch_postgres, start_scratch_redis
 from ._sets import BackupSet, get_set, list_sets
-from ._sources import restore_postgres, tree_digest
+from ._sources import TreeDigest, restore_postgres, tree_digest
 
 Into = Literal["scratch", "live"]
 
@@ -184,13 +187,9 @@ def restore_database(
     safety: str | None = None
     dump_dir = Path(tempfile.mkdtemp(prefix="shipyard-restore-pg-"))
     try:
-        repository.restore(artefact["snapshot_id"], dump_dir)
-        if tree_digest(dump_dir).sha256 != artefact["sha256"]:
-            raise BackupError(
-                f"{artefact['name']}: the restored dump does not match its checksum;"
-                f" run `shipyard backup verify {chosen.id}`"
-            )
         if live is not None:
+            repository.restore(artefact["snapshot_id"], dump_dir)
+            _check_dump(dump_dir, artefact, chosen.id)  # before the live database is touched
             safety = _safety_backup(sessions, stack, "database", base_dir, actor, on_progress)
             restore_postgres(
                 dump_dir, host=live.host, port=live.port, user=live.user, database=live.database, jobs=jobs,
@@ -198,24 +197,7 @@ def restore_database(
             )  # fmt: skip
             result = RestoreResult(chosen.id, artefact["name"], into, {"database": live.where()}, safety)
         else:
-            scratch = start_scratch_postgres(target_dir, port)
-            try:
-                with psycopg.connect(
-                    host=scratch.host,
-                    port=scratch.port,
-                    user=scratch.user,
-                    dbname="postgres",
-                    autocommit=True,
-                ) as admin:
-                    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(artefact["database"])))
-                restore_postgres(
-                    dump_dir, host=scratch.host, port=scratch.port, user=scratch.user,
-                    database=artefact["database"], jobs=jobs, env={},
-                    what=f"{artefact['name']}: pg_restore into scratch",
-                )  # fmt: skip
-            except BaseException:
-                scratch.stop()
-                raise
+            scratch = _restore_into_scratch(repository, artefact, chosen.id, dump_dir, target_dir, port, jobs)
             result = RestoreResult(
                 chosen.id,
                 artefact["name"],
@@ -243,6 +225,79 @@ def restore_database(
         shutil.rmtree(dump_dir, ignore_errors=True)
     _audit(sessions, actor, target, result.as_data(), "ok")
     return result
+
+
+def _check_dump(dump_dir: Path, artefact: dict[str, Any], set_id: str) -> None:
+    _check_digest(tree_digest(dump_dir), artefact, set_id)
+
+
+def _check_digest(digest: TreeDigest | Future[TreeDigest], artefact: dict[str, Any], set_id: str) -> None:
+    found = digest.result() if isinstance(digest, Future) else digest
+    if found.sha256 != artefact["sha256"]:
+        raise BackupError(
+            f"{artefact['name']}: the restored dump does not match its checksum;"
+            f" run `shipyard backup verify {set_id}`"
+        )
+
+
+def _restore_into_scratch(
+    repository: ResticRepository,
+    artefact: dict[str, Any],
+    set_id: str,
+    dump_dir: Path,
+    target_dir: Path | None,
+    port: int | None,
+    jobs: int,
+) -> ScratchPostgres:
+    """A new scratch server tuned for bulk loading, with the dump restored into it.
+
+    The three slow steps overlap where they are independent: the server starts while restic
+    restores the dump, and the dump's checksum is computed while pg_restore reads it (both from
+    the page cache). A checksum mismatch still fails the restore: the server is stopped."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scratch-pg") as pool:
+        starting = pool.submit(_start_with_database, target_dir, port, artefact["database"])
+        try:
+            repository.restore(artefact["snapshot_id"], dump_dir)
+        except BaseException:
+            _stop_when_started(starting)
+            raise
+        scratch = starting.result()
+        try:
+            digest = pool.submit(tree_digest, dump_dir)
+            try:
+                restore_postgres(
+                    dump_dir, host=scratch.host, port=scratch.port, user=scratch.user,
+                    database=artefact["database"], jobs=jobs, env={},
+                    what=f"{artefact['name']}: pg_restore into scratch",
+                )  # fmt: skip
+            except BackupError:
+                _check_digest(digest, artefact, set_id)  # a damaged dump is the better explanation
+                raise
+            finally:
+                wait([digest])  # never leave it reading a directory that is about to be removed
+            _check_digest(digest, artefact, set_id)
+        except BaseException:
+            scratch.stop()
+            raise
+    return scratch
+
+
+def _start_with_database(target_dir: Path | None, port: int | None, database: str) -> ScratchPostgres:
+    scratch = start_scratch_postgres(target_dir, port, bulk_load=True)
+    try:
+        with psycopg.connect(
+            host=scratch.host, port=scratch.port, user=scratch.user, dbname="postgres", autocommit=True
+        ) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    except BaseException:
+        scratch.stop()
+        raise
+    return scratch
+
+
+def _stop_when_started(starting: Future[ScratchPostgres]) -> None:
+    with contextlib.suppress(Exception):
+        starting.result().stop()
 
 
 def restore_redis(

@@ -127,8 +127,31 @@ def _template(initdb: str, user: str) -> Path | None:
     return template
 
 
-def start_scratch_postgres(base: Path | None = None, port: int | None = None) -> ScratchPostgres:
-    """initdb + start in `base` (a new temp dir when None); the caller stops it."""
+# A scratch server's data is thrown away or re-created from a backup: durability buys nothing.
+_SCRATCH_OPTIONS = ("fsync=off",)
+
+# For a server that only receives a restore: no WAL for the restore's COPYs (pg_restore -j wraps
+# each COPY in a transaction with a TRUNCATE when it created the table, so wal_level=minimal
+# skips their WAL), no full-page images, no checkpoint forced by WAL volume in the middle of a
+# load. wal_level=minimal rules out archiving and replication, so it is not the default: a
+# scratch server may be a PITR test's primary.
+BULK_LOAD_OPTIONS = (
+    "wal_level=minimal",
+    "max_wal_senders=0",
+    "full_page_writes=off",
+    "synchronous_commit=off",
+    "max_wal_size=8GB",
+    "checkpoint_timeout=1h",
+)
+
+
+def start_scratch_postgres(
+    base: Path | None = None, port: int | None = None, *, bulk_load: bool = False
+) -> ScratchPostgres:
+    """initdb + start in `base` (a new temp dir when None); the caller stops it.
+
+    bulk_load: tune the server for being restored into (BULK_LOAD_OPTIONS), at the price of
+    WAL archiving and replication."""
     initdb, pg_ctl = find_tool("initdb"), find_tool("pg_ctl")
     base = base or Path(tempfile.mkdtemp(prefix="shipyard-scratch-pg-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -142,7 +165,8 @@ def start_scratch_postgres(base: Path | None = None, port: int | None = None) ->
     port = port or free_port()
     scratch = ScratchPostgres(base=base, port=port, user=user)
     _initdb(initdb, scratch.data_dir, user)
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {sockets} -c fsync=off"
+    settings = [*_SCRATCH_OPTIONS, *(BULK_LOAD_OPTIONS if bulk_load else ())]
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {sockets} " + " ".join(f"-c {s}" for s in settings)
     run_tool(
         as_postgres_user(
             [
@@ -169,11 +193,11 @@ def start_scratch_postgres(base: Path | None = None, port: int | None = None) ->
 
 
 @contextlib.contextmanager
-def scratch_postgres() -> Iterator[ScratchPostgres]:
+def scratch_postgres(*, bulk_load: bool = False) -> Iterator[ScratchPostgres]:
     """A scratch PostgreSQL for the duration of the block: always stopped, its directory removed."""
     base = Path(tempfile.mkdtemp(prefix="shipyard-scratch-pg-"))
     try:
-        scratch = start_scratch_postgres(base)
+        scratch = start_scratch_postgres(base, bulk_load=bulk_load)
         try:
             yield scratch
         finally:

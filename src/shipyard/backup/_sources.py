@@ -172,7 +172,10 @@ def restore_postgres(
     clean: bool = False,
     keep_owners: bool = False,
 ) -> None:
-    """pg_restore a directory-format dump into `database` (which must exist)."""
+    """pg_restore a directory-format dump into `database` (which must exist).
+
+    Its sessions get RESTORE_SESSION_OPTIONS: session settings only, so a live server's own
+    configuration is left alone."""
     argv = [
         find_tool("pg_restore"), f"--jobs={jobs}", "--exit-on-error", "--no-password",
         "-h", host, "-p", str(port), "-U", user, "-d", database,
@@ -181,7 +184,16 @@ def restore_postgres(
         argv += ["--no-owner", "--no-privileges"]
     if clean:
         argv += ["--clean", "--if-exists"]
-    run_tool([*argv, str(dump_dir)], what=what, env=env)
+    # Ours first: an operator's own PGOPTIONS (later on the line) still win.
+    ours = [f"-c {o}" for o in RESTORE_SESSION_OPTIONS]
+    options = " ".join([*ours, *filter(None, [os.environ.get("PGOPTIONS"), env.get("PGOPTIONS")])])
+    run_tool([*argv, str(dump_dir)], what=what, env={**env, "PGOPTIONS": options})
+
+
+# Index and primary-key builds sort in memory instead of in temporary files (the default 64 MB
+# spills for a table of a few million rows). Nothing that weakens durability: this also runs
+# against the live database.
+RESTORE_SESSION_OPTIONS = ("maintenance_work_mem=512MB",)
 
 
 # --- Redis -----------------------------------------------------------------------------------
