@@ -178,7 +178,7 @@ def _verify_postgres(
             _mismatch(artefact["sha256"], digest.sha256),
         )
         step(f"{name}: pg_restore into a scratch PostgreSQL")
-        with scratch_postgres() as scratch:
+        with scratch_postgres(bulk_load=True) as scratch:  # a throwaway server: load fast
             database = artefact["database"]
             with psycopg.connect(
                 host=scratch.host, port=scratch.port, user=scratch.user, dbname="postgres", autocommit=True

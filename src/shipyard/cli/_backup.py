@@ -620,6 +620,12 @@ def restore_database_command(
     lsn: Annotated[
         str | None, typer.Option("--lsn", help="PITR: restore to this WAL position (e.g. 0/3000060).")
     ] = None,
+    latest: Annotated[
+        bool,
+        typer.Option(
+            "--latest", help="PITR: the newest state pgBackRest holds (newest backup + all archived WAL)."
+        ),
+    ] = False,
     file: SpecOption = DEFAULT_SPEC,
     env: EnvOption = None,
     jobs: JobsOption = None,
@@ -628,9 +634,12 @@ def restore_database_command(
 ) -> None:
     """Restore a PostgreSQL dump: a scratch server (left running) or, with --yes, the live database.
 
-    With --time or --lsn: a point-in-time restore from pgBackRest (backup.pitr) into scratch."""
+    With --time, --lsn or --latest: a physical restore from pgBackRest (backup.pitr) into scratch
+    (a file copy and WAL replay: much faster than a dump for a large database)."""
     stack = _stack(file, env)
-    if time is not None or lsn is not None:
+    if time is not None or lsn is not None or latest:
+        if latest and (time is not None or lsn is not None):
+            raise UserError("--latest restores to the end of the archive: give it without --time/--lsn")
         _restore_pitr(stack, file, set_id, datastore, into, time, lsn, dry_run, target_dir, port,
                       database_url, output)  # fmt: skip
         return
@@ -662,7 +671,7 @@ def _restore_pitr(
         raise UserError("give --time or --lsn, not both")
     if set_id is not None:
         raise UserError(
-            "--set picks a logical (restic) set; a --time/--lsn restore picks its pgBackRest backup itself"
+            "--set picks a logical (restic) set; a --time/--lsn/--latest restore picks its pgBackRest backup"
         )
     if _into(into) == "live":
         raise UserError(
@@ -687,7 +696,7 @@ def _restore_pitr(
     )
     if emit(result.as_data(), output):
         return
-    point = result.target["time"] or f"LSN {result.target['lsn']}"
+    point = result.target["time"] or (f"LSN {result.target['lsn']}" if result.target["lsn"] else "the latest")
     console.print(f"restored stanza {stanza.pgbackrest.settings.stanza} to {point} into {result.data_dir}")
     console.print(f"  running on 127.0.0.1:{result.port} (log {result.log_file})")
     console.print(f"  connect with: psql -h 127.0.0.1 -p {result.port} -U {result.os_user}", markup=False)

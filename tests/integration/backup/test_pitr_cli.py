@@ -275,6 +275,16 @@ def test_restore_to_a_time_has_exactly_the_rows_before_it(cli: Rig) -> None:
     assert cli.audit()[-2:] == [("backup.pitr.restore", "started", "cli:tester"),
                                 ("backup.pitr.restore", "ok", "cli:tester")]  # fmt: skip
 
+    latest = cli.shipyard("restore", "database", "--latest", "--into", "scratch",
+                          "--target-dir", str(cli.base / "latest"), "-o", "json")  # fmt: skip
+    assert latest.code == 0, latest.err
+    newest = latest.json()
+    try:
+        copy = Postgres(port=newest["port"], datadir=cli.base / "latest" / "data", user=cli.pg.user)
+        assert copy.psql("SELECT array_agg(seq ORDER BY seq) FROM marks") == "{1,2,3,4,5,6,7,8,9,10}"
+    finally:
+        subprocess.run(newest["stop_command"], check=False, capture_output=True, timeout=60)
+
 
 def test_bad_restore_targets_are_clear_errors_that_create_nothing(cli: Rig) -> None:
     listed = cli.shipyard("backup", "pitr", "list", "-o", "json").json()
@@ -290,6 +300,7 @@ def test_bad_restore_targets_are_clear_errors_that_create_nothing(cli: Rig) -> N
         (("--time", "2026-12-01 02:00:00"), "no time zone"),
         (("--time", "yesterday"), "is not a time"),
         (("--lsn", "nonsense"), "is not an LSN"),
+        (("--latest", "--lsn", "0/1"), "without --time/--lsn"),
         (("--lsn", "0/1", "--target-dir", str(scratch)), "oldest restorable LSN"),
     ):
         failed = cli.shipyard("restore", "database", *args)
