@@ -177,8 +177,10 @@ def _activity(stack: DashboardStack, browser: Browser) -> None:
         ("update", "new-checkout", "ok"),
         ("deploy", "web", "succeeded"),
         ("rollout.promote", "web", "queued"),
-        ("backup.verify", None, "succeeded"),
-        ("dr.drill", "restore", "succeeded"),
+        ("job.verify", None, "succeeded"),
+        ("backup.verify", None, "ok"),
+        ("job.drill", "restore", "succeeded"),
+        ("dr.drill", None, "passed"),
     }
     rows = page.locator("table.activity tbody tr")
     seen = []

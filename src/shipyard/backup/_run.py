@@ -18,7 +18,7 @@ from ..errors import BackupError, ShipyardError
 from ..locks import Lease, LockHeldError
 from ..monitor import Event, Notifier
 from ..spec import Stack
-from ..state import utcnow
+from ..state import record_audit, utcnow
 from ._connect import (
     FilesSource,
     PostgresSource,
@@ -318,6 +318,9 @@ def run_backup(
         "artefacts": [],
     }
     recorder.start(manifest)
+    inputs = {"kind": kind, "environment": stack.environment, "sources": manifest["sources"]}
+    record_audit(sessions, actor=actor, action="backup", target_kind="backup_set", target=recorder.id,
+                 after=inputs, outcome="started")  # fmt: skip
     workdir = Path(tempfile.mkdtemp(prefix=temp_prefix(recorder.id)))
     run = _Run(stack, repository, recorder, manifest, workdir, jobs or default_jobs(), on_progress, on_phase)
     try:
@@ -332,6 +335,8 @@ def run_backup(
         error = _describe_error(exc)
         manifest["finished_at"] = utcnow().isoformat()
         recorder.finish("failed", manifest, error)
+        record_audit(sessions, actor=actor, action="backup", target_kind="backup_set", target=recorder.id,
+                     after={**inputs, "error": error}, outcome="failed")  # fmt: skip
         _notify(
             notifier or Notifier(stack.notifications, sessions),
             Event(
@@ -346,6 +351,8 @@ def run_backup(
         shutil.rmtree(workdir, ignore_errors=True)
     manifest["finished_at"] = utcnow().isoformat()
     recorder.finish("complete", manifest)
+    record_audit(sessions, actor=actor, action="backup", target_kind="backup_set", target=recorder.id,
+                 after=inputs)  # fmt: skip
     return get_set(sessions, recorder.id)
 
 

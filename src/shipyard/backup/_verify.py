@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import BackupError, RepositoryError, UserError, VerificationError
 from ..monitor import Event, Notifier
 from ..spec import Stack
-from ..state import utcnow
+from ..state import record_audit, utcnow
 from ._connect import RedisSource
 from ._restic import ResticRepository
 from ._run import _notify, default_jobs, open_repository
@@ -51,6 +51,7 @@ def verify_set(
     jobs: int | None = None,
     on_step: StepHandler | None = None,
     notifier: Notifier | None = None,
+    actor: str = "shipyard",
 ) -> BackupSet:
     """Restore every artefact of a set into scratch servers and check it; record the outcome.
 
@@ -81,6 +82,13 @@ def verify_set(
     report = _Report()
     started = time.monotonic()
     outcome: dict[str, Any] = {"started_at": utcnow().isoformat(), "read_data_subset": read_data_subset}
+
+    def audit(result: str, **facts: Any) -> None:
+        record_audit(sessions, actor=actor, action="backup.verify", target_kind="backup_set",
+                     target=backup_set.id, after={"read_data_subset": read_data_subset, **facts},
+                     outcome=result)  # fmt: skip
+
+    audit("started")
     try:
         for artefact in backup_set.artefacts:
             kind = artefact["type"]
@@ -104,6 +112,7 @@ def verify_set(
         record_verification(
             sessions, backup_set.id, ok=False, report=outcome, error=f"verification failed: {exc.message}"
         )
+        audit("failed", artefact=exc.artefact, error=exc.message)
         _notify(
             notifier or Notifier(stack.notifications, sessions),
             Event(
@@ -124,6 +133,7 @@ def verify_set(
             row = session.get(BackupSetRow, backup_set.id)
             if row is not None:
                 row.verification = outcome
+        audit("error", error=exc.message)
         _notify(
             notifier or Notifier(stack.notifications, sessions),
             Event(
@@ -136,7 +146,9 @@ def verify_set(
         )
         raise
     outcome.update(ok=True, checks=report.checks, seconds=round(time.monotonic() - started, 3))
-    return record_verification(sessions, backup_set.id, ok=True, report=outcome, error=None)
+    verified = record_verification(sessions, backup_set.id, ok=True, report=outcome, error=None)
+    audit("ok", seconds=outcome["seconds"])
+    return verified
 
 
 def _restored(repository: ResticRepository, artefact: dict[str, Any], prefix: str) -> Path:

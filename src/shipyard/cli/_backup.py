@@ -320,6 +320,7 @@ def verify(
         read_data_subset=read_data,
         jobs=jobs,
         on_step=(lambda text: console.print(f"  {text}")) if show_steps else None,
+        actor=actor(),
     )
     if emit(result.as_data(), output):
         return

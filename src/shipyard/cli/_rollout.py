@@ -30,6 +30,7 @@ from ..rollout import (
     latest_release,
     lock_name,
     queue_command,
+    steer_release,
     wait_for_command,
 )
 from ..rollout._detached import last_release_id, spawn, wait_recorded
@@ -366,7 +367,7 @@ def _refuse_other_target(sessions: sessionmaker[Session], service: str, target: 
 def _command(command: str, service: str, file: Path, env: str, database_url: str | None, watch: bool) -> None:
     sessions = _sessions(database_url)
     _refuse_other_target(sessions, service, TargetName.local)
-    rollout_id, running = queue_command(sessions, service, command, actor())  # type: ignore[arg-type]
+    rollout_id, running = steer_release(sessions, service, command, actor())  # type: ignore[arg-type]
     if running:
         result = wait_for_command(sessions, rollout_id)
         console.print(f"{command}: {result or 'queued; the controller has not picked it up yet'}")

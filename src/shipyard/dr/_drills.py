@@ -328,7 +328,12 @@ class _BackupPhases:
         if self.taken is None:
             raise DrError("no backup set was taken to verify")
         verified = verify_set(
-            self.sessions, self.stack, self.taken.id, base_dir=self.base_dir, notifier=self.notifier
+            self.sessions,
+            self.stack,
+            self.taken.id,
+            base_dir=self.base_dir,
+            notifier=self.notifier,
+            actor=self.actor,
         )
         checks = (verified.verification or {}).get("checks", [])
         return PhaseOutcome(detail=f"set {verified.id} {verified.state}: {len(checks)} checks passed")

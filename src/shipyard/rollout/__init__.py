@@ -7,7 +7,15 @@ that decides, and the controller that drives a strategy against a target, step b
 """
 
 from ._analysis import PROMETHEUS_URL_ENV, analyse
-from ._controller import COMMANDS, Controller, latest_release, lock_name, queue_command, wait_for_command
+from ._controller import (
+    COMMANDS,
+    Controller,
+    latest_release,
+    lock_name,
+    queue_command,
+    steer_release,
+    wait_for_command,
+)
 from ._loadgen import LoadGenerator, LoadReport
 from ._model import (
     LATENCY_BUCKETS_MS,
@@ -63,5 +71,6 @@ __all__ = [
     "on_outcome",
     "queue_command",
     "start",
+    "steer_release",
     "wait_for_command",
 ]

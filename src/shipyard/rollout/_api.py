@@ -26,9 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import NotFoundError, ShipyardError
 from ..server._jobs import JobOut, JobRunner, deploy_args, rollback_args
-from ..state import RolloutRow, RolloutStepRow, as_utc, record_audit
-from ._controller import latest_release, queue_command
-from ._model import Command
+from ..state import RolloutRow, RolloutStepRow, as_utc
+from ._controller import latest_release, steer_release
 from ._strategy import RolloutState, plan_steps
 
 HISTORY_LIMIT = 100
@@ -191,26 +190,6 @@ def latest_releases(sessions: sessionmaker[Session]) -> list[RolloutRow]:
             ids.setdefault(service, rollout_id)
         rows = list(session.scalars(select(RolloutRow).where(RolloutRow.id.in_(list(ids.values())))))
     return sorted(rows, key=lambda row: row.service)
-
-
-def steer_release(
-    sessions: sessionmaker[Session], service: str, command: Command, actor: str
-) -> tuple[int, bool]:
-    """Queue promote/abort/pause/resume/retry for a service's release and audit who asked.
-
-    Returns (rollout id, whether a controller runs the release now and will apply it).
-    """
-    rollout_id, running = queue_command(sessions, service, command, actor)
-    record_audit(
-        sessions,
-        actor=actor,
-        action=f"rollout.{command}",
-        target_kind="service",
-        target=service,
-        after={"rollout": rollout_id, "command": command, "controller_running": running},
-        outcome="queued",
-    )
-    return rollout_id, running
 
 
 def build_router(

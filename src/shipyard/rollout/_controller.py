@@ -28,7 +28,7 @@ from ..errors import RolloutError, ShipyardError, TargetError, UserError
 from ..locks import Lease, LockHeldError, holder
 from ..monitor import Event, Notifier
 from ..spec import Stack
-from ..state import RolloutCommandRow, RolloutRow, RolloutStepRow, as_utc, utcnow
+from ..state import RolloutCommandRow, RolloutRow, RolloutStepRow, as_utc, record_audit, utcnow
 from ._analysis import PROMETHEUS_URL_ENV, analyse, merge_checks
 from ._model import (
     Action,
@@ -169,6 +169,12 @@ class Controller:
             lease.release()
             raise
         self._lease = lease
+        inputs = {"rollout": rollout_id, "version": version, "stable": plan.stable, "strategy": plan.strategy}
+        record_audit(
+            self.sessions, actor=actor, action="deploy", target_kind="service", target=service,
+            after={**inputs, "environment": self.stack.environment, "target": self.target.name},
+            outcome="started",
+        )  # fmt: skip
         self._notify(state, "rollout.started", f"{service}: releasing {version} ({plan.strategy})", "info")
         return rollout_id
 
@@ -330,6 +336,13 @@ class Controller:
                     outcome=action.outcome, reason=action.reason, finished_at=utcnow(), updated_at=utcnow()
                 )
             )
+            started_by = session.scalar(select(RolloutRow.actor).where(RolloutRow.id == rollout_id)) or "?"
+        record_audit(
+            self.sessions, actor=started_by, action="deploy", target_kind="service",
+            target=state.plan.service,
+            after={"rollout": rollout_id, "version": state.plan.candidate, "reason": action.reason},
+            outcome=action.outcome,
+        )  # fmt: skip
         severity = "info" if action.outcome == "succeeded" else "page"
         ended = action.outcome.replace("_", " ")
         summary = f"{state.plan.service}: {state.plan.candidate} {ended}: {action.reason}"
@@ -457,6 +470,26 @@ def queue_command(
     with sessions() as session, session.begin():
         session.add(RolloutCommandRow(rollout_id=row.id, command=command, actor=actor))
     return row.id, holder(sessions, lock_name(service)) is not None
+
+
+def steer_release(
+    sessions: sessionmaker[Session], service: str, command: Command, actor: str
+) -> tuple[int, bool]:
+    """Queue promote/abort/pause/resume/retry for a service's release and audit who asked.
+
+    Returns (rollout id, whether a controller runs the release now and will apply it).
+    """
+    rollout_id, running = queue_command(sessions, service, command, actor)
+    record_audit(
+        sessions,
+        actor=actor,
+        action=f"rollout.{command}",
+        target_kind="service",
+        target=service,
+        after={"rollout": rollout_id, "command": command, "controller_running": running},
+        outcome="queued",
+    )
+    return rollout_id, running
 
 
 def wait_for_command(sessions: sessionmaker[Session], rollout_id: int, timeout_s: float = 30.0) -> str | None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..backup import get_set, list_sets
 from ..errors import InvalidObjectError, NotFoundError, ShipyardError, UserError
 from ..flags._live import LiveFlagSet
-from ..rollout import COMMANDS
+from ..rollout import COMMANDS, steer_release
 from ..spec import Stack
 from ._dashboard_auth import (
     COOKIE_PATH,
@@ -245,8 +245,6 @@ def build_router() -> APIRouter:
             return _back("/ui/services", f"unknown command {command[:40]!r}", "error")
         sessions = _sessions(request)
         try:
-            from ..rollout._api import steer_release  # noqa: PLC0415 (rollout._api imports the server package)
-
             rollout_id, running = steer_release(sessions, service, command, actor)  # type: ignore[arg-type]
         except ShipyardError as exc:
             return _back("/ui/services", exc.message, "error")

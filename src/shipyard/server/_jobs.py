@@ -38,15 +38,10 @@ from ..spec import Stack, load_spec
 from ..state import JobRow, as_utc, open_engine, record_audit, session_factory, utcnow
 
 KINDS = ("deploy", "rollback", "backup", "verify", "restore", "drill")
-ACTIONS = {
-    "deploy": "deploy",
-    "rollback": "rollback",
-    "backup": "backup.run",
-    "verify": "backup.verify",
-    "restore": "restore",
-    "drill": "dr.drill",
-}
-"""The audit action of each kind (compliance prefixes in the spec's `audit:` match these)."""
+ACTIONS = {kind: f"job.{kind}" for kind in KINDS}
+"""The audit action of each kind's job (started, then succeeded or failed). The operation the job
+runs writes its own entries too (deploy, backup, backup.verify, backup.restore, dr.drill), as the
+same actor: the job's say that it ran, the operation's what it did."""
 BACKUP_KINDS = ("full", "database", "files", "redis")
 RESTORE_WHATS = ("database", "redis", "files")
 DRILL_MODES = ("full", "partial", "backup", "restore")

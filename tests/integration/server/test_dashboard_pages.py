@@ -320,10 +320,10 @@ def test_every_page_renders_with_real_data_and_shows_no_token(dashboard: Dashboa
     assert "Verify" in bodies["/ui/backups"]
     assert "succeeded" in bodies[f"/ui/jobs/{job_id}/log"]
     activity = bodies["/ui/activity"]
-    assert "backup.run" in activity
+    assert "job.backup" in activity
     assert "token:ops" in activity
-    filtered = dashboard.client.get("/ui/activity", params={"action": "backup.run"}, headers=HTML).text
-    assert "backup.run" in filtered
+    filtered = dashboard.client.get("/ui/activity", params={"action": "job.backup"}, headers=HTML).text
+    assert "job.backup" in filtered
     assert "new-checkout" not in filtered
     assert dashboard.client.get("/ui/jobs/999", headers=HTML).status_code == 404
 

@@ -137,7 +137,7 @@ def test_sigterm_to_serve_leaves_a_running_job_to_finish_and_record_itself(tmp_p
         audit = [
             (a.actor, a.outcome)
             for a in session.scalars(
-                select(AuditRow).where(AuditRow.action == "backup.run").order_by(AuditRow.id)
+                select(AuditRow).where(AuditRow.action == "job.backup").order_by(AuditRow.id)
             )
         ]
     assert [s.state for s in sets] == ["complete"]

@@ -135,18 +135,19 @@ def test_backup_and_verify_through_the_api_then_metrics(backup_api: Api, tmp_pat
     jobs = api.client.get("/jobs", headers=api.admin).json()
     assert [j["kind"] for j in jobs] == ["restore", "verify", "backup"]
     audit = api.client.get("/audit", params={"actor": "token:ops", "limit": 50}, headers=api.admin).json()
-    jobs_audit = [(e["action"], e["outcome"]) for e in reversed(audit) if e["target_kind"] != "backup_set"
-                  or e["action"] in ("backup.verify", "restore")]  # fmt: skip
+    jobs_audit = [(e["action"], e["outcome"]) for e in reversed(audit) if e["action"].startswith("job.")]
     assert jobs_audit == [
-        ("backup.run", "started"),
-        ("backup.run", "succeeded"),
-        ("backup.verify", "started"),
-        ("backup.verify", "succeeded"),
-        ("restore", "started"),
-        ("restore", "succeeded"),
+        ("job.backup", "started"),
+        ("job.backup", "succeeded"),
+        ("job.verify", "started"),
+        ("job.verify", "succeeded"),
+        ("job.restore", "started"),
+        ("job.restore", "succeeded"),
     ]
-    # The restore itself also wrote what it restored, as the same actor.
-    assert ("backup.restore", "ok") in [(e["action"], e["outcome"]) for e in audit]
+    # Each operation also wrote what it did, as the same actor.
+    done = [(e["action"], e["outcome"]) for e in reversed(audit) if not e["action"].startswith("job.")]
+    for action in ("backup", "backup.verify", "backup.restore"):
+        assert [o for a, o in done if a == action] == ["started", "ok"], done
 
 
 def test_a_release_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,10 +193,18 @@ def test_a_release_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                 if line.startswith("shipyard_rollout_step_duration_seconds_count{")
             )
             assert counted >= steps
-            audit = api.client.get("/audit", params={"action": "deploy"}, headers=api.admin).json()
+            audit = api.client.get("/audit", params={"action": "job.deploy"}, headers=api.admin).json()
             assert [(e["actor"], e["outcome"], e["target"]) for e in reversed(audit)] == [
                 ("token:ops", "started", "web"),
                 ("token:ops", "succeeded", "web"),
+            ]
+            # The release itself, as the same actor (v1 was deployed from the command line).
+            audit = api.client.get("/audit", params={"action": "deploy"}, headers=api.admin).json()
+            assert [(e["actor"], e["outcome"]) for e in reversed(audit)] == [
+                ("cli:test", "started"),
+                ("cli:test", "succeeded"),
+                ("token:ops", "started"),
+                ("token:ops", "succeeded"),
             ]
             steered = api.client.get("/audit", params={"action": "rollout."}, headers=api.admin).json()
             assert [e["action"] for e in reversed(steered)] == ["rollout.promote", "rollout.pause"]
