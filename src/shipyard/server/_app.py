@@ -49,7 +49,7 @@ from ..state._audit import parse_since, query_audit
 from ._auth import TokenAuth
 from ._dashboard import mount_dashboard
 from ._jobs import JobRunner, build_jobs_router
-from ._scheduler import ScheduledJob, Scheduler, backup_jobs, run_shipyard
+from ._scheduler import ScheduledJob, Scheduler, backup_jobs, drill_jobs, run_shipyard
 
 FRESHNESS_SCHEDULE = "*/5 * * * *"
 
@@ -160,12 +160,12 @@ class Measure:
 
 
 def _scheduled_jobs(config: ServerConfig) -> list[Any]:
-    """The spec's backup schedules as jobs, each run as a CLI child process as a CronJob would."""
+    """The spec's backup and drill schedules as jobs, each run as a CLI child process as a CronJob would."""
     if config.spec is None:
         return []
     stack = load_spec(config.spec).stack(config.environment)
     run = functools.partial(run_shipyard, spec=config.spec, environment=config.environment)
-    jobs = backup_jobs(stack.backup, run)
+    jobs = backup_jobs(stack.backup, run) + drill_jobs(stack.dr, run)
     if stack.backup is not None and stack.dr is not None:
         # Pages when a source's newest restorable backup is older than the RPO.
         jobs.append(

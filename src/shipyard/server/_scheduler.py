@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import BackupError, UserError
 from ..locks import Lease, LockHeldError, new_owner
 from ..render._backups import backup_cli_args
-from ..spec import Backup
+from ..spec import Backup, DrTargets
 from ..state import ScheduledRunRow, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -347,6 +347,20 @@ def run_shipyard(args: Sequence[str], *, spec: Path, environment: str | None = N
     if result.returncode != 0:
         tail = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise BackupError(f"`shipyard {' '.join(args)}` exited with {result.returncode}: {tail}")
+
+
+def drill_jobs(dr: DrTargets | None, run: Callable[[Sequence[str]], object]) -> list[ScheduledJob]:
+    """One job per entry of the spec's `dr.drills`, each running `shipyard dr test <mode>`."""
+    if dr is None:
+        return []
+
+    def runner(mode: str) -> Callable[[dt.datetime], object]:
+        return lambda _fire_time: run(["dr", "test", mode])
+
+    return [
+        ScheduledJob(name=f"dr-drill-{mode}", schedule=schedule, run=runner(mode))
+        for mode, schedule in sorted(dr.drills.items())
+    ]
 
 
 def backup_jobs(backup: Backup | None, run: Callable[[Sequence[str]], object]) -> list[ScheduledJob]:

@@ -355,6 +355,8 @@ class DrTargets(Model):
     rto: Duration
     rpo: Duration
     mttr: Duration | None = None
+    drills: dict[Literal["full", "partial", "backup", "restore"], CronSchedule] = {}
+    """Drills `shipyard serve` runs by itself (e.g. `restore: "0 4 * * 0"`), each reported like `dr test`."""
 
 
 class Slo(Model):

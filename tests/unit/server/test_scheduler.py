@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shipyard.errors import BackupError, UserError
@@ -18,9 +19,10 @@ from shipyard.server._scheduler import (
     UtcCronTrigger,
     backup_jobs,
     check_schedule,
+    drill_jobs,
     scheduled_runs,
 )
-from shipyard.spec import Backup
+from shipyard.spec import Backup, DrTargets
 from shipyard.state import open_engine, session_factory
 
 TUESDAY = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
@@ -151,6 +153,24 @@ def test_backup_jobs_run_shipyard_backup_per_schedule() -> None:
         ["backup", "verify", "--latest"],
     ]
     assert backup_jobs(None, calls.append) == []
+
+
+def test_drill_jobs_run_shipyard_dr_test_per_schedule() -> None:
+    dr = DrTargets.model_validate(
+        {"rto": "15m", "rpo": "5m", "drills": {"restore": "0 4 * * 0", "full": "0 3 1 * *"}}
+    )
+    calls: list[Sequence[str]] = []
+    jobs = drill_jobs(dr, calls.append)
+    assert [(job.name, job.schedule) for job in jobs] == [
+        ("dr-drill-full", "0 3 1 * *"),
+        ("dr-drill-restore", "0 4 * * 0"),
+    ]
+    for job in jobs:
+        job.run(FIRE)
+    assert [list(args) for args in calls] == [["dr", "test", "full"], ["dr", "test", "restore"]]
+    assert drill_jobs(None, calls.append) == []
+    with pytest.raises(ValidationError):
+        DrTargets.model_validate({"rto": "15m", "rpo": "5m", "drills": {"sometimes": "0 4 * * 0"}})
 
 
 def test_a_run_whose_process_died_is_closed_as_abandoned_by_the_next_run(
