@@ -38,7 +38,9 @@ $(MOTO):
 	.venv-moto/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 
 test: install $(MOTO) lint typecheck
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile  # a file's tests (and its servers) stay on one worker
+	@# A file's tests (and its servers) stay on one worker. Three workers on two cores: the long
+	@# tests mostly wait (a channel down for a minute, a scheduler watched for a minute).
+	$(VENV)/bin/pytest -q -n 3 --dist loadfile --durations=25
 
 demo: install
 	bash scripts/demo.sh $(DEMO_OUT)

@@ -135,7 +135,8 @@ def test_real_prometheus_loads_the_rendered_files_and_evaluates_them(tmp_path: P
             try:
                 deadline = time.monotonic() + 30
                 while True:
-                    with contextlib.suppress(httpx.HTTPError):
+                    # Until its rules are loaded Prometheus answers 503 with a plain-text body.
+                    with contextlib.suppress(httpx.HTTPError, ValueError):
                         rules = httpx.get(f"{url}/api/v1/rules", timeout=1).json()["data"]["groups"]
                         if rules:
                             break
