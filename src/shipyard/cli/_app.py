@@ -39,6 +39,11 @@ SpecOption = Annotated[
     ),
 ]
 EnvOption = Annotated[str | None, typer.Option("--env", "-e", help="The environment (default: every one).")]
+OneEnvOption = Annotated[
+    str | None, typer.Option("--env", "-e", help="The environment (default: the only one, else production).")
+]
+"""For verbs that act on one environment and can pick it when the spec has only one."""
+NamedEnvOption = Annotated[str, typer.Option("--env", "-e", help="The environment.")]
 DatabaseOption = Annotated[
     str | None,
     typer.Option(

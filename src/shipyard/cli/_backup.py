@@ -55,6 +55,7 @@ from ..state import open_engine, session_factory, utcnow
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
+    OneEnvOption,
     Output,
     OutputOption,
     SpecOption,
@@ -70,9 +71,6 @@ restore_app = typer.Typer(
     help="Restore a backup set into scratch servers or over the live data.", no_args_is_help=True
 )
 
-EnvOption = Annotated[
-    str | None, typer.Option("--env", "-e", help="The environment (default: the only one, else production).")
-]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")]
 JobsOption = Annotated[
     int | None, typer.Option("--jobs", "-j", min=1, help="Parallel pg_dump/pg_restore jobs.")
@@ -183,7 +181,7 @@ def _take(
 def _make_take(kind: str, help_text: str) -> None:
     def command(
         file: SpecOption = DEFAULT_SPEC,
-        env: EnvOption = None,
+        env: OneEnvOption = None,
         dry_run: DryRunOption = False,
         jobs: JobsOption = None,
         database_url: DatabaseOption = None,
@@ -302,7 +300,7 @@ def verify(
         ),
     ] = "10%",
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = None,
+    env: OneEnvOption = None,
     jobs: JobsOption = None,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
@@ -331,7 +329,7 @@ def verify(
 @backup_app.command("freshness")
 def freshness(
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = None,
+    env: OneEnvOption = None,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
@@ -359,7 +357,7 @@ def freshness(
 def prune_command(
     dry_run: DryRunOption = False,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = None,
+    env: OneEnvOption = None,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
@@ -432,7 +430,7 @@ def pitr_init(
     ] = False,
     dry_run: DryRunOption = False,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = None,
+    env: OneEnvOption = None,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
@@ -516,7 +514,7 @@ def _make_pitr_backup(app: typer.Typer, name: str, kind: BackupKind, help_text: 
         datastore: PitrDatastoreOption = None,
         dry_run: DryRunOption = False,
         file: SpecOption = DEFAULT_SPEC,
-        env: EnvOption = None,
+        env: OneEnvOption = None,
         database_url: DatabaseOption = None,
         output: OutputOption = Output.table,
     ) -> None:
@@ -540,7 +538,7 @@ _make_pitr_backup(pitr_app, "diff", "diff", _DIFF_HELP)
 def pitr_list(
     datastore: PitrDatastoreOption = None,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = None,
+    env: OneEnvOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """pgBackRest backups (times, LSNs, sizes) and the restorable window."""
@@ -628,7 +626,7 @@ def restore_database_command(
         ),
     ] = False,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = None,
+    env: OneEnvOption = None,
     jobs: JobsOption = None,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
@@ -716,7 +714,7 @@ def restore_redis_command(
     target_dir: TargetDirOption = None,
     port: PortOption = None,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = None,
+    env: OneEnvOption = None,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
@@ -743,7 +741,7 @@ def restore_files_command(
     dry_run: DryRunOption = False,
     target_dir: TargetDirOption = None,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = None,
+    env: OneEnvOption = None,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:

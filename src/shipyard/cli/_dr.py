@@ -28,6 +28,7 @@ from ..state import open_engine, session_factory
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
+    NamedEnvOption,
     Output,
     OutputOption,
     SpecOption,
@@ -44,7 +45,6 @@ DatastoreArgument = Annotated[
     str | None,
     typer.Argument(help="The PostgreSQL datastore (default: the one with a standby)."),
 ]
-EnvOption = Annotated[str, typer.Option("--env", "-e", help="The environment.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
 ProxySocketOption = Annotated[
     Path | None,
@@ -196,7 +196,7 @@ def _version(stack: Stack, topology: Topology) -> str:
 def failover_command(
     datastore: DatastoreArgument = None,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = "production",
+    env: NamedEnvOption = "production",
     database_url: DatabaseOption = None,
     proxy_socket: ProxySocketOption = None,
     proxy_address: ProxyAddressOption = None,
@@ -227,7 +227,7 @@ def failover_command(
 def failback_command(
     datastore: DatastoreArgument = None,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = "production",
+    env: NamedEnvOption = "production",
     database_url: DatabaseOption = None,
     proxy_socket: ProxySocketOption = None,
     proxy_address: ProxyAddressOption = None,

@@ -16,6 +16,7 @@ from ..state import open_engine, session_factory
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
+    NamedEnvOption,
     Output,
     OutputOption,
     SpecOption,
@@ -41,7 +42,6 @@ ModeArgument = Annotated[
         show_default=False,
     ),
 ]
-EnvOption = Annotated[str, typer.Option("--env", "-e", help="The environment.")]
 ReportDirOption = Annotated[
     Path | None,
     typer.Option(
@@ -65,7 +65,7 @@ def register_drills(dr_app: typer.Typer) -> None:
 def drill_test(
     mode: ModeArgument,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = "production",
+    env: NamedEnvOption = "production",
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
     report_dir: ReportDirOption = None,

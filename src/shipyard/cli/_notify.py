@@ -30,6 +30,7 @@ from ..state import open_engine, session_factory, utcnow
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
+    OneEnvOption,
     Output,
     OutputOption,
     SpecOption,
@@ -43,9 +44,6 @@ notify_app = typer.Typer(
     help="Notification channels: send a test, see the outbox, deliver what is due.", no_args_is_help=True
 )
 
-EnvOption = Annotated[
-    str | None, typer.Option("--env", "-e", help="The environment (default: the only one, else production).")
-]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send nothing.")]
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", min=0.1, help="Seconds for each delivery attempt.")
@@ -61,7 +59,7 @@ def register(app: typer.Typer) -> None:
 def send_test(
     channel: Annotated[str, typer.Argument(help="The channel, as named under `notifications:`.")],
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = None,
+    env: OneEnvOption = None,
     severity: Annotated[str, typer.Option("--severity", help="page, ticket or info.")] = "info",
     dry_run: DryRunOption = False,
     timeout: TimeoutOption = 10.0,

@@ -39,6 +39,7 @@ from ..state import RolloutRow, RolloutStepRow, open_engine, record_audit, sessi
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
+    NamedEnvOption,
     Output,
     OutputOption,
     SpecOption,
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 rollout_app = typer.Typer(help="Follow and steer releases.", no_args_is_help=True)
 
-EnvOption = Annotated[str, typer.Option("--env", "-e", help="The environment.")]
 WatchOption = Annotated[
     bool, typer.Option("--watch", "-w", help="Show live progress: step, weights, errors, p99.")
 ]
@@ -170,7 +170,7 @@ def deploy(
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = "production",
+    env: NamedEnvOption = "production",
     database_url: DatabaseOption = None,
 ) -> None:
     """Release a new version of a service with the spec's strategy; roll back by itself if it is bad."""
@@ -201,7 +201,7 @@ def deploy(
 
 def down(
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = "production",
+    env: NamedEnvOption = "production",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be stopped; stop nothing.")
     ] = False,
@@ -417,7 +417,7 @@ def _make_command(name: str, help_text: str) -> None:
         context: ContextOption = None,
         kubeconfig: KubeconfigOption = None,
         file: SpecOption = DEFAULT_SPEC,
-        env: EnvOption = "production",
+        env: NamedEnvOption = "production",
         database_url: DatabaseOption = None,
     ) -> None:
         if target is TargetName.kubernetes:
@@ -448,7 +448,7 @@ def resume(
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = "production",
+    env: NamedEnvOption = "production",
     database_url: DatabaseOption = None,
 ) -> None:
     """Carry on a paused release, or one whose controller was stopped or killed."""
@@ -493,7 +493,7 @@ def status(
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
     file: SpecOption = DEFAULT_SPEC,
-    env: EnvOption = "production",
+    env: NamedEnvOption = "production",
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:

@@ -34,6 +34,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import NotFoundError, UserError
+from ..rollout.targets._processes import read_tail
 from ..spec import Stack, load_spec
 from ..state import JobRow, as_utc, open_engine, record_audit, session_factory, utcnow
 
@@ -200,18 +201,6 @@ def _summary(log_path: Path | None) -> str | None:
     prose = [line for line in lines if not ("\u2500" <= line[0] <= "\u257f")]
     chosen = prose or lines
     return chosen[-1][:SUMMARY_CHARS] if chosen else None
-
-
-def read_tail(path: Path, max_bytes: int) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
-    except FileNotFoundError:
-        return ""
-    return data.decode("utf-8", errors="replace")
 
 
 def finish_job(

@@ -226,8 +226,8 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def tail(path: Path, lines: int = TAIL_LINES, max_bytes: int = 64 * 1024) -> str:
-    """The last `lines` lines of a file ("" if it does not exist)."""
+def read_tail(path: Path, max_bytes: int) -> str:
+    """The last `max_bytes` of a file, decoded ("" if it cannot be read)."""
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)
@@ -236,7 +236,12 @@ def tail(path: Path, lines: int = TAIL_LINES, max_bytes: int = 64 * 1024) -> str
             data = f.read()
     except OSError:
         return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+    return data.decode("utf-8", "replace")
+
+
+def tail(path: Path, lines: int = TAIL_LINES, max_bytes: int = 64 * 1024) -> str:
+    """The last `lines` lines of a file ("" if it does not exist)."""
+    return "\n".join(read_tail(path, max_bytes).splitlines()[-lines:])
 
 
 @dataclass(frozen=True)
