@@ -76,7 +76,12 @@ def test_a_release_whose_health_never_passes_moves_no_traffic(tmp_path: Path) ->
             took = time.monotonic() - started
         assert result.returncode == 1
         assert "health check never passed" in result.stdout
-        assert took < 4 + 10  # the health timeout, plus start-up and retiring
+        # The bar is the health gate's own time, as recorded: the whole command's also holds two
+        # interpreter start-ups and the retiring of the sick instances, which a loaded machine stretches.
+        gate = next(r for r in stack.steps(stack.latest().id) if r.action["type"] == "WaitHealthy")
+        assert gate.finished_at is not None
+        assert 4 <= (gate.finished_at - gate.started_at).total_seconds() < 4 + 2
+        assert took < 4 + 20
         assert load.report.failed == 0
         assert set(load.report.by_version) == {"v1"}
         assert not any(r.action["type"] == "SetWeights" for r in stack.steps(stack.latest().id)), (

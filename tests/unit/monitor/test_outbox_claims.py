@@ -16,7 +16,9 @@ from shipyard.spec import Channel
 from shipyard.state import NotificationRow, open_engine, session_factory
 from support.webhook import RecordingServer, recording_server
 
-NOW = dt.datetime(2026, 12, 1, 6, 0, tzinfo=dt.UTC)
+# The outboxes' clock: after every row the tests queue (rows are stamped with the real time, so a
+# fixed date here would make every row "not yet due" once the real clock passed it).
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(hours=1)
 HOOK = Channel(kind="webhook", url="${env:HOOK_URL}")
 
 
