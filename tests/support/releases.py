@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from shipyard.rollout import LoadGenerator
+from shipyard.rollout._controller import HOLD_STEP_ENV
 from shipyard.rollout.targets._processes import free_port
 from shipyard.spec import load_spec
 from shipyard.state import RolloutRow, RolloutStepRow, open_engine, session_factory
@@ -160,3 +162,37 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+def kill_at_step_then_resume(tmp: Path, strategy: str, step: str, rate: int = 200) -> None:
+    """Deploy v2 under load, SIGKILL the controller once the release reaches `step` (e.g.
+    `SetWeights#2`: its second SetWeights), `rollout resume`: v2 live and no request failed."""
+    kind, _, nth = step.partition("#")
+    occurrence = int(nth or 1)
+    with release_stack(tmp, strategy) as stack:
+        if kind == "Retire":
+            # The last step is quick: without a hold the release may be over before the kill lands.
+            stack.env[HOLD_STEP_ENV] = kind
+        with LoadGenerator(stack.url, rate, connections=8) as load:
+            time.sleep(0.5)
+            controller = stack.start_cli("deploy", "web", "--version", "v2")
+
+            def reached() -> bool:
+                with_kind = [
+                    r
+                    for r in stack.steps(stack.latest().id)
+                    if stack.latest().candidate == "v2" and r.action["type"] == kind
+                ]
+                return len(with_kind) >= occurrence
+
+            assert wait_for(reached, 60), f"the release never reached {step}"
+            kill_group(controller)
+            time.sleep(0.5)
+            resumed = stack.cli("rollout", "resume", "web")
+            time.sleep(0.5)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        row = stack.latest()
+        assert row.outcome == "succeeded", (row.outcome, row.reason)
+        assert stack.target().status("web").versions == {"v2": 100}
+        # No request failed for lack of a healthy server, whenever the controller died.
+        assert load.report.failed == 0, load.report.failures[:5]
