@@ -270,6 +270,16 @@ def archive_command(binary: str, config_path: Path, stanza: str) -> str:
     )
 
 
+def archive_get_command(binary: str, config_path: Path, stanza: str, data_dir: Path) -> str:
+    """The `restore_command` pgBackRest itself writes for a restore into `data_dir`: fetch a WAL
+    file from the repository (pg1-path must be the restored server's data directory)."""
+    return (
+        f"{shlex.quote(binary)} --config={shlex.quote(str(config_path))} "
+        f"--pg1-path={shlex.quote(str(data_dir))} "
+        f'--stanza={shlex.quote(stanza)} archive-get %f "%p"'
+    )
+
+
 def format_target_time(moment: datetime) -> str:
     """A recovery target time PostgreSQL parses unambiguously (UTC, microseconds)."""
     if moment.tzinfo is None or moment.utcoffset() is None:
@@ -288,11 +298,13 @@ def restore_arguments(
     set_label: str | None = None,
     delta: bool = False,
     keep_archiving: bool = False,
+    restore_command: str | None = None,
 ) -> list[str]:
     """The `pgbackrest restore` options for a recovery target (pure; `--dry-run` shows them).
 
     time/lsn: recover up to that point, then promote. set_label alone: the end of that backup
     (`--type=immediate`). Nothing: replay every archived WAL segment (the latest state).
+    restore_command: replaces pgBackRest's own (e.g. one that also reads a pg_receivewal spool).
     """
     if time is not None and lsn is not None:
         raise UserError("give a restore time or an LSN, not both")
@@ -313,6 +325,10 @@ def restore_arguments(
     if not keep_archiving:
         # A restored copy must not push its new timeline into the primary's archive.
         argv.append("--archive-mode=off")
+    if restore_command is not None:
+        if "'" in restore_command or _UNSAFE_PATH.search(restore_command):
+            raise UserError("restore_command may not hold single quotes or control characters")
+        argv.append(f"--recovery-option=restore_command={restore_command}")
     if delta:
         argv.append("--delta")
     return argv
@@ -485,6 +501,10 @@ class PgBackRest:
         with self._connect() as conn:
             conn.execute("CHECKPOINT")
 
+    def archive_get_command(self, data_dir: Path) -> str:
+        """pgBackRest's `archive-get` line for a server restored into `data_dir`."""
+        return archive_get_command(self.binary, self.config_path, self.settings.stanza, data_dir)
+
     def create_stanza(self) -> None:
         """Create the stanza in the repository (idempotent)."""
         self._run(["stanza-create"])
@@ -548,6 +568,7 @@ class PgBackRest:
         set_label: str | None = None,
         delta: bool = False,
         keep_archiving: bool = False,
+        restore_command: str | None = None,
     ) -> list[str]:
         """Restore into a NEW data directory (never the primary's), set up to recover to the
         target and promote; start it with `start_restored`. Returns the pgBackRest options used.
@@ -561,6 +582,7 @@ class PgBackRest:
             set_label=set_label,
             delta=delta,
             keep_archiving=keep_archiving,
+            restore_command=restore_command,
         )
         target = Path(os.path.realpath(target_data_dir))
         if target == Path(os.path.realpath(self.settings.data_dir)):

@@ -39,6 +39,7 @@ from ._pgbackrest import (
     settings_from_spec,
 )
 from ._scratch import free_port
+from ._walstream import WalStream, WalStreamSettings, restore_command, spool_dir_for
 
 _SOCKET_LINE = re.compile(r"^pg1-socket-path=(.+)$", re.MULTILINE)
 _KIND_WORDS = {"full": "full", "diff": "differential", "incr": "incremental"}
@@ -56,6 +57,34 @@ class PitrStanza:
     def target(self) -> str:
         """The audit log's name for it."""
         return f"{self.stack.name}/{self.stack.environment}/{self.pgbackrest.settings.stanza}"
+
+    @property
+    def streams(self) -> bool:
+        """`backup.pitr.stream`: WAL is also streamed by pg_receivewal (see `wal_stream`)."""
+        pitr = self.stack.backup.pitr if self.stack.backup else None
+        return pitr is not None and pitr.stream
+
+    def wal_stream(self) -> WalStream:
+        """The pg_receivewal of this stanza: spool next to the repository, slot per stanza."""
+        s = self.pgbackrest.settings
+        settings = WalStreamSettings(
+            spool_dir=spool_dir_for(s.repository, s.stanza),
+            host=s.host,
+            port=s.port,
+            user=s.db_user,
+            slot=f"shipyard_{s.stanza.lower().replace('-', '_').replace('.', '_')}"[:63],
+            pg_bin_dir=s.pg_bin_dir,
+        )
+        return WalStream(settings, os_user=self.pgbackrest.os_user)
+
+    def restore_command(self, data_dir: Path) -> str | None:
+        """The restore_command for a copy restored into `data_dir`: pgBackRest's archive, then the
+        stream's spool; None (pgBackRest's own) when WAL is not streamed."""
+        if not self.streams:
+            return None
+        return restore_command(
+            self.pgbackrest.archive_get_command(data_dir), self.wal_stream().settings.wal_dir
+        )
 
 
 @dataclass(frozen=True)
@@ -265,6 +294,8 @@ def init_stanza(
         pg.create_stanza()
         if not change.restart_needed:
             pg.check()
+        if stanza.streams and not change.restart_needed:
+            after["stream_pid"] = stanza.wal_stream().start()
         after.update(
             changed=list(change.changed),
             restart_needed=change.restart_needed,
@@ -400,7 +431,9 @@ def plan_restore_pitr(
 ) -> dict[str, Any]:
     """What a PITR restore would do (reads the repository; creates nothing)."""
     data_dir = (target_dir or Path(tempfile.gettempdir()) / "shipyard-pitr-restore-XXXXXX") / "data"
-    arguments = restore_arguments(data_dir, time=time, lsn=lsn)
+    arguments = restore_arguments(
+        data_dir, time=time, lsn=lsn, restore_command=stanza.restore_command(data_dir)
+    )
     status = stanza.pgbackrest.status()
     check_target(status, time=time, lsn=lsn)
     return {
@@ -439,7 +472,7 @@ def restore_pitr(
         _give(base, pg.os_user)
         data_dir, log_file = base / "data", base / "postgresql.log"
         after["data_dir"] = str(data_dir)
-        arguments = pg.restore(data_dir, time=time, lsn=lsn)
+        arguments = pg.restore(data_dir, time=time, lsn=lsn, restore_command=stanza.restore_command(data_dir))
         pg.start_restored(data_dir, port=port, log_file=log_file)
     return PitrRestoreResult(
         data_dir=data_dir,
@@ -501,3 +534,42 @@ def expire_stanza(
         after["expired"] = removed
     kept = [b.label for b in pg.backups()]
     return {**data, "expire": removed, "keep": kept}
+
+
+# --- WAL streaming (pg_receivewal) -------------------------------------------------------------
+
+
+def _require_stream(stanza: PitrStanza) -> WalStream:
+    if not stanza.streams:
+        raise UserError(
+            "backup.pitr.stream is not on: add `stream: true` under backup.pitr in shipyard.yaml "
+            "to stream WAL with pg_receivewal"
+        )
+    return stanza.wal_stream()
+
+
+def start_stream(sessions: sessionmaker[Session], stanza: PitrStanza, *, actor: str) -> dict[str, Any]:
+    """Start pg_receivewal (detached; it reconnects by itself) and wait until it streams."""
+    stream = _require_stream(stanza)
+    facts = {"datastore": stanza.datastore, "slot": stream.settings.slot}
+    with _audited(sessions, actor, "backup.pitr.stream.start", stanza.target, facts) as after:
+        after["pid"] = stream.start()
+    return {**stream.status().as_data(), "spool": str(stream.settings.wal_dir), "slot": stream.settings.slot}
+
+
+def stop_stream(
+    sessions: sessionmaker[Session], stanza: PitrStanza, *, actor: str, drop_slot: bool
+) -> dict[str, Any]:
+    """Stop pg_receivewal; with drop_slot the primary also stops keeping WAL for it."""
+    stream = _require_stream(stanza)
+    facts = {"datastore": stanza.datastore, "slot": stream.settings.slot, "drop_slot": drop_slot}
+    with _audited(sessions, actor, "backup.pitr.stream.stop", stanza.target, facts) as after:
+        after["stopped"] = stream.stop()
+        if drop_slot:
+            stream.drop_slot()
+    return {**after, **stream.status().as_data()}
+
+
+def stream_status(stanza: PitrStanza) -> dict[str, Any]:
+    stream = _require_stream(stanza)
+    return {**stream.status().as_data(), "spool": str(stream.settings.wal_dir), "slot": stream.settings.slot}

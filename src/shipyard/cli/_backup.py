@@ -44,6 +44,9 @@ from ..backup import (
     restore_redis,
     retention_plan,
     run_backup,
+    start_stream,
+    stop_stream,
+    stream_status,
     take_backup,
     verify_set,
     window_data,
@@ -563,6 +566,70 @@ def pitr_list(
         table.add_row(b["label"], b["kind"], _utc(b["started_at"]), _utc(b["stopped_at"]),
                       b["stop_lsn"], _size(b["backup_size"]))  # fmt: skip
     console.print(table)
+
+
+stream_app = typer.Typer(
+    help="pg_receivewal streaming WAL into a spool next to the repository (backup.pitr.stream).",
+    no_args_is_help=True,
+)
+pitr_app.add_typer(stream_app, name="stream")
+
+
+def _print_stream(data: dict[str, Any]) -> None:
+    state = f"[green]running[/] (pid {data['pid']})" if data["running"] else "[yellow]not running[/]"
+    slot = "active" if data["slot_active"] else ("idle" if data["slot_exists"] else "missing")
+    console.print(f"pg_receivewal: {state}; slot {data['slot']}: {slot} (restart LSN {data['restart_lsn']})")
+    console.print(f"spool {data['spool']}: newest {data['newest_segment'] or '(empty)'}", markup=False)
+
+
+@stream_app.command("start")
+def pitr_stream_start(
+    datastore: PitrDatastoreOption = None,
+    file: SpecOption = DEFAULT_SPEC,
+    env: OneEnvOption = None,
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Create the replication slot and start pg_receivewal (detached; it reconnects by itself)."""
+
+    data = start_stream(_sessions(database_url), _stanza(file, env, datastore), actor=actor())
+    if not emit(data, output):
+        _print_stream(data)
+
+
+@stream_app.command("stop")
+def pitr_stream_stop(
+    datastore: PitrDatastoreOption = None,
+    drop_slot: Annotated[
+        bool, typer.Option("--drop-slot", help="Also drop the slot: the primary stops keeping WAL for it.")
+    ] = False,
+    file: SpecOption = DEFAULT_SPEC,
+    env: OneEnvOption = None,
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Stop pg_receivewal (the slot keeps WAL for it on the primary unless --drop-slot)."""
+
+    stanza = _stanza(file, env, datastore)
+    data = stop_stream(_sessions(database_url), stanza, actor=actor(), drop_slot=drop_slot)
+    if not emit(data, output):
+        console.print("stopped pg_receivewal" if data["stopped"] else "pg_receivewal was not running")
+
+
+@stream_app.command("status")
+def pitr_stream_status(
+    datastore: PitrDatastoreOption = None,
+    file: SpecOption = DEFAULT_SPEC,
+    env: OneEnvOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Whether pg_receivewal runs, its slot, and the newest WAL in the spool."""
+
+    data = stream_status(_stanza(file, env, datastore))
+    if not emit(data, output):
+        _print_stream(data)
+    if not data["running"]:
+        raise typer.Exit(1)
 
 
 def _into(value: str) -> str:

@@ -335,6 +335,11 @@ class Pitr(Model):
     stanza: Name = "main"
     archive_timeout: Duration = 60
     """Longest a WAL segment waits before it is archived: the RPO bound when writes are rare."""
+    stream: bool = False
+    """Also stream WAL with pg_receivewal through a replication slot into
+    `<repository>.walstream/<stanza>`; restores then replay up to the last streamed commit, not the
+    last archived segment (under a second lost). shipyard never makes the receiver a synchronous
+    standby: a dead receiver would then block every commit."""
 
 
 class Backup(Model):

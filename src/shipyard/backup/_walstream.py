@@ -1,0 +1,298 @@
+"""Streaming WAL into a spool next to the pgBackRest repository with PostgreSQL's `pg_receivewal`.
+
+archive_command only sees a WAL segment once it is closed (at best every `archive_timeout`), so a
+primary lost between two switches takes up to that much committed work with it. `pg_receivewal`
+receives WAL as it is written, over a replication slot (the primary keeps WAL the receiver has not
+confirmed, so nothing is lost while it reconnects), and keeps the open segment as `<name>.partial`.
+A restore then asks pgBackRest's archive first, then the spool's complete segments, then the
+`.partial` one (see `restore_command`).
+
+Supervision is pg_receivewal's own: without `--no-loop` it reconnects by itself whenever the
+connection drops, so shipyard only starts it detached (a pid file in the spool), stops it and
+reports on it; nothing runs inside a shipyard process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time as _time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from shipyard.errors import BackupError, UserError
+
+_SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
+_SEGMENT = re.compile(r"^[0-9A-F]{24}(\.partial)?$")
+PID_FILE = "pg_receivewal.pid"
+LOG_FILE = "pg_receivewal.log"
+
+
+@dataclass(frozen=True)
+class WalStreamSettings:
+    """Where pg_receivewal connects and where it writes."""
+
+    spool_dir: Path
+    """Received WAL: complete segments and the open `<segment>.partial`."""
+    host: str
+    port: int
+    user: str = "postgres"
+    slot: str = "shipyard_walstream"
+    synchronous: bool = True
+    """`--synchronous`: flush every write at once and report it (needed to be a synchronous standby)."""
+    pg_bin_dir: Path | None = None
+
+    @property
+    def wal_dir(self) -> Path:
+        return self.spool_dir / "wal"
+
+
+@dataclass(frozen=True)
+class WalStreamStatus:
+    running: bool
+    pid: int | None
+    slot_exists: bool
+    slot_active: bool
+    restart_lsn: str | None
+    """Oldest WAL the primary keeps for the receiver."""
+    newest_segment: str | None
+    """The newest file in the spool (`.partial` while a segment is being received)."""
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "pid": self.pid,
+            "slot_exists": self.slot_exists,
+            "slot_active": self.slot_active,
+            "restart_lsn": self.restart_lsn,
+            "newest_segment": self.newest_segment,
+        }
+
+
+# --- pure parts --------------------------------------------------------------------------------
+
+
+def spool_dir_for(repository: Path, stanza: str) -> Path:
+    """`<repository>.walstream/<stanza>`: next to pgBackRest's repository, outside its tree."""
+    return repository.with_name(repository.name + ".walstream") / stanza
+
+
+def receivewal_argv(settings: WalStreamSettings, binary: str) -> list[str]:
+    """pg_receivewal streaming into the spool through the slot, reconnecting by itself."""
+    if not _SLOT.fullmatch(settings.slot):
+        raise UserError(f"replication slot {settings.slot!r}: use 1-63 of a-z, 0-9 and _")
+    argv = [
+        binary,
+        f"--directory={settings.wal_dir}",
+        f"--host={settings.host}",
+        f"--port={settings.port}",
+        f"--username={settings.user}",
+        f"--slot={settings.slot}",
+        "--no-password",
+    ]
+    if settings.synchronous:
+        argv.append("--synchronous")
+    return argv
+
+
+def restore_command(archive_get: str, wal_dir: Path) -> str:
+    """PostgreSQL's restore_command: pgBackRest's archive first, then the spool's complete segment,
+    then its `.partial` one (the tail that was never archived), copied under the segment's name.
+
+    `archive_get` is the pgBackRest `archive-get %f "%p"` command line.
+    """
+    spool = str(wal_dir)
+    if shlex.quote(spool) != spool:
+        raise UserError(f"WAL spool {spool!r}: use a path without spaces or shell characters")
+    return f'{archive_get} || cp {spool}/%f "%p" 2>/dev/null || cp {spool}/%f.partial "%p" 2>/dev/null'
+
+
+# --- the adapter -------------------------------------------------------------------------------
+
+
+class WalStream:
+    """pg_receivewal for one primary: create its slot, start, stop, status."""
+
+    def __init__(self, settings: WalStreamSettings, *, os_user: str | None = None) -> None:
+        """os_user: who runs pg_receivewal and owns the spool (when root: `postgres` by default)."""
+        self.settings = settings
+        if os_user is None:
+            os_user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        self.os_user = os_user
+
+    @property
+    def pid_file(self) -> Path:
+        return self.settings.spool_dir / PID_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.settings.spool_dir / LOG_FILE
+
+    def binary(self) -> str:
+        bin_dir = self.settings.pg_bin_dir
+        if bin_dir is not None and (bin_dir / "pg_receivewal").exists():
+            return str(bin_dir / "pg_receivewal")
+        found = shutil.which("pg_receivewal")
+        if found is None:
+            raise BackupError(
+                "pg_receivewal is not installed: install PostgreSQL's client tools "
+                "(`apt-get install postgresql-client`)"
+            )
+        return found
+
+    def create_slot(self) -> None:
+        """The physical replication slot (idempotent): the primary keeps WAL until it is received."""
+        argv = [*receivewal_argv(self.settings, self.binary()), "--create-slot", "--if-not-exists"]
+        result = subprocess.run(
+            argv, capture_output=True, text=True, cwd="/", timeout=60, check=False, **self._user()
+        )
+        if result.returncode != 0:
+            raise BackupError(f"pg_receivewal could not create slot {self.settings.slot}: {_last(result)}")
+
+    def drop_slot(self) -> None:
+        """Drop the slot, so the primary stops keeping WAL for a receiver that is gone."""
+        with self._connect() as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (self.settings.slot,),
+            )
+
+    def start(self, *, timeout: float = 30) -> int:
+        """Create the spool and the slot, start pg_receivewal detached and wait until it streams.
+        Returns its pid; a receiver already running is kept."""
+        current = self.running_pid()
+        if current is not None:
+            return current
+        for directory in (self.settings.spool_dir, self.settings.wal_dir):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+            self._own(directory)
+        self.create_slot()
+        log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            process = subprocess.Popen(
+                receivewal_argv(self.settings, self.binary()),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd="/",
+                start_new_session=True,  # outlives the shipyard command that started it
+                **self._user(),
+            )
+        finally:
+            log.close()
+        self.pid_file.write_text(f"{process.pid}\n")
+        deadline = _time.monotonic() + timeout
+        while _time.monotonic() < deadline:
+            if process.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise BackupError(f"pg_receivewal exited (code {process.returncode}):\n{self._tail()}")
+            if self.status().slot_active:
+                return process.pid
+            _time.sleep(0.05)
+        raise BackupError(f"pg_receivewal did not start streaming in {timeout:.0f}s:\n{self._tail()}")
+
+    def stop(self, *, timeout: float = 15) -> bool:
+        """Stop the receiver (SIGTERM: it flushes what it has). False when none was running."""
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = _time.monotonic() + timeout
+        while _time.monotonic() < deadline and _alive(pid):
+            _reap(pid)
+            _time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def running_pid(self) -> int | None:
+        """The receiver's pid when the pid file names a live pg_receivewal."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        _reap(pid)
+        if not _alive(pid):
+            return None
+        with contextlib.suppress(OSError):
+            if b"pg_receivewal" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return None  # the pid was reused by something else
+        return pid
+
+    def status(self) -> WalStreamStatus:
+        pid = self.running_pid()
+        exists = active = False
+        restart_lsn: str | None = None
+        with contextlib.suppress(BackupError), self._connect() as conn:
+            row = conn.execute(
+                "SELECT active, restart_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                (self.settings.slot,),
+            ).fetchone()
+            if row is not None:
+                exists, active, restart_lsn = True, bool(row[0]), row[1]
+        names = []
+        with contextlib.suppress(OSError):
+            names = sorted(p.name for p in self.settings.wal_dir.iterdir() if _SEGMENT.match(p.name))
+        return WalStreamStatus(
+            pid is not None, pid, exists, active, restart_lsn, names[-1] if names else None
+        )
+
+    # -- plumbing --
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        s = self.settings
+        try:
+            return psycopg.connect(
+                host=s.host, port=s.port, user=s.user, dbname="postgres", autocommit=True, connect_timeout=5
+            )
+        except psycopg.OperationalError as error:
+            first = (str(error).strip().splitlines() or ["unreachable"])[0]
+            raise BackupError(f"cannot connect to PostgreSQL at {s.host}:{s.port}: {first}") from None
+
+    def _user(self) -> dict[str, Any]:
+        if os.geteuid() == 0 and self.os_user != "root":
+            entry = pwd.getpwnam(self.os_user)
+            return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        return {}
+
+    def _own(self, path: Path) -> None:
+        if os.geteuid() == 0 and self.os_user != "root":
+            shutil.chown(path, self.os_user, pwd.getpwnam(self.os_user).pw_gid)
+
+    def _tail(self, lines: int = 10) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the receiver is our own child (started in this process)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _last(result: subprocess.CompletedProcess[str]) -> str:
+    return ((result.stderr or result.stdout).strip().splitlines() or ["(no output)"])[-1]
