@@ -549,8 +549,12 @@ def _require_stream(stanza: PitrStanza) -> WalStream:
 
 
 def start_stream(sessions: sessionmaker[Session], stanza: PitrStanza, *, actor: str) -> dict[str, Any]:
-    """Start pg_receivewal (detached; it reconnects by itself) and wait until it streams."""
+    """Start pg_receivewal (detached; it reconnects by itself) and wait until it streams.
+
+    A receiver already running is left alone and nothing is audited (serve asks every minute)."""
     stream = _require_stream(stanza)
+    if stream.running_pid() is not None:
+        return stream_status(stanza)
     facts = {"datastore": stanza.datastore, "slot": stream.settings.slot}
     with _audited(sessions, actor, "backup.pitr.stream.start", stanza.target, facts) as after:
         after["pid"] = stream.start()

@@ -166,6 +166,12 @@ def _scheduled_jobs(config: ServerConfig) -> list[Any]:
     stack = load_spec(config.spec).stack(config.environment)
     run = functools.partial(run_shipyard, spec=config.spec, environment=config.environment)
     jobs = backup_jobs(stack.backup, run) + drill_jobs(stack.dr, run)
+    if stack.backup is not None and stack.backup.pitr is not None and stack.backup.pitr.stream:
+        # pg_receivewal reconnects by itself, but nothing else restarts it if it dies (a reboot):
+        # `stream start` is a no-op while it runs.
+        jobs.append(
+            ScheduledJob("pitr-stream", "* * * * *", lambda _: run(["backup", "pitr", "stream", "start"]))
+        )
     if stack.backup is not None and stack.dr is not None:
         # Pages when a source's newest restorable backup is older than the RPO.
         jobs.append(
