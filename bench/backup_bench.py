@@ -150,10 +150,27 @@ def main() -> None:
         },
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    if result.get("shipyard_physical") is None:
+        result = _keep_physical(result)
     text = json.dumps(result, indent=2)
     print(text)
     if args.write:
         RESULTS.write_text(text + "\n")
+
+
+def _keep_physical(result: dict[str, Any]) -> dict[str, Any]:
+    """A run with --no-physical keeps the last written physical figures, marked with their date."""
+    if not RESULTS.exists():
+        return result
+    previous = json.loads(RESULTS.read_text())
+    physical = previous.get("shipyard_physical")
+    if not physical:
+        return result
+    kept = {**physical, "from_run": physical.get("from_run") or previous.get("date")}
+    ratios = dict(result["ratios"])
+    if "physical_restore_speedup" in previous.get("ratios", {}):
+        ratios["physical_restore_speedup"] = previous["ratios"]["physical_restore_speedup"]
+    return {**result, "shipyard_physical": kept, "ratios": ratios}
 
 
 def run(pg: Postgres, work: Path, scale: int, files_mb: int, *, physical: bool = True) -> dict[str, Any]:

@@ -333,8 +333,12 @@ class ResticRepository:
         tags: Sequence[str] = (),
         host: str | None = None,
         on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
     ) -> BackupSummary:
-        """Back up the contents of directory `path` (or the single file `path`)."""
+        """Back up the contents of directory `path` (or the single file `path`).
+
+        Setting `cancel` (from another thread) kills restic, removes its lock and raises
+        BackupError; nothing is stored."""
         path = Path(path).resolve()
         if path.is_dir():
             cwd, target = path, "."
@@ -342,19 +346,40 @@ class ResticRepository:
             cwd, target = path.parent, path.name
         else:
             raise BackupError(f"cannot back up {path}: no such file or directory")
+        if cancel is not None and cancel.is_set():
+            raise BackupError(f"the backup of {path} was cancelled before restic started")
         args = ["backup", "--json", *self._backup_options(tags, host), "--", target]
+        ended = threading.Event()
+        cancelled = threading.Event()
         with self._spawn(args, cwd=cwd, stdin=subprocess.DEVNULL, progress=on_progress is not None) as proc:
-            summary = self._read_backup_output(proc, on_progress)
-            returncode = proc.wait()
+            watcher = None
+            if cancel is not None:
+                watcher = threading.Thread(
+                    target=_kill_when_cancelled, args=(proc, cancel, ended, cancelled),
+                    name="restic-cancel", daemon=True,
+                )  # fmt: skip
+                watcher.start()
+            try:
+                summary = self._read_backup_output(proc, on_progress)
+                returncode = proc.wait()
+            finally:
+                ended.set()
+                if watcher is not None:
+                    watcher.join()
         stderr = proc.stderr_text()
+        if cancelled.is_set():
+            self._clear_stale_locks()  # the killed restic's lock (live restics keep theirs)
+            stored = summary is not None and bool(summary.snapshot_id)  # it ended as it was killed
+            if stored and summary is not None and not self._forget_quietly(summary.snapshot_id):
+                raise BackupError(f"the backup of {path} was cancelled; prune removes its snapshot")
+            raise BackupError(f"the backup of {path} was cancelled; nothing was stored")
         if returncode == EXIT_PARTIAL:
             # restic wrote a snapshot that lacks some files: never leave it looking restorable.
-            if summary is not None and summary.snapshot_id:
-                with contextlib.suppress(BackupError):
-                    self.forget([summary.snapshot_id], prune=False)
+            removed = summary is None or not summary.snapshot_id or self._forget_quietly(summary.snapshot_id)
             raise BackupError(
                 f"restic could not read some files under {path}; the incomplete snapshot was "
-                f"removed: {self._tail(stderr)}"
+                + ("removed" if removed else "not removed yet (the repository is in use): prune removes it")
+                + f": {self._tail(stderr)}"
             )
         if returncode != 0 or summary is None:
             raise self._error("backup", returncode, stderr)
@@ -627,6 +652,15 @@ class ResticRepository:
             return RepositoryError(RESTIC_MISSING)
         return RepositoryError(f"cannot run restic ({self._binary}): {exc.strerror or exc}")
 
+    def _forget_quietly(self, snapshot_id: str) -> bool:
+        """Forget one snapshot; False if restic could not (forget needs an exclusive lock, which
+        another backup into the repository, e.g. a sibling source's, prevents)."""
+        try:
+            self.forget([snapshot_id], prune=False)
+        except BackupError:
+            return False
+        return True
+
     def _clear_stale_locks(self) -> None:
         # A killed restic leaves its lock behind; it is stale (its process is gone), so remove it.
         with contextlib.suppress(BackupError):
@@ -664,6 +698,17 @@ class ResticRepository:
         if kind == "unreachable":
             return RepositoryError(f"cannot reach the restic repository at {where}: {self._tail(stderr)}")
         return BackupError(f"restic {command} failed (exit {returncode}) at {where}: {self._tail(stderr)}")
+
+
+def _kill_when_cancelled(
+    proc: _Process, cancel: threading.Event, ended: threading.Event, cancelled: threading.Event
+) -> None:
+    while not ended.is_set():
+        if cancel.wait(0.05):
+            if proc.popen.poll() is None:
+                cancelled.set()
+                proc.kill()
+            return
 
 
 class _Process:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +41,10 @@ An `...:upload` phase waits at restic's first progress report (restic running, i
 or right after restic if it finished before reporting (the snapshot written, the set not)."""
 
 ProgressHandler = Callable[[str, BackupProgress], None]
-"""Called with (artefact name, restic's progress) while an artefact uploads."""
+"""Called with (artefact name, restic's progress) while an artefact uploads. Uploads run on
+threads of their own; the calls (progress and phase) are serialised, never two at once."""
 PhaseHandler = Callable[[str], None]
-"""Called with each phase as the backup enters it, e.g. `postgres:db:dump`."""
+"""Called with each phase as the backup enters it, e.g. `postgres:db:dump`, and `<artefact>:done`."""
 
 
 def default_jobs() -> int:
@@ -134,8 +137,21 @@ def _pause_if_asked(phase: str) -> None:
             time.sleep(0.1)
 
 
+_PHASE_WIDTH = 128
+"""The width of the state store's backup_sets.phase column (PostgreSQL enforces it)."""
+
+
+class _Cancelled(Exception):
+    """A source stopped because another one failed (or the backup was interrupted)."""
+
+
 @dataclass
 class _Run:
+    """One backup set being taken. The sources are read one after another on the calling thread
+    (a dump or snapshot there dies with it on Ctrl-C), and each artefact's upload (restic) runs on
+    its own thread, so the file trees upload while the database is dumped. Recording, manifest
+    changes and the caller's callbacks are serialised under one lock."""
+
     stack: Stack
     repository: ResticRepository
     recorder: SetRecorder
@@ -144,13 +160,30 @@ class _Run:
     jobs: int
     on_progress: ProgressHandler | None
     on_phase: PhaseHandler | None
+    order: list[str] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    errors: list[BaseException] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _active: dict[str, str] = field(default_factory=dict)
+    _uploads: list[threading.Thread] = field(default_factory=list)
 
     def enter(self, phase: str) -> None:
-        self.recorder.phase(phase, self.manifest)
-        if self.on_phase is not None:
-            self.on_phase(phase)
+        if self.cancel.is_set():
+            raise _Cancelled(phase)
+        artefact = phase.rpartition(":")[0]
+        with self._lock:
+            self._active[artefact] = phase
+            self.recorder.phase(self._current_phase(), self.manifest)
+            if self.on_phase is not None:
+                self.on_phase(phase)
         if not phase.endswith(":upload"):
             _pause_if_asked(phase)
+
+    def _current_phase(self) -> str:
+        """Every artefact's phase in progress, in source order: what an abandoned set stopped in."""
+        rank = {name: index for index, name in enumerate(self.order)}
+        phases = ", ".join(self._active[a] for a in sorted(self._active, key=lambda a: rank.get(a, 0)))
+        return phases if len(phases) <= _PHASE_WIDTH else phases[: _PHASE_WIDTH - 1] + "…"
 
     def upload(self, name: str, path: Path) -> BackupSummary:
         phase = f"{name}:upload"
@@ -163,23 +196,69 @@ class _Run:
                 seen_progress = True
                 _pause_if_asked(phase)  # restic is running, its lock taken
             if self.on_progress is not None:
-                self.on_progress(name, update)
+                with self._lock:
+                    self.on_progress(name, update)
 
         summary = self.repository.backup_path(
             path,
             tags=["shipyard", f"set:{self.recorder.id}", f"artefact:{name}"],
             host=restic_host(self.stack),
             on_progress=progress,
+            cancel=self.cancel,
         )
         if not seen_progress:  # restic finished before its first report: stop after it instead
             _pause_if_asked(phase)
         return summary
 
+    def in_background(self, name: str, work: Callable[[], None]) -> None:
+        """Run `work` (an artefact's upload and record) on its own thread; the first failure
+        cancels the rest."""
+
+        def body() -> None:
+            try:
+                work()
+            except BaseException as exc:  # handed to the caller's thread by wait()
+                self.fail(exc)
+
+        thread = threading.Thread(target=body, name=f"backup {name}", daemon=True)
+        self._uploads.append(thread)
+        thread.start()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            # Only the first failure is the cause: the others are its cancellation.
+            if not self.cancel.is_set() and not isinstance(exc, _Cancelled):
+                self.errors.append(exc)
+            self.cancel.set()
+
+    def wait(self) -> None:
+        """Wait for every upload; raise the first failure (after the others have stopped)."""
+        for thread in self._uploads:
+            thread.join()
+        if self.errors:
+            raise self.errors[0]
+
+    def stop(self, exc: BaseException) -> BaseException:
+        """Cancel what still runs, wait for it to stop (no restic left behind), and return the
+        failure that caused it all."""
+        self.fail(exc)
+        for thread in self._uploads:
+            thread.join()
+        return self.errors[0] if self.errors else exc
+
     def record(self, artefact: dict[str, Any]) -> None:
-        self.manifest["artefacts"].append(artefact)
-        self.recorder.phase(f"{artefact['name']}:done", self.manifest)
-        if self.on_phase is not None:
-            self.on_phase(f"{artefact['name']}:done")
+        if self.cancel.is_set():  # another source failed: this set will not be complete
+            raise _Cancelled(artefact["name"])
+        name = artefact["name"]
+        with self._lock:
+            rank = {a: index for index, a in enumerate(self.order)}
+            artefacts = [*self.manifest["artefacts"], artefact]
+            self.manifest["artefacts"] = sorted(artefacts, key=lambda a: rank.get(a["name"], 0))
+            self._active[name] = f"{name}:done"
+            self.recorder.phase(self._current_phase(), self.manifest)
+            del self._active[name]
+            if self.on_phase is not None:
+                self.on_phase(f"{name}:done")
 
     def postgres(self, source: PostgresSource) -> None:
         started = time.monotonic()
@@ -187,28 +266,35 @@ class _Run:
         with postgres_snapshot(source) as snapshot:
             self.enter(f"{source.artefact}:dump")
             dump_postgres(source, snapshot, dump_dir, self.jobs)
-        digest = tree_digest(dump_dir)
-        summary = self.upload(source.artefact, dump_dir)
-        shutil.rmtree(dump_dir, ignore_errors=True)
-        self.record(
-            {
-                "name": source.artefact,
-                "type": "postgres",
-                "datastore": source.name,
-                "database": source.database,
-                "format": "pg_dump directory, uncompressed",
-                "snapshot_id": summary.snapshot_id,
-                "sha256": digest.sha256,
-                "files": digest.files,
-                "raw_bytes": digest.bytes,
-                "data_added": summary.data_added,
-                "lsn": snapshot.lsn,
-                "snapshot_time": snapshot.snapshot_time.isoformat(),
-                "server_version": snapshot.server_version,
-                "row_counts": snapshot.row_counts,
-                "seconds": round(time.monotonic() - started, 3),
-            }
-        )
+
+        def store() -> None:
+            with ThreadPoolExecutor(1, thread_name_prefix="digest") as digesting:
+                # Read alongside restic's own read of the same pages, not in a pass of its own.
+                digested = digesting.submit(tree_digest, dump_dir)
+                summary = self.upload(source.artefact, dump_dir)
+                digest = digested.result()
+            shutil.rmtree(dump_dir, ignore_errors=True)
+            self.record(
+                {
+                    "name": source.artefact,
+                    "type": "postgres",
+                    "datastore": source.name,
+                    "database": source.database,
+                    "format": "pg_dump directory, uncompressed",
+                    "snapshot_id": summary.snapshot_id,
+                    "sha256": digest.sha256,
+                    "files": digest.files,
+                    "raw_bytes": digest.bytes,
+                    "data_added": summary.data_added,
+                    "lsn": snapshot.lsn,
+                    "snapshot_time": snapshot.snapshot_time.isoformat(),
+                    "server_version": snapshot.server_version,
+                    "row_counts": snapshot.row_counts,
+                    "seconds": round(time.monotonic() - started, 3),
+                }
+            )
+
+        self.in_background(source.artefact, store)
 
     def redis(self, source: RedisSource) -> None:
         started = time.monotonic()
@@ -217,49 +303,68 @@ class _Run:
         directory.mkdir()
         rdb = directory / "dump.rdb"
         snapshot = snapshot_redis(source, rdb)
-        checksum = file_sha256(rdb)
-        summary = self.upload(source.artefact, rdb)
-        size = rdb.stat().st_size
-        shutil.rmtree(directory, ignore_errors=True)
-        steady = snapshot.dbsize_before == snapshot.dbsize_after
-        self.record(
-            {
-                "name": source.artefact,
-                "type": "redis",
-                "datastore": source.name,
-                "file": "dump.rdb",
-                "snapshot_id": summary.snapshot_id,
-                "sha256": checksum,
-                "raw_bytes": size,
-                "data_added": summary.data_added,
-                # Keys written while the snapshot was taken make the exact count unknown: the
-                # range is what a restore must fall in.
-                "dbsize": snapshot.dbsize_before if steady else None,
-                "dbsize_range": sorted([snapshot.dbsize_before, snapshot.dbsize_after]),
-                "master_repl_offset": snapshot.master_repl_offset,
-                "redis_version": snapshot.redis_version,
-                "seconds": round(time.monotonic() - started, 3),
-            }
-        )
+
+        def store() -> None:
+            checksum = file_sha256(rdb)
+            summary = self.upload(source.artefact, rdb)
+            size = rdb.stat().st_size
+            shutil.rmtree(directory, ignore_errors=True)
+            steady = snapshot.dbsize_before == snapshot.dbsize_after
+            self.record(
+                {
+                    "name": source.artefact,
+                    "type": "redis",
+                    "datastore": source.name,
+                    "file": "dump.rdb",
+                    "snapshot_id": summary.snapshot_id,
+                    "sha256": checksum,
+                    "raw_bytes": size,
+                    "data_added": summary.data_added,
+                    # Keys written while the snapshot was taken make the exact count unknown:
+                    # the range is what a restore must fall in.
+                    "dbsize": snapshot.dbsize_before if steady else None,
+                    "dbsize_range": sorted([snapshot.dbsize_before, snapshot.dbsize_after]),
+                    "master_repl_offset": snapshot.master_repl_offset,
+                    "redis_version": snapshot.redis_version,
+                    "seconds": round(time.monotonic() - started, 3),
+                }
+            )
+
+        self.in_background(source.artefact, store)
 
     def files(self, source: FilesSource) -> None:
         started = time.monotonic()
         self.enter(f"{source.artefact}:digest")
-        digest = tree_digest(source.path)
-        summary = self.upload(source.artefact, source.path)
-        self.record(
-            {
-                "name": source.artefact,
-                "type": "files",
-                "path": str(source.path),
-                "snapshot_id": summary.snapshot_id,
-                "sha256": digest.sha256,
-                "files": digest.files,
-                "raw_bytes": digest.bytes,
-                "data_added": summary.data_added,
-                "seconds": round(time.monotonic() - started, 3),
-            }
-        )
+        if not (source.path.is_dir() or source.path.is_file()):  # said before any upload starts
+            raise BackupError(f"{source.path} is not a directory; check backup.sources.volumes")
+
+        def store() -> None:
+            with ThreadPoolExecutor(1, thread_name_prefix="digest") as digesting:
+                digested = digesting.submit(tree_digest, source.path)
+                summary = self.upload(source.artefact, source.path)
+                digest = digested.result()
+            self.record(
+                {
+                    "name": source.artefact,
+                    "type": "files",
+                    "path": str(source.path),
+                    "snapshot_id": summary.snapshot_id,
+                    "sha256": digest.sha256,
+                    "files": digest.files,
+                    "raw_bytes": digest.bytes,
+                    "data_added": summary.data_added,
+                    "seconds": round(time.monotonic() - started, 3),
+                }
+            )
+
+        self.in_background(source.artefact, store)
+
+
+def _reading_order(sources: list[Source]) -> list[Source]:
+    """File trees first (their reading and upload all happen in the background), then Redis, then
+    PostgreSQL: the dumps then run while the trees upload."""
+    kinds = (FilesSource, RedisSource, PostgresSource)
+    return sorted(sources, key=lambda s: next(i for i, k in enumerate(kinds) if isinstance(s, k)))
 
 
 def run_backup(
@@ -323,16 +428,21 @@ def run_backup(
                  after=inputs, outcome="started")  # fmt: skip
     workdir = Path(tempfile.mkdtemp(prefix=temp_prefix(recorder.id)))
     run = _Run(stack, repository, recorder, manifest, workdir, jobs or default_jobs(), on_progress, on_phase)
+    run.order = [s.artefact for s in sources]
     try:
-        for source in sources:
-            if isinstance(source, PostgresSource):
-                run.postgres(source)
-            elif isinstance(source, RedisSource):
-                run.redis(source)
-            else:
-                run.files(source)
+        try:
+            for source in _reading_order(sources):
+                if isinstance(source, PostgresSource):
+                    run.postgres(source)
+                elif isinstance(source, RedisSource):
+                    run.redis(source)
+                else:
+                    run.files(source)
+        except BaseException as exc:
+            run.fail(exc)  # stops the uploads in flight; wait() then raises the first failure
+        run.wait()
     except BaseException as exc:
-        error = _describe_error(exc)
+        error = _describe_error(run.stop(exc))
         manifest["finished_at"] = utcnow().isoformat()
         recorder.finish("failed", manifest, error)
         record_audit(sessions, actor=actor, action="backup", target_kind="backup_set", target=recorder.id,

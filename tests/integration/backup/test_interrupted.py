@@ -48,8 +48,14 @@ def _kill_each_at(stack: BackupStack, runs: list[tuple[str, str]]) -> list[str]:
         while True:
             with sessions() as session:
                 rows = list(session.scalars(select(BackupSetRow).where(BackupSetRow.id.not_in(before))))
-            paused = {row.phase: row for row in rows if row.state == "running"}
-            if all(phase in paused for _, phase in runs):
+            # The sources upload at the same time: a set's phase lists each one in progress.
+            paused = {
+                (row.kind, phase): row
+                for row in rows
+                if row.state == "running"
+                for phase in (row.phase or "").split(", ")
+            }
+            if all(run in paused for run in runs):
                 break
             for index, ((_, phase), process) in enumerate(zip(runs, processes, strict=True)):
                 stderr = (stack.base / f"killed-{index}.err").read_text()
@@ -61,7 +67,7 @@ def _kill_each_at(stack: BackupStack, runs: list[tuple[str, str]]) -> list[str]:
         for process in processes:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    return [paused[phase].id for _, phase in runs]
+    return [paused[run].id for run in runs]
 
 
 def test_a_backup_killed_at_any_phase_is_failed_ignored_and_the_next_one_succeeds(
