@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,8 @@ def spec_text(port: int, strategy: str, *, steps: str | None = None, health_time
 class ReleaseStack:
     directory: Path
     port: int
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Added to every command's environment (e.g. the controller's test hold)."""
 
     @property
     def spec(self) -> Path:
@@ -80,6 +82,7 @@ class ReleaseStack:
             "SHIPYARD_STATE_DIR": str(self.directory / "state"),
             "SHIPYARD_DATABASE_URL": f"sqlite:///{self.directory / 'state.db'}",
             "SHIPYARD_ACTOR": "test",
+            **self.extra_env,
         }
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -172,7 +175,7 @@ def kill_at_step_then_resume(tmp: Path, strategy: str, step: str, rate: int = 20
     with release_stack(tmp, strategy) as stack:
         if kind == "Retire":
             # The last step is quick: without a hold the release may be over before the kill lands.
-            stack.env[HOLD_STEP_ENV] = kind
+            stack.extra_env[HOLD_STEP_ENV] = kind
         with LoadGenerator(stack.url, rate, connections=8) as load:
             time.sleep(0.5)
             controller = stack.start_cli("deploy", "web", "--version", "v2")
