@@ -12,8 +12,10 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from sqlalchemy.orm import Session, sessionmaker
 
-from ..spec import Spec, load_spec
+from ..spec import Spec, Stack, load_spec
+from ..state import open_engine, session_factory
 
 app = typer.Typer(
     name="shipyard",
@@ -69,6 +71,19 @@ def actor() -> str:
 
 def read_spec(path: Path) -> Spec:
     return load_spec(path)
+
+
+def one_stack(file: Path, env: str | None) -> Stack:
+    """The stack of `env`; with none given, the spec's only environment, else production (OneEnvOption)."""
+    spec = read_spec(file)
+    if env is None:
+        env = spec.environments[0] if len(spec.environments) == 1 else "production"
+    return spec.stack(env)
+
+
+def open_sessions(database_url: str | None) -> sessionmaker[Session]:
+    """Sessions on the state store (migrated when behind)."""
+    return session_factory(open_engine(database_url))
 
 
 def emit(data: Any, output: Output) -> bool:

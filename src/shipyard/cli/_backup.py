@@ -54,7 +54,7 @@ from ..backup import (
 from ..errors import UserError
 from ..monitor import Notifier
 from ..spec import Stack
-from ..state import open_engine, session_factory, utcnow
+from ..state import utcnow
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -66,7 +66,8 @@ from ._app import (
     console,
     console_err,
     emit,
-    read_spec,
+    one_stack,
+    open_sessions,
 )
 
 backup_app = typer.Typer(help="Take, list, verify and prune backup sets.", no_args_is_help=True)
@@ -97,17 +98,6 @@ PortOption = Annotated[
 def register(app: typer.Typer) -> None:
     app.add_typer(backup_app, name="backup")
     app.add_typer(restore_app, name="restore")
-
-
-def _stack(file: Path, env: str | None) -> Stack:
-    spec = read_spec(file)
-    if env is None:
-        env = spec.environments[0] if len(spec.environments) == 1 else "production"
-    return spec.stack(env)
-
-
-def _sessions(database_url: str | None) -> sessionmaker[Session]:
-    return session_factory(open_engine(database_url))
 
 
 @contextmanager
@@ -147,7 +137,7 @@ def _take(
     output: Output,
     jobs: int | None,
 ) -> None:
-    stack = _stack(file, env)
+    stack = one_stack(file, env)
     base_dir = file.resolve().parent
     if dry_run:
         plan = plan_backup(stack, kind, base_dir)
@@ -161,7 +151,7 @@ def _take(
         if plan["missing_tools"]:
             raise typer.Exit(1)
         return
-    sessions = _sessions(database_url)
+    sessions = open_sessions(database_url)
     # SIGTERM (a supervisor stopping us) ends the backup like Ctrl-C: the set is recorded failed.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with _progress(output is Output.table) as (on_progress, on_phase):
@@ -247,7 +237,7 @@ def list_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Backup sets, newest first, and whether each can be restored (abandoned ones marked failed)."""
-    sets = list_sets(_sessions(database_url), stack=stack, environment=env)
+    sets = list_sets(open_sessions(database_url), stack=stack, environment=env)
     data = [{k: v for k, v in s.as_data().items() if k not in ("manifest", "verification")} for s in sets]
     if emit(data, output):
         return
@@ -273,7 +263,7 @@ def show(
     output: OutputOption = Output.table,
 ) -> None:
     """One set's manifest: artefacts, snapshots, sizes, checksums, LSN, tool versions, verification."""
-    backup_set = get_set(_sessions(database_url), set_id)
+    backup_set = get_set(open_sessions(database_url), set_id)
     if emit(backup_set.as_data(), output):
         return
     console.print(
@@ -311,10 +301,10 @@ def verify(
     """Restore a set into scratch PostgreSQL/Redis/directories and check it against its manifest."""
     if set_id and latest:
         raise UserError("give a set ID or --latest, not both")
-    stack = _stack(file, env)
+    stack = one_stack(file, env)
     show_steps = output is Output.table
     result = verify_set(
-        _sessions(database_url),
+        open_sessions(database_url),
         stack,
         set_id,
         base_dir=file.resolve().parent,
@@ -337,9 +327,9 @@ def freshness(
     output: OutputOption = Output.table,
 ) -> None:
     """Is each source's newest restorable backup younger than the RPO (`dr.rpo`)? Exit 1 and page if not."""
-    stack = _stack(file, env)
+    stack = one_stack(file, env)
     report = check_freshness(
-        (sessions := _sessions(database_url)),
+        (sessions := open_sessions(database_url)),
         stack,
         now=utcnow(),
         notifier=Notifier(stack.notifications, sessions),
@@ -365,8 +355,8 @@ def prune_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Delete the sets the spec's retention policy no longer keeps (never the newest verified)."""
-    stack = _stack(file, env)
-    sessions = _sessions(database_url)
+    stack = one_stack(file, env)
+    sessions = open_sessions(database_url)
     if dry_run:
         plan = retention_plan(sessions, stack)
         data: dict[str, Any] = {"keep": {k: list(v) for k, v in plan.keep.items()}, "drop": list(plan.drop),
@@ -422,7 +412,7 @@ PitrDatastoreOption = Annotated[
 
 
 def _stanza(file: Path, env: str | None, datastore: str | None, **options: bool) -> PitrStanza:
-    return open_stanza(_stack(file, env), base_dir=file.resolve().parent, datastore=datastore, **options)
+    return open_stanza(one_stack(file, env), base_dir=file.resolve().parent, datastore=datastore, **options)
 
 
 @pitr_app.command("init")
@@ -452,7 +442,7 @@ def pitr_init(
             f"would create stanza {plan['stanza']} in {plan['repository']} and run pgbackrest check"
         )
         return
-    result = init_stanza(_sessions(database_url), stanza, actor=actor(), restart=restart)
+    result = init_stanza(open_sessions(database_url), stanza, actor=actor(), restart=restart)
     if not emit(result, output):
         console.print(f"wrote {result['config_path']}")
         console.print(f"stanza [bold]{result['stanza']}[/] in {result['repository']}")
@@ -491,7 +481,7 @@ def _pitr_backup(kind: BackupKind, file: Path, env: str | None, datastore: str |
                 f"  (no full backup exists yet: pgBackRest would take a full instead of {kind_word(kind)})"
             )
         return
-    result = take_backup(_sessions(database_url), stanza, kind, actor=actor())
+    result = take_backup(open_sessions(database_url), stanza, kind, actor=actor())
     if emit(result.as_data(), output):
         return
     backup = result.backup
@@ -592,7 +582,7 @@ def pitr_stream_start(
 ) -> None:
     """Create the replication slot and start pg_receivewal (detached; it reconnects by itself)."""
 
-    data = start_stream(_sessions(database_url), _stanza(file, env, datastore), actor=actor())
+    data = start_stream(open_sessions(database_url), _stanza(file, env, datastore), actor=actor())
     if not emit(data, output):
         _print_stream(data)
 
@@ -611,7 +601,7 @@ def pitr_stream_stop(
     """Stop pg_receivewal (the slot keeps WAL for it on the primary unless --drop-slot)."""
 
     stanza = _stanza(file, env, datastore)
-    data = stop_stream(_sessions(database_url), stanza, actor=actor(), drop_slot=drop_slot)
+    data = stop_stream(open_sessions(database_url), stanza, actor=actor(), drop_slot=drop_slot)
     if not emit(data, output):
         console.print("stopped pg_receivewal" if data["stopped"] else "pg_receivewal was not running")
 
@@ -647,7 +637,8 @@ def _dry_run_restore(
     into: str,
     output: Output,
 ) -> None:
-    plan = plan_restore(_sessions(database_url), stack, artefact_type, set_id=set_id, name=name, into=into)  # type: ignore[arg-type]
+    sessions = open_sessions(database_url)
+    plan = plan_restore(sessions, stack, artefact_type, set_id=set_id, name=name, into=into)  # type: ignore[arg-type]
     if emit(plan, output):
         return
     console.print(f"would restore {plan['artefact']} of set {plan['set']} ({plan['set_state']}) into {into}")
@@ -702,7 +693,7 @@ def restore_database_command(
 
     With --time, --lsn or --latest: a physical restore from pgBackRest (backup.pitr) into scratch
     (a file copy and WAL replay: much faster than a dump for a large database)."""
-    stack = _stack(file, env)
+    stack = one_stack(file, env)
     if time is not None or lsn is not None or latest:
         if latest and (time is not None or lsn is not None):
             raise UserError("--latest restores to the end of the archive: give it without --time/--lsn")
@@ -713,7 +704,7 @@ def restore_database_command(
         _dry_run_restore(database_url, stack, "postgres", set_id, datastore, _into(into), output)
         return
     result = restore_database(
-        _sessions(database_url), stack, base_dir=file.resolve().parent, actor=actor(), set_id=set_id,
+        open_sessions(database_url), stack, base_dir=file.resolve().parent, actor=actor(), set_id=set_id,
         datastore=datastore, into=_into(into), yes=yes, target_dir=target_dir, port=port, jobs=jobs,  # type: ignore[arg-type]
     )  # fmt: skip
     _report_restore(result, output)
@@ -758,7 +749,13 @@ def _restore_pitr(
         console.print(f"  restorable window: {window['from']} → {window['to']}")
         return
     result = restore_pitr(
-        _sessions(database_url), stanza, actor=actor(), time=moment, lsn=lsn, target_dir=target_dir, port=port
+        open_sessions(database_url),
+        stanza,
+        actor=actor(),
+        time=moment,
+        lsn=lsn,
+        target_dir=target_dir,
+        port=port,
     )
     if emit(result.as_data(), output):
         return
@@ -786,12 +783,12 @@ def restore_redis_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Restore a Redis snapshot: a scratch redis-server (left running) or, with --yes, the live keys."""
-    stack = _stack(file, env)
+    stack = one_stack(file, env)
     if dry_run:
         _dry_run_restore(database_url, stack, "redis", set_id, datastore, _into(into), output)
         return
     result = restore_redis(
-        _sessions(database_url), stack, base_dir=file.resolve().parent, actor=actor(), set_id=set_id,
+        open_sessions(database_url), stack, base_dir=file.resolve().parent, actor=actor(), set_id=set_id,
         datastore=datastore, into=_into(into), yes=yes, target_dir=target_dir, port=port,  # type: ignore[arg-type]
     )  # fmt: skip
     _report_restore(result, output)
@@ -813,12 +810,12 @@ def restore_files_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Restore a file volume: into --target-dir (scratch) or, with --yes, in place of the live directory."""
-    stack = _stack(file, env)
+    stack = one_stack(file, env)
     if dry_run:
         _dry_run_restore(database_url, stack, "files", set_id, path, _into(into), output)
         return
     result = restore_files(
-        _sessions(database_url), stack, base_dir=file.resolve().parent, actor=actor(), set_id=set_id,
+        open_sessions(database_url), stack, base_dir=file.resolve().parent, actor=actor(), set_id=set_id,
         path=path, into=_into(into), yes=yes, target_dir=target_dir,  # type: ignore[arg-type]
     )  # fmt: skip
     _report_restore(result, output)

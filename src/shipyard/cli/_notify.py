@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ShipyardError, UserError
 from ..monitor import (
@@ -25,8 +23,8 @@ from ..monitor import (
     resolve,
 )
 from ..monitor._channels import TELEGRAM_API, check_resolvable
-from ..spec import Channel, Stack
-from ..state import open_engine, session_factory, utcnow
+from ..spec import Channel
+from ..state import utcnow
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -37,7 +35,8 @@ from ._app import (
     actor,
     console,
     emit,
-    read_spec,
+    one_stack,
+    open_sessions,
 )
 
 notify_app = typer.Typer(
@@ -66,7 +65,7 @@ def send_test(
     output: OutputOption = Output.table,
 ) -> None:
     """Send a test event to CHANNEL now (not through the queue) and say whether it arrived."""
-    stack = _stack(file, env)
+    stack = one_stack(file, env)
     spec = stack.notifications.get(channel)
     if spec is None:
         known = ", ".join(sorted(stack.notifications)) or "none"
@@ -109,7 +108,7 @@ def queue_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Messages waiting (pending) or given up (dead), by channel, oldest first."""
-    messages = list_queue(_sessions(database_url))
+    messages = list_queue(open_sessions(database_url))
     if emit([m.as_data() for m in messages], output):
         return
     if not messages:
@@ -129,7 +128,7 @@ def flush_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Deliver what is due now, each channel in order; exit 1 if messages remain queued."""
-    sessions = _sessions(database_url)
+    sessions = open_sessions(database_url)
     if dry_run:
         now = utcnow()
         due = [
@@ -197,14 +196,3 @@ def _table(messages: list[QueuedMessage]) -> Table:
             m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     return table
-
-
-def _stack(file: Path, env: str | None) -> Stack:
-    spec = read_spec(file)
-    if env is None:
-        env = spec.environments[0] if len(spec.environments) == 1 else "production"
-    return spec.stack(env)
-
-
-def _sessions(database_url: str | None) -> sessionmaker[Session]:
-    return session_factory(open_engine(database_url))

@@ -35,7 +35,7 @@ from ..rollout import (
 )
 from ..rollout._detached import last_release_id, spawn, wait_recorded
 from ..spec import Stack
-from ..state import RolloutRow, RolloutStepRow, open_engine, record_audit, session_factory
+from ..state import RolloutRow, RolloutStepRow, record_audit
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -46,6 +46,7 @@ from ._app import (
     actor,
     console,
     emit,
+    open_sessions,
     read_spec,
 )
 
@@ -106,10 +107,6 @@ def _state_dir(stack: Stack) -> Path:
     return _state_base() / "local" / f"{stack.name}-{stack.environment}"
 
 
-def _sessions(database_url: str | None) -> sessionmaker[Session]:
-    return session_factory(open_engine(database_url))
-
-
 def _kubernetes(
     file: Path, env: str, database_url: str | None, kubeconfig: Path | None, context: str | None
 ) -> ArgoReleases:
@@ -119,14 +116,14 @@ def _kubernetes(
 
     stack = read_spec(file).stack(env)
     client = load_api_client(str(kubeconfig) if kubeconfig else None, context)
-    return ArgoReleases(_sessions(database_url), stack, ArgoRolloutsDriver(client))
+    return ArgoReleases(open_sessions(database_url), stack, ArgoRolloutsDriver(client))
 
 
 def _controller(file: Path, env: str, database_url: str | None, watch: bool) -> tuple[Controller, Any]:
     from ..rollout.targets.local import LocalTarget  # noqa: PLC0415 - only releases need HAProxy's side
 
     stack = read_spec(file).stack(env)
-    sessions = _sessions(database_url)
+    sessions = open_sessions(database_url)
     target = LocalTarget(stack, _state_dir(stack), workdir=file.resolve().parent)
     view = _Progress(watch)
     return Controller(sessions, stack, target, on_progress=view.update), view
@@ -218,7 +215,7 @@ def down(
     from ..rollout.targets.local import LocalTarget  # noqa: PLC0415 - only the local target needs it
 
     stack = read_spec(file).stack(env)
-    sessions = _sessions(database_url)
+    sessions = open_sessions(database_url)
     busy = [name for name in stack.services if holder(sessions, lock_name(name)) is not None]
     if busy and not force:
         raise UserError(
@@ -256,7 +253,7 @@ def _deploy_detached(
 ) -> None:
     """Start `deploy` in a process of its own and return once it has recorded the release."""
     read_spec(file).stack(env)  # a bad spec or environment is reported here, not in a log
-    sessions = _sessions(database_url)
+    sessions = open_sessions(database_url)
     after = last_release_id(sessions)
     argv = [
         sys.executable,
@@ -365,7 +362,7 @@ def _refuse_other_target(sessions: sessionmaker[Session], service: str, target: 
 
 
 def _command(command: str, service: str, file: Path, env: str, database_url: str | None, watch: bool) -> None:
-    sessions = _sessions(database_url)
+    sessions = open_sessions(database_url)
     _refuse_other_target(sessions, service, TargetName.local)
     rollout_id, running = steer_release(sessions, service, command, actor())  # type: ignore[arg-type]
     if running:
@@ -456,7 +453,7 @@ def resume(
         _kube_command("resume", service, watch, file, env, database_url, kubeconfig, context)
         return
     _kube_options_need_kubernetes(context, kubeconfig)
-    sessions = _sessions(database_url)
+    sessions = open_sessions(database_url)
     _refuse_other_target(sessions, service, TargetName.local)
     row = latest_release(sessions, service)
     if row is not None and row.finished_at is None and row.phase == "paused":
@@ -511,7 +508,7 @@ def status(
         ]
     else:
         _kube_options_need_kubernetes(context, kubeconfig)
-        sessions = _sessions(database_url)
+        sessions = open_sessions(database_url)
         if service is not None and watch:
             _watch_local(sessions, service)
             return
@@ -648,7 +645,7 @@ def history(
     output: OutputOption = Output.table,
 ) -> None:
     """Past releases of a service and how each ended (with the check that rolled it back)."""
-    sessions = _sessions(database_url)
+    sessions = open_sessions(database_url)
     with sessions() as session:
         if steps is not None:
             step_rows = list(
