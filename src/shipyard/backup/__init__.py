@@ -5,6 +5,7 @@ A backup set is recorded in the state store before anything is read, and is rest
 """
 
 from ._connect import KINDS, FilesSource, PostgresSource, RedisSource, secret_env_name, sources_of
+from ._disaster_wal import Commit, WalAtDisaster, freeze_wal
 from ._freshness import SourceFreshness, check_freshness
 from ._pgbackrest import (
     BackupKind,
@@ -52,6 +53,7 @@ __all__ = [
     "BackupSet",
     "BackupSummary",
     "CheckResult",
+    "Commit",
     "FilesSource",
     "PgBackRest",
     "PgBackRestSettings",
@@ -72,8 +74,10 @@ __all__ = [
     "Snapshot",
     "SourceFreshness",
     "TreeDigest",
+    "WalAtDisaster",
     "check_freshness",
     "expire_stanza",
+    "freeze_wal",
     "get_set",
     "init_stanza",
     "kind_word",

@@ -429,16 +429,16 @@ class PgBackRest:
             self.settings.spool_dir,
         ):
             directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-            self._own(directory)
+            self.own(directory)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.config_path.with_name(self.config_path.name + ".tmp")
         temporary.write_text(text)
         temporary.chmod(0o640)
-        self._own(temporary)
+        self.own(temporary)
         temporary.replace(self.config_path)
         if os.geteuid() == 0 and self.os_user != "root":
             # archive_command runs as the PostgreSQL user: it must be able to read the file.
-            probe = subprocess.run(self._as_user(["test", "-r", str(self.config_path)]), check=False)
+            probe = subprocess.run(self.as_user(["test", "-r", str(self.config_path)]), check=False)
             if probe.returncode != 0:
                 raise BackupError(
                     f"{self.config_path} is not readable by {self.os_user}, who runs pgBackRest: "
@@ -458,7 +458,7 @@ class PgBackRest:
             "archive_command": archive_command(self.binary, self.config_path, self.settings.stanza),
             "archive_timeout": str(self.settings.archive_timeout),  # pg_settings shows seconds
         }
-        with self._connect() as conn:
+        with self.connect() as conn:
             current = {name: self._show(conn, name) for name in (*wanted, "wal_level")}
             if current["archive_mode"] == "always":  # already archiving (on a standby too): keep it
                 wanted["archive_mode"] = "always"
@@ -498,7 +498,7 @@ class PgBackRest:
         # The checkpointer starts during recovery, when archive_timeout does not apply, and may then
         # sleep for checkpoint_timeout (5 min): WAL would wait that long to be archived. A
         # checkpoint wakes it so that archive_timeout (the RPO bound) holds from now on.
-        with self._connect() as conn:
+        with self.connect() as conn:
             conn.execute("CHECKPOINT")
 
     def archive_get_command(self, data_dir: Path) -> str:
@@ -620,7 +620,7 @@ class PgBackRest:
             )
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
         target.chmod(0o700)
-        self._own(target)
+        self.own(target)
         # A restore is a file copy with decompression: one process per core (process-max of the
         # config is for backups, which share the machine with the live server).
         processes = max(self.settings.process_max, min(4, os.cpu_count() or 1))
@@ -692,7 +692,7 @@ class PgBackRest:
             )
         return status
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def connect(self) -> psycopg.Connection[Any]:
         s = self.settings
         try:
             return psycopg.connect(
@@ -713,28 +713,32 @@ class PgBackRest:
         row = conn.execute("SELECT setting FROM pg_settings WHERE name = %s", (name,)).fetchone()
         return "" if row is None else str(row[0])
 
-    def _as_user(self, argv: Sequence[str]) -> list[str]:
+    def as_user(self, argv: Sequence[str]) -> list[str]:
         if os.geteuid() == 0 and self.os_user != "root":
             return ["runuser", "-u", self.os_user, "--", *argv]
         return list(argv)
 
-    def _own(self, path: Path) -> None:
+    def own(self, path: Path) -> None:
         if os.geteuid() == 0 and self.os_user != "root":
             shutil.chown(path, self.os_user, pwd.getpwnam(self.os_user).pw_gid)
 
     def _pg_ctl(self) -> str:
-        if self.settings.pg_bin_dir is not None and (self.settings.pg_bin_dir / "pg_ctl").exists():
-            return str(self.settings.pg_bin_dir / "pg_ctl")
-        found = shutil.which("pg_ctl")
+        return self.pg_tool("pg_ctl")
+
+    def pg_tool(self, name: str) -> str:
+        """A PostgreSQL program of the primary's version (`pg_bin_dir` first, then PATH)."""
+        if self.settings.pg_bin_dir is not None and (self.settings.pg_bin_dir / name).exists():
+            return str(self.settings.pg_bin_dir / name)
+        found = shutil.which(name)
         if found is None:
-            raise BackupError("pg_ctl is not installed: install PostgreSQL (`apt-get install postgresql`)")
+            raise BackupError(f"{name} is not installed: install PostgreSQL (`apt-get install postgresql`)")
         return found
 
     def _run_pg_ctl(self, argv: list[str], what: str, *, log_file: Path | None = None) -> None:
         # The server inherits pg_ctl's stdout unless -l is given: never pipe it, or reading the
         # pipe would wait for the server to exit.
         result = subprocess.run(
-            self._as_user(argv),
+            self.as_user(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE if "-l" in argv else subprocess.DEVNULL,
@@ -757,7 +761,7 @@ class PgBackRest:
             raise BackupError("runuser is missing: it is needed to run pgBackRest as the PostgreSQL user")
         try:
             result = subprocess.run(
-                self._as_user(argv),
+                self.as_user(argv),
                 capture_output=True,
                 text=True,
                 cwd="/",

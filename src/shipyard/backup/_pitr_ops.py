@@ -13,7 +13,7 @@ import pwd
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -455,9 +455,14 @@ def restore_pitr(
     lsn: str | None,
     target_dir: Path | None,
     port: int | None,
+    serve_wal: Callable[[str], str] | None = None,
 ) -> PitrRestoreResult:
     """Restore the stanza to `time`/`lsn` into a new scratch data directory and start it there
-    (left running; the result says how to connect and stop it). Never touches the primary."""
+    (left running; the result says how to connect and stop it). Never touches the primary.
+
+    serve_wal: given pgBackRest's `archive-get` command line for the copy, the restore_command to
+    use instead of the stanza's own (a drill's `WalAtDisaster.restore_command`).
+    """
     pg = stanza.pgbackrest
     restore_arguments(Path("/nonexistent"), time=time, lsn=lsn)  # validates the target first
     if target_dir is not None and target_dir.exists() and any(target_dir.iterdir()):
@@ -472,7 +477,10 @@ def restore_pitr(
         _give(base, pg.os_user)
         data_dir, log_file = base / "data", base / "postgresql.log"
         after["data_dir"] = str(data_dir)
-        arguments = pg.restore(data_dir, time=time, lsn=lsn, restore_command=stanza.restore_command(data_dir))
+        command = (
+            serve_wal(pg.archive_get_command(data_dir)) if serve_wal else stanza.restore_command(data_dir)
+        )
+        arguments = pg.restore(data_dir, time=time, lsn=lsn, restore_command=command)
         pg.start_restored(data_dir, port=port, log_file=log_file)
     return PitrRestoreResult(
         data_dir=data_dir,

@@ -79,14 +79,20 @@ def drill_test(
     plan = plan_drill(mode.value, drill_sources(stack))
     if dry_run:
         phases = [
-            {"phase": phase.name, "kind": phase.kind, "after_disaster": index >= plan.disaster_before}
+            {
+                "phase": phase.name,
+                "kind": phase.kind,
+                "after_disaster": index >= plan.disaster_before,
+                "pitr": phase.source is not None and phase.source.pitr,
+            }
             for index, phase in enumerate(plan.phases)
         ]
         if not emit({"mode": plan.mode, "phases": phases}, output):
             for index, phase in enumerate(plan.phases, start=1):
                 if index - 1 == plan.disaster_before:
                     console.print("   [bold]— simulated disaster —[/]")
-                console.print(f"{index:>2}. {escape(phase.name)}")
+                how = " (point-in-time recovery)" if phase.source is not None and phase.source.pitr else ""
+                console.print(f"{index:>2}. {escape(phase.name)}{how}")
             console.print("dry run: nothing was run")
         return
     directory = report_dir or default_report_dir()

@@ -20,6 +20,12 @@ measures what was achieved:
 
 Each is compared with the spec's `dr:` targets (whole seconds). The adapter that builds real
 phases from the backup package lives below the core.
+
+With `backup.pitr` set, the PostgreSQL datastore it protects is recovered the way a real disaster
+would be: at the disaster the drill freezes the WAL that existed outside the primary (pgBackRest's
+archive and, when streamed, the pg_receivewal spool), restores the newest pgBackRest backup into
+scratch and replays exactly that WAL. Its RPO is the seconds of committed writes lost: from the
+last commit the copy replayed to the last commit the primary had made, read from the primary's WAL.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import datetime as dt
 import functools
 import shutil
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,14 +48,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..backup import (
     BackupSet,
+    PitrRestoreResult,
+    PitrStanza,
     RedisSource,
     RestoreResult,
     ScratchPostgres,
     ScratchRedis,
+    WalAtDisaster,
+    freeze_wal,
     list_sets,
+    open_stanza,
     redis_dbsize,
     restore_database,
     restore_files,
+    restore_pitr,
     restore_redis,
     row_counts,
     run_backup,
@@ -86,6 +100,8 @@ class DrillSource:
     name: str
     """The backup set's artefact name: `postgres:<datastore>`, `redis:<datastore>`, `files:<path>`."""
     kind: SourceKind
+    pitr: bool = False
+    """Recovered by point-in-time recovery (pgBackRest and WAL), not from a backup set."""
 
 
 @dataclass(frozen=True)
@@ -126,14 +142,20 @@ def drill_sources(stack: Stack) -> tuple[DrillSource, ...]:
             " the spec's backups, so add backup.repository, backup.password and backup.sources"
         )
     sources: list[DrillSource] = []
+    postgres = [name for name, datastore in stack.datastores.items() if isinstance(datastore, Postgres)]
+    # backup.pitr protects the stack's PostgreSQL datastore; with several, `pitr` commands name one
+    # each time, so a drill cannot tell which and restores them all from backup sets.
+    pitr = stack.backup.pitr is not None and len(postgres) == 1
     for name in stack.backup.sources.datastores:
         datastore = stack.datastores.get(name)
         if datastore is None:
             raise UserError(f"backup.sources.datastores names {name!r}, which is not a datastore of the spec")
         if isinstance(datastore, Postgres):
-            sources.append(DrillSource(f"postgres:{name}", "postgresql"))
+            sources.append(DrillSource(f"postgres:{name}", "postgresql", pitr=pitr))
         else:
             sources.append(DrillSource(f"redis:{name}", "redis"))
+    if pitr and postgres[0] not in stack.backup.sources.datastores:
+        sources.insert(0, DrillSource(f"postgres:{postgres[0]}", "postgresql", pitr=True))
     sources += [DrillSource(f"files:{volume}", "files") for volume in stack.backup.sources.volumes]
     return tuple(sources)
 
@@ -292,6 +314,8 @@ class _BackupPhases:
         self.taken: BackupSet | None = None
         self.chosen: dict[str, tuple[BackupSet, dict[str, Any]]] = {}
         self.restored: dict[str, RestoreResult] = {}
+        self.frozen: dict[str, tuple[PitrStanza, WalAtDisaster]] = {}
+        self.recovered: dict[str, PitrRestoreResult] = {}
         self._cleanups: list[Callable[[], None]] = []
 
     def phases(self, plan: DrillPlan) -> dict[str, Phase]:
@@ -305,9 +329,11 @@ class _BackupPhases:
                 wanted = [p.source for p in plan.phases if p.kind == "restore" and p.source is not None]
                 built[planned.name] = functools.partial(self.select, wanted)
             elif planned.source is not None and planned.kind == "restore":
-                built[planned.name] = functools.partial(self.restore, planned.source)
+                restore = self.recover if planned.source.pitr else self.restore
+                built[planned.name] = functools.partial(restore, planned.source)
             elif planned.source is not None and planned.kind == "health":
-                built[planned.name] = functools.partial(self.health, planned.source)
+                health = self.recovered_health if planned.source.pitr else self.health
+                built[planned.name] = functools.partial(health, planned.source)
         return built
 
     def take_backup(self) -> PhaseOutcome:
@@ -339,8 +365,16 @@ class _BackupPhases:
         return PhaseOutcome(detail=f"set {verified.id} {verified.state}: {len(checks)} checks passed")
 
     def select(self, sources: Sequence[DrillSource]) -> PhaseOutcome:
-        """For each source, the newest restorable set holding it that had finished at the disaster."""
+        """For a PITR source, the WAL that existed outside the primary at the disaster; for each
+        other source, the newest restorable set holding it that had finished at the disaster."""
         disaster = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        picked: list[str] = []
+        for source in sources:
+            if source.pitr:
+                picked.append(self.freeze(source))
+        sources = [source for source in sources if not source.pitr]
+        if not sources:
+            return PhaseOutcome(detail="; ".join(picked))
         sets = [
             candidate
             for candidate in list_sets(
@@ -351,7 +385,6 @@ class _BackupPhases:
             and candidate.finished_at <= disaster
         ]
         points: list[RestorePoint] = []
-        picked: list[str] = []
         for source in sources:
             found = next(
                 ((s, a) for s in sets for a in s.artefacts if a["name"] == source.name),
@@ -403,6 +436,62 @@ class _BackupPhases:
         self.restored[source.name] = result
         return PhaseOutcome(detail=f"from set {backup_set.id}: {detail}")
 
+    def freeze(self, source: DrillSource) -> str:
+        """Record what a loss of the primary would leave (see `freeze_wal`); the detail to show."""
+        stanza = open_stanza(self.stack, base_dir=self.base_dir, datastore=source.name.split(":", 1)[1])
+        directory = Path(tempfile.mkdtemp(prefix="shipyard-drill-wal-"))
+        self._cleanups.append(functools.partial(_stop_and_remove, None, directory))
+        wal = freeze_wal(stanza, directory)
+        self.frozen[source.name] = (stanza, wal)
+        archived = wal.archived_through or "nothing"
+        streamed = ", and the WAL stream's spool" if wal.streamed else ""
+        return (
+            f"{source.name}: point-in-time recovery from stanza {stanza.pgbackrest.settings.stanza};"
+            f" primary at {wal.primary_lsn}; archive through {archived}{streamed}"
+        )
+
+    def recover(self, source: DrillSource) -> PhaseOutcome:
+        """Restore the newest pgBackRest backup into scratch and replay the frozen WAL to its end."""
+        if source.name not in self.frozen:
+            raise DrError(f"no WAL was frozen at the disaster for {source.name}")
+        stanza, wal = self.frozen[source.name]
+        base = Path(tempfile.mkdtemp(prefix="shipyard-drill-pitr-"))
+        self._cleanups.append(functools.partial(_stop_and_remove, None, base))
+        stanza.pgbackrest.own(base)  # the restored server runs as the data directory's owner
+        result = restore_pitr(
+            self.sessions, stanza, actor=self.actor, time=None, lsn=None,
+            target_dir=base / "copy", port=None, serve_wal=wal.restore_command,
+        )  # fmt: skip
+        self._cleanups.append(functools.partial(_run_quietly, result.stop_command))
+        self.recovered[source.name] = result
+        return PhaseOutcome(
+            detail=f"pgBackRest restore and WAL replay into scratch PostgreSQL on port {result.port}"
+        )
+
+    def recovered_health(self, source: DrillSource) -> PhaseOutcome:
+        """The copy answers and passes `backup.checks`; what it replayed gives the RPO."""
+        result = self.recovered.get(source.name)
+        if result is None:
+            raise DrError(f"{source.name} was not recovered")
+        stanza, wal = self.frozen[source.name]
+        datastore = self.stack.datastores[source.name.split(":", 1)[1]]
+        database = datastore.database if isinstance(datastore, Postgres) else "postgres"
+        location = {"host": "127.0.0.1", "port": result.port, "user": result.os_user, "database": database}
+        checks = self.stack.backup.checks if self.stack.backup else []
+        health = _postgres_health(location, None, checks)
+        if not health.ok:
+            return health
+        with _connect(location) as connection:
+            row = connection.execute(
+                "SELECT pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()"
+            ).fetchone()
+        replayed_to, last_replayed = (str(row[0]), row[1]) if row is not None else ("0/0", None)
+        if last_replayed is None:  # no commit since the base backup: the copy is as of its end
+            newest = stanza.pgbackrest.status().backups[-1]
+            last_replayed = newest.stopped_at
+        point, loss = _pitr_point(source.name, wal, replayed_to, last_replayed)
+        return PhaseOutcome(detail=f"{health.detail}; replayed to {replayed_to}: {loss}", points=(point,))
+
     def health(self, source: DrillSource) -> PhaseOutcome:
         result = self.restored.get(source.name)
         if result is None:
@@ -426,6 +515,31 @@ class _BackupPhases:
         self._cleanups.clear()
 
 
+def _pitr_point(
+    source: str, wal: WalAtDisaster, replayed_to: str, last_replayed: dt.datetime
+) -> tuple[RestorePoint, str]:
+    """The restore point of a PITR copy and the loss in words. The loss is the committed writes
+    from the last commit replayed to the last one lost; without the primary's commit records it
+    is bounded by the disaster itself (`last_write` None)."""
+    label = f"pitr:{replayed_to}"
+    if wal.commits_error is not None:
+        return (
+            RestorePoint(source, label, last_replayed),
+            f"the lost commits could not be read ({wal.commits_error}); RPO counted up to the disaster",
+        )
+    lost = wal.lost_commits(replayed_to)
+    last_write = max((commit.at for commit in lost), default=last_replayed)
+    point = RestorePoint(source, label, last_replayed, max(last_write, last_replayed), len(lost))
+    if not lost:
+        return point, "no committed transaction lost"
+    seconds = (point.last_write or last_replayed) - last_replayed
+    return point, f"{len(lost)} committed transaction(s) lost, {seconds.total_seconds():.3f} s of writes"
+
+
+def _run_quietly(argv: Sequence[str]) -> None:
+    subprocess.run(list(argv), capture_output=True, check=False, timeout=120)
+
+
 def _stop_and_remove(stop: Callable[[], None] | None, directory: Path) -> None:
     try:
         if stop is not None:
@@ -434,21 +548,26 @@ def _stop_and_remove(stop: Callable[[], None] | None, directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _connect(location: Mapping[str, Any]) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        host=location["host"],
+        port=location["port"],
+        user=location["user"],
+        dbname=location["database"],
+        autocommit=True,
+        connect_timeout=10,
+    )
+
+
 def _postgres_health(
-    location: Mapping[str, Any], artefact: Mapping[str, Any], checks: Sequence[str]
+    location: Mapping[str, Any], artefact: Mapping[str, Any] | None, checks: Sequence[str]
 ) -> PhaseOutcome:
-    """The restored database answers, holds the manifest's row counts, and passes `backup.checks`."""
+    """The restored database answers, reads every table, holds the manifest's row counts (when
+    restored from a set's artefact) and passes `backup.checks`."""
     try:
-        with psycopg.connect(
-            host=location["host"],
-            port=location["port"],
-            user=location["user"],
-            dbname=location["database"],
-            autocommit=True,
-            connect_timeout=10,
-        ) as connection:
+        with _connect(location) as connection:
             counts = row_counts(connection)
-            expected = artefact.get("row_counts", {})
+            expected = counts if artefact is None else artefact.get("row_counts", {})
             differing = sorted(t for t in set(counts) | set(expected) if counts.get(t) != expected.get(t))
             if differing:
                 shown = ", ".join(
@@ -466,9 +585,8 @@ def _postgres_health(
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         return PhaseOutcome(ok=False, detail=f"the restored PostgreSQL does not answer: {reason}")
-    return PhaseOutcome(
-        detail=f"answers; {len(expected)} tables' row counts match; {len(checks)} checks passed"
-    )
+    compared = "read" if artefact is None else "row counts match"
+    return PhaseOutcome(detail=f"answers; {len(expected)} tables' {compared}; {len(checks)} checks passed")
 
 
 def _redis_health(location: Mapping[str, Any], artefact: Mapping[str, Any]) -> PhaseOutcome:

@@ -46,6 +46,8 @@ class RestorePoint:
     """The backup set's or snapshot's id, or the PITR target."""
     time: dt.datetime
     last_write: dt.datetime | None = None
+    lost_commits: int | None = None
+    """With PITR, how many committed transactions the restore does not hold."""
 
     def loss_seconds(self, disaster_at: float) -> float:
         """Seconds of data this point loses: never negative."""
@@ -167,6 +169,7 @@ def drill_data(result: DrillResult) -> dict[str, Any]:
                 "label": point.label,
                 "time": iso(point.time.timestamp()),
                 "last_write": None if point.last_write is None else iso(point.last_write.timestamp()),
+                "lost_commits": point.lost_commits,
                 "loss_seconds": (
                     None if result.disaster_at is None else _round(point.loss_seconds(result.disaster_at))
                 ),

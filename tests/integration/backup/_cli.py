@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 
-from shipyard.cli import main
 from support.backup_stack import BackupStack
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
+from support.cli import CliResult as Result
+from support.cli import run_cli
 
 
 def shipyard(
@@ -33,11 +20,4 @@ def shipyard(
     for key, value in {**stack.cli_env(), **env}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(stack.base)
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return Result(code, out, err)
+    return run_cli(capsys, *args)

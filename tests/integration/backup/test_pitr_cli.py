@@ -7,7 +7,6 @@ One primary serves the module; the tests run in file order (prune, last, expires
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,15 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import select
 
 from shipyard.backup import ResticRepository, ScratchPostgres, start_scratch_postgres
-from shipyard.cli import main
 from shipyard.state import AuditRow, open_engine, session_factory
+from support.cli import CliResult, run_cli
 from support.servers import Postgres, free_port, pg_bin
 
 SPEC = """\
@@ -44,16 +42,6 @@ backup:
 environments:
   test: {{}}
 """
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 @dataclass
@@ -76,17 +64,10 @@ class Rig:
         spec = SPEC.format(user=server.user, port=server.port, data_dir=server.data_dir, keep_last=keep_last)
         (self.base / "shipyard.yaml").write_text(spec)
 
-    def shipyard(self, *args: str) -> Result:
+    def shipyard(self, *args: str) -> CliResult:
         """`shipyard ARGS` in this process (the real entry point, errors turned into exit codes)."""
         assert self.capsys is not None
-        self.capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = self.capsys.readouterr()
-        return Result(code, out, err)
+        return run_cli(self.capsys, *args)
 
     def audit(self) -> list[tuple[str, str, str]]:
         sessions = session_factory(open_engine(f"sqlite:///{self.base / 'state.db'}"))

@@ -33,8 +33,8 @@ from shipyard.backup._walstream import (
     restore_command,
     spool_dir_for,
 )
-from shipyard.cli import main
 from shipyard.errors import UserError
+from support.cli import run_cli
 from support.pitr import PitrPrimary, now_utc, pitr_primary, started
 
 # --- pure parts --------------------------------------------------------------------------------
@@ -220,17 +220,6 @@ environments:
 """
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _wait_streamed(url: str, timeout: float = 15) -> None:
     """Until the receiver has flushed everything the primary wrote so far."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -269,16 +258,16 @@ def test_cli_init_streams_and_restore_latest_reads_the_spool(
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE marks (seq int PRIMARY KEY)")
 
-        code, out, err = _cli(capsys, "backup", "pitr", "init", "--restart", "-o", "json")
+        code, out, err = run_cli(capsys, "backup", "pitr", "init", "--restart", "-o", "json")
         assert code == 0, err
         assert json.loads(out)["stream_pid"] > 0
-        code, out, err = _cli(capsys, "backup", "pitr", "stream", "status", "-o", "json")
+        code, out, err = run_cli(capsys, "backup", "pitr", "stream", "status", "-o", "json")
         assert code == 0, err
         status = json.loads(out)
         assert status["running"]
         assert status["slot_active"]
         assert status["spool"] == str(base / "pgbackrest.walstream" / "shop" / "wal")
-        code, out, err = _cli(capsys, "backup", "pitr", "full", "-o", "json")
+        code, out, err = run_cli(capsys, "backup", "pitr", "full", "-o", "json")
         assert code == 0, err
 
         with psycopg.connect(url, autocommit=True) as conn:
@@ -286,7 +275,7 @@ def test_cli_init_streams_and_restore_latest_reads_the_spool(
                 conn.execute("INSERT INTO marks (seq) VALUES (%s)", (seq,))
         _wait_streamed(url)  # archive_timeout is 60 s: these rows are in no archived segment
 
-        code, out, err = _cli(capsys, "restore", "database", "--latest", "--into", "scratch",
+        code, out, err = run_cli(capsys, "restore", "database", "--latest", "--into", "scratch",
                               "--target-dir", str(base / "latest"), "-o", "json")  # fmt: skip
         assert code == 0, err
         restored = json.loads(out)
@@ -295,19 +284,19 @@ def test_cli_init_streams_and_restore_latest_reads_the_spool(
         with psycopg.connect(copy, autocommit=True) as conn:
             assert [r[0] for r in conn.execute("SELECT seq FROM marks ORDER BY seq")] == [1, 2, 3, 4, 5]
 
-        code, out, err = _cli(capsys, "backup", "pitr", "stream", "stop", "--drop-slot", "-o", "json")
+        code, out, err = run_cli(capsys, "backup", "pitr", "stream", "stop", "--drop-slot", "-o", "json")
         assert code == 0, err
         stopped = json.loads(out)
         assert stopped["stopped"]
         assert not stopped["slot_exists"]
-        code, out, err = _cli(capsys, "backup", "pitr", "stream", "status", "-o", "json")
+        code, out, err = run_cli(capsys, "backup", "pitr", "stream", "status", "-o", "json")
         assert code == 1
         assert not json.loads(out)["running"]
     finally:
         if restored.get("stop_command"):
             subprocess.run(restored["stop_command"], check=False, capture_output=True, timeout=60)  # type: ignore[arg-type]
         with contextlib.suppress(Exception):
-            _cli(capsys, "backup", "pitr", "stream", "stop")
+            run_cli(capsys, "backup", "pitr", "stream", "stop")
         server.stop()
         shutil.rmtree(server.base, ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shipyard.cli import main
 from shipyard.monitor import Event
 from shipyard.monitor._outbox import enqueue
 from shipyard.spec import Channel
 from shipyard.state import NotificationRow, open_engine, session_factory
+from support.cli import run_cli
 from support.webhook import RecordingServer, Reply, Request
 
 SPEC = """name: shop
@@ -36,14 +36,7 @@ class Cli:
     sessions: sessionmaker[Session]
 
     def __call__(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_cli(capsys, *args)
 
 
 def _answer(request: Request) -> Reply:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipyard.backup import BackupSet
+from shipyard.backup import BackupSet, Commit, WalAtDisaster
 from shipyard.dr._drills import (
     DrillSource,
     Phase,
     PhaseOutcome,
+    _pitr_point,
     drill_sources,
     plan_drill,
     restore_point_of,
@@ -389,3 +391,49 @@ def test_restore_point_of_a_backup_set_artefact() -> None:
     # Redis and files are read while the set runs: the set's start is the earliest their data can be.
     assert restore_point_of(backup_set, {"name": "redis:cache"}).time == started
     assert restore_point_of(backup_set, {"name": "postgres:db", "snapshot_time": "garbage"}).time == started
+
+
+def test_the_pitr_datastore_is_recovered_by_pitr_even_when_no_set_holds_it() -> None:
+    pitr = SPEC.replace(
+        "password: ${env:RESTIC_PASSWORD}", "password: ${env:RESTIC_PASSWORD}\n  pitr: {repository: /r}"
+    )
+    stack = load_spec_text(pitr, "shipyard.yaml").stack("production")
+    assert DrillSource("postgres:db", "postgresql", pitr=True) in drill_sources(stack)
+    not_listed = pitr.replace("datastores: [cache, db]", "datastores: [cache]")
+    sources = drill_sources(load_spec_text(not_listed, "shipyard.yaml").stack("production"))
+    assert sources[0] == DrillSource("postgres:db", "postgresql", pitr=True)
+    # With two PostgreSQL datastores the spec does not say which one pgBackRest protects.
+    other = "  other: {kind: postgresql, port: 5433, storage: {size: 1Gi}}"
+    two = pitr.replace("  cache: {kind: redis}", "  cache: {kind: redis}\n" + other)
+    assert not any(
+        source.pitr for source in drill_sources(load_spec_text(two, "shipyard.yaml").stack("production"))
+    )
+
+
+def _wal(commits: tuple[Commit, ...], error: str | None = None) -> WalAtDisaster:
+    return WalAtDisaster(
+        at=at(T0),
+        primary_lsn="0/5000100",
+        archived_through="000000010000000000000004",
+        directory=Path("/nonexistent"),
+        streamed=True,
+        commits=commits,
+        commits_error=error,
+    )
+
+
+def test_a_pitr_restore_point_loses_the_commits_after_what_it_replayed() -> None:
+    commits = (Commit(0x5000000, at(T0 - 3)), Commit(0x5000080, at(T0 - 2)), Commit(0x50000C0, at(T0 - 1.5)))
+    replayed = at(T0 - 3)
+    point, words = _pitr_point("postgres:db", _wal(commits), "0/5000080", replayed)
+    assert point.lost_commits == 2
+    assert point.loss_seconds(T0) == pytest.approx(1.5)  # the last lost commit, not the disaster
+    assert words == "2 committed transaction(s) lost, 1.500 s of writes"
+    everything, words = _pitr_point("postgres:db", _wal(commits), "0/5000100", at(T0 - 1.5))
+    assert everything.lost_commits == 0
+    assert everything.loss_seconds(T0 + 60) == 0
+    assert words == "no committed transaction lost"
+    unknown, words = _pitr_point("postgres:db", _wal(commits, "no WAL"), "0/5000080", replayed)
+    assert unknown.lost_commits is None
+    assert unknown.loss_seconds(T0) == pytest.approx(3)  # bounded by the disaster
+    assert "could not be read (no WAL)" in words

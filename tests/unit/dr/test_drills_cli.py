@@ -61,11 +61,28 @@ def test_dry_run_for_machines(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert json.loads(out) == {
         "mode": "partial",
         "phases": [
-            {"phase": "select newest restorable set", "kind": "select", "after_disaster": True},
-            {"phase": "restore postgres:db", "kind": "restore", "after_disaster": True},
-            {"phase": "health postgres:db", "kind": "health", "after_disaster": True},
+            {
+                "phase": "select newest restorable set",
+                "kind": "select",
+                "after_disaster": True,
+                "pitr": False,
+            },
+            {"phase": "restore postgres:db", "kind": "restore", "after_disaster": True, "pitr": False},
+            {"phase": "health postgres:db", "kind": "health", "after_disaster": True, "pitr": False},
         ],
     }
+
+
+def test_dry_run_says_which_sources_point_in_time_recovery_restores(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    spec = SPEC.replace("  sources:", "  pitr: {repository: ./pgbackrest}\n  sources:")
+    code, out, _ = _run(capsys, tmp_path, "restore", "--dry-run", spec=spec)
+    assert code == 0
+    assert " 2. restore postgres:db (point-in-time recovery)" in out.splitlines()
+    assert " 3. restore redis:cache" in out.splitlines()
+    code, out, _ = _run(capsys, tmp_path, "partial", "--dry-run", "-o", "json", spec=spec)
+    assert [phase["pitr"] for phase in json.loads(out)["phases"]] == [False, True, True]
 
 
 def test_an_unknown_mode_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -184,6 +184,7 @@ def test_json_has_stable_keys_and_plain_numbers() -> None:
             "label": "pitr",
             "time": "2026-12-01T01:59:58.000Z",
             "last_write": "2026-12-01T01:59:59.500Z",
+            "lost_commits": None,
             "loss_seconds": 1.5,
         }
     ]
