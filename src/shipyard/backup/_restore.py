@@ -227,6 +227,13 @@ def restore_database(
     return result
 
 
+def _checked_tree(root: Path, artefact: dict[str, Any]) -> TreeDigest:
+    digest = tree_digest(root)
+    if digest.sha256 != artefact["sha256"]:
+        raise BackupError(f"{artefact['name']}: the restored files do not match the manifest's checksum")
+    return digest
+
+
 def _check_dump(dump_dir: Path, artefact: dict[str, Any], set_id: str) -> None:
     _check_digest(tree_digest(dump_dir), artefact, set_id)
 
@@ -416,20 +423,23 @@ def restore_files(
                 raise UserError(f"--target-dir {destination} is not empty; give an empty or new directory")
             destination.mkdir(parents=True, exist_ok=True)
             repository.restore(artefact["snapshot_id"], destination)
+            digest = _checked_tree(destination, artefact)
         else:
             safety = _safety_backup(sessions, stack, "files", base_dir, actor, on_progress)
             staging = live_path.with_name(f".{live_path.name}.shipyard-restore-{chosen.id}")
             old = live_path.with_name(f".{live_path.name}.shipyard-old-{chosen.id}")
             shutil.rmtree(staging, ignore_errors=True)
             repository.restore(artefact["snapshot_id"], staging)
+            try:
+                digest = _checked_tree(staging, artefact)  # before the live tree is touched
+            except BackupError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             if live_path.exists():
                 os.replace(live_path, old)
             os.replace(staging, live_path)
             shutil.rmtree(old, ignore_errors=True)
             destination = live_path
-        digest = tree_digest(destination)
-        if digest.sha256 != artefact["sha256"]:
-            raise BackupError(f"{artefact['name']}: the restored files do not match the manifest's checksum")
         result = RestoreResult(
             chosen.id, artefact["name"], into, {"path": str(destination), "files": digest.files}, safety
         )

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from integration.backup._cli import shipyard
 from shipyard.backup import ResticRepository, tree_digest
-from shipyard.state import AuditRow, open_engine, session_factory
+from shipyard.state import AuditRow, BackupSetRow, open_engine, session_factory
 from support.backup_stack import BackupStack, backup_stack, redis_keys, table_checksums
 from support.servers import Postgres
 
@@ -187,3 +187,41 @@ def test_restore_over_live_data_needs_yes_and_takes_a_safety_backup_first(
     assert table_checksums(stack.postgres) == tables
     assert redis_keys(stack.redis.port) == keys
     assert tree_digest(stack.files) == files
+
+
+def test_files_that_do_not_match_the_manifest_never_replace_the_live_tree(
+    stack: BackupStack,
+    taken: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The restored tree is checked before it is swapped in: the live one stays as it was."""
+    sessions = session_factory(open_engine(stack.state_url))
+    with sessions.begin() as session:
+        row = session.get(BackupSetRow, taken["id"])
+        assert row is not None
+        original = row.manifest
+        artefacts = [
+            {**a, "sha256": "0" * 64} if a["name"].startswith("files:") else a for a in original["artefacts"]
+        ]
+        row.manifest = {**original, "artefacts": artefacts}
+    written_since = stack.files / "written-after-the-set.txt"  # the live tree differs from the set
+    written_since.write_text("kept\n")
+    before = tree_digest(stack.files)
+    siblings = sorted(p.name for p in stack.files.parent.iterdir())
+    try:
+        refused = shipyard(
+            stack, monkeypatch, capsys, "restore", "files", "--set", taken["id"], "--into", "live", "--yes",
+            "-f", str(stack.spec),
+        )  # fmt: skip
+    finally:
+        with sessions.begin() as session:
+            row = session.get(BackupSetRow, taken["id"])
+            assert row is not None
+            row.manifest = original
+    assert refused.code != 0
+    assert "do not match the manifest's checksum" in refused.err
+    assert tree_digest(stack.files) == before
+    # No staging tree is left next to the live one (the safety set is in the repository).
+    assert sorted(p.name for p in stack.files.parent.iterdir()) == siblings
+    written_since.unlink()
