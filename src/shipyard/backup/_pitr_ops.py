@@ -24,7 +24,7 @@ import psycopg
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import BackupError, UserError
-from ..spec import Postgres, Stack
+from ..spec import Postgres, Stack, byte_count
 from ..state import record_audit
 from ._pgbackrest import (
     BackupKind,
@@ -67,6 +67,8 @@ class PitrStanza:
     def wal_stream(self) -> WalStream:
         """The pg_receivewal of this stanza: spool next to the repository, slot per stanza."""
         s = self.pgbackrest.settings
+        pitr = self.stack.backup.pitr if self.stack.backup else None
+        limit = pitr.stream_max_wal if pitr else None
         settings = WalStreamSettings(
             spool_dir=spool_dir_for(s.repository, s.stanza),
             host=s.host,
@@ -74,6 +76,7 @@ class PitrStanza:
             user=s.db_user,
             slot=f"shipyard_{s.stanza.lower().replace('-', '_').replace('.', '_')}"[:63],
             pg_bin_dir=s.pg_bin_dir,
+            max_slot_wal=None if limit is None else byte_count(limit),
         )
         return WalStream(settings, os_user=self.pgbackrest.os_user)
 

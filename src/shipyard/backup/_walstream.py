@@ -50,6 +50,8 @@ class WalStreamSettings:
     synchronous: bool = True
     """`--synchronous`: flush every write at once and report it (needed to be a synchronous standby)."""
     pg_bin_dir: Path | None = None
+    max_slot_wal: int | None = None
+    """Bytes of WAL the slot may hold back (`max_slot_wal_keep_size`); None leaves the server's."""
 
     @property
     def wal_dir(self) -> Path:
@@ -66,6 +68,10 @@ class WalStreamStatus:
     """Oldest WAL the primary keeps for the receiver."""
     newest_segment: str | None
     """The newest file in the spool (`.partial` while a segment is being received)."""
+    wal_status: str | None = None
+    """The slot's `wal_status`: reserved, extended, unreserved (about to be given up) or lost."""
+    safe_wal_size: int | None = None
+    """Bytes of WAL that may still be written before the slot is given up (None: no limit)."""
 
     def as_data(self) -> dict[str, Any]:
         return {
@@ -75,6 +81,8 @@ class WalStreamStatus:
             "slot_active": self.slot_active,
             "restart_lsn": self.restart_lsn,
             "newest_segment": self.newest_segment,
+            "wal_status": self.wal_status,
+            "safe_wal_size": self.safe_wal_size,
         }
 
 
@@ -175,6 +183,17 @@ class WalStream:
         for directory in (self.settings.spool_dir, self.settings.wal_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o750)
             self._own(directory)
+        self._limit_slot_wal()
+        if self.status().wal_status == "lost":
+            # PostgreSQL gave the slot up (max_slot_wal_keep_size): the WAL after the spool's end
+            # is gone from the primary, and pg_receivewal would ask for it forever. Stream from
+            # now on a new slot with a fresh spool; the old one is set aside (what it held and
+            # what was missed are in pgBackRest's archive: WAL leaves the primary only archived).
+            self.drop_slot()
+            aside = self.settings.spool_dir / f"wal.lost-{_time.strftime('%Y%m%dT%H%M%S')}"
+            os.replace(self.settings.wal_dir, aside)
+            self.settings.wal_dir.mkdir(mode=0o750)
+            self._own(self.settings.wal_dir)
         self.create_slot()
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
@@ -235,19 +254,43 @@ class WalStream:
         pid = self.running_pid()
         exists = active = False
         restart_lsn: str | None = None
+        wal_status: str | None = None
+        safe_wal_size: int | None = None
         with contextlib.suppress(BackupError), self._connect() as conn:
             row = conn.execute(
-                "SELECT active, restart_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                "SELECT active, restart_lsn::text, wal_status, safe_wal_size"
+                " FROM pg_replication_slots WHERE slot_name = %s",
                 (self.settings.slot,),
             ).fetchone()
             if row is not None:
-                exists, active, restart_lsn = True, bool(row[0]), row[1]
+                exists, active = True, bool(row[0])
+                restart_lsn, wal_status, safe_wal_size = row[1], row[2], row[3]
         names = []
         with contextlib.suppress(OSError):
             names = sorted(p.name for p in self.settings.wal_dir.iterdir() if _SEGMENT.match(p.name))
         return WalStreamStatus(
-            pid is not None, pid, exists, active, restart_lsn, names[-1] if names else None
+            pid is not None,
+            pid,
+            exists,
+            active,
+            restart_lsn,
+            names[-1] if names else None,
+            wal_status,
+            None if safe_wal_size is None else int(safe_wal_size),
         )
+
+    def _limit_slot_wal(self) -> None:
+        """Set `max_slot_wal_keep_size` to `max_slot_wal` (a reload is enough)."""
+        if self.settings.max_slot_wal is None:
+            return
+        wanted = -(-self.settings.max_slot_wal // (1024 * 1024))  # the setting is in whole MB
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT setting::bigint FROM pg_settings WHERE name = 'max_slot_wal_keep_size'"
+            ).fetchone()
+            if row is not None and int(row[0]) != wanted:
+                conn.execute(f"ALTER SYSTEM SET max_slot_wal_keep_size = '{wanted}MB'")
+                conn.execute("SELECT pg_reload_conf()")
 
     # -- plumbing --
 

@@ -569,6 +569,13 @@ def _print_stream(data: dict[str, Any]) -> None:
     state = f"[green]running[/] (pid {data['pid']})" if data["running"] else "[yellow]not running[/]"
     slot = "active" if data["slot_active"] else ("idle" if data["slot_exists"] else "missing")
     console.print(f"pg_receivewal: {state}; slot {data['slot']}: {slot} (restart LSN {data['restart_lsn']})")
+    if data["wal_status"] in ("unreserved", "lost"):
+        console.print(
+            f"[red]the slot's WAL is {data['wal_status']}[/]: past max_slot_wal_keep_size the primary"
+            " gives it up; `shipyard backup pitr stream start` begins a new one (the archive covers the gap)"
+        )
+    elif data["safe_wal_size"] is not None:
+        console.print(f"the slot may fall {_size(data['safe_wal_size'])} further behind before it is dropped")
     console.print(f"spool {data['spool']}: newest {data['newest_segment'] or '(empty)'}", markup=False)
 
 

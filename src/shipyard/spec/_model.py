@@ -340,6 +340,11 @@ class Pitr(Model):
     `<repository>.walstream/<stanza>`; restores then replay up to the last streamed commit, not the
     last archived segment (under a second lost). shipyard never makes the receiver a synchronous
     standby: a dead receiver would then block every commit."""
+    stream_max_wal: ByteQuantity | None = "8Gi"
+    """The most WAL the stream's replication slot may hold back on the primary while pg_receivewal
+    is behind or down (PostgreSQL's `max_slot_wal_keep_size`, which applies to every slot of the
+    server). Past it PostgreSQL gives the slot up rather than fill the primary's disk; the stream
+    then restarts from the current WAL and the archive covers the gap. null: no limit."""
 
 
 class Backup(Model):

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from shipyard.backup import start_scratch_postgres
-from shipyard.backup._pgbackrest import restore_arguments
+from shipyard.backup._pgbackrest import lsn_value, restore_arguments
 from shipyard.backup._walstream import (
     WalStream,
     WalStreamSettings,
@@ -35,7 +35,7 @@ from shipyard.backup._walstream import (
 )
 from shipyard.errors import UserError
 from support.cli import run_cli
-from support.pitr import PitrPrimary, now_utc, pitr_primary, started
+from support.pitr import WAL_SEGMENT, PitrPrimary, now_utc, pitr_primary, started
 
 # --- pure parts --------------------------------------------------------------------------------
 
@@ -300,3 +300,45 @@ def test_cli_init_streams_and_restore_latest_reads_the_spool(
         server.stop()
         shutil.rmtree(server.base, ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_slot_given_up_past_its_wal_limit_is_replaced_when_the_stream_starts() -> None:
+    """backup.pitr.stream_max_wal: a receiver that is down must not fill the primary's disk."""
+    with pitr_primary() as primary:
+        stream = WalStream(
+            WalStreamSettings(
+                spool_dir=spool_dir_for(primary.pgbackrest.settings.repository, "main"),
+                host="127.0.0.1",
+                port=primary.server.port,
+                user=primary.server.user,
+                max_slot_wal=1024 * 1024,
+            )
+        )
+        try:
+            stream.start()
+            assert primary.server.psql("SHOW max_slot_wal_keep_size") == "1MB"
+            assert stream.status().safe_wal_size is not None
+            stream.stop()
+            with primary.connect() as conn:  # the receiver is down while the primary writes on
+                conn.execute("CREATE TABLE filler (n int)")
+                for _ in range(3):
+                    conn.execute("INSERT INTO filler SELECT generate_series(1, 1000)")
+                    conn.execute("SELECT pg_switch_wal()")
+                conn.execute("CHECKPOINT")
+            lost = stream.status()
+            assert lost.slot_exists
+            assert lost.wal_status == "lost"
+
+            stream.start()
+            again = stream.status()
+            assert again.slot_active
+            assert again.wal_status in ("reserved", "extended")
+            with primary.connect() as conn:
+                row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            assert row is not None
+            assert again.restart_lsn is not None
+            assert lsn_value(again.restart_lsn) // WAL_SEGMENT == lsn_value(str(row[0])) // WAL_SEGMENT
+            spool = stream.settings.spool_dir
+            assert [p.name.startswith("wal.lost-") for p in spool.iterdir() if p.is_dir()].count(True) == 1
+        finally:
+            stream.stop()
