@@ -367,9 +367,24 @@ def newest_archived_at(status: PitrStatus, repository: Path) -> datetime | None:
     return datetime.fromtimestamp(max(times), UTC) if times else None
 
 
+def newest_streamed_at(stanza: PitrStanza) -> datetime | None:
+    """When pg_receivewal last wrote to the spool (None when WAL is not streamed)."""
+    if not stanza.streams:
+        return None
+    try:
+        times = [p.stat().st_mtime for p in stanza.wal_stream().settings.wal_dir.iterdir()]
+    except OSError:
+        return None
+    return datetime.fromtimestamp(max(times), UTC) if times else None
+
+
 def window_data(stanza: PitrStanza, status: PitrStatus) -> dict[str, Any]:
-    """The stanza's backups and restorable window (oldest backup end -> newest archived WAL)."""
-    newest = newest_archived_at(status, stanza.pgbackrest.settings.repository)
+    """The stanza's backups and restorable window (oldest backup end -> the newest WAL archived
+    or, with `backup.pitr.stream`, received by pg_receivewal)."""
+    archived = newest_archived_at(status, stanza.pgbackrest.settings.repository)
+    streamed = newest_streamed_at(stanza)
+    known = [moment for moment in (archived, streamed) if moment is not None]
+    newest = max(known) if known else None
     if newest is not None and status.backups:
         newest = max(newest, status.backups[-1].stopped_at)
     oldest = status.oldest_restorable
@@ -383,6 +398,7 @@ def window_data(stanza: PitrStanza, status: PitrStatus) -> dict[str, Any]:
             "from_lsn": status.backups[0].stop_lsn if status.backups else None,
             "archive_min": status.archive_min,
             "archive_max": status.archive_max,
+            "streamed_at": streamed.isoformat() if streamed else None,
         },
         "backups": [backup_data(b) for b in status.backups],
     }

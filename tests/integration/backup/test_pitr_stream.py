@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -274,6 +274,13 @@ def test_cli_init_streams_and_restore_latest_reads_the_spool(
             for seq in range(1, 6):
                 conn.execute("INSERT INTO marks (seq) VALUES (%s)", (seq,))
         _wait_streamed(url)  # archive_timeout is 60 s: these rows are in no archived segment
+        written = now_utc()
+        code, out, err = run_cli(capsys, "backup", "pitr", "list", "-o", "json")
+        assert code == 0, err
+        window = json.loads(out)["window"]
+        # The window reaches the streamed WAL, past the newest archived segment.
+        assert datetime.fromisoformat(window["streamed_at"]) >= written - timedelta(seconds=1)
+        assert window["to"] == window["streamed_at"]
 
         code, out, err = run_cli(capsys, "restore", "database", "--latest", "--into", "scratch",
                               "--target-dir", str(base / "latest"), "-o", "json")  # fmt: skip
