@@ -37,7 +37,15 @@ from ._pitr_ops import (
 )
 from ._prune import PruneResult, prune, retention_plan
 from ._restic import BackupProgress, BackupSummary, CheckResult, ResticRepository, Snapshot
-from ._restore import RestoreResult, plan_restore, restore_database, restore_files, restore_redis
+from ._restore import (
+    RestoreResult,
+    plan_restore,
+    plan_restore_volumes,
+    restore_database,
+    restore_files,
+    restore_redis,
+    restore_volumes,
+)
 from ._retention import RetentionPlan, SetFacts, plan_retention
 from ._run import PAUSE_ENV, open_repository, plan_backup, run_backup
 from ._scratch import ScratchPostgres, ScratchRedis, scratch_postgres, scratch_redis, start_scratch_postgres
@@ -92,6 +100,7 @@ __all__ = [
     "plan_init",
     "plan_restore",
     "plan_restore_pitr",
+    "plan_restore_volumes",
     "plan_retention",
     "prune",
     "reap_abandoned",
@@ -100,6 +109,7 @@ __all__ = [
     "restore_files",
     "restore_pitr",
     "restore_redis",
+    "restore_volumes",
     "retention_plan",
     "row_counts",
     "run_backup",

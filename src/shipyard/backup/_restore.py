@@ -78,6 +78,18 @@ def _audit(
 def _pick_set(
     sessions: sessionmaker[Session], stack: Stack, set_id: str | None, artefact_type: str, name: str | None
 ) -> tuple[BackupSet, dict[str, Any]]:
+    chosen, candidates = _pick_artefacts(sessions, stack, set_id, artefact_type, name)
+    if len(candidates) > 1:
+        names = ", ".join(a["name"] for a in candidates)
+        raise UserError(f"set {chosen.id} holds several {artefact_type} artefacts ({names}); name one")
+    return chosen, candidates[0]
+
+
+def _pick_artefacts(
+    sessions: sessionmaker[Session], stack: Stack, set_id: str | None, artefact_type: str, name: str | None
+) -> tuple[BackupSet, list[dict[str, Any]]]:
+    """The set (`set_id`, or the newest restorable one holding such an artefact) and its artefacts
+    of that type (named `name` when given); UserError when there is none."""
     if set_id:
         chosen = get_set(sessions, set_id)
         if not chosen.restorable:
@@ -106,10 +118,7 @@ def _pick_set(
         raise UserError(
             f"set {chosen.id} holds no {artefact_type} artefact" + (f" named {name!r}" if name else "")
         )
-    if len(candidates) > 1:
-        names = ", ".join(a["name"] for a in candidates)
-        raise UserError(f"set {chosen.id} holds several {artefact_type} artefacts ({names}); name one")
-    return chosen, candidates[0]
+    return chosen, candidates
 
 
 def _restorable_sets(sessions: sessionmaker[Session], stack: Stack) -> list[BackupSet]:
@@ -399,9 +408,14 @@ def restore_files(
     yes: bool = False,
     target_dir: Path | None = None,
     on_progress: ProgressHandler | None = None,
+    safety_set: str | None = None,
 ) -> RestoreResult:
     """Restore a file tree: into a directory (scratch), or in place of the live one (`--yes`,
-    after a safety backup; the old tree is swapped out, then removed)."""
+    after a safety backup; the old tree is swapped out, then removed).
+
+    safety_set: a safety backup already taken of the live files (`restore_volumes` takes one
+    for all of them); none is taken then.
+    """
     if into == "live" and not yes:
         raise UserError(
             "--into live replaces the live directory: add --yes to confirm (a safety backup is taken first)"
@@ -410,12 +424,10 @@ def restore_files(
     target = f"{chosen.id}/{artefact['name']}"
     repository = open_repository(stack, base_dir)
     live_path = Path(artefact["path"])
-    if into == "live" and not any(
-        isinstance(s, FilesSource) and s.path == live_path for s in sources_of(stack, "files")
-    ):
-        raise UserError(f"{live_path} is not among backup.sources.volumes of this spec")
+    if into == "live":
+        _require_volume(stack, live_path)
     _audit(sessions, actor, target, {"into": into, "artefact": artefact["name"]}, "started")
-    safety: str | None = None
+    safety: str | None = safety_set
     try:
         if into == "scratch":
             destination = target_dir or Path(tempfile.mkdtemp(prefix="shipyard-restore-files-"))
@@ -425,7 +437,7 @@ def restore_files(
             repository.restore(artefact["snapshot_id"], destination)
             digest = _checked_tree(destination, artefact)
         else:
-            safety = _safety_backup(sessions, stack, "files", base_dir, actor, on_progress)
+            safety = safety or _safety_backup(sessions, stack, "files", base_dir, actor, on_progress)
             staging = live_path.with_name(f".{live_path.name}.shipyard-restore-{chosen.id}")
             old = live_path.with_name(f".{live_path.name}.shipyard-old-{chosen.id}")
             shutil.rmtree(staging, ignore_errors=True)
@@ -454,3 +466,72 @@ def restore_files(
         raise
     _audit(sessions, actor, target, result.as_data(), "ok")
     return result
+
+
+def restore_volumes(
+    sessions: sessionmaker[Session],
+    stack: Stack,
+    *,
+    base_dir: Path,
+    actor: str,
+    set_id: str | None = None,
+    into: Into = "scratch",
+    yes: bool = False,
+    target_dir: Path | None = None,
+    on_progress: ProgressHandler | None = None,
+) -> list[RestoreResult]:
+    """Every file volume of a set: each under `target_dir` at its own path (scratch), or in place
+    of the live directories (`--yes`, after one safety backup of them all)."""
+    if into == "live" and not yes:
+        raise UserError(
+            "--into live replaces the live directories: add --yes to confirm (a safety backup is taken first)"
+        )
+    chosen, volumes = _pick_artefacts(sessions, stack, set_id, "files", None)
+    if into == "live":
+        for volume in volumes:  # all of them before anything is touched
+            _require_volume(stack, Path(volume["path"]))
+    base: Path | None = None  # live: each volume goes back to its own path
+    if into == "scratch":
+        base = target_dir or Path(tempfile.mkdtemp(prefix="shipyard-restore-volumes-"))
+        if base.exists() and any(base.iterdir()):
+            raise UserError(f"--target-dir {base} is not empty; give an empty or new directory")
+    safety = (
+        _safety_backup(sessions, stack, "files", base_dir, actor, on_progress) if into == "live" else None
+    )
+    return [
+        restore_files(
+            sessions,
+            stack,
+            base_dir=base_dir,
+            actor=actor,
+            set_id=chosen.id,
+            path=volume["path"],
+            into=into,
+            yes=yes,
+            target_dir=None if base is None else base / volume["path"].lstrip("/"),
+            on_progress=on_progress,
+            safety_set=safety,
+        )
+        for volume in volumes
+    ]
+
+
+def plan_restore_volumes(
+    sessions: sessionmaker[Session], stack: Stack, *, set_id: str | None = None, into: Into = "scratch"
+) -> dict[str, Any]:
+    """What `restore_volumes` would do, without doing it (for --dry-run)."""
+    chosen, volumes = _pick_artefacts(sessions, stack, set_id, "files", None)
+    return {
+        "set": chosen.id,
+        "set_state": chosen.state,
+        "volumes": [
+            {"artefact": v["name"], "path": v["path"], "snapshot_id": v["snapshot_id"]} for v in volumes
+        ],
+        "into": into,
+        "safety_backup": "files" if into == "live" else None,
+    }
+
+
+def _require_volume(stack: Stack, path: Path) -> None:
+    if not any(isinstance(s, FilesSource) and s.path == path for s in sources_of(stack, "files")):
+        raise UserError(f"{path} is not among backup.sources.volumes of this spec")

@@ -37,11 +37,13 @@ from ..backup import (
     plan_init,
     plan_restore,
     plan_restore_pitr,
+    plan_restore_volumes,
     prune,
     restore_database,
     restore_files,
     restore_pitr,
     restore_redis,
+    restore_volumes,
     retention_plan,
     run_backup,
     start_stream,
@@ -826,3 +828,36 @@ def restore_files_command(
         path=path, into=_into(into), yes=yes, target_dir=target_dir,  # type: ignore[arg-type]
     )  # fmt: skip
     _report_restore(result, output)
+
+
+@restore_app.command("volumes")
+def restore_volumes_command(
+    set_id: SetOption = None,
+    into: IntoOption = "scratch",
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    target_dir: TargetDirOption = None,
+    file: SpecOption = DEFAULT_SPEC,
+    env: OneEnvOption = None,
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Restore every file volume of a set: each under --target-dir at its own path (scratch) or, with
+    --yes, in place of the live directories after one safety backup of them all."""
+    stack = one_stack(file, env)
+    if dry_run:
+        plan = plan_restore_volumes(open_sessions(database_url), stack, set_id=set_id, into=_into(into))  # type: ignore[arg-type]
+        if not emit(plan, output):
+            paths = ", ".join(volume["path"] for volume in plan["volumes"])
+            console.print(f"would restore {paths} of set {plan['set']} ({plan['set_state']}) into {into}")
+            if plan["safety_backup"]:
+                console.print("  after a safety backup (files) of the live data")
+        return
+    results = restore_volumes(
+        open_sessions(database_url), stack, base_dir=file.resolve().parent, actor=actor(), set_id=set_id,
+        into=_into(into), yes=yes, target_dir=target_dir,  # type: ignore[arg-type]
+    )  # fmt: skip
+    if emit({"restored": [result.as_data() for result in results]}, output):
+        return
+    for result in results:
+        _report_restore(result, output)
