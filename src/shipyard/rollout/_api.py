@@ -25,9 +25,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import NotFoundError, ShipyardError
-from ..server._jobs import JobOut, JobRunner, deploy_args, rollback_args
+from ..server._jobs import JobOut, JobRunner, deploy_args, resume_args, rollback_args
 from ..state import RolloutRow, RolloutStepRow, as_utc
 from ._controller import latest_release, steer_release
+from ._model import Command
 from ._strategy import RolloutState, plan_steps
 
 HISTORY_LIMIT = 100
@@ -94,7 +95,10 @@ class CommandOut(BaseModel):
     rollout_id: int
     command: str
     controller_running: bool
-    """False: no controller runs the release now; the command waits for `shipyard rollout resume`."""
+    """Whether a controller ran the release when the command came (it applies it within a second)."""
+    job_id: int | None = None
+    """With no controller: the job (`shipyard rollout resume`) started to carry the release on and
+    apply the command. None when the release is over and the command needs none (all but retry)."""
 
 
 def _state(row: RolloutRow) -> RolloutState | None:
@@ -243,8 +247,27 @@ def build_router(
         command: Literal["promote", "abort", "pause", "resume", "retry"],
         actor: Admin,
     ) -> CommandOut:
-        """Queue a command for the controller running the service's release."""
-        rollout_id, running = steer_release(sessions, service, command, actor)
-        return CommandOut(rollout_id=rollout_id, command=command, controller_running=running)
+        """Queue a command for the service's release; with no controller running it, start one as a job."""
+        rollout_id, running, job_id = steer_or_carry_on(sessions, jobs, service, command, actor)
+        return CommandOut(rollout_id=rollout_id, command=command, controller_running=running, job_id=job_id)
 
     return router
+
+
+def steer_or_carry_on(
+    sessions: sessionmaker[Session], jobs: JobRunner, service: str, command: Command, actor: str
+) -> tuple[int, bool, int | None]:
+    """Queue promote/abort/pause/resume/retry for the service's release, as `steer_release`. When
+    no controller runs it (one was stopped or killed) and it still needs one (it is unfinished,
+    or the command is retry), start `shipyard rollout resume` as a job, which applies the command
+    first: an operator's abort must not wait for someone at a terminal.
+
+    Returns (rollout id, whether a controller ran the release, the job started or None).
+    """
+    rollout_id, running = steer_release(sessions, service, command, actor)
+    if running:
+        return rollout_id, True, None
+    row = latest_release(sessions, service)
+    if row is None or row.target != "local" or (row.finished_at is not None and command != "retry"):
+        return rollout_id, False, None
+    return rollout_id, False, jobs.start("resume", resume_args(service), actor)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..backup import get_set, list_sets
 from ..errors import InvalidObjectError, NotFoundError, ShipyardError, UserError
 from ..flags._live import LiveFlagSet
-from ..rollout import COMMANDS, steer_release
+from ..rollout import COMMANDS
 from ..spec import Stack
 from ._dashboard_auth import (
     COOKIE_PATH,
@@ -243,12 +243,24 @@ def build_router() -> APIRouter:
     def steer(request: Request, actor: Actor, service: str, command: str) -> RedirectResponse:
         if command not in STEERING:
             return _back("/ui/services", f"unknown command {command[:40]!r}", "error")
+        from ..rollout._api import steer_or_carry_on  # noqa: PLC0415 (rollout._api imports the server package)
+
         sessions = _sessions(request)
         try:
-            rollout_id, running = steer_release(sessions, service, command, actor)  # type: ignore[arg-type]
+            rollout_id, running, job_id = steer_or_carry_on(
+                sessions,
+                _jobs(request),
+                service,
+                command,  # type: ignore[arg-type]
+                actor,
+            )
         except ShipyardError as exc:
             return _back("/ui/services", exc.message, "error")
-        note = "" if running else " (no controller runs this release now: it applies when one resumes it)"
+        note = ""
+        if job_id is not None:
+            note = f" (no controller ran it: job {job_id} carries the release on)"
+        elif not running:
+            note = " (the release is over: nothing runs it now)"
         return _back("/ui/services", f"{command} queued for release {rollout_id} of {service}{note}")
 
     # --- flags --------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from ..rollout.targets._processes import read_tail
 from ..spec import Stack, load_spec
 from ..state import JobRow, as_utc, open_engine, record_audit, session_factory, utcnow
 
-KINDS = ("deploy", "rollback", "backup", "verify", "restore", "drill")
+KINDS = ("deploy", "rollback", "resume", "backup", "verify", "restore", "drill")
 ACTIONS = {kind: f"job.{kind}" for kind in KINDS}
 """The audit action of each kind's job (started, then succeeded or failed). The operation the job
 runs writes its own entries too (deploy, backup, backup.verify, backup.restore, dr.drill), as the
@@ -76,6 +76,11 @@ def deploy_args(service: str, version: str, strategy: str | None = None) -> list
 
 def rollback_args(service: str) -> list[str]:
     return ["rollout", "rollback", service]
+
+
+def resume_args(service: str) -> list[str]:
+    """Carry on a release whose controller is gone, applying the commands queued for it."""
+    return ["rollout", "resume", service]
 
 
 def backup_args(kind: str) -> list[str]:
@@ -126,8 +131,8 @@ def check_args(kind: str, args: Sequence[str], stack: Stack) -> str:
                 raise shape
             _one_of("strategy", args[5], STRATEGIES)
         return args[1]
-    if kind == "rollback":
-        if len(args) != 3 or args[:2] != ["rollout", "rollback"]:
+    if kind in ("rollback", "resume"):
+        if len(args) != 3 or args[:2] != ["rollout", kind]:
             raise shape
         _service(stack, args[2])
         return args[2]
@@ -159,6 +164,7 @@ def _subject_kind(kind: str) -> str:
     return {
         "deploy": "service",
         "rollback": "service",
+        "resume": "service",
         "backup": "backup_kind",
         "verify": "backup_set",
         "restore": "backup_set",
@@ -235,7 +241,8 @@ def finish_job(
 
 
 def _subject_of(kind: str, argv: list[str]) -> str:
-    index = {"deploy": 1, "rollback": 2, "backup": 1, "verify": 2, "restore": 3, "drill": 2}.get(kind)
+    places = {"deploy": 1, "rollback": 2, "resume": 2, "backup": 1, "verify": 2, "restore": 3, "drill": 2}
+    index = places.get(kind)
     return argv[index] if index is not None and len(argv) > index else "?"
 
 
@@ -452,7 +459,7 @@ def build_jobs_router(jobs: JobRunner, *, admin: Callable[..., Awaitable[str]]) 
     def list_jobs(
         _: str = Depends(admin),
         limit: int = Query(50, ge=1, le=500),
-        kind: Literal["deploy", "rollback", "backup", "verify", "restore", "drill"] | None = None,
+        kind: Literal["deploy", "rollback", "resume", "backup", "verify", "restore", "drill"] | None = None,
     ) -> list[JobOut]:
         """Jobs started from the API or the dashboard, newest first."""
         return [JobOut.of(view) for view in jobs.recent(limit, kind)]

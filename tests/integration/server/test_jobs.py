@@ -14,7 +14,14 @@ import pytest
 
 from shipyard.errors import UserError
 from shipyard.server import JobRunner
-from shipyard.server._jobs import backup_args, deploy_args, drill_args, restore_args, verify_args
+from shipyard.server._jobs import (
+    backup_args,
+    deploy_args,
+    drill_args,
+    restore_args,
+    resume_args,
+    verify_args,
+)
 from shipyard.state import JobRow, open_engine, session_factory
 
 SPEC = """\
@@ -69,6 +76,8 @@ def test_a_failing_job_is_recorded_failed_with_its_last_line(runner: JobRunner) 
         ("verify", verify_args("../etc"), "backup set"),
         ("restore", [*restore_args("database", "20261201-000000-abcd")[:-1], "live"], "not a restore job"),
         ("drill", drill_args("chaos"), "drill mode"),
+        ("resume", resume_args("nope"), "not in stack"),
+        ("resume", ["rollout", "rollback", "web"], "not a resume job"),
         ("shell", ["sh", "-c", "id"], "unknown job kind"),
     ],
 )

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from shipyard.locks import holder
+from shipyard.rollout import lock_name
 from shipyard.server import ServerConfig, create_app
+from shipyard.state import JobRow, open_engine, session_factory
 from shipyard.tokens import create_token
 from support.api import Api, metric_value
 from support.releases import release_stack, wait_for
@@ -179,10 +184,11 @@ def test_a_release_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             history = api.client.get("/rollouts/web/history", headers=api.admin).json()
             assert [r["candidate"] for r in history] == ["v2", "v1"]
 
-            # Steering a finished release is queued and answered, never a 5xx.
+            # Steering a finished release is queued and answered, never a 5xx; nothing is started.
             paused = api.client.post("/rollouts/web/pause", headers=api.admin)
             assert paused.status_code == 202
             assert paused.json()["controller_running"] is False
+            assert paused.json()["job_id"] is None
 
             text = api.client.get("/metrics").text
             assert metric(text, "shipyard_rollouts_total", service="web", outcome="succeeded") == 2
@@ -208,3 +214,45 @@ def test_a_release_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             ]
             steered = api.client.get("/audit", params={"action": "rollout."}, headers=api.admin).json()
             assert [e["action"] for e in reversed(steered)] == ["rollout.promote", "rollout.pause"]
+
+
+def test_steering_a_release_whose_controller_was_killed_starts_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deploy job's controller is SIGKILLed while the release waits for a decision. A promote
+    from the API then finds no controller: it starts `shipyard rollout resume` as a job, which
+    applies the promote and finishes the release."""
+    with release_stack(tmp_path, "blue-green") as stack:
+        monkeypatch.setenv("SHIPYARD_STATE_DIR", str(stack.directory / "state"))
+        with _api(stack.spec, stack.env["SHIPYARD_DATABASE_URL"], tmp_path / "jobs") as api:
+            started = api.client.post("/rollouts/web/deploy", json={"version": "v2"}, headers=api.admin)
+            assert started.status_code == 202, started.text
+            assert wait_for(lambda: _phase(api) == "paused", timeout=60), _phase(api)
+            sessions = session_factory(open_engine(stack.env["SHIPYARD_DATABASE_URL"]))
+            with sessions() as session:
+                row = session.get(JobRow, started.json()["id"])
+                assert row is not None
+                assert row.pid is not None
+                pid = row.pid
+            os.kill(pid, signal.SIGKILL)
+            assert wait_job(api, started.json()["id"])["state"] == "failed"
+            # The dead controller's lease runs out (15 s); until then a command would wait for it.
+            assert wait_for(lambda: holder(sessions, lock_name("web")) is None, timeout=30)
+
+            promoted = api.client.post("/rollouts/web/promote", headers=api.admin)
+            assert promoted.status_code == 202, promoted.text
+            assert promoted.json()["controller_running"] is False
+            job_id = promoted.json()["job_id"]
+            assert job_id is not None
+            job = wait_job(api, job_id)
+            assert job["kind"] == "resume"
+            assert job["args"] == ["rollout", "resume", "web"]
+            assert job["state"] == "succeeded", api.client.get(f"/jobs/{job_id}/log", headers=api.admin).text
+            detail = api.client.get("/rollouts/web", headers=api.admin).json()
+            assert (detail["candidate"], detail["outcome"]) == ("v2", "succeeded")
+            assert detail["weights"] == {"stable": 0, "candidate": 100}
+            audit = api.client.get("/audit", params={"action": "job.resume"}, headers=api.admin).json()
+            assert [(e["actor"], e["outcome"], e["target"]) for e in reversed(audit)] == [
+                ("token:ops", "started", "web"),
+                ("token:ops", "succeeded", "web"),
+            ]
