@@ -61,7 +61,8 @@ class BackupIn(BaseModel):
 
 
 class RestoreIn(BaseModel):
-    what: Literal["database", "redis", "files"]
+    what: Literal["database", "redis", "files", "volumes"]
+    """volumes: every file volume of the set (files: the set's only one)."""
 
 
 def _int(value: Any) -> int | None:

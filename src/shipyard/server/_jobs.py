@@ -44,7 +44,7 @@ ACTIONS = {kind: f"job.{kind}" for kind in KINDS}
 runs writes its own entries too (deploy, backup, backup.verify, backup.restore, dr.drill), as the
 same actor: the job's say that it ran, the operation's what it did."""
 BACKUP_KINDS = ("full", "database", "files", "redis")
-RESTORE_WHATS = ("database", "redis", "files")
+RESTORE_WHATS = ("database", "redis", "files", "volumes")
 DRILL_MODES = ("full", "partial", "backup", "restore")
 STRATEGIES = ("blue-green", "canary")
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")

@@ -16,12 +16,14 @@ from shipyard.errors import UserError
 from shipyard.server import JobRunner
 from shipyard.server._jobs import (
     backup_args,
+    check_args,
     deploy_args,
     drill_args,
     restore_args,
     resume_args,
     verify_args,
 )
+from shipyard.spec import load_spec_text
 from shipyard.state import JobRow, open_engine, session_factory
 
 SPEC = """\
@@ -128,3 +130,11 @@ def test_start_up_closes_jobs_whose_child_is_gone(runner: JobRunner) -> None:
         alive.kill()
         alive.wait()
     assert os.getpid() != dead_pid
+
+
+def test_every_restore_kind_of_the_cli_is_a_job_into_scratch(tmp_path: Path) -> None:
+    stack = load_spec_text(SPEC.format(files=tmp_path), "shipyard.yaml").stack("test")
+    for what in ("database", "redis", "files", "volumes"):
+        args = restore_args(what, "20261201-000000-abcd")
+        assert check_args("restore", args, stack) == "20261201-000000-abcd"
+        assert args[-2:] == ["--into", "scratch"]
