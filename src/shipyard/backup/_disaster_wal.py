@@ -114,13 +114,14 @@ def freeze_wal(stanza: PitrStanza, directory: Path) -> WalAtDisaster:
         for path in (spool, *spool.iterdir()):  # the restored server reads them as its own user
             pg.own(path)
     with pg.connect() as conn:
+        # One reading of the position: its segment's file name names the current timeline.
         row = conn.execute(
-            "SELECT pg_current_wal_lsn()::text, clock_timestamp(), pg_walfile_name(pg_current_wal_lsn()),"
-            " current_setting('wal_segment_size')::text"
+            "SELECT lsn::text, clock_timestamp(), pg_walfile_name(lsn),"
+            " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
+            " FROM pg_current_wal_lsn() AS lsn"
         ).fetchone()
     assert row is not None
-    primary_lsn, at, current_file, segment_setting = str(row[0]), row[1], str(row[2]), str(row[3])
-    segment_bytes = _bytes(segment_setting)
+    primary_lsn, at, current_file, segment_bytes = str(row[0]), row[1], str(row[2]), int(row[3])
     start = max(
         lsn_value(status.backups[-1].stop_lsn) if status.backups else 0,
         _segment_end(archived, segment_bytes) if archived else 0,
@@ -189,11 +190,3 @@ def _segment_end(name: str, segment_bytes: int) -> int:
     """The WAL position just after segment `name` (timeline, log, segment: 8 hex digits each)."""
     per_log = 0x1_0000_0000 // segment_bytes
     return (int(name[8:16], 16) * per_log + int(name[16:24], 16) + 1) * segment_bytes
-
-
-def _bytes(setting: str) -> int:
-    """`wal_segment_size` as current_setting() shows it, e.g. `16MB`."""
-    match = re.fullmatch(r"(\d+)\s*(B|kB|MB|GB)", setting.strip())
-    if match is None:
-        raise BackupError(f"unexpected wal_segment_size {setting!r}")
-    return int(match.group(1)) * {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3}[match.group(2)]

@@ -528,12 +528,12 @@ def _pitr_point(
             f"the lost commits could not be read ({wal.commits_error}); RPO counted up to the disaster",
         )
     lost = wal.lost_commits(replayed_to)
-    last_write = max((commit.at for commit in lost), default=last_replayed)
-    point = RestorePoint(source, label, last_replayed, max(last_write, last_replayed), len(lost))
+    last_write = max([last_replayed, *(commit.at for commit in lost)])
+    point = RestorePoint(source, label, last_replayed, last_write, len(lost))
     if not lost:
         return point, "no committed transaction lost"
-    seconds = (point.last_write or last_replayed) - last_replayed
-    return point, f"{len(lost)} committed transaction(s) lost, {seconds.total_seconds():.3f} s of writes"
+    seconds = (last_write - last_replayed).total_seconds()
+    return point, f"{len(lost)} committed transaction(s) lost, {seconds:.3f} s of writes"
 
 
 def _run_quietly(argv: Sequence[str]) -> None:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from shipyard.backup import Commit, WalAtDisaster
-from shipyard.backup._disaster_wal import _bytes, _copy_spool, _segment_end
-from shipyard.errors import BackupError
+from shipyard.backup._disaster_wal import _copy_spool, _segment_end
 
 CAP = "000000010000000000000004"
 SEG_3, SEG_5, SEG_6 = CAP[:-1] + "3", CAP[:-1] + "5", CAP[:-1] + "6"
@@ -88,7 +87,3 @@ def test_wal_positions_follow_postgresql_segment_names() -> None:
     assert _segment_end("000000010000000000000004", 16 * 1024**2) == 0x5000000
     assert _segment_end("0000000100000001000000FF", 16 * 1024**2) == 0x2_0000_0000
     assert _segment_end("000000010000000000000001", 64 * 1024**2) == 0x8000000
-    assert _bytes("16MB") == 16 * 1024**2
-    assert _bytes("1GB") == 1024**3
-    with pytest.raises(BackupError, match="wal_segment_size"):
-        _bytes("sixteen")
