@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from shipyard.rollout.targets._processes import free_port
+from shipyard.host import free_port
 from shipyard.spec import load_spec
 from shipyard.state import JobRow, open_engine, session_factory
 from shipyard.tokens import Scope, create_token

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from shipyard.rollout.targets._processes import InstanceSpec, free_port
+from shipyard.host import free_port
+from shipyard.rollout.targets._processes import InstanceSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DIR = ROOT / "examples" / "demo-app"

@@ -17,9 +17,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from shipyard.host import free_port
 from shipyard.rollout import LoadGenerator
 from shipyard.rollout._controller import HOLD_STEP_ENV
-from shipyard.rollout.targets._processes import free_port
 from shipyard.spec import load_spec
 from shipyard.state import RolloutRow, RolloutStepRow, open_engine, session_factory
 from support.demo_app import demo_command, migrate_command

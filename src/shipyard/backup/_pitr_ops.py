@@ -24,6 +24,8 @@ import psycopg
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import BackupError, UserError
+from ..host import free_port
+from ..host import state_dir as host_state_dir
 from ..spec import Postgres, Stack, byte_count
 from ..state import record_audit
 from ._pgbackrest import (
@@ -38,7 +40,6 @@ from ._pgbackrest import (
     restore_arguments,
     settings_from_spec,
 )
-from ._scratch import free_port
 from ._walstream import WalStream, WalStreamSettings, restore_command, spool_dir_for
 
 _SOCKET_LINE = re.compile(r"^pg1-socket-path=(.+)$", re.MULTILINE)
@@ -135,7 +136,7 @@ class PitrRestoreResult:
 
 def state_dir() -> Path:
     """`$SHIPYARD_STATE_DIR` (default `.shipyard`), absolute: archive_command must not depend on a cwd."""
-    return Path(os.environ.get("SHIPYARD_STATE_DIR", ".shipyard")).resolve()
+    return host_state_dir().resolve()
 
 
 def pitr_work_dir(stack: Stack) -> Path:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal
 
 from shipyard.errors import BackupError, RepositoryError
+from shipyard.host import state_dir
 
 RESTIC_MISSING = "restic is not installed: `apt-get install restic` (or run `make install`)"
 
@@ -240,9 +241,7 @@ _DENIED_HINTS = (
 
 
 def _default_cache_dir() -> Path:
-    state = os.environ.get("SHIPYARD_STATE_DIR")
-    base = Path(state) if state else Path(".shipyard")
-    return base / "restic-cache"
+    return state_dir() / "restic-cache"
 
 
 class ResticRepository:

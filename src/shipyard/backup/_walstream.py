@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 
 from shipyard.errors import BackupError, UserError
+from shipyard.host import pid_alive
 
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
 _SEGMENT = re.compile(r"^[0-9A-F]{24}(\.partial)?$")
@@ -227,10 +228,10 @@ class WalStream:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = _time.monotonic() + timeout
-        while _time.monotonic() < deadline and _alive(pid):
+        while _time.monotonic() < deadline and pid_alive(pid):
             _reap(pid)
             _time.sleep(0.05)
-        if _alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
             _reap(pid)
         self.pid_file.unlink(missing_ok=True)
@@ -243,7 +244,7 @@ class WalStream:
         except (OSError, ValueError):
             return None
         _reap(pid)
-        if not _alive(pid):
+        if not pid_alive(pid):
             return None
         with contextlib.suppress(OSError):
             if b"pg_receivewal" not in Path(f"/proc/{pid}/cmdline").read_bytes():
@@ -319,16 +320,6 @@ class WalStream:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _reap(pid: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..dr import DrillResult, drill_data, drill_sources, format_seconds, plan_drill, run_stack_drill
+from ..host import state_dir
 from ..state import open_engine, session_factory
 from ._app import (
     DEFAULT_SPEC,
@@ -54,7 +54,7 @@ DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the drill's 
 
 
 def default_report_dir() -> Path:
-    return Path(os.environ.get("SHIPYARD_STATE_DIR", ".shipyard")) / "drills"
+    return state_dir() / "drills"
 
 
 def register_drills(dr_app: typer.Typer) -> None:

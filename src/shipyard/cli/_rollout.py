@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import UserError
+from ..host import state_dir
 from ..locks import holder
 from ..rollout import (
     Controller,
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _state_base() -> Path:
-    return Path(os.environ.get("SHIPYARD_STATE_DIR", ".shipyard"))
+    return state_dir()
 
 
 def _state_dir(stack: Stack) -> Path:

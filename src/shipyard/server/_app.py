@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from ..errors import (
 from ..flags._api import build_router as build_flags_router
 from ..flags._live import LiveFlagSet
 from ..flags._store import FlagStore
+from ..host import state_dir
 from ..monitor import OutboxDelivery
 from ..monitor._metrics import ShipyardCollector
 from ..spec import load_spec
@@ -256,7 +256,7 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         environment=config.environment,
         # The children must use this very store, even when it was handed over as an engine.
         database_url=config.database_url or engine.url.render_as_string(hide_password=False),
-        log_dir=config.job_log_dir or Path(os.environ.get("SHIPYARD_STATE_DIR", ".shipyard")) / "jobs",
+        log_dir=config.job_log_dir or state_dir() / "jobs",
     )
 
     registry.register(ShipyardCollector(sessions, stack=lambda: jobs.stack() if config.spec else None))

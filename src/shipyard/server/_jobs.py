@@ -34,7 +34,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import NotFoundError, UserError
-from ..rollout.targets._processes import read_tail
+from ..host import pid_alive, read_tail
 from ..spec import Stack, load_spec
 from ..state import JobRow, as_utc, open_engine, record_audit, session_factory, utcnow
 
@@ -184,16 +184,6 @@ def _view(row: JobRow) -> JobView:
         started_at=as_utc(row.started_at),
         finished_at=as_utc(row.finished_at) if row.finished_at else None,
     )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _summary(log_path: Path | None) -> str | None:
@@ -391,7 +381,7 @@ class JobRunner:
             with self._lock:
                 if job_id in self._processes:
                     continue
-            if pid is not None and _pid_alive(pid):
+            if pid is not None and pid_alive(pid):
                 continue  # the child goes on and records its own outcome
             summary = _summary_or(self._log_of(job_id), STOPPED)
             if finish_job(self._sessions, job_id, -1, summary):

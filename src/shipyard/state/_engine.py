@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-DEFAULT_STATE_DIR = Path(os.environ.get("SHIPYARD_STATE_DIR", ".shipyard"))
+from ..host import state_dir
 
 
 def default_url() -> str:
@@ -18,8 +17,9 @@ def default_url() -> str:
     url = os.environ.get("SHIPYARD_DATABASE_URL")
     if url:
         return url
-    DEFAULT_STATE_DIR.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{DEFAULT_STATE_DIR / 'state.db'}"
+    directory = state_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / 'state.db'}"
 
 
 def open_engine(url: str | None = None, *, migrate: bool = True) -> Engine:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from shipyard.errors import TargetError
+from shipyard.host import free_port
 from shipyard.rollout._loadgen import LoadGenerator
-from shipyard.rollout.targets._processes import free_port
 from shipyard.rollout.targets.haproxy import HAProxyClient, backend_name
 from shipyard.rollout.targets.local import LocalTarget
 from support.haproxy import (

@@ -18,14 +18,8 @@ import httpx
 import pytest
 
 from shipyard.errors import TargetError
-from shipyard.rollout.targets._processes import (
-    Instance,
-    InstanceSpec,
-    Supervisor,
-    free_port,
-    pid_alive,
-    read_pidfile,
-)
+from shipyard.host import free_port, pid_alive, read_pidfile
+from shipyard.rollout.targets._processes import Instance, InstanceSpec, Supervisor
 from support.demo_app import DEMO_DIR, demo_spec, wait_http
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from shipyard.host import free_port
 from shipyard.rollout._loadgen import LoadGenerator, LoadReport, RequestRecord
-from shipyard.rollout.targets._processes import free_port
 
 
 def rec(

@@ -12,22 +12,19 @@ from pathlib import Path
 import pytest
 
 from shipyard.errors import TargetError
-from shipyard.rollout.targets._processes import (
-    Paths,
-    app_environment,
-    check_name,
+from shipyard.host import (
     free_port,
     group_members,
     pid_alive,
     proc_stat,
     read_json,
     read_pidfile,
-    run_command,
     start_time,
     tail,
     write_json,
     write_pidfile,
 )
+from shipyard.rollout.targets._processes import Paths, app_environment, check_name, run_command
 from support.demo_app import migrate_command
 
 

@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,12 +42,22 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import TargetError
+from ...host import (
+    TAIL_LINES,
+    group_members,
+    pid_alive,
+    read_json,
+    read_pidfile,
+    signal_group,
+    tail,
+    terminate_group,
+    write_json,
+    write_pidfile,
+)
 from .._model import MigrationResult
 
 SUPERVISE_MODULE = "shipyard.rollout.targets._supervise"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-TAIL_LINES = 20
-"""Lines of a log or of a command's output quoted in an error or a MigrationResult."""
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 """What an app inherits from the controller's environment; everything else comes from its spec."""
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -82,166 +90,6 @@ class Instance:
     """The supervisor runs and so does the app (False while it waits to restart a crashed app)."""
     restarts: int
     log: Path
-
-
-# --- processes --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProcStat:
-    pid: int
-    state: str
-    ppid: int
-    pgrp: int
-    start_time: int
-    """Clock ticks after boot (field 22 of /proc/<pid>/stat)."""
-
-
-def proc_stat(pid: int) -> ProcStat | None:
-    """The kernel's view of `pid`, or None if there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes().decode("ascii", "replace")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    except OSError:
-        return None
-    # "pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-    #  cutime cstime priority nice num_threads itrealvalue starttime ..." - comm may hold spaces.
-    fields = raw[raw.rfind(")") + 2 :].split()
-    try:
-        return ProcStat(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[19]))
-    except (IndexError, ValueError):  # pragma: no cover - a malformed stat file
-        return None
-
-
-def _has_proc() -> bool:
-    return Path("/proc/self/stat").exists()
-
-
-def start_time(pid: int) -> int:
-    """The start time of a running `pid` (0 where /proc is unavailable or the pid is gone)."""
-    stat = proc_stat(pid)
-    return stat.start_time if stat else 0
-
-
-def pid_alive(pid: int | None, started: int = 0) -> bool:
-    """`pid` runs (not a zombie) and, when `started` is given, is the process that started then."""
-    if not pid or pid <= 0:
-        return False
-    if not _has_proc():  # pragma: no cover - Linux has /proc
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    stat = proc_stat(pid)
-    if stat is None or stat.state in ("Z", "X", "x"):
-        return False
-    return not started or stat.start_time == started
-
-
-def group_members(pgid: int) -> list[int]:
-    """The live (non-zombie) processes of process group `pgid`."""
-    if not _has_proc():  # pragma: no cover - Linux has /proc
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        stat = proc_stat(int(entry.name))
-        if stat and stat.pgrp == pgid and stat.state not in ("Z", "X", "x"):
-            members.append(stat.pid)
-    return members
-
-
-def signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def terminate_group(pgid: int, grace_s: float, *, poll_s: float = 0.05) -> bool:
-    """SIGTERM process group `pgid`, wait up to `grace_s` for it to empty, then SIGKILL the rest.
-
-    Returns True if the group ended within the grace period.
-    """
-    if not group_members(pgid):
-        return True
-    signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not group_members(pgid):
-            return True
-        time.sleep(poll_s)
-    signal_group(pgid, signal.SIGKILL)
-    kill_deadline = time.monotonic() + 5
-    while group_members(pgid) and time.monotonic() < kill_deadline:
-        time.sleep(poll_s)
-    return False
-
-
-# --- files ------------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that a reader sees the old or the new content, never a mix."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def read_pidfile(path: Path) -> tuple[int, int] | None:
-    """(pid, start time) from a pid file, or None if absent or unreadable."""
-    try:
-        parts = path.read_text().split()
-        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def write_pidfile(path: Path, pid: int) -> None:
-    write_atomic(path, f"{pid} {start_time(pid)}\n")
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def read_tail(path: Path, max_bytes: int) -> str:
-    """The last `max_bytes` of a file, decoded ("" if it cannot be read)."""
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except OSError:
-        return ""
-    return data.decode("utf-8", "replace")
-
-
-def tail(path: Path, lines: int = TAIL_LINES, max_bytes: int = 64 * 1024) -> str:
-    """The last `lines` lines of a file ("" if it does not exist)."""
-    return "\n".join(read_tail(path, max_bytes).splitlines()[-lines:])
 
 
 @dataclass(frozen=True)
@@ -280,13 +128,6 @@ def check_name(name: str) -> None:
         raise TargetError(
             f"invalid instance name {name!r}: use letters, digits, '.', '_' and '-' (at most 128)"
         )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the supervisor's client ------------------------------------------------------------------

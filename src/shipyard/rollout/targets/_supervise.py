@@ -29,15 +29,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ._processes import (
-    Paths,
-    group_members,
-    read_json,
-    signal_group,
-    terminate_group,
-    write_json,
-    write_pidfile,
-)
+from ...host import group_members, read_json, signal_group, terminate_group, write_json, write_pidfile
+from ._processes import Paths
 
 MIN_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0

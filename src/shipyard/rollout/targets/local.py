@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import TargetError
+from ...host import free_port, write_atomic
 from ...spec import ENV_REFERENCE, SecretRef, Service, Stack
 from .._model import Health, MigrationResult, Sample, TargetStatus
-from ._processes import Instance, InstanceSpec, Supervisor, free_port, run_command, write_atomic
+from ._processes import Instance, InstanceSpec, Supervisor, run_command
 from .haproxy import (
     HAProxyClient,
     ProxyPaths,
