@@ -7,15 +7,15 @@ import json
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
-from sqlalchemy.orm import Session, sessionmaker
 
-from ..spec import Spec, Stack, load_spec
-from ..state import open_engine, session_factory
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from ..spec import Spec, Stack
 
 app = typer.Typer(
     name="shipyard",
@@ -70,6 +70,8 @@ def actor() -> str:
 
 
 def read_spec(path: Path) -> Spec:
+    from ..spec import load_spec  # noqa: PLC0415 - pydantic models: only for commands that read the spec
+
     return load_spec(path)
 
 
@@ -83,6 +85,8 @@ def one_stack(file: Path, env: str | None) -> Stack:
 
 def open_sessions(database_url: str | None) -> sessionmaker[Session]:
     """Sessions on the state store (migrated when behind)."""
+    from ..state import open_engine, session_factory  # noqa: PLC0415 - SQLAlchemy: only for the state store
+
     return session_factory(open_engine(database_url))
 
 
@@ -92,6 +96,8 @@ def emit(data: Any, output: Output) -> bool:
         typer.echo(json.dumps(data, indent=2, sort_keys=False))
         return True
     if output is Output.yaml:
+        import yaml  # noqa: PLC0415 - only when YAML is asked for
+
         typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
         return True
     return False
