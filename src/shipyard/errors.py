@@ -1,26 +1,39 @@
-"""Every error shipyard raises on purpose.
+"""Every error shipyard raises on purpose, each with its exit code and its HTTP status.
 
-Each error carries the exit code the CLI ends with; the CLI turns errors into messages at its edge
-and nowhere else (as click does), so library code raises and never prints.
+Each class carries the exit code the CLI ends with and the status the API answers with; the edges
+turn errors into messages (the CLI's `main`, the server's problem+json handler) and nowhere else,
+as click does, so library code raises and never prints. A class states its own status: none
+inherits 500 by accident (`tests/unit/test_errors.py` holds this tree against the classes).
 
-    ShipyardError                 exit 1   something went wrong that is not the user's input
-    ├── UserError                 exit 2   a mistake the user can fix; the message says how
-    │   ├── SpecError                      shipyard.yaml is invalid; carries every SpecIssue
-    │   ├── UnknownEnvironmentError        -e names an environment the spec does not define
-    │   ├── UnknownProviderError           --provider names a provider without a price catalog
-    │   ├── NoNodeTypeFitsError            no node type of a provider can hold the stack's pods
-    │   ├── RenderError                    a rendered object failed its schema (names the object)
-    │   ├── NotFoundError                  no such object (a flag, a token)           HTTP 404
-    │   ├── ConflictError                  the object changed since it was read       HTTP 409
-    │   └── InvalidObjectError             an object (a flag, a rule) fails its rules HTTP 422
-    ├── TargetError               exit 1   a target (HAProxy, a process, a cluster) failed or is unreachable
-    ├── RolloutError              exit 1   a release cannot go on (another holds the lock, a step failed)
-    ├── BackupError               exit 1   a backup or restore failed (a tool missing, a server unreachable)
-    │   ├── RepositoryError                the repository refused (wrong password, unreachable, damaged)
-    │   └── VerificationError              a backup set failed its verification; names the artefact
-    ├── DrError                   exit 1   a failover, failback or drill could not go on
-    ├── NotificationError         exit 1   a channel refused or cannot be reached (the message stays queued)
-    └── CatalogError              exit 1   a price catalog shipped with shipyard is malformed
+    class                          exit  HTTP  meaning
+    ShipyardError                  1     500   something went wrong that is not the user's input
+    ├── UserError                  2     422   a mistake the user can fix; the message says how
+    │   ├── SpecError              2     422   shipyard.yaml is invalid; carries every SpecIssue
+    │   ├── UnknownEnvironmentError 2    422   -e names an environment the spec does not define
+    │   ├── UnknownProviderError   2     422   --provider names a provider without a price catalog
+    │   ├── NoNodeTypeFitsError    2     422   no node type of a provider can hold the stack's pods
+    │   ├── RenderError            2     422   a rendered object failed its schema (names the object)
+    │   ├── NotFoundError          2     404   no such object (a flag, a token, a job, a release)
+    │   ├── ConflictError          2     409   the object changed since it was read
+    │   └── InvalidObjectError     2     422   an object (a flag, a rule) fails its rules
+    ├── TargetError                1     502   a target (HAProxy, a process, a cluster) failed or is down
+    │   ├── HAProxyUnreachable     1     502   (rollout.targets.haproxy) nothing answers on the admin socket
+    │   └── _MissingError          1     404   (rollout.targets.kubernetes) the cluster has no such object
+    ├── RolloutError               1     409   a release cannot go on (another holds the lock, a step failed)
+    │   ├── ReleaseStopped         130   503   this process stopped running a release (Ctrl-C, SIGTERM)
+    │   ├── ReleaseUnattended      1     409   an unfinished release that no controller runs
+    │   ├── PrometheusUnreachable  1     502   (rollout._prometheus) Prometheus did not answer
+    │   └── QueryRefused           1     502   (rollout._prometheus) Prometheus refused a query
+    ├── BackupError                1     502   a backup or restore failed (a tool missing, a server down)
+    │   ├── RepositoryError        1     502   the repository refused (wrong password, unreachable, damaged)
+    │   └── VerificationError      1     409   a backup set failed its verification; names the artefact
+    ├── DrError                    1     502   a failover, failback or drill could not go on
+    ├── NotificationError          1     502   a channel refused or is down (the message stays queued)
+    │   ├── DeliveryFailed         1     502   (monitor._channels) one attempt failed
+    │   └── NotResolvable          1     422   (monitor._channels) a channel's secret is not set here
+    ├── LockHeldError              1     409   (locks) someone else holds the lease
+    ├── JobFailedError             1     502   a job (a child process) ended in failure
+    └── CatalogError               1     500   a price catalog shipped with shipyard is malformed (our bug)
 
 No message here holds a secret value: errors about secrets name the field, never its value.
 """
@@ -34,6 +47,7 @@ class ShipyardError(Exception):
     """The root of shipyard's errors."""
 
     exit_code: int = 1
+    http_status: int = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -44,6 +58,7 @@ class UserError(ShipyardError):
     """A mistake in the user's input; exit code 2."""
 
     exit_code = 2
+    http_status = 422
 
 
 @dataclass(frozen=True, order=True)
@@ -67,6 +82,8 @@ class SpecIssue:
 class SpecError(UserError):
     """The spec is invalid; `issues` lists every problem found, not only the first."""
 
+    http_status = 422
+
     def __init__(self, issues: list[SpecIssue]) -> None:
         self.issues = sorted(set(issues))
         count = len(self.issues)
@@ -77,29 +94,43 @@ class SpecError(UserError):
 class UnknownEnvironmentError(UserError):
     """An environment name the spec does not define."""
 
+    http_status = 422
+
 
 class UnknownProviderError(UserError):
     """A cloud provider shipyard has no price catalog for."""
+
+    http_status = 422
 
 
 class NoNodeTypeFitsError(UserError):
     """No node type of a provider can hold the stack's pods (a pod is bigger than any node)."""
 
+    http_status = 422
+
 
 class RenderError(UserError):
     """A rendered object is not valid for Kubernetes."""
+
+    http_status = 422
 
 
 class NotFoundError(UserError):
     """The named object does not exist."""
 
+    http_status = 404
+
 
 class ConflictError(UserError):
     """A write based on a stale version (If-Match), or one that clashes with an existing object."""
 
+    http_status = 409
+
 
 class InvalidObjectError(UserError):
     """An object fails validation; `problems` lists each as (field path, message)."""
+
+    http_status = 422
 
     def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
@@ -109,26 +140,52 @@ class InvalidObjectError(UserError):
 class TargetError(ShipyardError):
     """A target could not do what it was asked (HAProxy unreachable, a process would not start)."""
 
+    http_status = 502
+
 
 class RolloutError(ShipyardError):
     """A release cannot proceed: another release holds the service's lock, or a command is not
     allowed in the release's current phase."""
 
+    http_status = 409
+
+
+class ReleaseStopped(RolloutError):
+    """This process stopped running a release (Ctrl-C, SIGTERM); the release stays recorded and
+    `shipyard rollout resume` carries it on."""
+
+    exit_code = 130
+    http_status = 503
+
+
+class ReleaseUnattended(RolloutError):
+    """A release that is not over, and that no controller runs (its process was stopped)."""
+
+    http_status = 409
+
 
 class CatalogError(ShipyardError):
     """A price catalog is malformed (a bug in shipyard's data, not the user's input)."""
+
+    http_status = 500
 
 
 class BackupError(ShipyardError):
     """A backup, restore or prune failed: a tool is missing, a server is unreachable, a step failed."""
 
+    http_status = 502
+
 
 class RepositoryError(BackupError):
     """The backup repository refused: a wrong password, unreachable, missing or damaged."""
 
+    http_status = 502
+
 
 class VerificationError(BackupError):
     """A backup set failed verification; `artefact` names which part (e.g. `postgres:db`)."""
+
+    http_status = 409
 
     def __init__(self, message: str, artefact: str | None = None) -> None:
         super().__init__(message)
@@ -138,6 +195,16 @@ class VerificationError(BackupError):
 class DrError(ShipyardError):
     """A failover, failback or drill could not go on; the world is left as the message says."""
 
+    http_status = 502
+
 
 class NotificationError(ShipyardError):
     """Sending to a notification channel failed, or its secret is not set in this process."""
+
+    http_status = 502
+
+
+class JobFailedError(ShipyardError):
+    """A job (an ops request run in a child process) ended in failure; the message says how."""
+
+    http_status = 502

@@ -19,11 +19,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import ShipyardError
+from .host import pid_alive
 from .state import LockRow, as_utc, utcnow
 
 
 class LockHeldError(ShipyardError):
     """Someone else holds the lease."""
+
+    http_status = 409
 
 
 def new_owner() -> str:
@@ -36,13 +39,7 @@ def _owner_is_dead(owner: str) -> bool:
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not pid_alive(int(pid_text))
 
 
 class Lease:

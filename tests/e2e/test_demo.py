@@ -194,7 +194,7 @@ def test_the_backup_was_verified_by_a_restore_and_the_drill_met_its_targets(demo
     sets = list_sets(demo.sessions(), stack="demo", environment="local")
     verified = [s for s in sets if s.state == "verified"]
     assert verified, [(s.id, s.state) for s in sets]
-    artefacts = {a["name"] for a in verified[-1].artefacts}
+    artefacts = {a.name for a in verified[-1].artefacts}
     assert artefacts == {"postgres:db", "redis:cache", f"files:{demo.out / 'uploads'}"}
     assert re.search(rf"^set {verified[-1].id}: verified \(\d+ checks passed\)$", text, re.MULTILINE)
 

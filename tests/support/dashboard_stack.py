@@ -136,13 +136,11 @@ def _token(stack: DashboardStack, name: str, scope: Scope) -> str:
         return create_token(session, name, scope, created_by="test")
 
 
-def _wait_ready(url: str, server: subprocess.Popen[str], timeout: float = 30) -> None:
+def _wait_ready(url: str, server: subprocess.Popen[str], log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise AssertionError(
-                f"shipyard serve exited {server.returncode}: {server.stdout.read() if server.stdout else ''}"
-            )
+            raise AssertionError(f"shipyard serve exited {server.returncode}: {log.read_text()[-4000:]}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return
@@ -170,16 +168,20 @@ def dashboard_stack() -> Iterator[DashboardStack]:
                 backup = pool.submit(stack.cli, "backup", "full", *spec_args)
                 deploy.result()
                 backup.result()
-            server = subprocess.Popen(
-                [SHIPYARD, "serve", "--port", str(stack.port), *spec_args],
-                env=stack.env,
-                cwd=data.base,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
-            _wait_ready(stack.url, server)
+            # The server's log goes to a file: a pipe nobody reads would stall it once full (every
+            # request writes an access line).
+            log = data.base / "serve.log"
+            with log.open("w") as out:
+                server = subprocess.Popen(
+                    [SHIPYARD, "serve", "--port", str(stack.port), *spec_args],
+                    env=stack.env,
+                    cwd=data.base,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    start_new_session=True,
+                )
+            _wait_ready(stack.url, server, log)
             yield stack
         finally:
             if server is not None:

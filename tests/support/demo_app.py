@@ -69,7 +69,31 @@ def demo_spec(
     )
 
 
-def wait_http(url: str, timeout_s: float = 15.0) -> httpx.Response:
+def requests_waiting(pid: int) -> int:
+    """How many requests the demo app (process `pid`, or a process under it) holds in its added
+    latency: its threads in a timed sleep. Its other threads wait in sigwait, poll, recv or on a
+    condition, never in one, so this tells a request in flight without timing anything."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(text[text.rindex(")") + 2 :].split()[1])
+    tree = {pid}
+    while grown := {p for p, parent in parents.items() if parent in tree} - tree:
+        tree |= grown
+    waiting = 0
+    for member in tree:
+        for wchan in Path(f"/proc/{member}/task").glob("*/wchan"):
+            try:
+                waiting += "nanosleep" in wchan.read_text()
+            except OSError:
+                continue
+    return waiting
+
+
+def wait_http(url: str, timeout_s: float = 30.0) -> httpx.Response:
     """Poll `url` until it answers at all (any status); the answer. Fails after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
@@ -92,7 +116,7 @@ class DemoApp:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def terminate(self, timeout_s: float = 10.0) -> int:
+    def terminate(self, timeout_s: float = 30.0) -> int:
         """SIGTERM (a graceful drain); its exit code."""
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout_s)
@@ -118,4 +142,4 @@ def running_demo_app(
     finally:
         if process.poll() is None:
             process.kill()
-        process.wait(10)
+        process.wait(30)

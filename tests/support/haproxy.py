@@ -124,7 +124,7 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
 def get_versions(port: int, count: int, path: str = "/") -> list[tuple[int, str | None]]:
     """`count` sequential GETs over one keep-alive connection: (status, X-Version) of each."""
     results = []
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         for _ in range(count):
             conn.request("GET", path)

@@ -119,3 +119,33 @@ def write_kubeconfig(path: Path, contexts: dict[str, str], current: str) -> Path
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+# --- the apricode example's `app`, as the recordings have it -------------------------------------
+
+APP_ROLLOUT = "/apis/argoproj.io/v1alpha1/namespaces/production/rollouts/app"
+"""The Rollout of the apricode example's `app` in production."""
+APP_APPLIED = [
+    ("/api/v1/namespaces/production/configmaps/app-env", "apply-configmap-app-env.json"),
+    ("/api/v1/namespaces/production/services/app", "apply-service-app.json"),
+    ("/api/v1/namespaces/production/services/app-canary", "apply-service-app-canary.json"),
+    ("/apis/networking.k8s.io/v1/namespaces/production/ingresses/app", "apply-ingress-app.json"),
+    (
+        "/apis/argoproj.io/v1alpha1/namespaces/production/analysistemplates/app",
+        "apply-analysistemplate-app.json",
+    ),
+    (APP_ROLLOUT, "apply-rollout-app.json"),
+    (
+        "/apis/autoscaling/v2/namespaces/production/horizontalpodautoscalers/app",
+        "apply-horizontalpodautoscaler-app.json",
+    ),
+    ("/apis/policy/v1/namespaces/production/poddisruptionbudgets/app", "apply-poddisruptionbudget-app.json"),
+]
+"""What a release of `app` applies, in order: (path, recorded answer)."""
+
+
+def answer_app_deploy(api: RecordedAPI) -> None:
+    """Queue the answers of a first release of `app`: no Rollout yet, then each apply."""
+    api.answer("GET", APP_ROLLOUT, "status-404-rollout.json", status=404)
+    for path, answer in APP_APPLIED:
+        api.answer("PATCH", path, answer)

@@ -218,7 +218,7 @@ def rpo_figures(commits: list[Commit], samples: list[tuple[datetime, int]], sinc
     )
 
 
-def switch_wal_and_wait(primary: PitrPrimary, timeout: float = 15) -> int:
+def switch_wal_and_wait(primary: PitrPrimary, timeout: float = 60) -> int:
     """Close the current WAL segment (pg_switch_wal) and wait until the repository holds it."""
     with primary.connect() as conn:
         row = conn.execute("SELECT pg_switch_wal()::text").fetchone()

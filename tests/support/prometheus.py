@@ -101,7 +101,7 @@ class Prometheus:
         result: list[dict[str, object]] = response.json()["data"]["result"]
         return result
 
-    def wait_for(self, promql: str, timeout_s: float = 15) -> None:
+    def wait_for(self, promql: str, timeout_s: float = 60) -> None:
         """Until `promql` returns a sample (e.g. once a scrape saw a value the test set)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -90,7 +90,7 @@ def restic_children(parent: int | None = None) -> list[int]:
     return found
 
 
-def kill_restic_child(*, when: Callable[[], bool] = lambda: True, timeout: float = 15.0) -> int:
+def kill_restic_child(*, when: Callable[[], bool] = lambda: True, timeout: float = 30.0) -> int:
     """Wait for a restic child of this process and for `when()` to hold, SIGKILL that child by
     pid, and return the pid."""
     deadline = time.monotonic() + timeout

@@ -7,6 +7,15 @@ A backup set is recorded in the state store before anything is read, and is rest
 from ._connect import KINDS, FilesSource, PostgresSource, RedisSource, secret_env_name, sources_of
 from ._disaster_wal import Commit, WalAtDisaster, freeze_wal
 from ._freshness import SourceFreshness, check_freshness
+from ._manifest import (
+    Artefact,
+    Check,
+    FilesArtefact,
+    Manifest,
+    PostgresArtefact,
+    RedisArtefact,
+    Verification,
+)
 from ._pgbackrest import (
     BackupKind,
     PgBackRest,
@@ -38,7 +47,11 @@ from ._pitr_ops import (
 from ._prune import PruneResult, prune, retention_plan
 from ._restic import BackupProgress, BackupSummary, CheckResult, ResticRepository, Snapshot
 from ._restore import (
+    RESTORE_WHATS,
+    SAFETY_BACKUP,
+    Into,
     RestoreResult,
+    RestoreWhat,
     plan_restore,
     plan_restore_volumes,
     restore_database,
@@ -47,41 +60,56 @@ from ._restore import (
     restore_volumes,
 )
 from ._retention import RetentionPlan, SetFacts, plan_retention
-from ._run import PAUSE_ENV, open_repository, plan_backup, run_backup
+from ._run import PAUSE_ENV, PhaseHandler, ProgressHandler, open_repository, plan_backup, run_backup
 from ._scratch import ScratchPostgres, ScratchRedis, scratch_postgres, scratch_redis, start_scratch_postgres
-from ._sets import BackupSet, get_set, latest_set, list_sets, reap_abandoned
+from ._sets import SET_ID_PATTERN, BackupSet, get_set, latest_set, list_sets, reap_abandoned
 from ._sources import TreeDigest, redis_dbsize, row_counts, tree_digest
-from ._verify import verify_set
+from ._verify import StepHandler, verify_set
 
 __all__ = [
     "KINDS",
     "PAUSE_ENV",
+    "RESTORE_WHATS",
+    "SAFETY_BACKUP",
+    "SET_ID_PATTERN",
+    "Artefact",
     "BackupKind",
     "BackupProgress",
     "BackupSet",
     "BackupSummary",
+    "Check",
     "CheckResult",
     "Commit",
+    "FilesArtefact",
     "FilesSource",
+    "Into",
+    "Manifest",
     "PgBackRest",
     "PgBackRestSettings",
+    "PhaseHandler",
     "PitrBackup",
     "PitrBackupResult",
     "PitrRestoreResult",
     "PitrStanza",
     "PitrStatus",
+    "PostgresArtefact",
     "PostgresSource",
+    "ProgressHandler",
     "PruneResult",
+    "RedisArtefact",
     "RedisSource",
     "ResticRepository",
     "RestoreResult",
+    "RestoreWhat",
     "RetentionPlan",
     "ScratchPostgres",
     "ScratchRedis",
     "SetFacts",
     "Snapshot",
     "SourceFreshness",
+    "StepHandler",
     "TreeDigest",
+    "Verification",
     "WalAtDisaster",
     "check_freshness",
     "expire_stanza",

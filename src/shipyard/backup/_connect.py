@@ -9,18 +9,17 @@ as environment would be. Values never appear in a message, an argv or a manifest
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BackupError, UserError
-from ..spec import ENV_REFERENCE, Postgres, Redis, SecretRef, Stack
+from ..spec import BACKUP_WHATS, ENV_REFERENCE, Postgres, Redis, SecretRef, Stack
 
 
 def secret_env_name(reference: SecretRef) -> str:
-    """The environment variable a `secretRef` is read from on a plain host."""
-    return re.sub(r"[^A-Za-z0-9]", "_", f"{reference.name}_{reference.key}").upper()
+    """The environment variable a `secretRef` is read from on a plain host (the spec's rule)."""
+    return reference.env_name
 
 
 def resolve_secret(
@@ -116,7 +115,7 @@ class FilesSource:
 
 Source = PostgresSource | RedisSource | FilesSource
 
-KINDS = ("full", "database", "files", "redis")
+KINDS = BACKUP_WHATS
 
 
 def sources_of(stack: Stack, kind: str, environ: Mapping[str, str] | None = None) -> list[Source]:

@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal
 
 from shipyard.errors import BackupError, RepositoryError
-from shipyard.host import state_dir
+from shipyard.host import proc_stat, state_dir
 
 RESTIC_MISSING = "restic is not installed: `apt-get install restic` (or run `make install`)"
 
@@ -42,6 +43,8 @@ _SNAPSHOT_ID = re.compile(r"^(latest|[0-9a-f]{1,64})$")
 _STDERR_TAIL_LINES = 20
 _STDERR_MAX_LINES = 5000  # restic check prints a line per damaged blob; keep a bounded amount
 _PIPE_CHUNK = 1 << 20
+_REAP_WAIT_S = 20.0
+"""How long `unlock` waits for init to reap the restics killed with their parent (see there)."""
 
 
 @dataclass(frozen=True)
@@ -525,7 +528,17 @@ class ResticRepository:
         raise self._error("check", result.returncode, result.stderr)
 
     def unlock(self) -> None:
-        """Remove stale locks (left by a killed restic); live processes keep theirs."""
+        """Remove stale locks (left by a killed restic); live processes keep theirs.
+
+        restic calls a lock of this host live while its pid still takes a signal, and a zombie
+        does. A restic killed together with its parent (`shipyard backup` killed with its process
+        group) is handed to init and stays a zombie until init reaps it, which some inits do
+        seconds later (more on a busy host): its lock outlived an unlock run in between. So
+        while such orphans exist (dead or dying) and the repository holds locks, they are
+        waited for first, for a while."""
+        orphans = _orphans(Path(self._binary).name)
+        if orphans and self._has_locks():
+            _wait_until_gone(orphans, _REAP_WAIT_S)
         self._run(["unlock"])
 
     # -- internals ---------------------------------------------------------------------------
@@ -660,6 +673,13 @@ class ResticRepository:
             return False
         return True
 
+    def _has_locks(self) -> bool:
+        if not _is_remote(self.url):
+            locks = Path(self.url) / "locks"
+            return locks.is_dir() and any(locks.iterdir())
+        listed = self._run(["list", "locks", "--no-lock"], check=False)
+        return listed.returncode != 0 or bool(listed.stdout.strip())
+
     def _clear_stale_locks(self) -> None:
         # A killed restic leaves its lock behind; it is stale (its process is gone), so remove it.
         with contextlib.suppress(BackupError):
@@ -697,6 +717,41 @@ class ResticRepository:
         if kind == "unreachable":
             return RepositoryError(f"cannot reach the restic repository at {where}: {self._tail(stderr)}")
         return BackupError(f"restic {command} failed (exit {returncode}) at {where}: {self._tail(stderr)}")
+
+
+def _orphans(name: str) -> dict[int, int]:
+    """This host's `name` processes whose parent died first (init, pid 1, adopted them), pid to
+    start time: killed ones not reaped yet (zombies), or still dying."""
+    comm = name[:15]  # the kernel keeps 15 bytes of a command name
+    found: dict[int, int] = {}
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:  # pragma: no cover - Linux has /proc
+        return found
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_bytes().decode("utf-8", "replace")
+        except OSError:
+            continue
+        # "pid (comm) state ppid ... starttime ...": comm may hold spaces and parentheses.
+        fields = text[text.rfind(")") + 2 :].split()
+        if text[text.find("(") + 1 : text.rfind(")")] == comm and len(fields) > 19 and fields[1] == "1":
+            found[int(entry.name)] = int(fields[19])
+    return found
+
+
+def _wait_until_gone(processes: dict[int, int], timeout_s: float) -> None:
+    """Wait until each (pid, start time) has been reaped (a reused pid is another process)."""
+    deadline = time.monotonic() + timeout_s
+    while processes and time.monotonic() < deadline:
+        time.sleep(0.05)
+        processes = {
+            pid: started
+            for pid, started in processes.items()
+            if (stat := proc_stat(pid)) is not None and stat.start_time == started
+        }
 
 
 def _kill_when_cancelled(

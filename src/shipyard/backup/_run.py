@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import BackupError, ShipyardError
 from ..locks import Lease, LockHeldError
 from ..monitor import Event, Notifier
-from ..spec import Stack
+from ..spec import BackupWhat, Stack
 from ..state import record_audit, utcnow
 from ._connect import (
     FilesSource,
@@ -30,6 +30,7 @@ from ._connect import (
     repository_password,
     sources_of,
 )
+from ._manifest import Artefact, FilesArtefact, Manifest, PostgresArtefact, RedisArtefact
 from ._restic import BackupProgress, BackupSummary, ResticRepository, redact_url
 from ._sets import BackupSet, SetRecorder, get_set, reap_abandoned, temp_prefix
 from ._sources import dump_postgres, file_sha256, postgres_snapshot, snapshot_redis, tree_digest
@@ -104,7 +105,7 @@ def tools_for(sources: list[Source]) -> list[str]:
     return tools
 
 
-def plan_backup(stack: Stack, kind: str, base_dir: Path) -> dict[str, Any]:
+def plan_backup(stack: Stack, kind: BackupWhat, base_dir: Path) -> dict[str, Any]:
     """What a backup of `kind` would do, without touching anything (for --dry-run)."""
     sources = sources_of(stack, kind)
     missing: list[str] = []
@@ -155,7 +156,7 @@ class _Run:
     stack: Stack
     repository: ResticRepository
     recorder: SetRecorder
-    manifest: dict[str, Any]
+    manifest: Manifest
     workdir: Path
     jobs: int
     on_progress: ProgressHandler | None
@@ -246,19 +247,24 @@ class _Run:
             thread.join()
         return self.errors[0] if self.errors else exc
 
-    def record(self, artefact: dict[str, Any]) -> None:
+    def record(self, artefact: Artefact) -> None:
         if self.cancel.is_set():  # another source failed: this set will not be complete
-            raise _Cancelled(artefact["name"])
-        name = artefact["name"]
+            raise _Cancelled(artefact.name)
+        name = artefact.name
         with self._lock:
             rank = {a: index for index, a in enumerate(self.order)}
-            artefacts = [*self.manifest["artefacts"], artefact]
-            self.manifest["artefacts"] = sorted(artefacts, key=lambda a: rank.get(a["name"], 0))
+            artefacts = sorted([*self.manifest.artefacts, artefact], key=lambda a: rank.get(a.name, 0))
+            self.manifest = self.manifest.model_copy(update={"artefacts": artefacts})
             self._active[name] = f"{name}:done"
             self.recorder.phase(self._current_phase(), self.manifest)
             del self._active[name]
             if self.on_phase is not None:
                 self.on_phase(f"{name}:done")
+
+    def finished(self) -> Manifest:
+        """The manifest, stamped with its end (the run is over: no lock needed)."""
+        self.manifest = self.manifest.model_copy(update={"finished_at": utcnow().isoformat()})
+        return self.manifest
 
     def postgres(self, source: PostgresSource) -> None:
         started = time.monotonic()
@@ -275,23 +281,21 @@ class _Run:
                 digest = digested.result()
             shutil.rmtree(dump_dir, ignore_errors=True)
             self.record(
-                {
-                    "name": source.artefact,
-                    "type": "postgres",
-                    "datastore": source.name,
-                    "database": source.database,
-                    "format": "pg_dump directory, uncompressed",
-                    "snapshot_id": summary.snapshot_id,
-                    "sha256": digest.sha256,
-                    "files": digest.files,
-                    "raw_bytes": digest.bytes,
-                    "data_added": summary.data_added,
-                    "lsn": snapshot.lsn,
-                    "snapshot_time": snapshot.snapshot_time.isoformat(),
-                    "server_version": snapshot.server_version,
-                    "row_counts": snapshot.row_counts,
-                    "seconds": round(time.monotonic() - started, 3),
-                }
+                PostgresArtefact(
+                    name=source.artefact,
+                    datastore=source.name,
+                    database=source.database,
+                    snapshot_id=summary.snapshot_id,
+                    sha256=digest.sha256,
+                    files=digest.files,
+                    raw_bytes=digest.bytes,
+                    data_added=summary.data_added,
+                    lsn=snapshot.lsn,
+                    snapshot_time=snapshot.snapshot_time.isoformat(),
+                    server_version=snapshot.server_version,
+                    row_counts=snapshot.row_counts,
+                    seconds=round(time.monotonic() - started, 3),
+                )
             )
 
         self.in_background(source.artefact, store)
@@ -310,24 +314,24 @@ class _Run:
             size = rdb.stat().st_size
             shutil.rmtree(directory, ignore_errors=True)
             steady = snapshot.dbsize_before == snapshot.dbsize_after
+            low, high = sorted([snapshot.dbsize_before, snapshot.dbsize_after])
             self.record(
-                {
-                    "name": source.artefact,
-                    "type": "redis",
-                    "datastore": source.name,
-                    "file": "dump.rdb",
-                    "snapshot_id": summary.snapshot_id,
-                    "sha256": checksum,
-                    "raw_bytes": size,
-                    "data_added": summary.data_added,
+                RedisArtefact(
+                    name=source.artefact,
+                    datastore=source.name,
+                    file=rdb.name,
+                    snapshot_id=summary.snapshot_id,
+                    sha256=checksum,
+                    raw_bytes=size,
+                    data_added=summary.data_added,
                     # Keys written while the snapshot was taken make the exact count unknown:
                     # the range is what a restore must fall in.
-                    "dbsize": snapshot.dbsize_before if steady else None,
-                    "dbsize_range": sorted([snapshot.dbsize_before, snapshot.dbsize_after]),
-                    "master_repl_offset": snapshot.master_repl_offset,
-                    "redis_version": snapshot.redis_version,
-                    "seconds": round(time.monotonic() - started, 3),
-                }
+                    dbsize=snapshot.dbsize_before if steady else None,
+                    dbsize_range=(low, high),
+                    master_repl_offset=snapshot.master_repl_offset,
+                    redis_version=snapshot.redis_version,
+                    seconds=round(time.monotonic() - started, 3),
+                )
             )
 
         self.in_background(source.artefact, store)
@@ -344,17 +348,16 @@ class _Run:
                 summary = self.upload(source.artefact, source.path)
                 digest = digested.result()
             self.record(
-                {
-                    "name": source.artefact,
-                    "type": "files",
-                    "path": str(source.path),
-                    "snapshot_id": summary.snapshot_id,
-                    "sha256": digest.sha256,
-                    "files": digest.files,
-                    "raw_bytes": digest.bytes,
-                    "data_added": summary.data_added,
-                    "seconds": round(time.monotonic() - started, 3),
-                }
+                FilesArtefact(
+                    name=source.artefact,
+                    path=str(source.path),
+                    snapshot_id=summary.snapshot_id,
+                    sha256=digest.sha256,
+                    files=digest.files,
+                    raw_bytes=digest.bytes,
+                    data_added=summary.data_added,
+                    seconds=round(time.monotonic() - started, 3),
+                )
             )
 
         self.in_background(source.artefact, store)
@@ -369,7 +372,7 @@ def _reading_order(sources: list[Source]) -> list[Source]:
 
 def run_backup(
     stack: Stack,
-    kind: str,
+    kind: BackupWhat,
     sessions: sessionmaker[Session],
     *,
     base_dir: Path,
@@ -409,21 +412,19 @@ def run_backup(
         tools["redis-server"] = tool_version("redis-server")
 
     recorder = SetRecorder(sessions, stack=stack.name, environment=stack.environment, kind=kind, actor=actor)
-    manifest: dict[str, Any] = {
-        "id": recorder.id,
-        "spec": stack.name,
-        "environment": stack.environment,
-        "kind": kind,
-        "repository": redact_url(repository.url),
-        "restic_host": restic_host(stack),
-        "sources": [s.artefact for s in sources],
-        "tools": tools,
-        "started_at": utcnow().isoformat(),
-        "finished_at": None,
-        "artefacts": [],
-    }
+    manifest = Manifest(
+        id=recorder.id,
+        spec=stack.name,
+        environment=stack.environment,
+        kind=kind,
+        repository=redact_url(repository.url),
+        restic_host=restic_host(stack),
+        sources=[s.artefact for s in sources],
+        tools=tools,
+        started_at=utcnow().isoformat(),
+    )
     recorder.start(manifest)
-    inputs = {"kind": kind, "environment": stack.environment, "sources": manifest["sources"]}
+    inputs = {"kind": kind, "environment": stack.environment, "sources": manifest.sources}
     record_audit(sessions, actor=actor, action="backup", target_kind="backup_set", target=recorder.id,
                  after=inputs, outcome="started")  # fmt: skip
     workdir = Path(tempfile.mkdtemp(prefix=temp_prefix(recorder.id)))
@@ -443,8 +444,7 @@ def run_backup(
         run.wait()
     except BaseException as exc:
         error = _describe_error(run.stop(exc))
-        manifest["finished_at"] = utcnow().isoformat()
-        recorder.finish("failed", manifest, error)
+        recorder.finish("failed", run.finished(), error)
         record_audit(sessions, actor=actor, action="backup", target_kind="backup_set", target=recorder.id,
                      after={**inputs, "error": error}, outcome="failed")  # fmt: skip
         _notify(
@@ -459,8 +459,7 @@ def run_backup(
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    manifest["finished_at"] = utcnow().isoformat()
-    recorder.finish("complete", manifest)
+    recorder.finish("complete", run.finished())
     record_audit(sessions, actor=actor, action="backup", target_kind="backup_set", target=recorder.id,
                  after=inputs)  # fmt: skip
     return get_set(sessions, recorder.id)

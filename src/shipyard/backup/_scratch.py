@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BackupError
-from ..host import free_port, wait_for_port
+from ..host import free_port, pid_alive, wait_for_port
 from ._tools import as_postgres_user, find_tool, run_tool
 
 
@@ -221,9 +221,7 @@ class ScratchRedis:
                 if done:
                     return
             except ChildProcessError:  # started by another process: wait for it to vanish
-                try:
-                    os.kill(self.pid, 0)
-                except ProcessLookupError:
+                if not pid_alive(self.pid):
                     return
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError, ChildProcessError):

@@ -15,14 +15,15 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import NotFoundError
+from ..errors import BackupError, NotFoundError
 from ..locks import Lease, holder
 from ..state import BackupSetRow, as_utc, utcnow
+from ._manifest import Artefact, Manifest, Verification
 
 RESTORABLE = ("complete", "verified")
 LEASE_TTL_S = 60.0
@@ -30,6 +31,10 @@ LEASE_TTL_S = 60.0
 
 def lease_name(set_id: str) -> str:
     return f"backup-set:{set_id}"
+
+
+SET_ID_PATTERN = r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$"
+"""The shape of every set id (`new_set_id`): requests and routes refuse anything else."""
 
 
 def new_set_id() -> str:
@@ -55,8 +60,8 @@ class BackupSet:
     actor: str
     started_at: dt.datetime
     finished_at: dt.datetime | None
-    manifest: dict[str, Any]
-    verification: dict[str, Any] | None
+    manifest: Manifest
+    verification: Verification | None
     verified_at: dt.datetime | None
     error: str | None
 
@@ -65,14 +70,25 @@ class BackupSet:
         return self.state in RESTORABLE
 
     @property
-    def artefacts(self) -> list[dict[str, Any]]:
-        return list(self.manifest.get("artefacts", []))
+    def artefacts(self) -> list[Artefact]:
+        return list(self.manifest.artefacts)
 
-    def artefact(self, name: str) -> dict[str, Any] | None:
-        return next((a for a in self.artefacts if a["name"] == name), None)
+    def artefact(self, name: str) -> Artefact | None:
+        return self.manifest.artefact(name)
 
     @classmethod
     def from_row(cls, row: BackupSetRow) -> BackupSet:
+        try:
+            manifest = Manifest.model_validate(row.manifest)
+            verification = Verification.model_validate(row.verification) if row.verification else None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise BackupError(
+                f"backup set {row.id}: its record in the state store is not one shipyard wrote"
+                f" ({where}: {first['msg']}); `shipyard backup show {row.id} -o json` from the"
+                " version that took it shows it"
+            ) from None
         return cls(
             id=row.id,
             stack=row.stack,
@@ -83,29 +99,11 @@ class BackupSet:
             actor=row.actor,
             started_at=as_utc(row.started_at),
             finished_at=as_utc(row.finished_at) if row.finished_at else None,
-            manifest=dict(row.manifest or {}),
-            verification=dict(row.verification) if row.verification else None,
+            manifest=manifest,
+            verification=verification,
             verified_at=as_utc(row.verified_at) if row.verified_at else None,
             error=row.error,
         )
-
-    def as_data(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "stack": self.stack,
-            "environment": self.environment,
-            "kind": self.kind,
-            "state": self.state,
-            "restorable": self.restorable,
-            "phase": self.phase,
-            "actor": self.actor,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "verified_at": self.verified_at.isoformat() if self.verified_at else None,
-            "error": self.error,
-            "manifest": self.manifest,
-            "verification": self.verification,
-        }
 
 
 class SetRecorder:
@@ -121,7 +119,7 @@ class SetRecorder:
         self._renewer: threading.Thread | None = None
         self._fields = {"stack": stack, "environment": environment, "kind": kind, "actor": actor}
 
-    def start(self, manifest: dict[str, Any]) -> None:
+    def start(self, manifest: Manifest) -> None:
         """Take the lease, then record the set `running` (in that order: a set is never seen
         running without a live lease, so no one can take it for abandoned)."""
         self.lease.acquire()
@@ -132,7 +130,7 @@ class SetRecorder:
                     state="running",
                     phase="starting",
                     owner=self.lease.owner,
-                    manifest=manifest,
+                    manifest=manifest.stored(),
                     started_at=utcnow(),
                     **self._fields,
                 )
@@ -147,20 +145,20 @@ class SetRecorder:
             except Exception:  # a lost lease shows as an abandoned set; the work goes on
                 return
 
-    def phase(self, phase: str, manifest: dict[str, Any] | None = None) -> None:
+    def phase(self, phase: str, manifest: Manifest | None = None) -> None:
         with self.sessions() as session, session.begin():
             row = session.get(BackupSetRow, self.id)
             assert row is not None
             row.phase = phase
             if manifest is not None:
-                row.manifest = manifest
+                row.manifest = manifest.stored()
 
-    def finish(self, state: str, manifest: dict[str, Any], error: str | None = None) -> None:
+    def finish(self, state: str, manifest: Manifest, error: str | None = None) -> None:
         with self.sessions() as session, session.begin():
             row = session.get(BackupSetRow, self.id)
             assert row is not None
             row.state = state
-            row.manifest = manifest
+            row.manifest = manifest.stored()
             row.error = error
             row.finished_at = utcnow()
         self._stop.set()
@@ -241,19 +239,21 @@ def latest_set(
 
 
 def record_verification(
-    sessions: sessionmaker[Session], set_id: str, *, ok: bool, report: dict[str, Any], error: str | None
+    sessions: sessionmaker[Session], set_id: str, report: Verification, *, error: str | None = None
 ) -> BackupSet:
-    """Store a verification's report; a set that failed it is no longer trusted (state failed)."""
+    """Store a verification's report. A set that passed is `verified`; one whose data did not match
+    (ok False) is no longer trusted (`failed`); when the means of verifying failed (ok None) the
+    report is kept and the set's state left alone."""
     with sessions() as session, session.begin():
         row = session.get(BackupSetRow, set_id)
         if row is None:
             raise NotFoundError(f"no backup set {set_id!r}")
-        row.verification = report
-        if ok:
+        row.verification = report.stored()
+        if report.ok is True:
             row.state = "verified"
             row.verified_at = utcnow()
             row.error = None
-        else:
+        elif report.ok is False:
             row.state = "failed"
             row.error = error
         session.flush()

@@ -21,6 +21,7 @@ from ..monitor import Event, Notifier
 from ..spec import Stack
 from ..state import record_audit, utcnow
 from ._connect import RedisSource
+from ._manifest import Artefact, Check, FilesArtefact, PostgresArtefact, RedisArtefact, Verification
 from ._restic import ResticRepository
 from ._run import _notify, default_jobs, open_repository
 from ._scratch import scratch_postgres, scratch_redis
@@ -33,10 +34,10 @@ StepHandler = Callable[[str], None]
 
 @dataclass
 class _Report:
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
 
     def add(self, artefact: str, check: str, ok: bool, detail: str = "") -> None:
-        self.checks.append({"artefact": artefact, "check": check, "ok": ok, "detail": detail})
+        self.checks.append(Check(artefact=artefact, check=check, ok=ok, detail=detail))
         if not ok:
             raise VerificationError(f"{artefact}: {check}: {detail}", artefact=artefact)
 
@@ -81,7 +82,15 @@ def verify_set(
     checks = list(stack.backup.checks) if stack.backup else []
     report = _Report()
     started = time.monotonic()
-    outcome: dict[str, Any] = {"started_at": utcnow().isoformat(), "read_data_subset": read_data_subset}
+    started_at = utcnow().isoformat()
+
+    def outcome(ok: bool | None, **more: Any) -> Verification:
+        return Verification(
+            started_at=started_at, read_data_subset=read_data_subset, ok=ok, checks=report.checks, **more
+        )
+
+    def seconds() -> float:
+        return round(time.monotonic() - started, 3)
 
     def audit(result: str, **facts: Any) -> None:
         record_audit(sessions, actor=actor, action="backup.verify", target_kind="backup_set",
@@ -91,13 +100,12 @@ def verify_set(
     audit("started")
     try:
         for artefact in backup_set.artefacts:
-            kind = artefact["type"]
-            step(f"{artefact['name']}: restoring snapshot {artefact['snapshot_id'][:8]}")
-            if kind == "postgres":
+            step(f"{artefact.name}: restoring snapshot {artefact.snapshot_id[:8]}")
+            if isinstance(artefact, PostgresArtefact):
                 _verify_postgres(repository, artefact, checks, report, jobs or default_jobs(), step)
-            elif kind == "redis":
+            elif isinstance(artefact, RedisArtefact):
                 _verify_redis(repository, artefact, report, step)
-            elif kind == "files":
+            else:
                 _verify_files(repository, artefact, report)
         step(f"restic check --read-data-subset {read_data_subset}")
         result = repository.check(read_data_subset=read_data_subset)
@@ -108,9 +116,11 @@ def verify_set(
             "; ".join(result.errors),
         )
     except VerificationError as exc:
-        outcome.update(ok=False, checks=report.checks, seconds=round(time.monotonic() - started, 3))
         record_verification(
-            sessions, backup_set.id, ok=False, report=outcome, error=f"verification failed: {exc.message}"
+            sessions,
+            backup_set.id,
+            outcome(False, seconds=seconds()),
+            error=f"verification failed: {exc.message}",
         )
         audit("failed", artefact=exc.artefact, error=exc.message)
         _notify(
@@ -126,13 +136,7 @@ def verify_set(
         raise
     except BackupError as exc:
         # The means of verifying failed, not (as far as we know) the data: keep the set's state.
-        outcome.update(ok=None, checks=report.checks, error=exc.message)
-        with sessions() as session, session.begin():
-            from ..state import BackupSetRow  # noqa: PLC0415 - only this path writes the row directly
-
-            row = session.get(BackupSetRow, backup_set.id)
-            if row is not None:
-                row.verification = outcome
+        record_verification(sessions, backup_set.id, outcome(None, error=exc.message))
         audit("error", error=exc.message)
         _notify(
             notifier or Notifier(stack.notifications, sessions),
@@ -145,16 +149,16 @@ def verify_set(
             ),
         )
         raise
-    outcome.update(ok=True, checks=report.checks, seconds=round(time.monotonic() - started, 3))
-    verified = record_verification(sessions, backup_set.id, ok=True, report=outcome, error=None)
-    audit("ok", seconds=outcome["seconds"])
+    passed = outcome(True, seconds=seconds())
+    verified = record_verification(sessions, backup_set.id, passed)
+    audit("ok", seconds=passed.seconds)
     return verified
 
 
-def _restored(repository: ResticRepository, artefact: dict[str, Any], prefix: str) -> Path:
+def _restored(repository: ResticRepository, artefact: Artefact, prefix: str) -> Path:
     target = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        repository.restore(artefact["snapshot_id"], target)
+        repository.restore(artefact.snapshot_id, target)
     except RepositoryError:
         shutil.rmtree(target, ignore_errors=True)
         raise  # the repository could not be used at all: the means failed, not this artefact
@@ -163,7 +167,7 @@ def _restored(repository: ResticRepository, artefact: dict[str, Any], prefix: st
         # The repository answered but this artefact's data did not come back whole (a damaged
         # pack fails restic's authentication): the set is not restorable.
         raise VerificationError(
-            f"{artefact['name']}: cannot be restored: {exc.message}", artefact["name"]
+            f"{artefact.name}: cannot be restored: {exc.message}", artefact.name
         ) from None
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
@@ -173,25 +177,22 @@ def _restored(repository: ResticRepository, artefact: dict[str, Any], prefix: st
 
 def _verify_postgres(
     repository: ResticRepository,
-    artefact: dict[str, Any],
+    artefact: PostgresArtefact,
     checks: list[str],
     report: _Report,
     jobs: int,
     step: StepHandler,
 ) -> None:
-    name = artefact["name"]
+    name = artefact.name
     dump_dir = _restored(repository, artefact, "shipyard-verify-pg-")
     try:
         digest = tree_digest(dump_dir)
         report.add(
-            name,
-            "dump checksum",
-            digest.sha256 == artefact["sha256"],
-            _mismatch(artefact["sha256"], digest.sha256),
+            name, "dump checksum", digest.sha256 == artefact.sha256, _mismatch(artefact.sha256, digest.sha256)
         )
         step(f"{name}: pg_restore into a scratch PostgreSQL")
         with scratch_postgres(bulk_load=True) as scratch:  # a throwaway server: load fast
-            database = artefact["database"]
+            database = artefact.database
             with psycopg.connect(
                 host=scratch.host, port=scratch.port, user=scratch.user, dbname="postgres", autocommit=True
             ) as admin:
@@ -208,7 +209,7 @@ def _verify_postgres(
                 host=scratch.host, port=scratch.port, user=scratch.user, dbname=database, autocommit=True
             ) as connection:
                 counts = row_counts(connection)
-                expected = artefact.get("row_counts", {})
+                expected = artefact.row_counts
                 differing = sorted(t for t in set(counts) | set(expected) if counts.get(t) != expected.get(t))
                 detail = ", ".join(
                     f"{t}: {expected.get(t)} in the manifest, {counts.get(t)} restored" for t in differing[:5]
@@ -236,49 +237,41 @@ def _verify_postgres(
 
 
 def _verify_redis(
-    repository: ResticRepository, artefact: dict[str, Any], report: _Report, step: StepHandler
+    repository: ResticRepository, artefact: RedisArtefact, report: _Report, step: StepHandler
 ) -> None:
-    name = artefact["name"]
+    name = artefact.name
     restored = _restored(repository, artefact, "shipyard-verify-redis-")
     try:
-        rdb = restored / artefact.get("file", "dump.rdb")
+        rdb = restored / artefact.file
         if not rdb.exists():
             report.add(
-                name,
-                "snapshot present",
-                False,
-                f"{rdb.name} is not in snapshot {artefact['snapshot_id'][:8]}",
+                name, "snapshot present", False, f"{rdb.name} is not in snapshot {artefact.snapshot_id[:8]}"
             )
         checksum = file_sha256(rdb)
-        report.add(
-            name, "rdb checksum", checksum == artefact["sha256"], _mismatch(artefact["sha256"], checksum)
-        )
+        report.add(name, "rdb checksum", checksum == artefact.sha256, _mismatch(artefact.sha256, checksum))
         step(f"{name}: loading into a scratch Redis")
         with scratch_redis(rdb) as scratch:
             keys = redis_dbsize(RedisSource(name="scratch", host=scratch.host, port=scratch.port))
-        low, high = artefact.get("dbsize_range", [artefact.get("dbsize"), artefact.get("dbsize")])
-        expected = artefact.get("dbsize")
-        ok = keys == expected if expected is not None else low <= keys <= high
         report.add(
             name,
             "key count",
-            ok,
-            f"{keys} keys restored, {expected if expected is not None else f'{low}..{high}'} in the manifest",
+            artefact.holds_keys(keys),
+            f"{keys} keys restored, {artefact.expected_keys()} in the manifest",
         )
     finally:
         shutil.rmtree(restored, ignore_errors=True)
 
 
-def _verify_files(repository: ResticRepository, artefact: dict[str, Any], report: _Report) -> None:
-    name = artefact["name"]
+def _verify_files(repository: ResticRepository, artefact: FilesArtefact, report: _Report) -> None:
+    name = artefact.name
     restored = _restored(repository, artefact, "shipyard-verify-files-")
     try:
         digest = tree_digest(restored)
         report.add(
             name,
-            f"checksum of {artefact.get('files', '?')} files",
-            digest.sha256 == artefact["sha256"] and digest.files == artefact.get("files", digest.files),
-            _mismatch(artefact["sha256"], digest.sha256),
+            f"checksum of {artefact.files} files",
+            digest.sha256 == artefact.sha256 and digest.files == artefact.files,
+            _mismatch(artefact.sha256, digest.sha256),
         )
     finally:
         shutil.rmtree(restored, ignore_errors=True)

@@ -9,8 +9,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..state import open_engine, session_factory, utcnow
-from ..state._audit import AuditEntry, audit_cutoffs, parse_since, prune_audit, query_audit
+from ..state import (
+    AuditEntry,
+    audit_cutoffs,
+    open_engine,
+    parse_since,
+    prune_audit,
+    query_audit,
+    session_factory,
+    utcnow,
+)
 from ._app import DEFAULT_SPEC, DatabaseOption, Output, OutputOption, SpecOption, console, emit, read_spec
 
 audit_app = typer.Typer(

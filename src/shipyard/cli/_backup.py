@@ -12,51 +12,56 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.orm import Session, sessionmaker
 
 from ..backup import (
     BackupKind,
     BackupProgress,
-    BackupSet,
+    Into,
     PitrStanza,
+    PostgresArtefact,
+    RedisArtefact,
     RestoreResult,
-    check_freshness,
-    expire_stanza,
-    get_set,
     init_stanza,
     kind_word,
-    list_sets,
     open_stanza,
     parse_target_time,
-    plan_backup,
     plan_init,
-    plan_restore,
     plan_restore_pitr,
-    plan_restore_volumes,
-    prune,
-    restore_database,
-    restore_files,
     restore_pitr,
-    restore_redis,
-    restore_volumes,
-    retention_plan,
-    run_backup,
-    start_stream,
     stop_stream,
     stream_status,
-    take_backup,
-    verify_set,
     window_data,
 )
 from ..errors import UserError
-from ..monitor import Notifier
-from ..spec import Stack
-from ..state import utcnow
+from ..ops import (
+    BackupSetView,
+    CheckFreshness,
+    Prune,
+    Restore,
+    StartWalStream,
+    TakeBackup,
+    TakePitrBackup,
+    Verify,
+    Workspace,
+    backup_set,
+    backup_sets,
+    byte_size,
+    check_freshness,
+    plan_restore,
+    plan_take_backup,
+    prune,
+    restore,
+    start_wal_stream,
+    take_backup,
+    take_pitr_backup,
+    verify,
+)
+from ..spec import BACKUP_WHATS, BackupWhat, Stack
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -93,13 +98,27 @@ TargetDirOption = Annotated[
     typer.Option("--target-dir", help="Where a scratch restore puts its data (default: a temp dir)."),
 ]
 PortOption = Annotated[
-    int | None, typer.Option("--port", help="Port of the scratch server (default: a free one).")
+    int | None,
+    typer.Option("--port", min=1, max=65535, help="Port of the scratch server (default: a free one)."),
 ]
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(backup_app, name="backup")
     app.add_typer(restore_app, name="restore")
+
+
+def _workspace(file: Path, env: str | None, database_url: str | None) -> Workspace:
+    return Workspace.open(file, env, database_url=database_url, actor=actor())
+
+
+_SHOWN = {"artefacts"}
+"""A set shown alone, as `-o json` has always shown it: its manifest holds the artefacts."""
+_LISTED = {"artefacts", *BackupSetView.DETAIL}
+
+
+def _shown(view: BackupSetView) -> dict[str, Any]:
+    return view.model_dump(mode="json", exclude=_SHOWN)
 
 
 @contextmanager
@@ -131,7 +150,7 @@ def _progress(show: bool) -> Iterator[tuple[Any, Any]]:
 
 
 def _take(
-    kind: str,
+    kind: BackupWhat,
     file: Path,
     env: str | None,
     dry_run: bool,
@@ -139,10 +158,11 @@ def _take(
     output: Output,
     jobs: int | None,
 ) -> None:
-    stack = one_stack(file, env)
-    base_dir = file.resolve().parent
+    ws = _workspace(file, env, database_url)
+    stack = ws.stack
+    request = TakeBackup(what=kind)
     if dry_run:
-        plan = plan_backup(stack, kind, base_dir)
+        plan = plan_take_backup(ws, request)
         if emit(plan, output):
             return
         console.print(f"would back up ({kind}) {stack.name} ({stack.environment}) into {plan['repository']}:")
@@ -153,27 +173,25 @@ def _take(
         if plan["missing_tools"]:
             raise typer.Exit(1)
         return
-    sessions = open_sessions(database_url)
     # SIGTERM (a supervisor stopping us) ends the backup like Ctrl-C: the set is recorded failed.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with _progress(output is Output.table) as (on_progress, on_phase):
-        result = run_backup(
-            stack,
-            kind,
-            sessions,
-            base_dir=base_dir,
-            actor=actor(),
-            jobs=jobs,
-            on_progress=on_progress,
-            on_phase=on_phase,
-        )
-    if emit(result.as_data(), output):
+        taken = take_backup(ws, request, parallel=jobs, on_progress=on_progress, on_phase=on_phase).backup_set
+    if emit(_shown(taken), output):
         return
-    console.print(f"backup set [bold]{result.id}[/]: {result.state} ({len(result.artefacts)} artefacts)")
-    _artefact_table(result)
+    console.print(f"backup set [bold]{taken.id}[/]: {taken.state} ({len(taken.artefacts)} artefacts)")
+    _artefact_table(taken)
 
 
-def _make_take(kind: str, help_text: str) -> None:
+_TAKE_HELP: dict[BackupWhat, str] = {
+    "full": "Back up every source: PostgreSQL databases, Redis, and file volumes, as one set.",
+    "database": "Back up the PostgreSQL datastores (pg_dump, consistent snapshot).",
+    "files": "Back up the file volumes (absolute paths on plain hosts).",
+    "redis": "Back up the Redis datastores (an RDB snapshot over the network).",
+}
+
+
+def _make_take(kind: BackupWhat, help_text: str) -> None:
     def command(
         file: SpecOption = DEFAULT_SPEC,
         env: OneEnvOption = None,
@@ -188,44 +206,26 @@ def _make_take(kind: str, help_text: str) -> None:
     backup_app.command(kind)(command)
 
 
-for _kind, _help in (
-    ("full", "Back up every source: PostgreSQL databases, Redis, and file volumes, as one set."),
-    ("database", "Back up the PostgreSQL datastores (pg_dump, consistent snapshot)."),
-    ("files", "Back up the file volumes (absolute paths on plain hosts)."),
-    ("redis", "Back up the Redis datastores (an RDB snapshot over the network)."),
-):
-    _make_take(_kind, _help)
+for _kind in BACKUP_WHATS:
+    _make_take(_kind, _TAKE_HELP[_kind])
 
 
-def _size(count: int | None) -> str:
-    if count is None:
-        return "-"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
-
-
-def _artefact_table(backup_set: BackupSet) -> None:
-    table = Table(title=f"artefacts of {backup_set.id}", title_justify="left")
+def _artefact_table(shown: BackupSetView) -> None:
+    table = Table(title=f"artefacts of {shown.id}", title_justify="left")
     for column in ("artefact", "snapshot", "size", "added", "facts"):
         table.add_column(column)
-    for artefact in backup_set.artefacts:
-        if artefact["type"] == "postgres":
-            facts = f"LSN {artefact['lsn']}, {len(artefact['row_counts'])} tables"
-        elif artefact["type"] == "redis":
-            facts = (
-                f"{artefact['dbsize'] if artefact['dbsize'] is not None else artefact['dbsize_range']} keys"
-            )
+    for artefact in shown.manifest.artefacts if shown.manifest else []:
+        if isinstance(artefact, PostgresArtefact):
+            facts = f"LSN {artefact.lsn}, {len(artefact.row_counts)} tables"
+        elif isinstance(artefact, RedisArtefact):
+            facts = f"{artefact.expected_keys()} keys"
         else:
-            facts = f"{artefact['files']} files"
+            facts = f"{artefact.files} files"
         table.add_row(
-            artefact["name"],
-            artefact["snapshot_id"][:8],
-            _size(artefact.get("raw_bytes")),
-            _size(artefact.get("data_added")),
+            artefact.name,
+            artefact.snapshot_id[:8],
+            byte_size(artefact.raw_bytes),
+            byte_size(artefact.data_added),
             facts,
         )
     console.print(table)
@@ -239,9 +239,8 @@ def list_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Backup sets, newest first, and whether each can be restored (abandoned ones marked failed)."""
-    sets = list_sets(open_sessions(database_url), stack=stack, environment=env)
-    data = [{k: v for k, v in s.as_data().items() if k not in ("manifest", "verification")} for s in sets]
-    if emit(data, output):
+    sets = backup_sets(open_sessions(database_url), stack=stack, environment=env)
+    if emit([s.model_dump(mode="json", exclude=_LISTED) for s in sets], output):
         return
     if not sets:
         console.print("no backup sets yet: `shipyard backup full` takes one")
@@ -265,25 +264,24 @@ def show(
     output: OutputOption = Output.table,
 ) -> None:
     """One set's manifest: artefacts, snapshots, sizes, checksums, LSN, tool versions, verification."""
-    backup_set = get_set(open_sessions(database_url), set_id)
-    if emit(backup_set.as_data(), output):
+    shown = backup_set(open_sessions(database_url), set_id)
+    if emit(_shown(shown), output):
         return
     console.print(
-        f"set [bold]{backup_set.id}[/] of {backup_set.stack} ({backup_set.environment}): {backup_set.kind},"
-        f" {backup_set.state}{' — ' + backup_set.error if backup_set.error else ''}"
+        f"set [bold]{shown.id}[/] of {shown.stack} ({shown.environment}): {shown.kind},"
+        f" {shown.state}{' — ' + shown.error if shown.error else ''}"
     )
-    console.print(f"  started {backup_set.started_at.isoformat(timespec='seconds')} by {backup_set.actor}")
-    tools = backup_set.manifest.get("tools", {})
+    console.print(f"  started {shown.started_at.isoformat(timespec='seconds')} by {shown.actor}")
+    tools = shown.manifest.tools if shown.manifest else {}
     console.print("  tools: " + "; ".join(f"{v}" for v in tools.values()))
-    _artefact_table(backup_set)
-    if backup_set.verification:
-        for check in backup_set.verification.get("checks", []):
-            mark = "[green]ok[/]" if check["ok"] else "[red]FAILED[/]"
-            console.print(f"  {mark} {check['artefact']}: {check['check']} {check['detail']}".rstrip())
+    _artefact_table(shown)
+    for check in shown.verification.checks if shown.verification else []:
+        mark = "[green]ok[/]" if check.ok else "[red]FAILED[/]"
+        console.print(f"  {mark} {check.artefact}: {check.check} {check.detail}".rstrip())
 
 
 @backup_app.command("verify")
-def verify(
+def verify_command(
     set_id: Annotated[
         str | None, typer.Argument(metavar="[ID]", help="The set (default: the newest restorable).")
     ] = None,
@@ -303,22 +301,18 @@ def verify(
     """Restore a set into scratch PostgreSQL/Redis/directories and check it against its manifest."""
     if set_id and latest:
         raise UserError("give a set ID or --latest, not both")
-    stack = one_stack(file, env)
     show_steps = output is Output.table
-    result = verify_set(
-        open_sessions(database_url),
-        stack,
-        set_id,
-        base_dir=file.resolve().parent,
+    verified = verify(
+        _workspace(file, env, database_url),
+        Verify(set_id=set_id or None),
         read_data_subset=read_data,
-        jobs=jobs,
+        parallel=jobs,
         on_step=(lambda text: console.print(f"  {text}")) if show_steps else None,
-        actor=actor(),
-    )
-    if emit(result.as_data(), output):
+    ).backup_set
+    if emit(_shown(verified), output):
         return
-    checks = (result.verification or {}).get("checks", [])
-    console.print(f"set [bold]{result.id}[/]: [green]{result.state}[/] ({len(checks)} checks passed)")
+    checks = verified.verification.checks if verified.verification else []
+    console.print(f"set [bold]{verified.id}[/]: [green]{verified.state}[/] ({len(checks)} checks passed)")
 
 
 @backup_app.command("freshness")
@@ -329,22 +323,15 @@ def freshness(
     output: OutputOption = Output.table,
 ) -> None:
     """Is each source's newest restorable backup younger than the RPO (`dr.rpo`)? Exit 1 and page if not."""
-    stack = one_stack(file, env)
-    report = check_freshness(
-        (sessions := open_sessions(database_url)),
-        stack,
-        now=utcnow(),
-        notifier=Notifier(stack.notifications, sessions),
-    )
-    stale = [f for f in report if f.stale]
-    if not emit([f.as_data() for f in report], output):
+    checked = check_freshness(_workspace(file, env, database_url), CheckFreshness())
+    if not emit([s.model_dump(mode="json") for s in checked.sources], output):
         table = Table("source", "newest set", "age", "RPO", "")
-        for f in report:
-            age = "none" if f.age_s is None else f"{f.age_s:.0f} s"
-            verdict = "[red]stale[/]" if f.stale else "[green]ok[/]"
-            table.add_row(f.source, f.newest_set or "-", age, f"{f.limit_s:.0f} s", verdict)
+        for s in checked.sources:
+            age = "none" if s.age_s is None else f"{s.age_s:.0f} s"
+            verdict = "[red]stale[/]" if s.stale else "[green]ok[/]"
+            table.add_row(s.source, s.newest_set or "-", age, f"{s.limit_s:.0f} s", verdict)
         console.print(table)
-    if stale:
+    if not checked.ok:
         raise typer.Exit(1)
 
 
@@ -357,15 +344,9 @@ def prune_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Delete the sets the spec's retention policy no longer keeps (never the newest verified)."""
-    stack = one_stack(file, env)
-    sessions = open_sessions(database_url)
-    if dry_run:
-        plan = retention_plan(sessions, stack)
-        data: dict[str, Any] = {"keep": {k: list(v) for k, v in plan.keep.items()}, "drop": list(plan.drop),
-                                "ignored": list(plan.ignored), "dry_run": True}  # fmt: skip
-    else:
-        data = prune(sessions, stack, base_dir=file.resolve().parent, actor=actor()).as_data()
-    data["pitr"] = _expire_pitr(stack, file, sessions, dry_run)
+    pruned = prune(_workspace(file, env, database_url), Prune(dry_run=dry_run))
+    # A dry run forgets nothing: its output has never had the count.
+    data = pruned.model_dump(mode="json", exclude={"forgotten_snapshots"} if dry_run else None)
     if emit(data, output):
         return
     verb = "would drop" if dry_run else "dropped"
@@ -385,18 +366,6 @@ def prune_command(
             console.print(f"    keep {label}")
         for label in pitr["expire"]:
             console.print(f"    [red]{verb}[/] {label}")
-
-
-def _expire_pitr(
-    stack: Stack, file: Path, sessions: sessionmaker[Session], dry_run: bool
-) -> dict[str, Any] | None:
-    """pgBackRest's own retention (`expire`) for the stanza, when `backup.pitr` is configured."""
-    if stack.backup is None or stack.backup.pitr is None:
-        return None
-    stanza = open_stanza(stack, base_dir=file.resolve().parent, require_config=False)
-    if not stanza.pgbackrest.config_path.exists():
-        return {"skipped": "not set up yet (`shipyard backup pitr init`): nothing to expire"}
-    return expire_stanza(sessions, stanza, actor=actor(), dry_run=dry_run)
 
 
 # --- point-in-time recovery (pgBackRest) -------------------------------------------------------
@@ -483,20 +452,22 @@ def _pitr_backup(kind: BackupKind, file: Path, env: str | None, datastore: str |
                 f"  (no full backup exists yet: pgBackRest would take a full instead of {kind_word(kind)})"
             )
         return
-    result = take_backup(open_sessions(database_url), stanza, kind, actor=actor())
-    if emit(result.as_data(), output):
+    taken = take_pitr_backup(
+        _workspace(file, env, database_url), TakePitrBackup(what=kind, datastore=datastore)
+    )
+    if emit(taken.model_dump(mode="json"), output):
         return
-    backup = result.backup
-    if result.promoted_to_full:
+    if taken.promoted_to_full:
         console.print(
             "[yellow]no full backup existed[/]: pgBackRest took a full backup "
             f"instead of the requested {kind_word(kind)} one"
         )
     console.print(
-        f"{kind_word(backup.kind)} backup [bold]{backup.label}[/] of stanza {result.stanza}: "
-        f"{_size(backup.backup_size)} copied, {_size(backup.repository_delta)} added to the repository, "
-        f"LSN {backup.start_lsn} → {backup.stop_lsn}, "
-        f"restorable from {backup.stopped_at.isoformat(timespec='seconds')}"
+        f"{kind_word(taken.kind)} backup [bold]{taken.label}[/] of stanza {taken.stanza}: "
+        f"{byte_size(taken.backup_size)} copied, {byte_size(taken.repository_delta)} added to the"
+        " repository, "
+        f"LSN {taken.start_lsn} → {taken.stop_lsn}, "
+        f"restorable from {taken.stopped_at.isoformat(timespec='seconds')}"
     )
 
 
@@ -556,7 +527,7 @@ def pitr_list(
         table.add_column(column)
     for b in data["backups"]:
         table.add_row(b["label"], b["kind"], _utc(b["started_at"]), _utc(b["stopped_at"]),
-                      b["stop_lsn"], _size(b["backup_size"]))  # fmt: skip
+                      b["stop_lsn"], byte_size(b["backup_size"]))  # fmt: skip
     console.print(table)
 
 
@@ -577,7 +548,8 @@ def _print_stream(data: dict[str, Any]) -> None:
             " gives it up; `shipyard backup pitr stream start` begins a new one (the archive covers the gap)"
         )
     elif data["safe_wal_size"] is not None:
-        console.print(f"the slot may fall {_size(data['safe_wal_size'])} further behind before it is dropped")
+        behind = byte_size(data["safe_wal_size"])
+        console.print(f"the slot may fall {behind} further behind before it is dropped")
     console.print(f"spool {data['spool']}: newest {data['newest_segment'] or '(empty)'}", markup=False)
 
 
@@ -591,7 +563,8 @@ def pitr_stream_start(
 ) -> None:
     """Create the replication slot and start pg_receivewal (detached; it reconnects by itself)."""
 
-    data = start_stream(open_sessions(database_url), _stanza(file, env, datastore), actor=actor())
+    started = start_wal_stream(_workspace(file, env, database_url), StartWalStream(datastore=datastore))
+    data = started.model_dump(mode="json")
     if not emit(data, output):
         _print_stream(data)
 
@@ -631,28 +604,47 @@ def pitr_stream_status(
         raise typer.Exit(1)
 
 
-def _into(value: str) -> str:
-    if value not in ("scratch", "live"):
-        raise UserError(f"--into {value!r}: use scratch or live")
-    return value
+def _into(value: str) -> Into:
+    for into in get_args(Into):
+        if value == into:
+            return into  # type: ignore[no-any-return]
+    raise UserError(f"--into {value!r}: use scratch or live")
 
 
-def _dry_run_restore(
+def _restore(
+    request: Restore,
+    file: Path,
+    env: str | None,
     database_url: str | None,
-    stack: Stack,
-    artefact_type: str,
-    set_id: str | None,
-    name: str | None,
-    into: str,
     output: Output,
+    *,
+    dry_run: bool,
+    jobs: int | None = None,
 ) -> None:
-    sessions = open_sessions(database_url)
-    plan = plan_restore(sessions, stack, artefact_type, set_id=set_id, name=name, into=into)  # type: ignore[arg-type]
-    if emit(plan, output):
+    """`restore WHAT`: the plan (--dry-run), or the restore and where the data now is."""
+    ws = _workspace(file, env, database_url)
+    what = request.what
+    if dry_run:
+        plan = plan_restore(ws, request)
+        if emit(plan, output):
+            return
+        restoring = (
+            ", ".join(volume["path"] for volume in plan["volumes"]) if what == "volumes" else plan["artefact"]
+        )
+        console.print(
+            f"would restore {restoring} of set {plan['set']} ({plan['set_state']}) into {request.into}"
+        )
+        if plan["safety_backup"]:
+            console.print(f"  after a safety backup ({plan['safety_backup']}) of the live data")
         return
-    console.print(f"would restore {plan['artefact']} of set {plan['set']} ({plan['set_state']}) into {into}")
-    if plan["safety_backup"]:
-        console.print(f"  after a safety backup ({plan['safety_backup']}) of the live data")
+    restored = restore(ws, request, parallel=jobs).restored
+    if what == "volumes":
+        if emit({"restored": [result.as_data() for result in restored]}, output):
+            return
+        for result in restored:
+            _report_restore(result, output)
+        return
+    _report_restore(restored[0], output)
 
 
 def _report_restore(result: RestoreResult, output: Output) -> None:
@@ -702,21 +694,18 @@ def restore_database_command(
 
     With --time, --lsn or --latest: a physical restore from pgBackRest (backup.pitr) into scratch
     (a file copy and WAL replay: much faster than a dump for a large database)."""
-    stack = one_stack(file, env)
     if time is not None or lsn is not None or latest:
         if latest and (time is not None or lsn is not None):
             raise UserError("--latest restores to the end of the archive: give it without --time/--lsn")
+        stack = one_stack(file, env)
         _restore_pitr(stack, file, set_id, datastore, into, time, lsn, dry_run, target_dir, port,
                       database_url, output)  # fmt: skip
         return
-    if dry_run:
-        _dry_run_restore(database_url, stack, "postgres", set_id, datastore, _into(into), output)
-        return
-    result = restore_database(
-        open_sessions(database_url), stack, base_dir=file.resolve().parent, actor=actor(), set_id=set_id,
-        datastore=datastore, into=_into(into), yes=yes, target_dir=target_dir, port=port, jobs=jobs,  # type: ignore[arg-type]
+    request = Restore(
+        what="database", set_id=set_id, datastore=datastore, into=_into(into), yes=yes,
+        target_dir=_text(target_dir), port=port,
     )  # fmt: skip
-    _report_restore(result, output)
+    _restore(request, file, env, database_url, output, dry_run=dry_run, jobs=jobs)
 
 
 def _restore_pitr(
@@ -792,15 +781,11 @@ def restore_redis_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Restore a Redis snapshot: a scratch redis-server (left running) or, with --yes, the live keys."""
-    stack = one_stack(file, env)
-    if dry_run:
-        _dry_run_restore(database_url, stack, "redis", set_id, datastore, _into(into), output)
-        return
-    result = restore_redis(
-        open_sessions(database_url), stack, base_dir=file.resolve().parent, actor=actor(), set_id=set_id,
-        datastore=datastore, into=_into(into), yes=yes, target_dir=target_dir, port=port,  # type: ignore[arg-type]
+    request = Restore(
+        what="redis", set_id=set_id, datastore=datastore, into=_into(into), yes=yes,
+        target_dir=_text(target_dir), port=port,
     )  # fmt: skip
-    _report_restore(result, output)
+    _restore(request, file, env, database_url, output, dry_run=dry_run)
 
 
 @restore_app.command("files")
@@ -819,15 +804,10 @@ def restore_files_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Restore a file volume: into --target-dir (scratch) or, with --yes, in place of the live directory."""
-    stack = one_stack(file, env)
-    if dry_run:
-        _dry_run_restore(database_url, stack, "files", set_id, path, _into(into), output)
-        return
-    result = restore_files(
-        open_sessions(database_url), stack, base_dir=file.resolve().parent, actor=actor(), set_id=set_id,
-        path=path, into=_into(into), yes=yes, target_dir=target_dir,  # type: ignore[arg-type]
-    )  # fmt: skip
-    _report_restore(result, output)
+    request = Restore(
+        what="files", set_id=set_id, path=path, into=_into(into), yes=yes, target_dir=_text(target_dir)
+    )
+    _restore(request, file, env, database_url, output, dry_run=dry_run)
 
 
 @restore_app.command("volumes")
@@ -844,20 +824,9 @@ def restore_volumes_command(
 ) -> None:
     """Restore every file volume of a set: each under --target-dir at its own path (scratch) or, with
     --yes, in place of the live directories after one safety backup of them all."""
-    stack = one_stack(file, env)
-    if dry_run:
-        plan = plan_restore_volumes(open_sessions(database_url), stack, set_id=set_id, into=_into(into))  # type: ignore[arg-type]
-        if not emit(plan, output):
-            paths = ", ".join(volume["path"] for volume in plan["volumes"])
-            console.print(f"would restore {paths} of set {plan['set']} ({plan['set_state']}) into {into}")
-            if plan["safety_backup"]:
-                console.print("  after a safety backup (files) of the live data")
-        return
-    results = restore_volumes(
-        open_sessions(database_url), stack, base_dir=file.resolve().parent, actor=actor(), set_id=set_id,
-        into=_into(into), yes=yes, target_dir=target_dir,  # type: ignore[arg-type]
-    )  # fmt: skip
-    if emit({"restored": [result.as_data() for result in results]}, output):
-        return
-    for result in results:
-        _report_restore(result, output)
+    request = Restore(what="volumes", set_id=set_id, into=_into(into), yes=yes, target_dir=_text(target_dir))
+    _restore(request, file, env, database_url, output, dry_run=dry_run)
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -9,22 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..dr import (
-    Admin,
-    DrReport,
-    ProxyRoute,
-    Step,
-    StepResult,
-    Topology,
-    failback,
-    failover,
-    plan_failback,
-    plan_failover,
-    resolve_topology,
-)
-from ..errors import DrError, UserError
-from ..spec import Postgres, Stack
-from ..state import open_engine, session_factory
+from ..dr import StepResult
+from ..errors import DrError
+from ..ops import Failback, Failover, FailoverOutcome, Workspace, failback, failover
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -35,7 +22,6 @@ from ._app import (
     actor,
     console,
     emit,
-    read_spec,
 )
 from ._drills import register_drills
 
@@ -83,51 +69,20 @@ def register(app: typer.Typer) -> None:
     app.add_typer(dr_app, name="dr")
 
 
-def _proxy(
-    topology: Topology, socket: Path | None, address: str | None, backend: str | None, servers: str
-) -> ProxyRoute | None:
-    if socket is None:
-        if address is not None:
-            raise UserError("--proxy-address needs --proxy-socket (HAProxy's admin socket)")
-        return None
-    if address is None:
-        raise UserError("--proxy-socket needs --proxy-address HOST:PORT (the proxy's database frontend)")
-    host, _, port_text = address.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UserError(f"--proxy-address {address!r}: give HOST:PORT, e.g. 127.0.0.1:6432")
-    names = [name.strip() for name in servers.split(",")]
-    if len(names) != 2 or not all(names) or names[0] == names[1]:
-        raise UserError(f"--proxy-servers {servers!r}: give two different names, PRIMARY,STANDBY")
-    return ProxyRoute(
-        socket=str(socket),
-        backend=backend or topology.datastore,
-        servers={"primary": names[0], "standby": names[1]},
-        host=host,
-        port=int(port_text),
-    )
-
-
-def _print_plan(
-    topology: Topology, steps: list[Step], problems: list[str], action: str, output: Output
-) -> None:
-    data = {
-        "action": action,
-        "datastore": topology.datastore,
-        "dry_run": True,
-        "steps": [step.as_dict() for step in steps],
-        "problems": problems,
-    }
-    if not emit(data, output):
-        table = Table(title=f"{action} plan for {topology.datastore} (dry run)", title_justify="left")
+def _print_plan(outcome: FailoverOutcome, output: Output) -> None:
+    if not emit(outcome.data(), output):
+        table = Table(title=f"{outcome.action} plan for {outcome.datastore} (dry run)", title_justify="left")
         for column in ("#", "step", "node", "what"):
             table.add_column(column)
-        for number, step in enumerate(steps, 1):
+        for number, step in enumerate(outcome.steps, 1):
             table.add_row(str(number), step.kind, step.node, step.detail)
         console.print(table)
-        for problem in problems:
+        for problem in outcome.problems:
             console.print(f"[red]blocked:[/] {problem}")
-    if problems:
-        raise DrError(f"{action} of {topology.datastore} would be refused: " + "; ".join(problems))
+    if outcome.problems:
+        raise DrError(
+            f"{outcome.action} of {outcome.datastore} would be refused: " + "; ".join(outcome.problems)
+        )
 
 
 def _show_step(output: Output) -> Callable[[StepResult], None]:
@@ -142,8 +97,9 @@ def _show_step(output: Output) -> Callable[[StepResult], None]:
     return show
 
 
-def _print_report(report: DrReport, output: Output) -> None:
-    if emit(report.as_dict(), output):
+def _print_report(outcome: FailoverOutcome, output: Output) -> None:
+    report = outcome.report
+    if report is None or emit(outcome.data(), output):
         return
     console.print(
         f"{report.action} of {report.datastore}: the primary is now {report.primary}"
@@ -159,37 +115,17 @@ def _print_report(report: DrReport, output: Output) -> None:
 
 
 def _run(
-    action: str,
-    datastore: str | None,
-    file: Path,
-    env: str,
-    database_url: str | None,
-    proxy_socket: Path | None,
-    proxy_address: str | None,
-    proxy_backend: str | None,
-    proxy_servers: str,
-    admin_user: str,
-    dry_run: bool,
-    output: Output,
+    request: Failover | Failback, file: Path, env: str, database_url: str | None, output: Output
 ) -> None:
-    stack = read_spec(file).stack(env)
-    topology = resolve_topology(stack, datastore)
-    proxy = _proxy(topology, proxy_socket, proxy_address, proxy_backend, proxy_servers)
-    admin = Admin(user=admin_user, version=_version(stack, topology))
-    if dry_run:
-        planner = plan_failover if action == "failover" else plan_failback
-        steps, problems = planner(topology, proxy, admin)
-        _print_plan(topology, steps, problems, action, output)
-        return
-    sessions = session_factory(open_engine(database_url))
-    run = failover if action == "failover" else failback
-    report = run(sessions, topology, proxy=proxy, admin=admin, actor=actor(), on_step=_show_step(output))
-    _print_report(report, output)
-
-
-def _version(stack: Stack, topology: Topology) -> str:
-    datastore = stack.datastores[topology.datastore]
-    return datastore.version if isinstance(datastore, Postgres) else "15"
+    ws = Workspace.open(file, env, database_url=database_url, actor=actor())
+    if isinstance(request, Failover):
+        outcome = failover(ws, request, on_step=_show_step(output))
+    else:
+        outcome = failback(ws, request, on_step=_show_step(output))
+    if outcome.dry_run:
+        _print_plan(outcome, output)
+    else:
+        _print_report(outcome, output)
 
 
 @dr_app.command("failover")
@@ -207,20 +143,16 @@ def failover_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Promote the standby: fence the primary, promote, repoint the app, prove a write; report the RTO."""
-    _run(
-        "failover",
-        datastore,
-        file,
-        env,
-        database_url,
-        proxy_socket,
-        proxy_address,
-        proxy_backend,
-        proxy_servers,
-        admin_user,
-        dry_run,
-        output,
+    request = Failover(
+        datastore=datastore,
+        dry_run=dry_run,
+        proxy_socket=str(proxy_socket) if proxy_socket else None,
+        proxy_address=proxy_address,
+        proxy_backend=proxy_backend,
+        proxy_servers=proxy_servers,
+        admin_user=admin_user,
     )
+    _run(request, file, env, database_url, output)
 
 
 @dr_app.command("failback")
@@ -238,17 +170,13 @@ def failback_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Make the spec's primary the primary again: rebuild it as a replica, switch back, rebuild the other."""
-    _run(
-        "failback",
-        datastore,
-        file,
-        env,
-        database_url,
-        proxy_socket,
-        proxy_address,
-        proxy_backend,
-        proxy_servers,
-        admin_user,
-        dry_run,
-        output,
+    request = Failback(
+        datastore=datastore,
+        dry_run=dry_run,
+        proxy_socket=str(proxy_socket) if proxy_socket else None,
+        proxy_address=proxy_address,
+        proxy_backend=proxy_backend,
+        proxy_servers=proxy_servers,
+        admin_user=admin_user,
     )
+    _run(request, file, env, database_url, output)

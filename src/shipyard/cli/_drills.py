@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -10,9 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..dr import DrillResult, drill_data, drill_sources, format_seconds, plan_drill, run_stack_drill
-from ..host import state_dir
-from ..state import open_engine, session_factory
+from ..dr import DrillResult, format_seconds
+from ..ops import DrillOutcome, RunDrill, Workspace, run_drill
+from ..spec import DrillMode
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -23,19 +22,10 @@ from ._app import (
     actor,
     console,
     emit,
-    read_spec,
 )
 
-
-class DrillModeChoice(StrEnum):
-    full = "full"
-    partial = "partial"
-    backup = "backup"
-    restore = "restore"
-
-
 ModeArgument = Annotated[
-    DrillModeChoice,
+    DrillMode,
     typer.Argument(
         help="full: back up, then restore every source; restore: restore every source from the newest set;"
         " partial: restore the PostgreSQL datastores only; backup: back up, then verify the set.",
@@ -51,10 +41,6 @@ ReportDirOption = Annotated[
     ),
 ]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the drill's phases; run nothing.")]
-
-
-def default_report_dir() -> Path:
-    return state_dir() / "drills"
 
 
 def register_drills(dr_app: typer.Typer) -> None:
@@ -75,48 +61,31 @@ def drill_test(
 
     Never touches the live stack. Exits 0 when every phase passed and every target was met, else 1.
     """
-    stack = read_spec(file).stack(env)
-    plan = plan_drill(mode.value, drill_sources(stack))
-    if dry_run:
-        phases = [
-            {
-                "phase": phase.name,
-                "kind": phase.kind,
-                "after_disaster": index >= plan.disaster_before,
-                "pitr": phase.source is not None and phase.source.pitr,
-            }
-            for index, phase in enumerate(plan.phases)
-        ]
-        if not emit({"mode": plan.mode, "phases": phases}, output):
-            for index, phase in enumerate(plan.phases, start=1):
-                if index - 1 == plan.disaster_before:
-                    console.print("   [bold]— simulated disaster —[/]")
-                how = " (point-in-time recovery)" if phase.source is not None and phase.source.pitr else ""
-                console.print(f"{index:>2}. {escape(phase.name)}{how}")
-            console.print("dry run: nothing was run")
-        return
-    directory = report_dir or default_report_dir()
-    sessions = session_factory(open_engine(database_url))
+    ws = Workspace.open(file, env, database_url=database_url, actor=actor())
+    request = RunDrill(mode=mode, dry_run=dry_run, report_dir=str(report_dir) if report_dir else None)
 
     def progress(name: str) -> None:
         if output is Output.table:
             console.print(f"[dim]… {escape(name)}[/]")
 
-    run = run_stack_drill(
-        stack,
-        plan,
-        sessions=sessions,
-        base_dir=file.resolve().parent,
-        actor=actor(),
-        report_dir=directory,
-        on_phase=progress,
-    )
-    data = drill_data(run.result) | {"report": {"markdown": str(run.markdown), "json": str(run.json)}}
-    if not emit(data, output):
-        _print_result(run.result)
-        console.print(f"report: {escape(str(run.markdown))} and {escape(str(run.json))}")
-    if not run.result.passed:
+    outcome = run_drill(ws, request, on_phase=progress)
+    if not emit(outcome.data(), output):
+        _print_outcome(outcome)
+    if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _print_outcome(outcome: DrillOutcome) -> None:
+    if outcome.result is None:
+        for index, phase in enumerate(outcome.plan, start=1):
+            if phase.after_disaster and (index == 1 or not outcome.plan[index - 2].after_disaster):
+                console.print("   [bold]— simulated disaster —[/]")
+            how = " (point-in-time recovery)" if phase.pitr else ""
+            console.print(f"{index:>2}. {escape(phase.phase)}{how}")
+        console.print("dry run: nothing was run")
+        return
+    _print_result(outcome.result)
+    console.print(f"report: {escape(str(outcome.report_markdown))} and {escape(str(outcome.report_json))}")
 
 
 def _print_result(result: DrillResult) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,13 +13,13 @@ import typer
 import yaml
 from rich.table import Table
 
-from ..errors import UserError
-from ..flags._backends import FlagBackend, LocalBackend, RemoteBackend
-from ..flags._model import FlagSet, stale_flags
-from ..flags._store import FlagStore
+from .. import ops
+from ..errors import InvalidObjectError, UserError
+from ..flags import FlagBackend, FlagStore, LocalBackend, RemoteBackend, stale_flags
+from ..ops import Workspace
 from ..spec import load_spec
 from ..state import open_engine, session_factory
-from ..tokens import SCOPES, create_token, list_tokens, revoke_token
+from ..tokens import SCOPES, list_tokens
 from ._app import DatabaseOption, Output, OutputOption, actor, console, emit
 
 flags_app = typer.Typer(
@@ -36,6 +38,15 @@ TokenOption = Annotated[
 IfMatchOption = Annotated[
     int | None, typer.Option("--if-match", help="Fail unless the flag is at this version.")
 ]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Show what would change (checked as the change would be); change nothing."
+    ),
+]
+ChangeOutputOption = Annotated[
+    Output, typer.Option("--output", "-o", help="table (a line, a diff for a dry run) or json|yaml.")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -47,6 +58,44 @@ def backend(url: str | None, token: str | None, database_url: str | None) -> Fla
     if url:
         return RemoteBackend(url, token)
     return LocalBackend(FlagStore(session_factory(open_engine(database_url))), actor())
+
+
+def workspace(database_url: str | None) -> Workspace:
+    """The workspace the flag and token verbs run in: the state store and who acts.
+
+    Flag commands take no spec: the workspace has none.
+    """
+    return Workspace(database_url=database_url, actor=actor())
+
+
+def change_backend(url: str | None, token: str | None, ws: Workspace) -> FlagBackend:
+    """Where a flag verb writes: a server's API with `--url`, else the workspace's state store."""
+    return RemoteBackend(url, token) if url else ops.flag_backend(ws)
+
+
+def _yaml_lines(document: dict[str, Any] | None) -> list[str]:
+    if document is None:
+        return []
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True).splitlines()
+
+
+def show_change(result: ops.FlagChanged, output: Output, done: str) -> None:
+    """A flag verb's result: `done` for a write, the planned before/after (a diff) for a dry run."""
+    if emit(result.model_dump(mode="json"), output):
+        return
+    if not result.dry_run:
+        console.print(done, markup=False)
+        return
+    console.print(f"{result.summary()}; nothing was changed", markup=False)
+    diff = difflib.unified_diff(
+        _yaml_lines(result.before),
+        _yaml_lines(result.after),
+        fromfile=f"{result.key} (version {result.before_version})" if result.before is not None else "(none)",
+        tofile=f"{result.key} (after)" if result.after is not None else "(deleted)",
+        lineterm="",
+    )
+    for line in diff:
+        typer.echo(line)
 
 
 def _parse_value(text: str) -> Any:
@@ -114,9 +163,11 @@ def create(
     ] = "release",
     owner: Annotated[str | None, typer.Option("--owner")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="A YAML/JSON file with the whole flag.")] = None,
+    dry_run: DryRunOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
     database_url: DatabaseOption = None,
+    output: ChangeOutputOption = Output.table,
 ) -> None:
     """Create a flag from options or from a file."""
     if file is not None:
@@ -135,8 +186,10 @@ def create(
             data["owner"] = owner
     else:
         raise UserError("give the flag's key, or --file with its definition")
-    stored = backend(url, token, database_url).create(data)
-    console.print(f"created {stored.data['key']} (version {stored.version})")
+    ws = workspace(database_url)
+    request = ops.CreateFlag(flag=data, dry_run=dry_run)
+    result = ops.create_flag(ws, request, backend=change_backend(url, token, ws))
+    show_change(result, output, f"created {result.key} (version {result.version})")
 
 
 @flags_app.command("set")
@@ -148,9 +201,11 @@ def set_(
         str | None, typer.Option("--value", help="The value served there when no rule matches (JSON).")
     ] = None,
     if_match: IfMatchOption = None,
+    dry_run: DryRunOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
     database_url: DatabaseOption = None,
+    output: ChangeOutputOption = Output.table,
 ) -> None:
     """Turn a flag on or off in one environment, or set the value it serves there."""
     change: dict[str, Any] = {}
@@ -160,22 +215,31 @@ def set_(
         change["value"] = _parse_value(value)
     if not change:
         raise UserError("nothing to change: give --on, --off or --value")
-    stored = backend(url, token, database_url).patch(key, {"environments": {environment: change}}, if_match)
-    state = "on" if stored.data.get("environments", {}).get(environment, {}).get("enabled") else "off"
-    console.print(f"{key} is {state} in {environment} (version {stored.version})")
+    ws = workspace(database_url)
+    request = ops.SetFlag(
+        key=key, merge_patch={"environments": {environment: change}}, if_match=if_match, dry_run=dry_run
+    )
+    result = ops.set_flag(ws, request, backend=change_backend(url, token, ws))
+    after = result.after or {}
+    state = "on" if after.get("environments", {}).get(environment, {}).get("enabled") else "off"
+    show_change(result, output, f"{key} is {state} in {environment} (version {result.version})")
 
 
 @flags_app.command("delete")
 def delete(
     key: str,
     if_match: IfMatchOption = None,
+    dry_run: DryRunOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
     database_url: DatabaseOption = None,
+    output: ChangeOutputOption = Output.table,
 ) -> None:
     """Delete a flag (refused while another flag requires it)."""
-    backend(url, token, database_url).delete(key, if_match)
-    console.print(f"deleted {key}")
+    ws = workspace(database_url)
+    request = ops.DeleteFlag(key=key, if_match=if_match, dry_run=dry_run)
+    result = ops.delete_flag(ws, request, backend=change_backend(url, token, ws))
+    show_change(result, output, f"deleted {key}")
 
 
 @flags_app.command("eval")
@@ -258,9 +322,11 @@ def export(
 def import_(
     file: Path,
     replace: Annotated[bool, typer.Option("--replace", help="Delete flags the file does not hold.")] = False,
+    dry_run: DryRunOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
     database_url: DatabaseOption = None,
+    output: ChangeOutputOption = Output.table,
 ) -> None:
     """Import a flag set file (YAML or JSON), or the `flags:` of a shipyard.yaml, all or nothing."""
     try:
@@ -273,12 +339,26 @@ def import_(
         # A stack spec: validated whole (its flags included), then its flags section imported.
         spec = load_spec(file)
         data = spec.stack(spec.environments[0]).flags
+    if not isinstance(data, dict | list | None):
+        raise UserError(f"{file}: not a valid flag set: expected a mapping or a list of flags")
+    ws = workspace(database_url)
+    request = ops.ImportFlags(flags=data or {}, replace=replace, dry_run=dry_run)
     try:
-        flagset = FlagSet.from_data(data or {})
-    except ValueError as exc:
-        raise UserError(f"{file}: not a valid flag set: {exc}") from None
-    version = backend(url, token, database_url).import_set(flagset, replace_all=replace)
-    console.print(f"imported {len(flagset.flags)} flags from {file}; flag set version {version}")
+        result = ops.import_flags(ws, request, backend=change_backend(url, token, ws))
+    except InvalidObjectError as exc:
+        problems = "; ".join(f"{field}: {message}" if field else message for field, message in exc.problems)
+        raise UserError(f"{file}: not a valid flag set: {problems or exc.message}") from None
+    if emit(result.model_dump(mode="json"), output):
+        return
+    if not result.dry_run:
+        console.print(
+            f"imported {result.flags} flags from {file}; flag set version {result.version}", markup=False
+        )
+        return
+    console.print(f"{result.summary()}; nothing was changed", markup=False)
+    for change in result.changes or []:
+        fields = f": {_changed_fields(change.before, change.after)}" if change.action == "update" else ""
+        typer.echo(f"  {change.action} {change.target_kind} {change.key}{fields}")
 
 
 @flags_app.command("stale")
@@ -312,15 +392,25 @@ def token_create(
     scope: Annotated[
         str, typer.Option("--scope", help="admin (writes) or client (reads, evaluates).")
     ] = "client",
+    dry_run: DryRunOption = False,
     database_url: DatabaseOption = None,
+    output: ChangeOutputOption = Output.table,
 ) -> None:
     """Create a token in the state store; it is printed once and never stored."""
     if scope not in SCOPES:
         raise UserError(f"--scope {scope!r}: use admin or client")
-    with session_factory(open_engine(database_url))() as session:
-        token = create_token(session, name, scope, created_by=actor())
+    request = ops.CreateToken(name=name, scope=scope, dry_run=dry_run)
+    result = ops.create_token(workspace(database_url), request)
+    data = result.model_dump(mode="json")
+    if result.token is not None:
+        data["token"] = result.token.get_secret_value()  # asked for: the one time it is shown
+    if emit(data, output):
+        return
+    if result.token is None:
+        console.print(f"{result.summary()}; nothing was changed", markup=False)
+        return
     console.print(f"token {name!r} ({scope}); keep it now, it is not shown again:", style="bold")
-    typer.echo(token)
+    typer.echo(result.token.get_secret_value())
 
 
 @token_app.command("list")
@@ -354,11 +444,34 @@ def token_list(database_url: DatabaseOption = None, output: OutputOption = Outpu
 
 
 @token_app.command("revoke")
-def token_revoke(name: str, database_url: DatabaseOption = None) -> None:
+def token_revoke(
+    name: str,
+    dry_run: DryRunOption = False,
+    database_url: DatabaseOption = None,
+    output: ChangeOutputOption = Output.table,
+) -> None:
     """Revoke a token (servers stop accepting it within a few seconds)."""
-    with session_factory(open_engine(database_url))() as session:
-        revoke_token(session, name)
-    console.print(f"revoked {name}")
+    result = ops.revoke_token(workspace(database_url), ops.RevokeToken(name=name, dry_run=dry_run))
+    if emit(result.model_dump(mode="json"), output):
+        return
+    if not result.dry_run:
+        console.print(f"revoked {name}", markup=False)
+        return
+    already = f" (revoked already at {result.revoked_before.isoformat()})" if result.revoked_before else ""
+    console.print(f"{result.summary()}{already}; nothing was changed", markup=False)
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class LogFormat(StrEnum):
+    auto = "auto"
+    json = "json"
+    text = "text"
 
 
 def serve(
@@ -375,6 +488,17 @@ def serve(
             "--file", "-f", envvar="SHIPYARD_SPEC", dir_okay=False, help="Run this stack's backup schedules."
         ),
     ] = None,
+    log_level: Annotated[
+        LogLevel, typer.Option("--log-level", envvar="SHIPYARD_LOG_LEVEL", help="Log this and above.")
+    ] = LogLevel.info,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            envvar="SHIPYARD_LOG_FORMAT",
+            help="Log lines on stderr: json, text, or auto (json unless stderr is a terminal).",
+        ),
+    ] = LogFormat.auto,
 ) -> None:
     """Run the shipyard server: the flag API, /healthz, /readyz, /metrics and the scheduler."""
     # Imported here: the web stack takes a moment to load and only `serve` needs it.
@@ -383,4 +507,5 @@ def serve(
 
     console.print(f"shipyard serving on http://{host}:{port} (API docs at /docs)")
     config = ServerConfig(database_url=database_url, environment=environment, spec=spec)
-    run_server(config, host, port, workers)
+    log_json = None if log_format is LogFormat.auto else log_format is LogFormat.json
+    run_server(config, host, port, workers, log_level=log_level.value, log_json=log_json)

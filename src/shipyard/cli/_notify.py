@@ -11,18 +11,19 @@ from rich.table import Table
 
 from ..errors import ShipyardError, UserError
 from ..monitor import (
+    TELEGRAM_API,
     Breakers,
     DeliveryFailed,
     Event,
     NotResolvable,
     Outbox,
     QueuedMessage,
+    check_resolvable,
     deliver,
     list_queue,
     redact_url,
     resolve,
 )
-from ..monitor._channels import TELEGRAM_API, check_resolvable
 from ..spec import Channel
 from ..state import utcnow
 from ._app import (

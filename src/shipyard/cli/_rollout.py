@@ -1,16 +1,16 @@
-"""`shipyard deploy` and `shipyard rollout status|promote|abort|pause|resume|retry|rollback|history`.
+"""`shipyard deploy|down` and `shipyard rollout status|promote|abort|pause|resume|retry|rollback|history`.
 
-`--target local` (the default) runs shipyard's controller here (`--detach`: in a background
-process); `--target kubernetes` applies the release for Argo Rollouts to run and steers it
-(`rollout._argo_releases`). Both record every release and step in the state store.
+Each command parses its options, calls the release verbs of `shipyard.ops` (`ops._releases`) and
+shows what they return: a live panel, progress lines, tables, or `-o json|yaml`. `--target local`
+(the default) runs shipyard's controller here (`--detach`: in a background process);
+`--target kubernetes` applies the release for Argo Rollouts to run and steers it. `--dry-run`
+shows what a verb would do and changes nothing.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
-import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,24 +19,33 @@ import typer
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import UserError
-from ..host import state_dir
-from ..locks import holder
-from ..rollout import (
-    Controller,
-    RolloutState,
-    latest_release,
-    lock_name,
-    queue_command,
-    steer_release,
-    wait_for_command,
+from ..errors import ReleaseStopped, ReleaseUnattended, UserError
+from ..ops import (
+    Deploy,
+    Down,
+    KubeConnection,
+    ReleaseOutcome,
+    ReleasePlan,
+    Resume,
+    Rollback,
+    Steer,
+    SteerOutcome,
+    Workspace,
+    deploy_detached,
+    latest_releases,
+    refresh_releases,
+    release_history,
+    release_steps,
+    release_view,
+    watch_release,
 )
-from ..rollout._detached import last_release_id, spawn, wait_recorded
-from ..spec import Stack
-from ..state import RolloutRow, RolloutStepRow, record_audit
+from ..ops import deploy as deploy_release
+from ..ops import down as down_stack
+from ..ops import resume as resume_release
+from ..ops import rollback as rollback_release
+from ..ops import steer as steer_release
+from ..rollout import RolloutState
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -48,17 +57,21 @@ from ._app import (
     console,
     emit,
     open_sessions,
-    read_spec,
 )
 
 if TYPE_CHECKING:
-    from ..rollout._argo_releases import ArgoReleases
     from ..rollout.targets.kubernetes import RolloutStatus
 
 rollout_app = typer.Typer(help="Follow and steer releases.", no_args_is_help=True)
 
 WatchOption = Annotated[
     bool, typer.Option("--watch", "-w", help="Show live progress: step, weights, errors, p99.")
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would be done (release, target, steps); change nothing.")
+]
+PlanOutputOption = Annotated[
+    Output, typer.Option("--output", "-o", help="With --dry-run: the plan as a table, or json or yaml.")
 ]
 
 
@@ -92,6 +105,8 @@ KUBE_POLL_S = 2.0
 """Seconds between reads of a Rollout's status while watching a Kubernetes release."""
 LOCAL_POLL_S = 0.5
 """Seconds between reads of the state store while watching a local release run elsewhere."""
+COMMAND_WAIT_S = 30.0
+"""How long a steering command waits for the controller running the release to apply it."""
 
 
 def register(app: typer.Typer) -> None:
@@ -100,55 +115,65 @@ def register(app: typer.Typer) -> None:
     app.add_typer(rollout_app, name="rollout")
 
 
-def _state_base() -> Path:
-    return state_dir()
+def _workspace(file: Path, env: str, database_url: str | None) -> Workspace:
+    """The workspace of the spec and environment; the spec is read when a verb needs it (steering a
+    release that a controller runs needs none)."""
+    return Workspace(spec_path=file, environment=env, database_url=database_url, actor=actor())
 
 
-def _state_dir(stack: Stack) -> Path:
-    return _state_base() / "local" / f"{stack.name}-{stack.environment}"
+def _kube(target: TargetName | None, context: str | None, kubeconfig: Path | None) -> KubeConnection | None:
+    if target is TargetName.kubernetes:
+        return KubeConnection(str(kubeconfig) if kubeconfig else None, context)
+    if context is not None or kubeconfig is not None:
+        raise UserError("--context and --kubeconfig are for --target kubernetes")
+    return None
 
 
-def _kubernetes(
-    file: Path, env: str, database_url: str | None, kubeconfig: Path | None, context: str | None
-) -> ArgoReleases:
-    """Releases on the cluster the kubeconfig names, recorded in the state store."""
-    from ..rollout._argo_releases import ArgoReleases  # noqa: PLC0415 - the client is slow to import
-    from ..rollout.targets.kubernetes import ArgoRolloutsDriver, load_api_client  # noqa: PLC0415
-
-    stack = read_spec(file).stack(env)
-    client = load_api_client(str(kubeconfig) if kubeconfig else None, context)
-    return ArgoReleases(open_sessions(database_url), stack, ArgoRolloutsDriver(client))
+# --- running a local release here ----------------------------------------------------------------
 
 
-def _controller(file: Path, env: str, database_url: str | None, watch: bool) -> tuple[Controller, Any]:
-    from ..rollout.targets.local import LocalTarget  # noqa: PLC0415 - only releases need HAProxy's side
-
-    stack = read_spec(file).stack(env)
-    sessions = open_sessions(database_url)
-    target = LocalTarget(stack, _state_dir(stack), workdir=file.resolve().parent)
+def _run_here(run: Callable[[Callable[[Any], None]], ReleaseOutcome], watch: bool) -> ReleaseOutcome:
+    """Run a local release in this process (`run(on_progress)`), showing its progress; stopped, say
+    how to carry it on and exit 130."""
     view = _Progress(watch)
-    return Controller(sessions, stack, target, on_progress=view.update), view
-
-
-def _run(controller: Controller, view: _Progress, rollout_id: int) -> None:
     # SIGTERM (e.g. from a supervisor) stops the controller like Ctrl-C: the release stays
     # recorded as it was and `shipyard rollout resume` carries it on.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         with view:
-            state = controller.run(rollout_id)
-    except KeyboardInterrupt:
-        row = controller.latest_by_id(rollout_id)
-        console.print(
-            f"stopped; release {rollout_id} is kept in phase {row.phase if row else '?'}:"
-            f" `shipyard rollout resume {row.service if row else ''}` carries it on,"
-            f" `shipyard rollout abort` takes it back"
-        )
+            return run(view.update)
+    except ReleaseStopped as stopped:
+        console.print(escape(stopped.message))
         raise typer.Exit(130) from None
-    outcome = state.outcome or "finished"
-    console.print(f"release {rollout_id}: {outcome}" + (f" ({escape(state.reason)})" if state.reason else ""))
-    if outcome != "succeeded":
+
+
+def _ended(rollout_id: int | None, outcome: str | None, reason: str | None) -> None:
+    ended = outcome or "finished"
+    console.print(f"release {rollout_id}: {ended}" + (f" ({escape(reason)})" if reason else ""))
+    if ended != "succeeded":
         raise typer.Exit(1)
+
+
+def _show_plan(plan: ReleasePlan | None, output: Output) -> None:
+    """A dry run's plan: what would be done, in order; exit 2 when it would be refused."""
+    assert plan is not None
+    if not emit(plan.model_dump(mode="json"), output):
+        which = f"release {plan.rollout_id}" if plan.rollout_id is not None else "a new release"
+        console.print(
+            f"dry run: {plan.verb} {plan.service} ({which}, {plan.target}, {plan.environment});"
+            " nothing is changed"
+        )
+        if plan.candidate is not None:
+            console.print(f"  {plan.stable or '(none)'} → {plan.candidate} ({plan.strategy})")
+        for number, action in enumerate(plan.actions, 1):
+            console.print(f"  {number}. {escape(action)}")
+        if plan.refused:
+            console.print(f"  would be refused: {escape(plan.refused)}")
+    if plan.refused:
+        raise typer.Exit(2)
+
+
+# --- deploy and down -------------------------------------------------------------------------------
 
 
 def deploy(
@@ -167,34 +192,65 @@ def deploy(
     target: TargetOption = TargetName.local,
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
+    dry_run: DryRunOption = False,
     file: SpecOption = DEFAULT_SPEC,
     env: NamedEnvOption = "production",
     database_url: DatabaseOption = None,
+    output: PlanOutputOption = Output.table,
 ) -> None:
     """Release a new version of a service with the spec's strategy; roll back by itself if it is bad."""
     if strategy not in (None, "blue-green", "canary"):
         raise UserError(f"--strategy {strategy!r}: use blue-green or canary")
-    if target is TargetName.kubernetes:
-        if detach:
-            raise UserError(
-                "--detach is for the local target: on kubernetes, Argo Rollouts runs the release and"
-                " `shipyard deploy` returns once it is applied (add --watch to follow it)"
-            )
-        _deploy_kubernetes(service, version, strategy, watch, file, env, database_url, kubeconfig, context)
+    kube = _kube(target, context, kubeconfig)
+    if detach and target is TargetName.kubernetes:
+        raise UserError(
+            "--detach is for the local target: on kubernetes, Argo Rollouts runs the release and"
+            " `shipyard deploy` returns once it is applied (add --watch to follow it)"
+        )
+    if detach and watch:
+        raise UserError(
+            f"--detach and --watch exclude each other; follow a detached release with"
+            f" `shipyard rollout status {service} --watch`"
+        )
+    ws = Workspace.open(file, env, database_url=database_url, actor=actor())
+    request = Deploy(
+        service=service,
+        version=version,
+        strategy=strategy,
+        target=target.value,
+        dry_run=dry_run,
+    )
+    if dry_run:
+        _show_plan(deploy_release(ws, request, kube=kube).plan, output)
         return
-    _kube_options_need_kubernetes(context, kubeconfig)
     if detach:
-        if watch:
-            raise UserError(
-                f"--detach and --watch exclude each other; follow a detached release with"
-                f" `shipyard rollout status {service} --watch`"
-            )
-        _deploy_detached(service, version, strategy, file, env, database_url)
+        detached = deploy_detached(ws, request)
+        console.print(detached.summary())
+        console.print(f"  follow it: shipyard rollout status {service} --watch")
+        console.print(f"  its output: {escape(detached.log)}")
         return
-    controller, view = _controller(file, env, database_url, watch)
-    rollout_id = controller.begin(service, version, actor(), strategy)  # type: ignore[arg-type]
-    console.print(f"release {rollout_id}: {service} {version}")
-    _run(controller, view, rollout_id)
+    if target is TargetName.kubernetes:
+        applied = deploy_release(ws, request, kube=kube)
+        kubernetes = release_view(ws, service, steps=False).kubernetes
+        namespace = kubernetes.namespace if kubernetes else "?"
+        objects = ", ".join(kubernetes.objects if kubernetes else ())
+        console.print(f"release {applied.rollout_id}: {service} {version} applied to {namespace} ({objects})")
+        if not watch:
+            console.print(
+                f"  Argo Rollouts runs it; follow it:"
+                f" shipyard rollout status {service} --target kubernetes --watch"
+            )
+            return
+        _watch_kubernetes(ws, service, kube)
+        return
+
+    def started(rollout_id: int) -> None:
+        console.print(f"release {rollout_id}: {service} {version}")
+
+    ended = _run_here(
+        lambda progress: deploy_release(ws, request, on_started=started, on_progress=progress), watch
+    )
+    _ended(ended.rollout_id, ended.outcome, ended.reason)
 
 
 def down(
@@ -213,198 +269,78 @@ def down(
     Refused while a controller still runs a release of the stack (abort it or let it finish), unless
     --force: for a controller that was killed and whose lease has not expired yet.
     """
-    from ..rollout.targets.local import LocalTarget  # noqa: PLC0415 - only the local target needs it
-
-    stack = read_spec(file).stack(env)
-    sessions = open_sessions(database_url)
-    busy = [name for name in stack.services if holder(sessions, lock_name(name)) is not None]
-    if busy and not force:
-        raise UserError(
-            f"a release of {', '.join(busy)} is running: `shipyard rollout abort {busy[0]}` or let it"
-            " finish before `shipyard down`"
-        )
-    state_dir = _state_dir(stack)
-    if not state_dir.is_dir():
-        console.print(f"nothing runs for {stack.name} ({stack.environment}) here")
-        return
-    target = LocalTarget(stack, state_dir, workdir=file.resolve().parent)
-    running = [i.name for i in target.supervisor.list() if i.alive]
-    if dry_run:
-        console.print(f"would stop HAProxy and {len(running)} process(es): {', '.join(running) or 'none'}")
-        return
-    record_audit(
-        sessions, actor=actor(), action="down", target_kind="stack", target=stack.name,
-        after={"environment": stack.environment, "processes": running}, outcome="started",
-    )  # fmt: skip
-    target.destroy()
-    record_audit(
-        sessions, actor=actor(), action="down", target_kind="stack", target=stack.name,
-        after={"environment": stack.environment, "processes": running},
-    )  # fmt: skip
-    console.print(f"stopped HAProxy and {len(running)} process(es) of {stack.name} ({stack.environment})")
+    ws = Workspace.open(file, env, database_url=database_url, actor=actor())
+    console.print(down_stack(ws, Down(force=force, dry_run=dry_run)).summary())
 
 
-def _kube_options_need_kubernetes(context: str | None, kubeconfig: Path | None) -> None:
-    if context is not None or kubeconfig is not None:
-        raise UserError("--context and --kubeconfig are for --target kubernetes")
+# --- steering --------------------------------------------------------------------------------------
 
 
-def _deploy_detached(
-    service: str, version: str, strategy: str | None, file: Path, env: str, database_url: str | None
-) -> None:
-    """Start `deploy` in a process of its own and return once it has recorded the release."""
-    read_spec(file).stack(env)  # a bad spec or environment is reported here, not in a log
-    sessions = open_sessions(database_url)
-    after = last_release_id(sessions)
-    argv = [
-        sys.executable,
-        "-c",
-        "import sys; from shipyard.cli import main; main(sys.argv[1:])",
-        "deploy",
-        service,
-        "--version",
-        version,
-        *(["--strategy", strategy] if strategy else []),
-        "--file",
-        str(file.resolve()),
-        "--env",
-        env,
-    ]
-    child_env = dict(os.environ)
-    if database_url:  # through the environment: a URL may hold a password, argv is world-readable
-        child_env["SHIPYARD_DATABASE_URL"] = database_url
-    detached = spawn(argv, _state_base() / "rollouts", child_env)
-    rollout_id = wait_recorded(sessions, detached, service, version, after)
-    console.print(
-        f"release {rollout_id}: {service} {version}, running in the background (pid {detached.process.pid})"
-    )
-    console.print(f"  follow it: shipyard rollout status {service} --watch")
-    console.print(f"  its output: {escape(str(detached.log))}")
-
-
-def _deploy_kubernetes(
-    service: str,
-    version: str,
-    strategy: str | None,
-    watch: bool,
-    file: Path,
-    env: str,
-    database_url: str | None,
-    kubeconfig: Path | None,
-    context: str | None,
-) -> None:
-    releases = _kubernetes(file, env, database_url, kubeconfig, context)
-    rollout_id = releases.deploy(service, version, actor(), strategy)
-    row = releases.latest(service)
-    objects = ", ".join((row.state.get("kubernetes") or {}).get("objects") or [])
-    console.print(f"release {rollout_id}: {service} {version} applied to {releases.namespace} ({objects})")
-    if not watch:
-        console.print(
-            f"  Argo Rollouts runs it; follow it:"
-            f" shipyard rollout status {service} --target kubernetes --watch"
-        )
-        return
-    _watch_kubernetes(releases, service, rollout_id)
-
-
-def _watch_kubernetes(releases: ArgoReleases, service: str, rollout_id: int) -> None:
-    """Print each change of the Rollout's status until the release ends; exit 1 unless it succeeded."""
-    last: list[str] = []
-
-    def show(row: RolloutRow, status: RolloutStatus) -> None:
-        line = _kube_line(status)
-        if line not in last:
-            last[:] = [line]
-            console.print(f"  {escape(line)}")
-
-    try:
-        row = releases.watch(rollout_id, show, KUBE_POLL_S)
-    except KeyboardInterrupt:
-        console.print(
-            f"stopped watching; release {rollout_id} goes on in the cluster:"
-            f" `shipyard rollout status {service} --target kubernetes --watch` follows it again"
-        )
-        raise typer.Exit(130) from None
-    _ended(row)
-
-
-def _kube_line(status: RolloutStatus) -> str:
-    """One line of a Rollout's status: phase, step, weights, readiness, pause/abort, message."""
-    if status.step_index is not None and status.step_count:
-        step = f"step {min(status.step_index + 1, status.step_count)}/{status.step_count}, "
-    else:
-        step = ""
-    flags = [word for word, on in (("paused", status.paused), ("aborted", status.aborted)) if on]
-    line = (
-        f"{status.phase}: {step}weights {100 - status.canary_weight}/{status.canary_weight} (stable/new),"
-        f" ready {status.ready_replicas}/{status.replicas}"
-    )
-    if flags:
-        line += f" [{', '.join(flags)}]"
-    if not status.observed:
-        line += " (Argo Rollouts has not seen the latest spec yet)"
-    if status.message:
-        line += f" — {status.message}"
-    return line
-
-
-def _ended(row: RolloutRow) -> None:
-    outcome = row.outcome or "finished"
-    console.print(f"release {row.id}: {outcome}" + (f" ({escape(row.reason)})" if row.reason else ""))
-    if outcome != "succeeded":
-        raise typer.Exit(1)
-
-
-def _refuse_other_target(sessions: sessionmaker[Session], service: str, target: TargetName) -> None:
-    """A local verb must not queue commands for a release that runs on Kubernetes, nor resume it."""
-    row = latest_release(sessions, service)
-    if row is not None and row.target != target.value:
-        raise UserError(f"release {row.id} of {service!r} runs on {row.target}: add `--target {row.target}`")
-
-
-def _command(command: str, service: str, file: Path, env: str, database_url: str | None, watch: bool) -> None:
-    sessions = open_sessions(database_url)
-    _refuse_other_target(sessions, service, TargetName.local)
-    rollout_id, running = steer_release(sessions, service, command, actor())  # type: ignore[arg-type]
-    if running:
-        result = wait_for_command(sessions, rollout_id)
-        console.print(f"{command}: {result or 'queued; the controller has not picked it up yet'}")
-        if result and result.startswith("refused"):
-            raise typer.Exit(2)
-        return
-    # No controller runs this release: carry it on here, starting with the command.
-    controller, view = _controller(file, env, database_url, watch)
-    rollout_id = controller.resume(service)
-    _run(controller, view, rollout_id)
-
-
-def _kube_command(
+def _steer(
     command: str,
     service: str,
     watch: bool,
-    file: Path,
-    env: str,
-    database_url: str | None,
-    kubeconfig: Path | None,
-    context: str | None,
+    target: TargetName,
+    kube: KubeConnection | None,
+    ws: Workspace,
+    dry_run: bool,
+    output: Output,
 ) -> None:
-    if command == "rollback":
-        raise UserError(
-            f"rollback is not supported on kubernetes yet: during a release, `shipyard rollout abort"
-            f" {service} --target kubernetes` sends all traffic back to the stable version; after one,"
-            f" release the previous version again with `shipyard deploy {service} --version PREVIOUS"
-            f" --target kubernetes`"
-        )
-    releases = _kubernetes(file, env, database_url, kubeconfig, context)
-    row, status = releases.command(service, command, actor())  # type: ignore[arg-type]
-    console.print(f"{command}: release {row.id} of {service}: {escape(_kube_line(status))}")
-    if command == "resume" and status.pause_reasons:
+    local = target is TargetName.local
+    request = Steer(service=service, command=command, target=target.value, dry_run=dry_run)
+    outcome = steer_release(ws, request, kube=kube, wait_s=COMMAND_WAIT_S if local else 0.0)
+    if dry_run:
+        _show_plan(outcome.plan, output)
+        return
+    if not local:
+        _show_kube_command(outcome)
+        if watch:
+            _watch_kubernetes(ws, service, kube)
+        return
+    if outcome.controller_running:
+        console.print(f"{command}: {outcome.applied or 'queued; the controller has not picked it up yet'}")
+        if not outcome.ok:
+            raise typer.Exit(2)
+        return
+    # No controller runs this release: carry it on here, starting with the command.
+    carry_on = Resume(service=service, target="local")
+    ended = _run_here(
+        lambda progress: resume_release(ws, carry_on, unpause=False, on_progress=progress), watch
+    )
+    _ended(ended.rollout_id, ended.outcome, ended.reason)
+
+
+def _show_kube_command(outcome: SteerOutcome) -> None:
+    said = escape(outcome.applied or "")
+    console.print(f"{outcome.command}: release {outcome.rollout_id} of {outcome.service}: {said}")
+    if outcome.command == "resume" and outcome.pause_reasons:
         console.print(
-            f"  still paused by {', '.join(status.pause_reasons)}: `shipyard rollout promote {service}"
-            f" --target kubernetes` goes on"
+            f"  still paused by {', '.join(outcome.pause_reasons)}: `shipyard rollout promote"
+            f" {outcome.service} --target kubernetes` goes on"
         )
-    if watch:
-        _watch_kubernetes(releases, service, row.id)
+
+
+def _rollback(
+    service: str,
+    watch: bool,
+    target: TargetName,
+    kube: KubeConnection | None,
+    ws: Workspace,
+    dry_run: bool,
+    output: Output,
+) -> None:
+    request = Rollback(service=service, target=target.value, dry_run=dry_run)
+    if dry_run:
+        _show_plan(rollback_release(ws, request, kube=kube).plan, output)
+        return
+    if target is TargetName.kubernetes:
+        rollback_release(ws, request, kube=kube)  # refused: not supported on kubernetes yet
+        return
+    ended = _run_here(lambda progress: rollback_release(ws, request, on_progress=progress), watch)
+    if ended.outcome is None:  # the controller running the release applied it
+        console.print(f"rollback: {escape(ended.reason or 'ok')}")
+        return
+    _ended(ended.rollout_id, ended.outcome, ended.reason)
 
 
 def _make_command(name: str, help_text: str) -> None:
@@ -414,15 +350,18 @@ def _make_command(name: str, help_text: str) -> None:
         target: TargetOption = TargetName.local,
         context: ContextOption = None,
         kubeconfig: KubeconfigOption = None,
+        dry_run: DryRunOption = False,
         file: SpecOption = DEFAULT_SPEC,
         env: NamedEnvOption = "production",
         database_url: DatabaseOption = None,
+        output: PlanOutputOption = Output.table,
     ) -> None:
-        if target is TargetName.kubernetes:
-            _kube_command(name, service, watch, file, env, database_url, kubeconfig, context)
+        kube = _kube(target, context, kubeconfig)
+        ws = _workspace(file, env, database_url)
+        if name == "rollback":
+            _rollback(service, watch, target, kube, ws, dry_run, output)
         else:
-            _kube_options_need_kubernetes(context, kubeconfig)
-            _command(name, service, file, env, database_url, watch)
+            _steer(name, service, watch, target, kube, ws, dry_run, output)
 
     command.__doc__ = help_text
     rollout_app.command(name)(command)
@@ -445,30 +384,33 @@ def resume(
     target: TargetOption = TargetName.local,
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
+    dry_run: DryRunOption = False,
     file: SpecOption = DEFAULT_SPEC,
     env: NamedEnvOption = "production",
     database_url: DatabaseOption = None,
+    output: PlanOutputOption = Output.table,
 ) -> None:
     """Carry on a paused release, or one whose controller was stopped or killed."""
+    kube = _kube(target, context, kubeconfig)
+    ws = _workspace(file, env, database_url)
     if target is TargetName.kubernetes:
-        _kube_command("resume", service, watch, file, env, database_url, kubeconfig, context)
+        _steer("resume", service, watch, target, kube, ws, dry_run, output)
         return
-    _kube_options_need_kubernetes(context, kubeconfig)
-    sessions = open_sessions(database_url)
-    _refuse_other_target(sessions, service, TargetName.local)
-    row = latest_release(sessions, service)
-    if row is not None and row.finished_at is None and row.phase == "paused":
-        state = RolloutState.from_data(row.state)
-        if state.paused_by == "inconclusive":
-            console.print(
-                f"release {row.id} is paused: {state.reason}. It keeps analysing; decide with"
-                f" `shipyard rollout promote {service}` or `shipyard rollout abort {service}`."
-            )
-        else:
-            queue_command(sessions, service, "resume", actor())
-    controller, view = _controller(file, env, database_url, watch)
-    rollout_id = controller.resume(service)
-    _run(controller, view, rollout_id)
+    request = Resume(service=service, target="local", dry_run=dry_run)
+    if dry_run:
+        _show_plan(resume_release(ws, request).plan, output)
+        return
+    current = release_view(ws, service, steps=False)
+    if current.target == "local" and not current.finished and current.paused_by == "inconclusive":
+        console.print(
+            f"release {current.id} is paused: {escape(current.detail)}. It keeps analysing; decide with"
+            f" `shipyard rollout promote {service}` or `shipyard rollout abort {service}`."
+        )
+    ended = _run_here(lambda progress: resume_release(ws, request, on_progress=progress), watch)
+    _ended(ended.rollout_id, ended.outcome, ended.reason)
+
+
+# --- following -------------------------------------------------------------------------------------
 
 
 @rollout_app.command("status")
@@ -498,23 +440,21 @@ def status(
     """The latest release of each service: phase, weights, and its last analysis."""
     if watch and service is None:
         raise UserError("--watch follows one release: name its SERVICE")
+    kube = _kube(target, context, kubeconfig)
     if target is TargetName.kubernetes:
-        releases = _kubernetes(file, env, database_url, kubeconfig, context)
+        ws = Workspace.open(file, env, database_url=database_url, actor=actor())
         if service is not None and watch:
-            _watch_kubernetes(releases, service, releases.latest(service).id)
+            _watch_kubernetes(ws, service, kube)
             return
-        rows = [
-            releases.refresh(row.id)[0] if row.finished_at is None else row
-            for row in _latest_rows(releases.sessions, service, "kubernetes")
-        ]
+        views = refresh_releases(ws, service=service, kube=kube)
     else:
-        _kube_options_need_kubernetes(context, kubeconfig)
-        sessions = open_sessions(database_url)
         if service is not None and watch:
-            _watch_local(sessions, service)
+            _watch_local(_workspace(file, env, database_url), service)
             return
-        rows = _latest_rows(sessions, service, target.value if target else None)
-    data = [_row_data(row) for row in rows]
+        views = latest_releases(
+            open_sessions(database_url), service=service, target=target.value if target else None
+        )
+    data = [view.data() for view in views]
     if emit(data, output):
         return
     if not data:
@@ -547,95 +487,52 @@ def status(
     console.print(table)
 
 
-def _latest_rows(
-    sessions: sessionmaker[Session], service: str | None, target: str | None
-) -> list[RolloutRow]:
-    """The newest release of each service (or of `service`), of one target or any."""
-    with sessions() as session:
-        query = select(RolloutRow).order_by(RolloutRow.id.desc())
-        if service:
-            query = query.where(RolloutRow.service == service)
-        if target:
-            query = query.where(RolloutRow.target == target)
-        latest: dict[str, RolloutRow] = {}
-        for row in session.scalars(query):
-            latest.setdefault(row.service, row)
-    return list(latest.values())
-
-
-def _watch_local(sessions: sessionmaker[Session], service: str, orphan_after_s: float = 3.0) -> None:
+def _watch_local(ws: Workspace, service: str) -> None:
     """Follow a local release another process runs (e.g. `deploy --detach`) through the store."""
-    row = latest_release(sessions, service)
-    if row is None:
-        raise UserError(f"{service!r} has never been released")
-    if row.target != TargetName.local.value:
-        raise UserError(f"release {row.id} of {service!r} runs on {row.target}: add `--target {row.target}`")
+    current = release_view(ws, service, steps=False)
     view = _Progress(live=False)
-    unattended_since: float | None = None
     try:
-        while row.finished_at is None:
-            view.update(RolloutState.from_data(row.state))
-            if holder(sessions, lock_name(service)) is None:
-                # Between its steps a controller always holds the lease: none for a while means
-                # the process that ran the release was stopped.
-                unattended_since = unattended_since or time.monotonic()
-                if time.monotonic() - unattended_since > orphan_after_s:
-                    console.print(
-                        f"release {row.id} is in phase {row.phase} but no controller runs it:"
-                        f" `shipyard rollout resume {service}` carries it on"
-                    )
-                    raise typer.Exit(1)
-            else:
-                unattended_since = None
-            time.sleep(LOCAL_POLL_S)
-            with sessions() as session:
-                found = session.get(RolloutRow, row.id)
-            assert found is not None
-            row = found
+        ended = watch_release(
+            ws, service, on_progress=view.update, interval_s=LOCAL_POLL_S, target=TargetName.local.value
+        )
+    except ReleaseUnattended as unattended:
+        console.print(escape(unattended.message))
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        console.print(f"stopped watching; release {row.id} goes on")
+        console.print(f"stopped watching; release {current.id} goes on")
         raise typer.Exit(130) from None
-    view.update(RolloutState.from_data(row.state))  # where it ended
-    _ended(row)
+    _ended(ended.id, ended.outcome, ended.reason)
 
 
-def _row_data(row: RolloutRow) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    if row.target == TargetName.kubernetes.value:
-        # Argo's controller runs these: the state is the Rollout's last status, not a strategy's.
-        kube = dict((row.state or {}).get("kubernetes") or {})
-        last = kube.get("status") or {}
-        weights = last.get("weights") or {}
-        extra["kubernetes"] = {
-            "namespace": kube.get("namespace"),
-            "objects": kube.get("objects") or [],
-            "phase": last.get("phase"),
-            "step": last.get("step_index"),
-            "steps": last.get("step_count"),
-            "paused": last.get("paused"),
-            "aborted": last.get("aborted"),
-            "message": last.get("message"),
-        }
-    else:
-        state = RolloutState.from_data(row.state)
-        weights = {"stable": state.weights.stable, "candidate": state.weights.candidate}
-    return {
-        "id": row.id,
-        "service": row.service,
-        "environment": row.environment,
-        "target": row.target,
-        "strategy": row.strategy,
-        "stable": row.stable,
-        "candidate": row.candidate,
-        "phase": row.phase,
-        "weights": weights,
-        "outcome": row.outcome,
-        "reason": row.reason,
-        "actor": row.actor,
-        "started": row.created_at.isoformat(),
-        "finished": row.finished_at.isoformat() if row.finished_at else None,
-        **extra,
-    }
+def _watch_kubernetes(ws: Workspace, service: str, kube: KubeConnection | None) -> None:
+    """Print each change of the Rollout's status until the release ends; exit 1 unless it succeeded."""
+    from ..rollout.argo import status_line  # noqa: PLC0415 - the Kubernetes client is slow to import
+
+    last: list[str] = []
+
+    def show(status: RolloutStatus) -> None:
+        line = status_line(status)
+        if line not in last:
+            last[:] = [line]
+            console.print(f"  {escape(line)}")
+
+    current = release_view(ws, service, steps=False)
+    try:
+        ended = watch_release(
+            ws,
+            service,
+            on_progress=show,
+            interval_s=KUBE_POLL_S,
+            target=TargetName.kubernetes.value,
+            kube=kube,
+        )
+    except KeyboardInterrupt:
+        console.print(
+            f"stopped watching; release {current.id} goes on in the cluster:"
+            f" `shipyard rollout status {service} --target kubernetes --watch` follows it again"
+        )
+        raise typer.Exit(130) from None
+    _ended(ended.id, ended.outcome, ended.reason)
 
 
 @rollout_app.command("history")
@@ -647,33 +544,10 @@ def history(
 ) -> None:
     """Past releases of a service and how each ended (with the check that rolled it back)."""
     sessions = open_sessions(database_url)
-    with sessions() as session:
-        if steps is not None:
-            step_rows = list(
-                session.scalars(
-                    select(RolloutStepRow)
-                    .where(RolloutStepRow.rollout_id == steps)
-                    .order_by(RolloutStepRow.seq)
-                )
-            )
-            data: list[dict[str, Any]] = [
-                {
-                    "seq": s.seq,
-                    "action": s.action,
-                    "status": s.status,
-                    "outcome": s.outcome,
-                    "started": s.started_at.isoformat(),
-                    "finished": s.finished_at.isoformat() if s.finished_at else None,
-                }
-                for s in step_rows
-            ]
-        else:
-            data = [
-                _row_data(row)
-                for row in session.scalars(
-                    select(RolloutRow).where(RolloutRow.service == service).order_by(RolloutRow.id.desc())
-                )
-            ]
+    if steps is not None:
+        data = [step.data() for step in release_steps(sessions, steps)]
+    else:
+        data = [view.data() for view in release_history(sessions, service, limit=1_000_000)]
     if emit(data, output):
         return
     table = Table(
@@ -687,7 +561,7 @@ def history(
             outcome = item["outcome"] or {}
             table.add_row(
                 str(item["seq"]),
-                f"{item['action']['type']} {action}",
+                f"{item['action'].get('type', '?')} {action}",
                 item["status"],
                 str(outcome.get("type", "")),
             )

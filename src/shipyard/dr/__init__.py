@@ -1,6 +1,6 @@
 """Disaster recovery: failover and failback of PostgreSQL, and drills that measure RTO and RPO."""
 
-from ._drills import DrillPlan, drill_sources, plan_drill, run_drill, run_stack_drill
+from ._drills import DrillPlan, DrillRun, drill_sources, plan_drill, run_drill, run_stack_drill
 from ._failover import (
     DrReport,
     StepResult,
@@ -11,6 +11,7 @@ from ._failover import (
     plan_failover,
     resolve_topology,
 )
+from ._history import DrillView, drill_history, last_drills, record_drill
 from ._plan import (
     ProxyRoute,
     Step,
@@ -20,14 +21,16 @@ from ._plan import (
     failover_plan,
     switchover_problems,
 )
-from ._postgres import Admin, Node, NodeStatus, Replica, node_status
-from ._report import DrillResult, drill_data, drill_markdown, format_seconds
+from ._postgres import Admin, Node, NodeStatus, Replica, connect, node_status
+from ._report import DrillResult, drill_data, drill_markdown, format_seconds, target_met
 
 __all__ = [
     "Admin",
     "DrReport",
     "DrillPlan",
     "DrillResult",
+    "DrillRun",
+    "DrillView",
     "Node",
     "NodeStatus",
     "ProxyRoute",
@@ -37,7 +40,9 @@ __all__ = [
     "Topology",
     "application_name",
     "configure_synchronous_replication",
+    "connect",
     "drill_data",
+    "drill_history",
     "drill_markdown",
     "drill_sources",
     "failback",
@@ -45,12 +50,15 @@ __all__ = [
     "failover",
     "failover_plan",
     "format_seconds",
+    "last_drills",
     "node_status",
     "plan_drill",
     "plan_failback",
     "plan_failover",
+    "record_drill",
     "resolve_topology",
     "run_drill",
     "run_stack_drill",
     "switchover_problems",
+    "target_met",
 ]

@@ -16,7 +16,8 @@ measures what was achieved:
     RTO  disaster -> the last phase (the last health check) passed; not achieved when one failed
     RPO  the largest data loss over the restored sources: disaster - restore point, or with PITR
          the committed writes between the restore point and the last write before the disaster
-    MTTR the mean RTO of this drill and the earlier drills of the same mode
+    MTTR the mean RTO of this drill and the earlier drills of the same mode, stack and environment
+         that recovered (read from the drills table)
 
 Each is compared with the spec's `dr:` targets (whole seconds). The adapter that builds real
 phases from the backup package lives below the core.
@@ -70,11 +71,10 @@ from ..backup import (
 )
 from ..errors import DrError, ShipyardError, UserError
 from ..monitor import Notifier
-from ..spec import DrTargets, Postgres, Stack
-from ..state import record_audit
+from ..spec import DRILL_MODES, DrillMode, DrTargets, Postgres, Stack
+from ..state import DrillRow, record_audit
+from ._history import drill_history, record_drill
 from ._report import (
-    DRILL_MODES,
-    DrillMode,
     DrillResult,
     PhaseKind,
     PhaseRecord,
@@ -83,7 +83,6 @@ from ._report import (
     TargetCheck,
     drill_data,
     drill_event,
-    previous_recoveries,
     write_report,
 )
 
@@ -274,6 +273,8 @@ class DrillRun:
     result: DrillResult
     markdown: Path
     json: Path
+    drill_id: int
+    """Its row in the drills table."""
 
 
 def _parse_time(text: object, fallback: dt.datetime) -> dt.datetime:
@@ -284,11 +285,17 @@ def _parse_time(text: object, fallback: dt.datetime) -> dt.datetime:
     return fallback
 
 
-def restore_point_of(backup_set: BackupSet, artefact: Mapping[str, Any]) -> RestorePoint:
-    """The moment an artefact's data reflects: PostgreSQL's exported snapshot time; for Redis and
-    files, which are read while the set runs, the set's start (the earliest their data can be)."""
-    time_of_data = _parse_time(artefact.get("snapshot_time"), backup_set.started_at)
-    return RestorePoint(str(artefact["name"]), backup_set.id, time_of_data)
+def restore_point_of(backup_set: BackupSet, name: str, snapshot_time: str | None = None) -> RestorePoint:
+    """The moment artefact `name` of a set reflects: PostgreSQL's exported snapshot time (given);
+    for Redis and files, which are read while the set runs, the set's start (the earliest their
+    data can be)."""
+    return RestorePoint(name, backup_set.id, _parse_time(snapshot_time, backup_set.started_at))
+
+
+def _restore_point(backup_set: BackupSet, name: str) -> RestorePoint:
+    artefact = backup_set.artefact(name)
+    snapshot_time = artefact.snapshot_time if artefact is not None and artefact.type == "postgres" else None
+    return restore_point_of(backup_set, name, snapshot_time)
 
 
 class _BackupPhases:
@@ -312,7 +319,8 @@ class _BackupPhases:
         self.clock = clock
         self.notifier = notifier
         self.taken: BackupSet | None = None
-        self.chosen: dict[str, tuple[BackupSet, dict[str, Any]]] = {}
+        self.chosen: dict[str, BackupSet] = {}
+        """Per source, the set it is restored from."""
         self.restored: dict[str, RestoreResult] = {}
         self.frozen: dict[str, tuple[PitrStanza, WalAtDisaster]] = {}
         self.recovered: dict[str, PitrRestoreResult] = {}
@@ -346,8 +354,8 @@ class _BackupPhases:
             notifier=self.notifier,
         )
         self.taken = taken
-        points = tuple(restore_point_of(taken, artefact) for artefact in taken.artefacts)
-        names = ", ".join(artefact["name"] for artefact in taken.artefacts)
+        points = tuple(_restore_point(taken, artefact.name) for artefact in taken.artefacts)
+        names = ", ".join(artefact.name for artefact in taken.artefacts)
         return PhaseOutcome(detail=f"set {taken.id}: {names}", points=points)
 
     def verify(self) -> PhaseOutcome:
@@ -361,7 +369,7 @@ class _BackupPhases:
             notifier=self.notifier,
             actor=self.actor,
         )
-        checks = (verified.verification or {}).get("checks", [])
+        checks = verified.verification.checks if verified.verification is not None else []
         return PhaseOutcome(detail=f"set {verified.id} {verified.state}: {len(checks)} checks passed")
 
     def select(self, sources: Sequence[DrillSource]) -> PhaseOutcome:
@@ -386,29 +394,27 @@ class _BackupPhases:
         ]
         points: list[RestorePoint] = []
         for source in sources:
-            found = next(
-                ((s, a) for s in sets for a in s.artefacts if a["name"] == source.name),
-                None,
-            )
+            found = next((s for s in sets if s.artefact(source.name) is not None), None)
             if found is None:
                 raise DrError(
                     f"no restorable backup set of {self.stack.name} ({self.stack.environment}) holds"
                     f" {source.name}: nothing to recover it from; take one with `shipyard backup full`"
                 )
             self.chosen[source.name] = found
-            points.append(restore_point_of(*found))
-            picked.append(f"{source.name} from {found[0].id} ({found[0].state})")
+            points.append(_restore_point(found, source.name))
+            picked.append(f"{source.name} from {found.id} ({found.state})")
         return PhaseOutcome(detail="; ".join(picked), points=tuple(points))
 
     def restore(self, source: DrillSource) -> PhaseOutcome:
-        if source.name not in self.chosen:
+        backup_set = self.chosen.get(source.name)
+        artefact = backup_set.artefact(source.name) if backup_set is not None else None
+        if backup_set is None or artefact is None:
             raise DrError(f"no backup set was selected for {source.name}")
-        backup_set, artefact = self.chosen[source.name]
         set_id = backup_set.id
-        if source.kind == "postgresql":
+        if artefact.type == "postgres":
             result = restore_database(
                 self.sessions, self.stack, base_dir=self.base_dir, actor=self.actor, set_id=set_id,
-                datastore=artefact["datastore"], into="scratch",
+                datastore=artefact.datastore, into="scratch",
             )  # fmt: skip
             where = result.location
             server = ScratchPostgres(
@@ -416,10 +422,10 @@ class _BackupPhases:
             )
             self._cleanups.append(functools.partial(_stop_and_remove, server.stop, server.base))
             detail = f"pg_restore into scratch PostgreSQL on port {where['port']}"
-        elif source.kind == "redis":
+        elif artefact.type == "redis":
             result = restore_redis(
                 self.sessions, self.stack, base_dir=self.base_dir, actor=self.actor, set_id=set_id,
-                datastore=artefact["datastore"], into="scratch",
+                datastore=artefact.datastore, into="scratch",
             )  # fmt: skip
             where = result.location
             redis = ScratchRedis(base=Path(where["dir"]), port=int(where["port"]), pid=int(where["pid"]))
@@ -428,7 +434,7 @@ class _BackupPhases:
         else:
             result = restore_files(
                 self.sessions, self.stack, base_dir=self.base_dir, actor=self.actor, set_id=set_id,
-                path=artefact["path"], into="scratch",
+                path=artefact.path, into="scratch",
             )  # fmt: skip
             where = result.location
             self._cleanups.append(functools.partial(_stop_and_remove, None, Path(where["path"])))
@@ -496,15 +502,25 @@ class _BackupPhases:
         result = self.restored.get(source.name)
         if result is None:
             raise DrError(f"{source.name} was not restored")
-        _, artefact = self.chosen[source.name]
-        if source.kind == "postgresql":
+        artefact = self.chosen[source.name].artefact(source.name)
+        if artefact is None:
+            raise DrError(f"the set that {source.name} was restored from does not hold it")
+        if artefact.type == "postgres":
             return _postgres_health(
-                result.location, artefact, self.stack.backup.checks if self.stack.backup else []
+                result.location, artefact.row_counts, self.stack.backup.checks if self.stack.backup else []
             )
-        if source.kind == "redis":
-            return _redis_health(result.location, artefact)
+        if artefact.type == "redis":
+            # The restored Redis answers and holds as many keys as the snapshot did.
+            location = result.location
+            keys = redis_dbsize(
+                RedisSource(name="drill", host=str(location["host"]), port=int(location["port"]))
+            )
+            return PhaseOutcome(
+                ok=artefact.holds_keys(keys),
+                detail=f"answers; {keys} keys ({artefact.expected_keys()} in the manifest)",
+            )
         digest = tree_digest(Path(result.location["path"]))
-        if digest.sha256 != artefact["sha256"]:
+        if digest.sha256 != artefact.sha256:
             return PhaseOutcome(ok=False, detail="the restored files do not match the manifest's checksum")
         return PhaseOutcome(detail=f"{digest.files} files match the manifest's checksum")
 
@@ -560,14 +576,14 @@ def _connect(location: Mapping[str, Any]) -> psycopg.Connection[Any]:
 
 
 def _postgres_health(
-    location: Mapping[str, Any], artefact: Mapping[str, Any] | None, checks: Sequence[str]
+    location: Mapping[str, Any], backed_up: Mapping[str, int] | None, checks: Sequence[str]
 ) -> PhaseOutcome:
     """The restored database answers, reads every table, holds the manifest's row counts (when
-    restored from a set's artefact) and passes `backup.checks`."""
+    restored from a set's artefact: `backed_up`) and passes `backup.checks`."""
     try:
         with _connect(location) as connection:
             counts = row_counts(connection)
-            expected = counts if artefact is None else artefact.get("row_counts", {})
+            expected = counts if backed_up is None else backed_up
             differing = sorted(t for t in set(counts) | set(expected) if counts.get(t) != expected.get(t))
             if differing:
                 shown = ", ".join(
@@ -585,18 +601,8 @@ def _postgres_health(
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         return PhaseOutcome(ok=False, detail=f"the restored PostgreSQL does not answer: {reason}")
-    compared = "read" if artefact is None else "row counts match"
+    compared = "read" if backed_up is None else "row counts match"
     return PhaseOutcome(detail=f"answers; {len(expected)} tables' {compared}; {len(checks)} checks passed")
-
-
-def _redis_health(location: Mapping[str, Any], artefact: Mapping[str, Any]) -> PhaseOutcome:
-    """The restored Redis answers and holds as many keys as the snapshot did."""
-    keys = redis_dbsize(RedisSource(name="drill", host=str(location["host"]), port=int(location["port"])))
-    expected = artefact.get("dbsize")
-    low, high = artefact.get("dbsize_range") or [expected, expected]
-    ok = keys == expected if expected is not None else low <= keys <= high
-    wanted = expected if expected is not None else f"{low}..{high}"
-    return PhaseOutcome(ok=ok, detail=f"answers; {keys} keys ({wanted} in the manifest)")
 
 
 def _record(
@@ -613,6 +619,36 @@ def _record(
     )
 
 
+def _previous_recoveries(sessions: sessionmaker[Session], stack: Stack, mode: DrillMode) -> list[float]:
+    """The RTOs of the earlier drills of this mode, stack and environment that recovered.
+
+    Only drills of the same mode count: a partial drill restores less than a full one, so mixing
+    them would say nothing. Drills that did not recover have no RTO: MTTR is the mean time of
+    recoveries that happened.
+    """
+    history = drill_history(sessions, limit=None, mode=mode, stack=stack.name, environment=stack.environment)
+    return [drill.rto_seconds for drill in history if drill.rto_seconds is not None]
+
+
+def _drill_row(stack: Stack, actor: str, result: DrillResult, report: Path) -> DrillRow:
+    failed = result.failed_phase
+    return DrillRow(
+        stack=stack.name,
+        environment=stack.environment,
+        mode=result.mode,
+        passed=result.passed,
+        actor=actor[:128],
+        started_at=dt.datetime.fromtimestamp(result.started_at, dt.UTC),
+        finished_at=dt.datetime.fromtimestamp(result.finished_at, dt.UTC),
+        rto_seconds=result.rto,
+        rpo_seconds=result.rpo,
+        mttr_seconds=result.mttr,
+        failed_phase=None if failed is None else failed.name,
+        reason=None if failed is None else failed.detail,
+        report=str(report),
+    )
+
+
 def run_stack_drill(
     stack: Stack,
     plan: DrillPlan,
@@ -625,8 +661,8 @@ def run_stack_drill(
     notifier: Notifier | None = None,
     on_phase: Callable[[str], None] | None = None,
 ) -> DrillRun:
-    """Run `plan` against the stack's backups into scratch servers, write its report, record it in
-    the audit log and send its result to the spec's channels.
+    """Run `plan` against the stack's backups into scratch servers, write its report, record it
+    (the drills table and the audit log) and send its result to the spec's channels.
 
     Nothing live is touched: the backup phase reads the sources as `shipyard backup full` does,
     and every restore goes into a scratch server or directory that is removed afterwards.
@@ -638,6 +674,7 @@ def run_stack_drill(
         phases = {name: _announced(name, phase, on_phase) for name, phase in phases.items()}
     target = f"{stack.name}/{stack.environment}"
     _record(sessions, actor, target, {"mode": plan.mode, "phases": [p.name for p in plan.phases]}, "started")
+    started_at = dt.datetime.fromtimestamp(clock(), dt.UTC)
     try:
         result = run_drill(
             plan,
@@ -646,23 +683,36 @@ def run_stack_drill(
             stack=stack.name,
             environment=stack.environment,
             clock=clock,
-            previous_recoveries=previous_recoveries(report_dir, stack.name, stack.environment, plan.mode),
+            previous_recoveries=_previous_recoveries(sessions, stack, plan.mode),
         )
     except BaseException as exc:
-        _record(sessions, actor, target, {"mode": plan.mode, "error": type(exc).__name__}, "failed")
+        # A drill an error stopped is a failed drill too: the history shows it, with no RTO.
+        error = type(exc).__name__
+        stopped = DrillRow(
+            stack=stack.name,
+            environment=stack.environment,
+            mode=plan.mode,
+            passed=False,
+            actor=actor[:128],
+            started_at=started_at,
+            finished_at=dt.datetime.fromtimestamp(clock(), dt.UTC),
+            reason=f"the drill stopped: {error}",
+        )
+        record_drill(sessions, stopped)
+        _record(sessions, actor, target, {"mode": plan.mode, "error": error}, "failed")
         raise
     finally:
         adapter.close()
     markdown, machine = write_report(result, report_dir)
+    drill_id = record_drill(sessions, _drill_row(stack, actor, result, machine))
     data = drill_data(result)
     summary = {key: data[key] for key in ("mode", "passed", "failed_phase", "achieved", "targets")}
-    _record(
-        sessions, actor, target, summary | {"report": str(machine)}, "passed" if result.passed else "failed"
-    )
+    after = summary | {"report": str(machine), "drill": drill_id}
+    _record(sessions, actor, target, after, "passed" if result.passed else "failed")
     if notifier.channels:
         notifier.send(drill_event(result))
         notifier.wait()
-    return DrillRun(result, markdown, machine)
+    return DrillRun(result, markdown, machine, drill_id)
 
 
 def _announced(name: str, phase: Phase, on_phase: Callable[[str], None]) -> Phase:

@@ -38,6 +38,7 @@ from ._plan import (
     switchover_problems,
 )
 from ._postgres import Admin, Node, NodeStatus
+from ._report import target_met
 
 WAIT_S = 60.0
 """How long a wait (catch-up, streaming, the first write) may take before the step fails."""
@@ -177,9 +178,7 @@ class DrReport:
             "primary_address": self.primary_address,
             "rto_s": None if self.rto_s is None else round(self.rto_s, 3),
             "rto_target_s": self.rto_target_s,
-            "rto_met": None
-            if self.rto_s is None or self.rto_target_s is None
-            else self.rto_s <= self.rto_target_s,
+            "rto_met": target_met(self.rto_s, self.rto_target_s),
             "synchronous": self.synchronous,
             "database_url": self.database_url,
             "kept": self.kept,

@@ -2,8 +2,8 @@
 
 The model is plain data measured by the drill runner (`_drills.py`): per-phase outcomes and
 durations, the simulated disaster's moment, the restore points reached, the achieved RTO, RPO and
-MTTR, and each compared with the spec's target. Rendering is pure; only `write_report` and
-`previous_recoveries` touch files.
+MTTR, and each compared with the spec's target (`target_met`: the one meaning of "RTO met").
+Rendering is pure; only `write_report` touches files.
 
 Times are seconds since the epoch (floats) as read from the drill's clock; the JSON carries them
 as ISO-8601 UTC strings next to plain numbers of seconds, under keys that do not change
@@ -14,21 +14,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..monitor import Event
+from ..spec import DrillMode
 
 REPORT_SCHEMA = "shipyard.dr.drill/v1"
 
-DrillMode = Literal["full", "partial", "backup", "restore"]
-DRILL_MODES: tuple[DrillMode, ...] = ("full", "partial", "backup", "restore")
 PhaseKind = Literal["backup", "verify", "select", "restore", "health"]
 PhaseStatus = Literal["passed", "failed", "skipped"]
 TargetName = Literal["rto", "rpo", "mttr"]
 Verdict = Literal["pass", "fail", "not set"]
+
+
+def target_met(achieved: float | None, target: float | None) -> bool | None:
+    """Whether an achieved RTO, RPO or MTTR (seconds) meets its objective: at most the target.
+
+    None when there is nothing to compare: no target set, or nothing achieved (the drill or the
+    failover did not recover). Every verdict on a target (drill reports, failover reports, the
+    API, the dashboard) is this one.
+    """
+    if achieved is None or target is None:
+        return None
+    return achieved <= target
 
 
 @dataclass(frozen=True)
@@ -79,9 +89,8 @@ class TargetCheck:
     def verdict(self) -> Verdict:
         if self.target is None:
             return "not set"
-        if self.achieved is None:
-            return "fail"
-        return "pass" if self.achieved <= self.target else "fail"
+        # Not achieved (None) is a miss: the drill did not recover.
+        return "pass" if target_met(self.achieved, self.target) else "fail"
 
 
 @dataclass(frozen=True)
@@ -282,32 +291,6 @@ def write_report(result: DrillResult, directory: Path) -> tuple[Path, Path]:
     markdown.write_text(drill_markdown(result), encoding="utf-8")
     machine.write_text(json.dumps(drill_data(result), indent=2) + "\n", encoding="utf-8")
     return markdown, machine
-
-
-def previous_recoveries(directory: Path, stack: str, environment: str, mode: DrillMode) -> list[float]:
-    """The achieved RTOs of earlier drills of this mode, stack and environment written in `directory`.
-
-    Only drills of the same mode count: a partial drill restores less than a full one, so mixing
-    them would say nothing. Reports that are unreadable, of another schema, or of drills that did
-    not recover are left out: MTTR is the mean time of recoveries that happened.
-    """
-    found: list[float] = []
-    if not directory.is_dir():
-        return found
-    for path in sorted(directory.glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
-            continue
-        if (data.get("stack"), data.get("environment"), data.get("mode")) != (stack, environment, mode):
-            continue
-        achieved = data.get("achieved")
-        rto = achieved.get("rto_seconds") if isinstance(achieved, dict) else None
-        if isinstance(rto, int | float) and not isinstance(rto, bool) and math.isfinite(rto) and rto >= 0:
-            found.append(float(rto))
-    return found
 
 
 def drill_event(result: DrillResult) -> Event:

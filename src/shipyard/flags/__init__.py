@@ -9,38 +9,127 @@ SDK and the OpenFeature provider are built on it.
     evaluator.is_enabled("new-checkout", {"userId": "42", "role": "USER"}, "production")
 """
 
-from ._evaluator import (
-    Context,
-    EnvironmentEvaluator,
-    ErrorCode,
-    Evaluation,
-    Evaluator,
-    Reason,
-    compile_flagset,
-)
-from ._hashing import ROLLOUT_SEED, VARIANT_SEED, bucket, in_rollout, murmur3_32
-from ._model import (
-    EXPECTED_LIFETIME_DAYS,
-    OPERATORS,
-    Condition,
-    Flag,
-    FlagEnvironment,
-    FlagIssue,
-    FlagKind,
-    FlagSet,
-    FlagType,
-    Operator,
-    Prerequisite,
-    Rollout,
-    Rule,
-    Segment,
-    Split,
-    StaleFlag,
-    Variant,
-    check_references,
-    stale_flags,
-)
-from ._values import MAX_MATCH_INPUT, MAX_PATTERN_LENGTH, regex_problem, semver_key
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._backends import FlagBackend, LocalBackend, RemoteBackend, audit_data, evaluation_data
+    from ._evaluator import (
+        Context,
+        EnvironmentEvaluator,
+        ErrorCode,
+        Evaluation,
+        Evaluator,
+        Reason,
+        compile_flagset,
+    )
+    from ._hashing import ROLLOUT_SEED, VARIANT_SEED, bucket, in_rollout, murmur3_32
+    from ._live import LiveFlagSet
+    from ._model import (
+        EXPECTED_LIFETIME_DAYS,
+        OPERATORS,
+        Condition,
+        Flag,
+        FlagEnvironment,
+        FlagIssue,
+        FlagKind,
+        FlagSet,
+        FlagType,
+        Operator,
+        Prerequisite,
+        Rollout,
+        Rule,
+        Segment,
+        Split,
+        StaleFlag,
+        Variant,
+        check_references,
+        stale_flags,
+    )
+    from ._store import AuditEntry, FlagChange, FlagDocuments, FlagStore, Stored, apply_merge_patch
+    from ._values import MAX_MATCH_INPUT, MAX_PATTERN_LENGTH, regex_problem, semver_key
+
+# The names are loaded on first use (PEP 562): `import shipyard.flags` (the SDK's package) stays
+# cheap, and the model's pydantic and PyYAML are imported only by what uses a flag or the model.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "_evaluator": (
+        "Context",
+        "EnvironmentEvaluator",
+        "ErrorCode",
+        "Evaluation",
+        "Evaluator",
+        "Reason",
+        "compile_flagset",
+    ),
+    "_hashing": (
+        "ROLLOUT_SEED",
+        "VARIANT_SEED",
+        "bucket",
+        "in_rollout",
+        "murmur3_32",
+    ),
+    "_model": (
+        "EXPECTED_LIFETIME_DAYS",
+        "OPERATORS",
+        "Condition",
+        "Flag",
+        "FlagEnvironment",
+        "FlagIssue",
+        "FlagKind",
+        "FlagSet",
+        "FlagType",
+        "Operator",
+        "Prerequisite",
+        "Rollout",
+        "Rule",
+        "Segment",
+        "Split",
+        "StaleFlag",
+        "Variant",
+        "check_references",
+        "stale_flags",
+    ),
+    "_values": (
+        "MAX_MATCH_INPUT",
+        "MAX_PATTERN_LENGTH",
+        "regex_problem",
+        "semver_key",
+    ),
+    # Server-side names (the store, the live set, the backends the CLI and ops write through):
+    # lazy like the rest, so that the SDK's import never loads SQLAlchemy for them.
+    "_backends": (
+        "FlagBackend",
+        "LocalBackend",
+        "RemoteBackend",
+        "audit_data",
+        "evaluation_data",
+    ),
+    "_live": ("LiveFlagSet",),
+    "_store": (
+        "AuditEntry",
+        "FlagChange",
+        "FlagDocuments",
+        "FlagStore",
+        "Stored",
+        "apply_merge_patch",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+if not TYPE_CHECKING:  # type checkers see the imports above; a name they don't know stays an error
+
+    def __getattr__(name: str) -> object:
+        module = _MODULE_OF.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(import_module(f"{__name__}.{module}"), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "EXPECTED_LIFETIME_DAYS",
@@ -49,6 +138,7 @@ __all__ = [
     "OPERATORS",
     "ROLLOUT_SEED",
     "VARIANT_SEED",
+    "AuditEntry",
     "Condition",
     "Context",
     "EnvironmentEvaluator",
@@ -56,23 +146,34 @@ __all__ = [
     "Evaluation",
     "Evaluator",
     "Flag",
+    "FlagBackend",
+    "FlagChange",
+    "FlagDocuments",
     "FlagEnvironment",
     "FlagIssue",
     "FlagKind",
     "FlagSet",
+    "FlagStore",
     "FlagType",
+    "LiveFlagSet",
+    "LocalBackend",
     "Operator",
     "Prerequisite",
     "Reason",
+    "RemoteBackend",
     "Rollout",
     "Rule",
     "Segment",
     "Split",
     "StaleFlag",
+    "Stored",
     "Variant",
+    "apply_merge_patch",
+    "audit_data",
     "bucket",
     "check_references",
     "compile_flagset",
+    "evaluation_data",
     "in_rollout",
     "murmur3_32",
     "regex_problem",

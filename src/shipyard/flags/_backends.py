@@ -1,7 +1,9 @@
 """One interface over the flag store, whether it is local (the state store) or a server's API.
 
-The CLI uses it so that `shipyard flags …` works the same against `--url` and against the local
-database; both paths end in the same `FlagStore` methods the API routes call.
+The flag verbs of `shipyard.ops` work through it, so that `shipyard flags …` works the same
+against `--url` and against the local database, and the API routes hand the ops functions the
+store their live flag set follows: every path ends in the same `FlagStore` methods. A dry run
+only reads (`snapshot`, `get`, `get_segment`), so against a server it sends no change.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ._store import AuditEntry, FlagStore, Stored
 class FlagBackend(Protocol):
     def snapshot(self) -> FlagSet: ...
     def get(self, key: str) -> Stored: ...
+    def get_segment(self, name: str) -> Stored: ...
     def create(self, data: dict[str, Any]) -> Stored: ...
     def replace(self, key: str, data: dict[str, Any], if_match: int | None = None) -> Stored: ...
     def patch(self, key: str, patch: dict[str, Any], if_match: int | None = None) -> Stored: ...
@@ -27,6 +30,8 @@ class FlagBackend(Protocol):
     def evaluate(self, key: str, context: dict[str, Any], environment: str) -> dict[str, Any]: ...
     def audit(self, key: str, limit: int = 100) -> list[dict[str, Any]]: ...
     def import_set(self, flagset: FlagSet, replace_all: bool = False) -> int: ...
+    def put_segment(self, name: str, data: dict[str, Any], if_match: int | None = None) -> Stored: ...
+    def delete_segment(self, name: str, if_match: int | None = None) -> None: ...
 
 
 def evaluation_data(key: str, evaluation: Evaluation, version: int) -> dict[str, Any]:
@@ -66,6 +71,9 @@ class LocalBackend:
     def get(self, key: str) -> Stored:
         return self.store.get(key)
 
+    def get_segment(self, name: str) -> Stored:
+        return self.store.get_segment(name)
+
     def create(self, data: dict[str, Any]) -> Stored:
         return self.store.create(data, self.actor)
 
@@ -93,6 +101,12 @@ class LocalBackend:
 
     def import_set(self, flagset: FlagSet, replace_all: bool = False) -> int:
         return self.store.import_set(flagset, self.actor, replace_all=replace_all)
+
+    def put_segment(self, name: str, data: dict[str, Any], if_match: int | None = None) -> Stored:
+        return self.store.put_segment(name, data, self.actor, if_match)
+
+    def delete_segment(self, name: str, if_match: int | None = None) -> None:
+        self.store.delete_segment(name, self.actor, if_match)
 
 
 class RemoteBackend:
@@ -144,6 +158,12 @@ class RemoteBackend:
     def get(self, key: str) -> Stored:
         return self._stored(self._call("GET", f"/feature-flags/{key}"))
 
+    def get_segment(self, name: str) -> Stored:
+        for item in self._call("GET", "/feature-segments").json():
+            if item["segment"]["name"] == name:
+                return Stored(item["segment"], item["version"])
+        raise NotFoundError(f"no segment {name!r}")
+
     def create(self, data: dict[str, Any]) -> Stored:
         return self._stored(self._call("POST", "/feature-flags", json=data))
 
@@ -182,3 +202,12 @@ class RemoteBackend:
             params={"replace": str(replace_all).lower()},
         )
         return int(response.json()["version"])
+
+    def put_segment(self, name: str, data: dict[str, Any], if_match: int | None = None) -> Stored:
+        body = self._call(
+            "PUT", f"/feature-segments/{name}", json=data, headers=self._if_match(if_match)
+        ).json()
+        return Stored(body["segment"], body["version"])
+
+    def delete_segment(self, name: str, if_match: int | None = None) -> None:
+        self._call("DELETE", f"/feature-segments/{name}", headers=self._if_match(if_match))

@@ -5,15 +5,20 @@ serialises writers on every database, (2) updates the row only if its version is
 writer read (compare-and-set: a stale `If-Match` is a ConflictError, not a silent overwrite),
 (3) validates the whole flag set as it would be after the change (references, prerequisite
 cycles), and (4) writes an audit record with the object before and after.
+
+What a change does is planned by `FlagDocuments` (pure: the flag set as documents in, the
+`FlagChange`s out, or the error the write would raise). The store plans against the rows it has
+locked and then applies the plan; a dry run plans against a snapshot and stops there, so that a
+preview and a write can never disagree about what is allowed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import delete, select, update
@@ -24,6 +29,9 @@ from ..state import AuditRow, Counter, FlagRow, SegmentRow, as_utc, utcnow
 from ._model import Flag, FlagSet, Segment
 
 COUNTER = "flagset"
+
+ChangeAction = Literal["create", "update", "delete"]
+ObjectKind = Literal["flag", "segment"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,18 @@ class AuditEntry:
     actor: str
     action: str
     target: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    """One object a write creates, updates or deletes, with its document before and after."""
+
+    action: ChangeAction
+    kind: ObjectKind
+    target: str
+    """The flag's key or the segment's name."""
     before: dict[str, Any] | None
     after: dict[str, Any] | None
 
@@ -71,6 +91,139 @@ def validate_segment(data: dict[str, Any]) -> Segment:
 
 def _dump(model: Flag | Segment) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_defaults=True)
+
+
+def _replacement(key: str, definition: dict[str, Any]) -> dict[str, Any]:
+    """The stored document of flag `key` replaced by `definition` (a PUT), validated alone."""
+    if definition.get("key", key) != key:
+        raise InvalidObjectError("key: a flag's key cannot change; create a new flag", [("key", "immutable")])
+    return _dump(validate_flag({**definition, "key": key}))
+
+
+@dataclass(frozen=True)
+class FlagDocuments:
+    """The flag set as stored documents (flags by key, segments by name): what changes are planned on.
+
+    Each `plan_*` method returns the changes a write would make, or raises the error the write
+    would raise (NotFoundError, ConflictError for a stale `if_match`, InvalidObjectError). It
+    reads and writes nothing.
+    """
+
+    flags: Mapping[str, dict[str, Any]]
+    segments: Mapping[str, dict[str, Any]]
+
+    @classmethod
+    def of(cls, flagset: FlagSet) -> FlagDocuments:
+        """The documents of a snapshot (each object dumped as the store keeps it)."""
+        return cls({f.key: _dump(f) for f in flagset.flags}, {s.name: _dump(s) for s in flagset.segments})
+
+    def check(self, changes: Iterable[FlagChange]) -> None:
+        """InvalidObjectError unless the flag set is valid after `changes` (references, cycles)."""
+        flags, segments = dict(self.flags), dict(self.segments)
+        for change in changes:
+            target = flags if change.kind == "flag" else segments
+            if change.after is None:
+                target.pop(change.target, None)
+            else:
+                target[change.target] = change.after
+        try:
+            FlagSet.model_validate({"flags": list(flags.values()), "segments": list(segments.values())})
+        except ValidationError as exc:
+            problems = _problems(exc)
+            raise InvalidObjectError("; ".join(m for _, m in problems), problems) from None
+
+    def _current(self, kind: ObjectKind, target: str) -> dict[str, Any]:
+        document = (self.flags if kind == "flag" else self.segments).get(target)
+        if document is None:
+            raise NotFoundError(f"no {kind} {target!r}")
+        return document
+
+    def plan_create(self, data: dict[str, Any]) -> FlagChange:
+        flag = validate_flag(data)
+        if flag.key in self.flags:
+            raise ConflictError(f"flag {flag.key!r} exists; change it with PUT or PATCH")
+        change = FlagChange("create", "flag", flag.key, None, _dump(flag))
+        self.check([change])
+        return change
+
+    def plan_update(
+        self,
+        key: str,
+        version: int,
+        *,
+        definition: dict[str, Any] | None = None,
+        merge_patch: dict[str, Any] | None = None,
+        if_match: int | None = None,
+    ) -> FlagChange:
+        """Replace flag `key` (at `version`) with `definition`, or apply an RFC 7396 `merge_patch`."""
+        if (definition is None) == (merge_patch is None):
+            raise ValueError("give exactly one of definition and merge_patch")
+        before = self._current("flag", key)
+        if definition is not None:
+            after = _replacement(key, definition)  # a bad body is refused before the version is looked at
+            _match(version, if_match, f"flag {key!r}")
+        else:
+            _match(version, if_match, f"flag {key!r}")
+            merged = apply_merge_patch(before, merge_patch)
+            if merged.get("key", key) != key:
+                raise InvalidObjectError("key: a flag's key cannot change", [("key", "immutable")])
+            after = _dump(validate_flag({**merged, "key": key}))
+        change = FlagChange("update", "flag", key, before, after)
+        self.check([change])
+        return change
+
+    def plan_delete(self, key: str, version: int, if_match: int | None = None) -> FlagChange:
+        before = self._current("flag", key)
+        _match(version, if_match, f"flag {key!r}")
+        change = FlagChange("delete", "flag", key, before, None)
+        self.check([change])
+        return change
+
+    def plan_put_segment(
+        self, name: str, data: dict[str, Any], version: int | None, if_match: int | None = None
+    ) -> FlagChange:
+        """Create segment `name` (`version` None) or replace it (at `version`)."""
+        document = _dump(validate_segment({**data, "name": name}))
+        before = None if version is None else self._current("segment", name)
+        change = FlagChange("create" if before is None else "update", "segment", name, before, document)
+        self.check([change])
+        if version is None:
+            if if_match is not None:
+                raise ConflictError(f"segment {name!r} does not exist (If-Match was given)")
+        else:
+            _match(version, if_match, f"segment {name!r}")
+        return change
+
+    def plan_delete_segment(self, name: str, version: int, if_match: int | None = None) -> FlagChange:
+        before = self._current("segment", name)
+        _match(version, if_match, f"segment {name!r}")
+        change = FlagChange("delete", "segment", name, before, None)
+        self.check([change])
+        return change
+
+    def plan_import(self, flagset: FlagSet, *, replace_all: bool = False) -> list[FlagChange]:
+        """Write every flag and segment of `flagset` (unchanged ones are left alone); with
+        `replace_all`, delete the others. Segments come first, so that flags can use new ones."""
+        changes: list[FlagChange] = []
+        incoming: tuple[tuple[ObjectKind, Mapping[str, dict[str, Any]], dict[str, dict[str, Any]]], ...] = (
+            ("segment", self.segments, {s.name: _dump(s) for s in flagset.segments}),
+            ("flag", self.flags, {f.key: _dump(f) for f in flagset.flags}),
+        )
+        for kind, current, new in incoming:
+            for target, document in new.items():
+                before = current.get(target)
+                if before is None:
+                    changes.append(FlagChange("create", kind, target, None, document))
+                elif before != document:
+                    changes.append(FlagChange("update", kind, target, before, document))
+            if replace_all:
+                changes += [
+                    FlagChange("delete", kind, target, before, None)
+                    for target, before in current.items()
+                    if target not in new
+                ]
+        self.check(changes)
+        return changes
 
 
 class FlagStore:
@@ -126,75 +279,57 @@ class FlagStore:
     # --- writing ------------------------------------------------------------------------------
 
     def create(self, data: dict[str, Any], actor: str) -> Stored:
-        flag = validate_flag(data)
+        flag = validate_flag(data)  # a bad body costs no write transaction
         with self._write(actor) as (session, version):
-            if session.get(FlagRow, flag.key) is not None:
-                raise ConflictError(f"flag {flag.key!r} exists; change it with PUT or PATCH")
-            document = _dump(flag)
-            _check_set(session, flags={flag.key: document})
-            session.add(FlagRow(key=flag.key, version=1, document=document))
-            _audit(session, actor, "create", "flag", flag.key, None, document)
+            stored = _apply(session, _documents(session).plan_create(_dump(flag)), actor)
         self._changed(version)
-        return Stored(document, 1)
+        assert stored is not None  # a create writes a document
+        return stored
 
     def replace(self, key: str, data: dict[str, Any], actor: str, if_match: int | None = None) -> Stored:
-        if data.get("key", key) != key:
-            raise InvalidObjectError(
-                "key: a flag's key cannot change; create a new flag", [("key", "immutable")]
-            )
-        flag = validate_flag({**data, "key": key})
+        _replacement(key, data)  # a bad body is a 422 even for a missing flag, as before any lock
         with self._write(actor) as (session, version):
-            row = _locked(session, FlagRow, key, if_match)
-            stored = _update_flag(session, row, _dump(flag), actor)
+            row = _locked(session, FlagRow, key)
+            change = _documents(session).plan_update(key, row.version, definition=data, if_match=if_match)
+            stored = _apply(session, change, actor, row.version)
         self._changed(version)
+        assert stored is not None  # an update writes a document
         return stored
 
     def patch(self, key: str, merge_patch: dict[str, Any], actor: str, if_match: int | None = None) -> Stored:
         """Apply an RFC 7396 JSON merge patch to a flag."""
         with self._write(actor) as (session, version):
-            row = _locked(session, FlagRow, key, if_match)
-            merged = apply_merge_patch(row.document, merge_patch)
-            if merged.get("key", key) != key:
-                raise InvalidObjectError("key: a flag's key cannot change", [("key", "immutable")])
-            stored = _update_flag(session, row, _dump(validate_flag({**merged, "key": key})), actor)
+            row = _locked(session, FlagRow, key)
+            change = _documents(session).plan_update(
+                key, row.version, merge_patch=merge_patch, if_match=if_match
+            )
+            stored = _apply(session, change, actor, row.version)
         self._changed(version)
+        assert stored is not None  # an update writes a document
         return stored
 
     def delete(self, key: str, actor: str, if_match: int | None = None) -> None:
         with self._write(actor) as (session, version):
-            row = _locked(session, FlagRow, key, if_match)
-            _check_set(session, flags={key: None})
-            before = row.document
-            session.execute(delete(FlagRow).where(FlagRow.key == key, FlagRow.version == row.version))
-            _audit(session, actor, "delete", "flag", key, before, None)
+            row = _locked(session, FlagRow, key)
+            _apply(session, _documents(session).plan_delete(key, row.version, if_match), actor, row.version)
         self._changed(version)
 
     def put_segment(self, name: str, data: dict[str, Any], actor: str, if_match: int | None = None) -> Stored:
-        segment = validate_segment({**data, "name": name})
-        document = _dump(segment)
+        validate_segment({**data, "name": name})  # a bad body costs no write transaction
         with self._write(actor) as (session, version):
             row = session.get(SegmentRow, name)
-            _check_set(session, segments={name: document})
-            if row is None:
-                if if_match is not None:
-                    raise ConflictError(f"segment {name!r} does not exist (If-Match was given)")
-                session.add(SegmentRow(name=name, version=1, document=document))
-                stored = Stored(document, 1)
-                _audit(session, actor, "create", "segment", name, None, document)
-            else:
-                _match(row.version, if_match, f"segment {name!r}")
-                before = row.document
-                stored = _cas(session, SegmentRow, SegmentRow.name, name, row.version, document)
-                _audit(session, actor, "update", "segment", name, before, document)
+            row_version = None if row is None else row.version
+            change = _documents(session).plan_put_segment(name, data, row_version, if_match)
+            stored = _apply(session, change, actor, row_version)
         self._changed(version)
+        assert stored is not None  # a create or an update writes a document
         return stored
 
     def delete_segment(self, name: str, actor: str, if_match: int | None = None) -> None:
         with self._write(actor) as (session, version):
-            row = _locked(session, SegmentRow, name, if_match)
-            _check_set(session, segments={name: None})
-            session.execute(delete(SegmentRow).where(SegmentRow.name == name))
-            _audit(session, actor, "delete", "segment", name, row.document, None)
+            row = _locked(session, SegmentRow, name)
+            change = _documents(session).plan_delete_segment(name, row.version, if_match)
+            _apply(session, change, actor)
         self._changed(version)
 
     def import_set(self, flagset: FlagSet, actor: str, *, replace_all: bool = False) -> int:
@@ -202,19 +337,14 @@ class FlagStore:
 
         One transaction: the import lands whole or not at all. Returns the new version.
         """
-        flags: dict[str, dict[str, Any] | None] = {f.key: _dump(f) for f in flagset.flags}
-        segments: dict[str, dict[str, Any] | None] = {s.name: _dump(s) for s in flagset.segments}
         with self._write(actor) as (session, version):
-            existing_flags = {r.key: r for r in session.scalars(select(FlagRow))}
-            existing_segments = {r.name: r for r in session.scalars(select(SegmentRow))}
-            if replace_all:
-                flags.update(dict.fromkeys(k for k in existing_flags if k not in flags))
-                segments.update(dict.fromkeys(n for n in existing_segments if n not in segments))
-            _check_set(session, flags=flags, segments=segments)
-            for name, document in segments.items():
-                _upsert(session, SegmentRow, "segment", name, existing_segments.get(name), document, actor)
-            for key, document in flags.items():
-                _upsert(session, FlagRow, "flag", key, existing_flags.get(key), document, actor)
+            flag_versions = {r.key: r.version for r in session.scalars(select(FlagRow))}
+            segment_versions = {r.name: r.version for r in session.scalars(select(SegmentRow))}
+            for change in _documents(session).plan_import(flagset, replace_all=replace_all):
+                versions = flag_versions if change.kind == "flag" else segment_versions
+                # Deletions are by key alone: the import replaces whatever is there now.
+                row_version = versions.get(change.target) if change.action == "update" else None
+                _apply(session, change, actor, row_version)
         self._changed(version)
         return version
 
@@ -246,26 +376,48 @@ def _bump(session: Session) -> int:
     return _counter(session)
 
 
+def _documents(session: Session) -> FlagDocuments:
+    """The flag set's documents as this transaction sees them."""
+    return FlagDocuments(
+        {r.key: r.document for r in session.scalars(select(FlagRow))},
+        {r.name: r.document for r in session.scalars(select(SegmentRow))},
+    )
+
+
 def _match(current: int, if_match: int | None, what: str) -> None:
     if if_match is not None and if_match != current:
         raise ConflictError(f"{what} is at version {current}, not {if_match}: read it again and retry")
 
 
-def _locked(session: Session, model: Any, key: str, if_match: int | None) -> Any:
+def _locked(session: Session, model: Any, key: str) -> Any:
     row = session.get(model, key, with_for_update=True)
-    what = "flag" if model is FlagRow else "segment"
     if row is None:
-        raise NotFoundError(f"no {what} {key!r}")
-    _match(row.version, if_match, f"{what} {key!r}")
+        raise NotFoundError(f"no {'flag' if model is FlagRow else 'segment'} {key!r}")
     return row
 
 
-def _update_flag(session: Session, row: FlagRow, document: dict[str, Any], actor: str) -> Stored:
-    """Write a changed flag: check the set as it will be, compare-and-set, audit."""
-    _check_set(session, flags={row.key: document})
-    before = row.document
-    stored = _cas(session, FlagRow, FlagRow.key, row.key, row.version, document)
-    _audit(session, actor, "update", "flag", row.key, before, document)
+def _apply(session: Session, change: FlagChange, actor: str, version: int | None = None) -> Stored | None:
+    """Write one planned change and its audit record; `version` is the row's, for compare-and-set.
+
+    Returns the object as stored now (None once deleted).
+    """
+    model: Any = FlagRow if change.kind == "flag" else SegmentRow
+    column = model.key if model is FlagRow else model.name
+    if change.action == "create":
+        assert change.after is not None
+        session.add(model(**{column.key: change.target}, version=1, document=change.after))
+        stored = Stored(change.after, 1)
+    elif change.action == "update":
+        assert change.after is not None
+        assert version is not None
+        stored = _cas(session, model, column, change.target, version, change.after)
+    else:
+        condition = column == change.target
+        if version is not None:
+            condition &= model.version == version
+        session.execute(delete(model).where(condition))
+        stored = None
+    _audit(session, actor, change.action, change.kind, change.target, change.before, change.after)
     return stored
 
 
@@ -280,42 +432,6 @@ def _cas(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise ConflictError(f"{key!r} changed while it was being written; read it again and retry")
     return Stored(document, version + 1)
-
-
-def _upsert(
-    session: Session, model: Any, kind: str, key: str, row: Any, document: dict[str, Any] | None, actor: str
-) -> None:
-    column = model.key if model is FlagRow else model.name
-    if document is None:
-        session.execute(delete(model).where(column == key))
-        _audit(session, actor, "delete", kind, key, row.document, None)
-    elif row is None:
-        session.add(model(**{"key" if model is FlagRow else "name": key}, version=1, document=document))
-        _audit(session, actor, "create", kind, key, None, document)
-    elif row.document != document:
-        _cas(session, model, column, key, row.version, document)
-        _audit(session, actor, "update", kind, key, row.document, document)
-
-
-def _check_set(
-    session: Session,
-    flags: Mapping[str, dict[str, Any] | None] | None = None,
-    segments: Mapping[str, dict[str, Any] | None] | None = None,
-) -> None:
-    """Validate the flag set as it will be after the change (None removes an object)."""
-    all_flags = {r.key: r.document for r in session.scalars(select(FlagRow))}
-    all_segments = {r.name: r.document for r in session.scalars(select(SegmentRow))}
-    for target, changes in ((all_flags, flags or {}), (all_segments, segments or {})):
-        for key, document in changes.items():
-            if document is None:
-                target.pop(key, None)
-            else:
-                target[key] = document
-    try:
-        FlagSet.model_validate({"flags": list(all_flags.values()), "segments": list(all_segments.values())})
-    except ValidationError as exc:
-        problems = _problems(exc)
-        raise InvalidObjectError("; ".join(m for _, m in problems), problems) from None
 
 
 def _audit(

@@ -6,14 +6,16 @@ with retries, backoff and a circuit breaker per channel.
 """
 
 from ._backoff import Backoff, Breakers, BreakerState, CircuitBreaker
-from ._channels import DeliveryFailed, NotResolvable, deliver
+from ._channels import TELEGRAM_API, DeliveryFailed, NotResolvable, check_resolvable, deliver
 from ._delivery import OutboxDelivery
 from ._event import Event
+from ._metrics import ShipyardCollector
 from ._notify import Notifier, matches
 from ._outbox import Attempt, Outbox, QueuedMessage, list_queue, purge_delivered
 from ._secrets import redact, redact_url, resolve
 
 __all__ = [
+    "TELEGRAM_API",
     "Attempt",
     "Backoff",
     "BreakerState",
@@ -26,6 +28,8 @@ __all__ = [
     "Outbox",
     "OutboxDelivery",
     "QueuedMessage",
+    "ShipyardCollector",
+    "check_resolvable",
     "deliver",
     "list_queue",
     "matches",

@@ -40,6 +40,8 @@ _MAX_RETRY_AFTER_S = 3600.0
 class DeliveryFailed(NotificationError):
     """One attempt failed; `retryable` says whether another may succeed. The message holds no secret."""
 
+    http_status = 502
+
     def __init__(self, message: str, *, retryable: bool, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
@@ -48,6 +50,8 @@ class DeliveryFailed(NotificationError):
 
 class NotResolvable(NotificationError):
     """A channel's secret reference is not set in this process; names the variable, never a value."""
+
+    http_status = 422
 
 
 def deliver(

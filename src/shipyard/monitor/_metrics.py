@@ -279,7 +279,8 @@ class ShipyardCollector(Collector):
         when = GaugeMetricFamily(
             "shipyard_dr_drill_timestamp_seconds", "When the last drill ended", labels=["mode"]
         )
-        from ..dr._api import last_drills  # noqa: PLC0415 - the DR router's reading, not a copy of it
+        # The drills every reader shows (`shipyard.dr`, imported here: dr imports this package).
+        from ..dr import last_drills  # noqa: PLC0415
 
         for mode, drill in sorted(last_drills(self._sessions).items()):
             if drill.rto_seconds is not None:
@@ -287,7 +288,7 @@ class ShipyardCollector(Collector):
             if drill.rpo_seconds is not None:
                 drill_rpo.add_metric([mode], drill.rpo_seconds)
             passed.add_metric([mode], 1.0 if drill.passed else 0.0)
-            when.add_metric([mode], drill.at.timestamp())
+            when.add_metric([mode], drill.finished_at.timestamp())
         return [*families, drill_rto, drill_rpo, passed, when]
 
     def _standby(self, stack: Stack | None) -> list[Metric]:
@@ -337,8 +338,7 @@ def probe_standby(host: str, port: int) -> tuple[bool, float | None]:
 
     The lag is 0 when everything received is replayed (an idle primary sends nothing to replay).
     """
-    from ..dr import Admin  # noqa: PLC0415 - psycopg only loads when a standby is declared
-    from ..dr._postgres import connect  # noqa: PLC0415
+    from ..dr import Admin, connect  # noqa: PLC0415 - psycopg only loads when a standby is declared
 
     try:
         with connect(host, port, Admin(), timeout_s=STANDBY_TIMEOUT_S) as connection:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import UserError
 from ..host import state_dir
 from ..spec import Spec, Stack, load_spec
 
@@ -44,14 +45,20 @@ def pick_environment(spec: Spec, environment: str | None) -> str:
 
 @dataclass
 class Workspace:
-    """One stack in one environment, over one state store, as one actor."""
+    """One stack in one environment, over one state store, as one actor.
 
-    spec_path: Path
-    environment: str
+    A verb that needs no stack (a flag change, steering a recorded release) runs in a workspace
+    with no spec; asking such a workspace for its stack is a UserError that names `-f`.
+    """
+
+    spec_path: Path | None = None
+    environment: str = "production"
     database_url: str | None = None
     """The state store (None: `$SHIPYARD_DATABASE_URL`, else SQLite under the state directory)."""
     actor: str = field(default_factory=current_actor)
     state_dir: Path = field(default_factory=state_dir)
+    opened_sessions: sessionmaker[Session] | None = field(default=None, repr=False)
+    """Sessions an edge already holds (the server's), used instead of opening the store again."""
 
     @classmethod
     def open(
@@ -75,6 +82,8 @@ class Workspace:
 
     @functools.cached_property
     def spec(self) -> Spec:
+        if self.spec_path is None:
+            raise UserError("this needs the stack's spec: give it with -f shipyard.yaml (or `serve -f SPEC`)")
         return load_spec(self.spec_path)
 
     @functools.cached_property
@@ -84,11 +93,13 @@ class Workspace:
     @property
     def workdir(self) -> Path:
         """Where the services' commands run: the spec's directory."""
-        return self.spec_path.resolve().parent
+        return (self.spec_path or Path("shipyard.yaml")).resolve().parent
 
     @functools.cached_property
     def sessions(self) -> sessionmaker[Session]:
         """Sessions on the state store (migrated when behind), opened on first use."""
+        if self.opened_sessions is not None:
+            return self.opened_sessions
         from ..state import open_engine, session_factory  # noqa: PLC0415 - SQLAlchemy only when used
 
         return session_factory(open_engine(self.database_url))

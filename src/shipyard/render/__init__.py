@@ -8,6 +8,8 @@ is written, and the Kustomize and Helm outputs are derived from the very objects
 """
 
 from ._alertmanager import alertmanager_config, secret_file
+from ._argo import argo_rollouts, canary_service_name, preview_service_name
+from ._backups import scheduled_request
 from ._grafana import dashboard
 from ._kubernetes import (
     KIND_ORDER,
@@ -33,6 +35,7 @@ from ._outputs import (
 )
 from ._prometheus import BURN_TIERS, Target, rule_groups, scrape_config, seed_alerts
 from ._schema import DEFAULT_KUBE_VERSION, supported_versions, validate_objects
+from ._workloads import config_map_name, volume_claim_name
 from ._writer import write_tree
 from ._yaml import dump, dump_all
 
@@ -49,7 +52,10 @@ __all__ = [
     "Written",
     "alertmanager_config",
     "all_manifests",
+    "argo_rollouts",
     "build_manifests",
+    "canary_service_name",
+    "config_map_name",
     "dashboard",
     "dump",
     "dump_all",
@@ -61,15 +67,18 @@ __all__ = [
     "monitoring_files",
     "monitoring_text",
     "monitoring_tree",
+    "preview_service_name",
     "render_helm",
     "render_kubernetes",
     "render_kustomize",
     "rule_groups",
+    "scheduled_request",
     "scrape_config",
     "secret_file",
     "seed_alerts",
     "supported_versions",
     "validate_objects",
+    "volume_claim_name",
     "write_kubernetes",
     "write_monitoring",
     "write_tree",

@@ -1,19 +1,22 @@
 """Scheduled backups as Kubernetes CronJobs: one per entry of the spec's `backup.schedules`.
 
-Each runs `shipyard backup <kind> --env <environment>` in `backup.image` (which must hold the
-spec at `$SHIPYARD_SPEC`, or `shipyard.yaml` in its working directory), never two at once
-(`concurrencyPolicy: Forbid`), on the schedule read in UTC as `shipyard serve`'s scheduler reads
-it. Secrets reach the job as environment variables read from Kubernetes Secrets, under the names
-shipyard's backup commands resolve references from (`backup._connect`): `${env:NAME}` as NAME
-(from the stack's runtime Secret), `{secretRef: name/key}` as NAME_KEY. Values are never rendered.
+Each runs the job entry point on the schedule's ops request, given inline:
+`python -m shipyard.jobs --request '{"kind":"backup","what":"full"}' --env <environment>`, in
+`backup.image` (which must hold the spec at `$SHIPYARD_SPEC`, or `shipyard.yaml` in its working
+directory), never two at once (`concurrencyPolicy: Forbid`), on the schedule read in UTC as
+`shipyard serve`'s scheduler reads it. Secrets reach the job as environment variables read from
+Kubernetes Secrets, under the names shipyard resolves references from where it runs:
+`${env:NAME}` as NAME (from the stack's runtime Secret), `{secretRef: name/key}` as NAME_KEY
+(`SecretRef.env_name`). Values are never rendered.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from ..backup import secret_env_name
-from ..spec import ENV_REFERENCE, Postgres, SecretRef, Stack
+from ..errors import RenderError
+from ..spec import BACKUP_WHATS, ENV_REFERENCE, Postgres, SecretRef, Stack
 from ._common import (
     COMPONENT_LABEL,
     PART_OF_LABEL,
@@ -36,11 +39,26 @@ BACKOFF_LIMIT = 1
 """A failed backup is retried once; a second failure waits for the next schedule (and alerts)."""
 
 
-def backup_cli_args(kind: str) -> list[str]:
-    """The shipyard arguments a scheduled backup of `kind` runs (verify checks the newest set)."""
+def scheduled_request(kind: str) -> dict[str, Any]:
+    """The ops request (as JSON) that the `backup.schedules` entry `kind` runs: a backup set of
+    that kind, a pgBackRest incremental backup, or a verification of the newest set.
+
+    Written as plain data, since a planner imports no ops: tests/unit/render checks that each
+    validates as its request model (`TakeBackup`, `TakePitrBackup`, `Verify`)."""
     if kind == "verify":
-        return ["backup", "verify", "--latest"]
-    return ["backup", kind]
+        return {"kind": "verify"}
+    if kind == "incremental":
+        return {"kind": "pitr-backup", "what": "incr"}
+    if kind in BACKUP_WHATS:
+        return {"kind": "backup", "what": kind}
+    known = ", ".join([*BACKUP_WHATS, "incremental", "verify"])
+    raise RenderError(f"backup.schedules: {kind!r} is not a schedule shipyard runs; use one of {known}")
+
+
+def job_command(request: dict[str, Any], environment: str | None) -> list[str]:
+    """The container command that runs `request` once through the job entry point."""
+    command = ["python", "-m", "shipyard.jobs", "--request", json.dumps(request, separators=(",", ":"))]
+    return command + (["--env", environment] if environment else [])
 
 
 def backup_cronjobs(stack: Stack, uses: SecretUses | None = None) -> list[Object]:
@@ -51,14 +69,13 @@ def backup_cronjobs(stack: Stack, uses: SecretUses | None = None) -> list[Object
     uses = uses if uses is not None else SecretUses(stack)
     env = _unique([*_secret_env(backup.password, uses), *_source_env(stack, uses)])
     env += [{"name": "HOME", "value": "/tmp"}, {"name": "XDG_CACHE_HOME", "value": "/tmp/cache"}]
-    environment = ["--env", stack.environment] if stack.environment else []
     jobs = []
     for kind, schedule in sorted(backup.schedules.items()):
         name = f"backup-{kind}"
         container: dict[str, Any] = {
             "name": "backup",
             "image": backup.image,
-            "command": ["shipyard", *backup_cli_args(kind), *environment],
+            "command": job_command(scheduled_request(kind), stack.environment),
             "env": env,
             "securityContext": container_security(),
             # The root filesystem is read-only: restic's cache and temporary files go here.
@@ -144,7 +161,7 @@ def backup_objects(stack: Stack, uses: SecretUses | None = None) -> list[Object]
 
 def _secret_env(reference: SecretRef | str, uses: SecretUses) -> list[dict[str, Any]]:
     if isinstance(reference, SecretRef):
-        return [{"name": secret_env_name(reference), "valueFrom": uses.ref(reference)}]
+        return [{"name": reference.env_name, "valueFrom": uses.ref(reference)}]
     match = ENV_REFERENCE.fullmatch(reference.strip())
     if match is None:  # the spec's model admits only the two forms
         return []
@@ -152,7 +169,7 @@ def _secret_env(reference: SecretRef | str, uses: SecretUses) -> list[dict[str, 
 
 
 def _source_env(stack: Stack, uses: SecretUses) -> list[dict[str, Any]]:
-    """The passwords of the datastores the backups read, under the names the CLI resolves."""
+    """The passwords of the datastores the backups read, under the names shipyard resolves."""
     assert stack.backup is not None
     env: list[dict[str, Any]] = []
     for name in sorted(set(stack.backup.sources.datastores)):

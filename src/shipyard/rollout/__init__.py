@@ -1,22 +1,43 @@
 """Zero-downtime releases: blue-green and canary strategies as pure state machines, the analysis
-that decides, and the controller that drives a strategy against a target, step by recorded step.
+that decides, and the drivers that run a release where it runs, step by recorded step.
 
-    controller = Controller(sessions, stack, LocalTarget(stack, state_dir))
-    release = controller.begin("api", "v2", actor="cli:alice")
-    controller.run(release)
+Every release goes through one interface, `ReleaseDriver`, with two implementations: the local
+controller (`LocalReleases`: `Controller` over HAProxy and supervised processes) and Argo Rollouts
+(`ArgoReleases`, in `rollout.argo`, imported on demand: the Kubernetes client is slow to
+load). A release is steered through the driver of the target it was recorded with.
+
+    driver = release_driver("local", sessions, stack=lambda: stack, local_state=..., workdir=...)
+    rollout_id = driver.start("api", "v2", actor="cli:alice", strategy=None)
+    driver.run(rollout_id)
 """
 
 from ._analysis import PROMETHEUS_URL_ENV, analyse
 from ._controller import (
     COMMANDS,
     Controller,
+    check_release,
     latest_release,
     lock_name,
     queue_command,
+    release_plan,
     steer_release,
     wait_for_command,
 )
+from ._detached import Detached, last_release_id, spawn, wait_recorded
+from ._driver import (
+    TARGETS,
+    KubeConnection,
+    OnProgress,
+    PlannedRelease,
+    ReleaseDriver,
+    Steered,
+    TargetName,
+    describe_plan,
+    release_driver,
+    where,
+)
 from ._loadgen import LoadGenerator, LoadReport
+from ._local_releases import LocalReleases
 from ._model import (
     LATENCY_BUCKETS_MS,
     Analysis,
@@ -34,10 +55,12 @@ from ._strategy import (
     Plan,
     RolloutState,
     allowed_commands,
+    describe,
     is_finished,
     next_action,
     on_command,
     on_outcome,
+    plan_steps,
     start,
 )
 
@@ -45,32 +68,51 @@ __all__ = [
     "COMMANDS",
     "LATENCY_BUCKETS_MS",
     "PROMETHEUS_URL_ENV",
+    "TARGETS",
     "Analysis",
     "Check",
     "Controller",
+    "Detached",
     "Health",
+    "KubeConnection",
     "LoadGenerator",
     "LoadReport",
+    "LocalReleases",
     "MigrationResult",
+    "OnProgress",
     "Phase",
     "Plan",
+    "PlannedRelease",
     "PrometheusChecks",
     "ReleaseContext",
+    "ReleaseDriver",
     "RolloutState",
     "Sample",
+    "Steered",
+    "TargetName",
     "TargetStatus",
     "Verdict",
     "Weights",
     "allowed_commands",
     "analyse",
+    "check_release",
+    "describe",
+    "describe_plan",
     "is_finished",
+    "last_release_id",
     "latest_release",
     "lock_name",
     "next_action",
     "on_command",
     "on_outcome",
+    "plan_steps",
     "queue_command",
+    "release_driver",
+    "release_plan",
+    "spawn",
     "start",
     "steer_release",
     "wait_for_command",
+    "wait_recorded",
+    "where",
 ]

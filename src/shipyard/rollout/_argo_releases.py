@@ -16,10 +16,12 @@ Rollout's last status as Argo reported it; shipyard's own strategy state is not 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,9 +29,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import RolloutError, TargetError, UserError
 from ..locks import Lease, LockHeldError
 from ..spec import Stack
-from ..state import RolloutRow, RolloutStepRow, utcnow
+from ..state import RolloutRow, RolloutStepRow, record_audit, utcnow
 from ._controller import lock_name
-from .targets.kubernetes import ArgoRolloutsDriver, RolloutStatus, image_version, image_with_tag
+from ._driver import OnProgress, PlannedRelease, ReleaseDriver, Steered, TargetName
+from ._model import Command, StrategyName
+from .targets.kubernetes import (
+    APPLY_PATCH,
+    MERGE_PATCH,
+    ArgoRolloutsDriver,
+    RolloutStatus,
+    api_path,
+    image_version,
+    image_with_tag,
+    promote_patches,
+    release_manifests,
+)
 
 TARGET = "kubernetes"
 KubeCommand = Literal["promote", "abort", "retry", "pause", "resume"]
@@ -51,22 +65,39 @@ def status_data(status: RolloutStatus) -> dict[str, Any]:
     return data
 
 
-class ArgoReleases:
-    """Releases of one stack's services on a cluster with Argo Rollouts, through one driver."""
+class ArgoReleases(ReleaseDriver):
+    """Releases of one stack's services on a cluster with Argo Rollouts, through one driver.
+
+    The stack and the driver may be given as functions, called on first use: steering a recorded
+    release needs neither the spec nor (for a dry run) a client.
+    """
+
+    target: ClassVar[TargetName] = "kubernetes"
 
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        stack: Stack,
-        driver: ArgoRolloutsDriver,
+        stack: Stack | Callable[[], Stack],
+        driver: ArgoRolloutsDriver | Callable[[], ArgoRolloutsDriver],
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.sessions = sessions
-        self.stack = stack
-        self.driver = driver
+        self._stack = stack
+        self._driver = driver
         self.sleep = sleep
-        self.namespace = stack.k8s_namespace
+
+    @functools.cached_property
+    def stack(self) -> Stack:
+        return self._stack if isinstance(self._stack, Stack) else self._stack()
+
+    @functools.cached_property
+    def driver(self) -> ArgoRolloutsDriver:
+        return self._driver if isinstance(self._driver, ArgoRolloutsDriver) else self._driver()
+
+    @property
+    def namespace(self) -> str:
+        return self.stack.k8s_namespace
 
     # --- deploy -----------------------------------------------------------------------------
 
@@ -248,12 +279,18 @@ class ArgoReleases:
 
     def command(self, service: str, command: KubeCommand, actor: str) -> tuple[RolloutRow, RolloutStatus]:
         """Send `command` to the Rollout of the latest release, recorded before and after."""
+        return self._send(self.latest(service), command, actor)
+
+    def _send(self, row: RolloutRow, command: str, actor: str) -> tuple[RolloutRow, RolloutStatus]:
+        """Send `command` to the Rollout of release `row`, recorded before and after, and audited."""
+        if command == "rollback":
+            raise UserError(_NO_ROLLBACK.format(service=row.service))
         if command not in KUBE_COMMANDS:
             raise UserError(
                 f"{command!r} is not supported on kubernetes; use one of {', '.join(KUBE_COMMANDS)}"
             )
-        row = self.latest(service)
-        namespace = kube_state(row).get("namespace") or self.namespace
+        service = row.service
+        namespace = self._namespace_of(row)
         seq = self._record_start(
             row.id, {"type": command.capitalize(), "actor": actor, "namespace": namespace}
         )
@@ -264,12 +301,21 @@ class ArgoReleases:
             "pause": self.driver.pause,
             "resume": self.driver.resume,
         }
+        audit = {"rollout": row.id, "command": command, "namespace": namespace, "target": TARGET}
         try:
             status = calls[command](namespace, service)
         except TargetError as exc:
             self._record_end(seq, {"type": "Failed", "reason": exc.message}, failed=True)
+            record_audit(
+                self.sessions, actor=actor, action=f"rollout.{command}", target_kind="service",
+                target=service, after={**audit, "error": exc.message}, outcome="failed",
+            )  # fmt: skip
             raise
         self._record_end(seq, {"type": "Status", **status_data(status)})
+        record_audit(
+            self.sessions, actor=actor, action=f"rollout.{command}", target_kind="service",
+            target=service, after={**audit, "phase": status.phase}, outcome="ok",
+        )  # fmt: skip
         changes: dict[str, Any] = {"phase": status.phase, "status": status_data(status)}
         if command == "abort":
             changes["aborted_by"] = actor
@@ -278,6 +324,141 @@ class ArgoReleases:
             self._reopen(row.id)
         self._set(row.id, **changes)
         return self._row(row.id), status
+
+    # --- the release driver -----------------------------------------------------------------
+
+    def connect(self) -> None:
+        self.driver  # noqa: B018 - builds the client: a kubeconfig that does not load is reported now
+
+    def start(self, service: str, version: str, actor: str, strategy: StrategyName | None) -> int:
+        return self.deploy(service, version, actor, strategy)
+
+    def run(self, rollout_id: int) -> RolloutRow:
+        return self._row(rollout_id)  # Argo's controller runs the release, not this process
+
+    def take_over(self, service: str) -> int:
+        raise UserError(
+            f"Argo Rollouts runs the releases of {service!r} on kubernetes, there is nothing to take over:"
+            f" `shipyard rollout resume {service} --target kubernetes` resumes a paused one"
+        )
+
+    def steer(self, row: RolloutRow, command: Command, actor: str, *, wait_s: float = 0.0) -> Steered:
+        _, status = self._send(row, command, actor)
+        return Steered(
+            rollout_id=row.id,
+            command=command,
+            target=self.target,
+            controller_running=True,  # Argo's controller acts on the patch at once
+            needs_controller=False,
+            applied=status_line(status),
+            progress=status,
+        )
+
+    def current(self, row: RolloutRow) -> RolloutRow:
+        return row if row.finished_at is not None else self.refresh(row.id)[0]
+
+    def follow(self, rollout_id: int, on_progress: OnProgress, interval_s: float) -> RolloutRow:
+        return self.watch(rollout_id, lambda _row, status: on_progress(status), interval_s)
+
+    def plan_release(self, service: str, version: str, strategy: StrategyName | None) -> PlannedRelease:
+        """The objects `start` would apply and the steps Argo would then run, from the spec alone:
+        no request reaches the cluster (the real deploy first reads the live Rollout)."""
+        stack = self._stack_for(service, version, strategy)
+        if isinstance(self._driver, ArgoRolloutsDriver):
+            manifests = self._driver.manifests(stack, service, version)
+        else:
+            manifests = release_manifests(stack, service, version)
+        stable = self._stable(service, None)
+        namespace = self.namespace
+        actions = [
+            f"record a new release of {service}: {stable or '(none recorded)'} → {version}"
+            f" ({stack.rollout.strategy}) in namespace {namespace}",
+            *(f"server-side apply {o['kind']}/{o['metadata']['name']}" for o in manifests),
+        ]
+        rollout = next((o for o in manifests if o["kind"] == "Rollout"), None)
+        if rollout is not None:
+            actions += [f"then Argo Rollouts: {step}" for step in rollout_steps(rollout)]
+        requests = tuple(
+            {
+                "method": "PATCH",
+                "path": api_path(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]),
+                "content_type": APPLY_PATCH,
+                "body": o,
+            }
+            for o in manifests
+        )
+        return PlannedRelease(
+            verb="deploy",
+            target=self.target,
+            service=service,
+            environment=self.stack.environment,
+            rollout_id=None,
+            stable=stable,
+            candidate=version,
+            strategy=stack.rollout.strategy,
+            actions=tuple(actions),
+            requests=requests,
+        )
+
+    def plan_steer(self, row: RolloutRow, command: Command) -> PlannedRelease:
+        """The patch `steer` would send, from the release's record: no request reaches the cluster.
+
+        A promote's patch depends on where the Rollout is; it is worked out from the status last read
+        (the real promote reads the Rollout first)."""
+        if command == "rollback":
+            raise UserError(_NO_ROLLBACK.format(service=row.service))
+        if command not in KUBE_COMMANDS:
+            raise UserError(
+                f"{command!r} is not supported on kubernetes; use one of {', '.join(KUBE_COMMANDS)}"
+            )
+        namespace = self._namespace_of(row)
+        path = api_path("Rollout", namespace, row.service)
+        last: dict[str, Any] = kube_state(row).get("status") or {}
+        patches: list[tuple[str, dict[str, Any]]] = {
+            "abort": [(f"{path}/status", {"status": {"abort": True}})],
+            "retry": [(f"{path}/status", {"status": {"abort": False}})],
+            "pause": [(path, {"spec": {"paused": True}})],
+            "resume": [(path, {"spec": {"paused": False}})],
+        }.get(command, [])
+        actions = [f"record a {command.capitalize()} step on release {row.id} ({row.phase})"]
+        if command == "promote":
+            actions.append(f"read Rollout {namespace}/{row.service}")
+            if last:
+                status_patch, spec_patch = promote_patches(_as_last_read(last))
+                if status_patch is not None:
+                    patches.append((f"{path}/status", status_patch))
+                if spec_patch is not None:
+                    patches.append((path, spec_patch))
+            else:
+                actions.append(
+                    "patch it as it then requires: clear its pause conditions, or move past the analysis"
+                    " step it is in, and unpause its spec (its status was never read, so which is unknown)"
+                )
+        requests = tuple(
+            {"method": "PATCH", "path": where, "content_type": MERGE_PATCH, "body": body}
+            for where, body in patches
+        )
+        actions += [f"PATCH {r['path']} {json.dumps(r['body'])}" for r in requests]
+        if command == "promote" and last:
+            actions.append(
+                f"(worked out from the status last read, {last.get('phase')}; the promote itself reads"
+                " the Rollout first)"
+            )
+        return PlannedRelease(
+            verb=command,
+            target=self.target,
+            service=row.service,
+            environment=row.environment,
+            rollout_id=row.id,
+            stable=row.stable,
+            candidate=row.candidate,
+            strategy=row.strategy,
+            actions=tuple(actions),
+            requests=requests,
+        )
+
+    def _namespace_of(self, row: RolloutRow) -> str:
+        return str(kube_state(row).get("namespace") or self.namespace)
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -334,6 +515,79 @@ class ArgoReleases:
                 .where(RolloutStepRow.id == step_id)
                 .values(status="failed" if failed else "done", outcome=outcome, finished_at=utcnow())
             )
+
+
+_NO_ROLLBACK = (
+    "rollback is not supported on kubernetes yet: during a release, `shipyard rollout abort"
+    " {service} --target kubernetes` sends all traffic back to the stable version; after one,"
+    " release the previous version again with `shipyard deploy {service} --version PREVIOUS"
+    " --target kubernetes`"
+)
+
+
+def status_line(status: RolloutStatus) -> str:
+    """One line of a Rollout's status: phase, step, weights, readiness, pause/abort, message."""
+    if status.step_index is not None and status.step_count:
+        step = f"step {min(status.step_index + 1, status.step_count)}/{status.step_count}, "
+    else:
+        step = ""
+    flags = [word for word, on in (("paused", status.paused), ("aborted", status.aborted)) if on]
+    line = (
+        f"{status.phase}: {step}weights {100 - status.canary_weight}/{status.canary_weight} (stable/new),"
+        f" ready {status.ready_replicas}/{status.replicas}"
+    )
+    if flags:
+        line += f" [{', '.join(flags)}]"
+    if not status.observed:
+        line += " (Argo Rollouts has not seen the latest spec yet)"
+    if status.message:
+        line += f" — {status.message}"
+    return line
+
+
+def rollout_steps(rollout: dict[str, Any]) -> list[str]:
+    """What Argo Rollouts does with a rendered Rollout, step by step, in words."""
+    strategy = (rollout.get("spec") or {}).get("strategy") or {}
+    if "blueGreen" in strategy:
+        blue_green = strategy["blueGreen"]
+        steps = [f"start the new version behind {blue_green.get('previewService', 'the preview service')}"]
+        if blue_green.get("prePromotionAnalysis"):
+            steps.append("analyse the preview")
+        if blue_green.get("autoPromotionEnabled", True):
+            steps.append(f"switch {blue_green.get('activeService', 'the active service')} to the new version")
+        else:
+            steps.append("wait for promote, then switch to the new version")
+        return steps
+    described = []
+    for step in (strategy.get("canary") or {}).get("steps") or []:
+        if "setWeight" in step:
+            described.append(f"set weight {step['setWeight']}%")
+        elif "pause" in step:
+            duration = (step["pause"] or {}).get("duration")
+            described.append(f"pause {duration}" if duration else "pause until promoted")
+        elif "analysis" in step:
+            names = [t.get("templateName", "?") for t in step["analysis"].get("templates") or []]
+            described.append(f"analyse ({', '.join(names)})")
+        else:
+            described.append(json.dumps(step))
+    return [*described, "the new version becomes stable"]
+
+
+def _as_last_read(status: dict[str, Any]) -> dict[str, Any]:
+    """A Rollout object as `promote_patches` reads it, from the status a release recorded."""
+    reasons = list(status.get("pause_reasons") or [])
+    canary = status.get("strategy", "canary") == "canary"
+    return {
+        "spec": {
+            # The recorded status does not say which kind of pause: a pause without reasons is manual.
+            "paused": bool(status.get("paused")) and not reasons,
+            "strategy": {"canary": {"steps": [{}] * int(status.get("step_count") or 0)}} if canary else {},
+        },
+        "status": {
+            "pauseConditions": [{"reason": reason} for reason in reasons],
+            "currentStepIndex": status.get("step_index"),
+        },
+    }
 
 
 def _ending(status: RolloutStatus, candidate: str, *, aborted_by_user: bool) -> tuple[str, str] | None:

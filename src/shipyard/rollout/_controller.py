@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import select, update
@@ -105,18 +105,7 @@ class Controller:
 
         Nothing on the target changes here: a refused request leaves the world as it was.
         """
-        spec = self.stack.services.get(service)
-        if spec is None:
-            known = ", ".join(sorted(self.stack.services)) or "none"
-            raise UserError(f"no service {service!r} in the spec; services: {known}")
-        if self.target.name == "local" and not spec.run:
-            raise UserError(f"service {service!r} has no `run` command, so it cannot run on plain hosts")
-        if (
-            not version
-            or len(version) > 100
-            or not version.replace(".", "").replace("-", "").replace("_", "").isalnum()
-        ):
-            raise UserError(f"version {version!r}: use letters, digits, '.', '-' and '_'")
+        check_release(self.stack, service, version, self.target.name)
         lease = Lease(self.sessions, lock_name(service), ttl_s=self.lease_ttl_s)
         try:
             lease.acquire()
@@ -126,28 +115,7 @@ class Controller:
             raise RolloutError(f"another release of {service!r} is in progress{which}: {exc}") from None
         try:
             status = self.target.status(service)
-            live = [v for v, weight in status.versions.items() if weight > 0]
-            if version in status.versions:
-                where = "live" if version in live else "running"
-                raise UserError(f"version {version!r} of {service!r} is already {where}")
-            if len(live) > 1:
-                raise RolloutError(
-                    f"{service!r} serves several versions ({', '.join(live)}): an earlier release did not"
-                    f" finish; run `shipyard rollout resume {service}` or `shipyard rollout abort {service}`"
-                )
-            policy = self.stack.rollout
-            if strategy is not None and strategy != policy.strategy:
-                policy = policy.model_copy(update={"strategy": strategy})
-            instances = spec.autoscaling.min if spec.autoscaling else max(spec.replicas, 1)
-            plan = Plan(
-                service=service,
-                strategy=policy.strategy,
-                stable=live[0] if live else None,
-                candidate=version,
-                instances=instances,
-                policy=policy,
-                has_migration=spec.migration is not None,
-            )
+            plan = release_plan(self.stack, service, version, status.versions, strategy)
             state = start(plan, self.clock())
             with self.sessions() as session, session.begin():
                 row = RolloutRow(
@@ -448,6 +416,60 @@ class Controller:
             "phase": str(state.phase),
         }
         self.notifier.send(Event(kind, summary, severity, details))
+
+
+def check_release(stack: Stack, service: str, version: str, target: str) -> None:
+    """Refuse a release the stack cannot make (UserError saying why): an unknown service, one with
+    no `run` command on the local target, a version that is not a plain name."""
+    spec = stack.services.get(service)
+    if spec is None:
+        known = ", ".join(sorted(stack.services)) or "none"
+        raise UserError(f"no service {service!r} in the spec; services: {known}")
+    if target == "local" and not spec.run:
+        raise UserError(f"service {service!r} has no `run` command, so it cannot run on plain hosts")
+    if (
+        not version
+        or len(version) > 100
+        or not version.replace(".", "").replace("-", "").replace("_", "").isalnum()
+    ):
+        raise UserError(f"version {version!r}: use letters, digits, '.', '-' and '_'")
+
+
+def release_plan(
+    stack: Stack,
+    service: str,
+    version: str,
+    running: Mapping[str, int],
+    strategy: StrategyName | None = None,
+) -> Plan:
+    """The plan of a release of `version`, given the versions running now and their weights.
+
+    UserError if `version` already runs; RolloutError if several versions take traffic (an earlier
+    release did not finish).
+    """
+    live = [v for v, weight in running.items() if weight > 0]
+    if version in running:
+        where = "live" if version in live else "running"
+        raise UserError(f"version {version!r} of {service!r} is already {where}")
+    if len(live) > 1:
+        raise RolloutError(
+            f"{service!r} serves several versions ({', '.join(live)}): an earlier release did not"
+            f" finish; run `shipyard rollout resume {service}` or `shipyard rollout abort {service}`"
+        )
+    spec = stack.services[service]
+    policy = stack.rollout
+    if strategy is not None and strategy != policy.strategy:
+        policy = policy.model_copy(update={"strategy": strategy})
+    instances = spec.autoscaling.min if spec.autoscaling else max(spec.replicas, 1)
+    return Plan(
+        service=service,
+        strategy=policy.strategy,
+        stable=live[0] if live else None,
+        candidate=version,
+        instances=instances,
+        policy=policy,
+        has_migration=spec.migration is not None,
+    )
 
 
 def latest_release(sessions: sessionmaker[Session], service: str) -> RolloutRow | None:

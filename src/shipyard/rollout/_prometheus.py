@@ -129,9 +129,13 @@ class Series:
 class PrometheusUnreachable(RolloutError):
     """Prometheus did not answer (refused, timed out, or not a Prometheus API at that address)."""
 
+    http_status = 502
+
 
 class QueryRefused(RolloutError):
     """Prometheus answered with an error for this query (a bad query, an execution error)."""
+
+    http_status = 502
 
 
 class PrometheusClient:

@@ -1,4 +1,4 @@
-"""`shipyard serve`: the FastAPI app that mounts every package's router, health and metrics."""
+"""`shipyard serve`: the FastAPI app with the routers of `routes/`, health, metrics and the dashboard."""
 
 import os
 from pathlib import Path
@@ -6,7 +6,6 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from ._app import ServerConfig, create_app, problem
-from ._jobs import JobRunner, JobView
 from ._run import serve
 
 
@@ -21,4 +20,4 @@ def app_from_environment() -> FastAPI:
     )
 
 
-__all__ = ["JobRunner", "JobView", "ServerConfig", "app_from_environment", "create_app", "problem", "serve"]
+__all__ = ["ServerConfig", "app_from_environment", "create_app", "problem", "serve"]

@@ -9,49 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import datetime as dt
-import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel
 from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import (
-    ConflictError,
-    InvalidObjectError,
-    NotFoundError,
-    ShipyardError,
-    UserError,
-)
-from ..flags._api import build_router as build_flags_router
-from ..flags._live import LiveFlagSet
-from ..flags._store import FlagStore
+from ..errors import InvalidObjectError, ShipyardError
+from ..flags import FlagStore, LiveFlagSet
 from ..host import state_dir
-from ..monitor import OutboxDelivery
-from ..monitor._metrics import ShipyardCollector
-from ..spec import load_spec
-from ..state import open_engine, session_factory, utcnow
-from ..state._audit import MAX_LIMIT as MAX_AUDIT_LIMIT
-from ..state._audit import parse_since, query_audit
+from ..jobs import JobRunner
+from ..monitor import OutboxDelivery, ShipyardCollector
+from ..state import open_engine, session_factory
+from . import routes
+from ._access_log import AccessLog
 from ._auth import TokenAuth
 from ._dashboard import mount_dashboard
-from ._jobs import JobRunner, build_jobs_router
-from ._scheduler import ScheduledJob, Scheduler, backup_jobs, drill_jobs, run_shipyard
-
-FRESHNESS_SCHEDULE = "*/5 * * * *"
+from ._scheduler import ScheduledJob, Scheduler, scheduled_jobs
 
 PROBLEM = "application/problem+json"
 MAX_BODY_BYTES = 1 << 20
@@ -78,16 +62,6 @@ def problem(status: int, title: str, detail: str | None = None, **extra: Any) ->
         body["detail"] = detail
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
-
-
-def _status_of(exc: ShipyardError) -> int:
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, ConflictError):
-        return 409
-    if isinstance(exc, InvalidObjectError | UserError):
-        return 422
-    return 500
 
 
 class BodyLimit:
@@ -159,77 +133,6 @@ class Measure:
                 self.evaluations.inc()
 
 
-def _scheduled_jobs(config: ServerConfig) -> list[Any]:
-    """The spec's backup and drill schedules as jobs, each run as a CLI child process as a CronJob would."""
-    if config.spec is None:
-        return []
-    stack = load_spec(config.spec).stack(config.environment)
-    run = functools.partial(run_shipyard, spec=config.spec, environment=config.environment)
-    jobs = backup_jobs(stack.backup, run) + drill_jobs(stack.dr, run)
-    if stack.backup is not None and stack.backup.pitr is not None and stack.backup.pitr.stream:
-        # pg_receivewal reconnects by itself, but nothing else restarts it if it dies (a reboot):
-        # `stream start` is a no-op while it runs.
-        jobs.append(
-            ScheduledJob("pitr-stream", "* * * * *", lambda _: run(["backup", "pitr", "stream", "start"]))
-        )
-    if stack.backup is not None and stack.dr is not None:
-        # Pages when a source's newest restorable backup is older than the RPO.
-        jobs.append(
-            ScheduledJob("backup-freshness", FRESHNESS_SCHEDULE, lambda _: run(["backup", "freshness"]))
-        )
-    return jobs
-
-
-def _include_package_routers(
-    app: FastAPI, sessions: sessionmaker[Session], jobs: JobRunner, auth: TokenAuth
-) -> None:
-    # Imported here: these routers start jobs through this package's JobRunner, so importing
-    # them while `shipyard.server` itself loads would be circular.
-    from ..backup._api import build_router as build_backups_router  # noqa: PLC0415
-    from ..dr._api import build_router as build_dr_router  # noqa: PLC0415
-    from ..rollout._api import build_router as build_rollouts_router  # noqa: PLC0415
-
-    for build in (build_rollouts_router, build_backups_router, build_dr_router):
-        app.include_router(build(sessions, jobs, admin=auth.admin))
-
-
-class AuditEntryOut(BaseModel):
-    id: int
-    at: dt.datetime
-    actor: str
-    action: str
-    target_kind: str
-    target: str
-    outcome: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-
-
-def build_audit_router(sessions: sessionmaker[Session], *, admin: Callable[..., Awaitable[str]]) -> APIRouter:
-    """`GET /audit`: the audit log, newest first (admin token)."""
-    router = APIRouter(tags=["audit"])
-
-    @router.get("/audit", response_model=list[AuditEntryOut])
-    def audit(
-        _: str = Depends(admin),
-        since: str | None = Query(None, max_length=64, description="7d, 12h, 30m, or an ISO 8601 moment"),
-        actor: str | None = Query(None, max_length=128),
-        action: str | None = Query(None, max_length=64, description="actions starting with this"),
-        limit: int = Query(100, ge=1, le=MAX_AUDIT_LIMIT),
-    ) -> list[AuditEntryOut]:
-        """Who did what, when, to which object, and how it ended."""
-        entries = query_audit(
-            sessions,
-            since=parse_since(since, utcnow()) if since else None,
-            actor=actor,
-            action=action,
-            limit=limit,
-        )
-        return [AuditEntryOut(**dataclasses.asdict(entry)) for entry in entries]
-
-    return router
-
-
 def create_app(config: ServerConfig | None = None, engine: Engine | None = None) -> FastAPI:
     """The whole API over one state store."""
     config = config or ServerConfig()
@@ -249,7 +152,6 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         "shipyard_flag_evaluations", "Flag evaluations served by the API", registry=registry
     )
 
-    scheduler = Scheduler(sessions, [*_scheduled_jobs(config), *config.scheduled])
     jobs = JobRunner(
         sessions,
         spec=config.spec,
@@ -258,6 +160,8 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         database_url=config.database_url or engine.url.render_as_string(hide_password=False),
         log_dir=config.job_log_dir or state_dir() / "jobs",
     )
+    # Scheduled runs are jobs too: listed in /jobs and the dashboard beside the API's.
+    scheduler = Scheduler(sessions, [*scheduled_jobs(jobs), *config.scheduled])
 
     registry.register(ShipyardCollector(sessions, stack=lambda: jobs.stack() if config.spec else None))
 
@@ -297,17 +201,11 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
 
     @app.exception_handler(ShipyardError)
     async def shipyard_error(_: Request, exc: ShipyardError) -> JSONResponse:
-        status = _status_of(exc)
+        status = exc.http_status
         extra: dict[str, Any] = {}
         if isinstance(exc, InvalidObjectError) and exc.problems:
             extra["errors"] = [{"field": field, "message": message} for field, message in exc.problems]
-        titles = {
-            404: "Not Found",
-            409: "Conflict",
-            422: "Unprocessable Content",
-            500: "Internal Server Error",
-        }
-        return problem(status, titles[status], exc.message, **extra)
+        return problem(status, HTTPStatus(status).phrase, exc.message, **extra)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -345,13 +243,9 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(
-        build_flags_router(live, admin=auth.admin, client=auth.client, default_environment=config.environment)
-    )
-    app.include_router(build_jobs_router(jobs, admin=auth.admin))
-    _include_package_routers(app, sessions, jobs, auth)
-    app.include_router(build_audit_router(sessions, admin=auth.admin))
+    routes.mount(app, live=live, sessions=sessions, runner=jobs, auth=auth, environment=config.environment)
     mount_dashboard(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(Measure, requests=requests, evaluations=evaluations)
+    app.add_middleware(AccessLog)
     return app

@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..backup import get_set, list_sets
 from ..errors import InvalidObjectError, NotFoundError, ShipyardError, UserError
-from ..flags._live import LiveFlagSet
+from ..flags import LiveFlagSet, LocalBackend
+from ..jobs import JobRunner, choices, parse_request
+from ..ops import SetFlag, Steer, Workspace, set_flag
 from ..rollout import COMMANDS
 from ..spec import Stack
 from ._dashboard_auth import (
@@ -39,19 +41,7 @@ from ._dashboard_auth import (
     set_session,
 )
 from ._dashboard_views import activity, audit_actions, dr_overview, flag_view, service_release
-from ._jobs import (
-    BACKUP_KINDS,
-    DRILL_MODES,
-    RESTORE_WHATS,
-    STRATEGIES,
-    JobRunner,
-    backup_args,
-    deploy_args,
-    drill_args,
-    restore_args,
-    rollback_args,
-    verify_args,
-)
+from .routes.rollouts import served_workspace, steer_or_carry_on
 
 HERE = Path(__file__).parent
 FLASH = "shipyard_flash"
@@ -85,6 +75,13 @@ def _sessions(request: Request) -> sessionmaker[Session]:
 def _jobs(request: Request) -> JobRunner:
     jobs: JobRunner = request.app.state.jobs
     return jobs
+
+
+def _set_flag(request: Request, actor: str, change: SetFlag) -> None:
+    """A flag change from a form, as the API and the CLI make it (`ops.set_flag`), on the live set's
+    store so that SDKs see it at once."""
+    store = _live(request).store
+    set_flag(Workspace(actor=actor), change, backend=LocalBackend(store, actor))
 
 
 def _live(request: Request) -> LiveFlagSet:
@@ -150,12 +147,14 @@ def _back(to: str, text: str, kind: str = "ok") -> RedirectResponse:
     return response
 
 
-def _start_job(request: Request, kind: str, args: list[str], actor: str, back: str) -> RedirectResponse:
+def _start_job(request: Request, wanted: dict[str, Any], actor: str, back: str) -> RedirectResponse:
+    """Start the job a form asks for (an ops request as a dict); back with why not if it cannot."""
     try:
-        job_id = _jobs(request).start(kind, args, actor)
+        job_id = _jobs(request).start(parse_request(wanted), actor)
+        view = _jobs(request).get(job_id)
     except ShipyardError as exc:
         return _back(back, exc.message, "error")
-    return _back(f"/ui/jobs/{job_id}", f"job {job_id} started: shipyard {' '.join(args)}")
+    return _back(f"/ui/jobs/{job_id}", f"job {job_id} started: {view.description}")
 
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -211,7 +210,7 @@ def build_router() -> APIRouter:
                 "stack": stack,
                 "problem": problem,
                 "releases": releases,
-                "strategies": STRATEGIES,
+                "strategies": choices("deploy", "strategy"),
                 "default_strategy": stack.rollout.strategy if stack else "canary",
             },
         )
@@ -232,30 +231,36 @@ def build_router() -> APIRouter:
         version: Annotated[str, Form()] = "",
         strategy: Annotated[str, Form()] = "",
     ) -> RedirectResponse:
-        args = deploy_args(service, version.strip(), strategy or None)
-        return _start_job(request, "deploy", args, actor, "/ui/services")
+        wanted = {
+            "kind": "deploy",
+            "service": service,
+            "version": version.strip(),
+            "strategy": strategy or None,
+        }
+        return _start_job(request, wanted, actor, "/ui/services")
 
     @router.post("/services/{service}/rollback", dependencies=Post)
     def rollback(request: Request, actor: Actor, service: str) -> RedirectResponse:
-        return _start_job(request, "rollback", rollback_args(service), actor, "/ui/services")
+        return _start_job(request, {"kind": "rollback", "service": service}, actor, "/ui/services")
 
     @router.post("/services/{service}/{command}", dependencies=Post)
     def steer(request: Request, actor: Actor, service: str, command: str) -> RedirectResponse:
         if command not in STEERING:
             return _back("/ui/services", f"unknown command {command[:40]!r}", "error")
-        from ..rollout._api import steer_or_carry_on  # noqa: PLC0415 (rollout._api imports the server package)
-
-        sessions = _sessions(request)
+        ws = served_workspace(_jobs(request), _sessions(request), actor)
         try:
-            rollout_id, running, job_id = steer_or_carry_on(
-                sessions,
+            steered = steer_or_carry_on(
+                ws,
                 _jobs(request),
-                service,
-                command,  # type: ignore[arg-type]
-                actor,
+                Steer(service=service, command=command),
+                kube=getattr(request.app.state, "kube", None),
             )
         except ShipyardError as exc:
             return _back("/ui/services", exc.message, "error")
+        rollout_id, running, job_id = steered.rollout_id, steered.controller_running, steered.job_id
+        if steered.target == "kubernetes":
+            said = f"{command} sent to release {rollout_id} of {service}: {steered.applied}"
+            return _back("/ui/services", said)
         note = ""
         if job_id is not None:
             note = f" (no controller ran it: job {job_id} carries the release on)"
@@ -290,7 +295,9 @@ def build_router() -> APIRouter:
     ) -> RedirectResponse:
         on = enabled == "true"
         try:
-            _live(request).store.patch(key, {"environments": {environment: {"enabled": on}}}, actor)
+            _set_flag(
+                request, actor, SetFlag(key=key, merge_patch={"environments": {environment: {"enabled": on}}})
+            )
         except ShipyardError as exc:
             return _back("/ui/flags", exc.message, "error")
         return _back("/ui/flags", f"{key} is now {'on' if on else 'off'} in {environment}")
@@ -329,9 +336,8 @@ def build_router() -> APIRouter:
             parsed = json.loads(rules or "[]")
             if not isinstance(parsed, list):
                 raise InvalidObjectError("the rules must be a JSON list of rules: [{...}, ...]")
-            _live(request).store.patch(
-                key, {"environments": {environment: {"rules": parsed}}}, actor, if_match=version
-            )
+            change = {"environments": {environment: {"rules": parsed}}}
+            _set_flag(request, actor, SetFlag(key=key, merge_patch=change, if_match=version))
         except json.JSONDecodeError as exc:
             errors = [f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"]
         except InvalidObjectError as exc:
@@ -360,18 +366,18 @@ def build_router() -> APIRouter:
                 "stack": stack,
                 "problem": problem,
                 "sets": sets,
-                "kinds": BACKUP_KINDS,
-                "whats": RESTORE_WHATS,
+                "kinds": choices("backup", "what"),
+                "whats": choices("restore", "what"),
             },
         )
 
     @router.post("/backups", dependencies=Post)
     def take_backup(request: Request, actor: Actor, kind: Annotated[str, Form()]) -> RedirectResponse:
-        return _start_job(request, "backup", backup_args(kind), actor, "/ui/backups")
+        return _start_job(request, {"kind": "backup", "what": kind}, actor, "/ui/backups")
 
     @router.post("/backups/{set_id}/verify", dependencies=Post)
     def verify(request: Request, actor: Actor, set_id: str) -> RedirectResponse:
-        return _start_job(request, "verify", verify_args(set_id), actor, "/ui/backups")
+        return _start_job(request, {"kind": "verify", "set_id": set_id}, actor, "/ui/backups")
 
     @router.post("/backups/{set_id}/restore", dependencies=Post)
     def restore(
@@ -381,7 +387,7 @@ def build_router() -> APIRouter:
             get_set(_sessions(request), set_id)
         except ShipyardError as exc:
             return _back("/ui/backups", exc.message, "error")
-        return _start_job(request, "restore", restore_args(what, set_id), actor, "/ui/backups")
+        return _start_job(request, {"kind": "restore", "what": what, "set_id": set_id}, actor, "/ui/backups")
 
     # --- DR -----------------------------------------------------------------------------------
 
@@ -395,14 +401,14 @@ def build_router() -> APIRouter:
                 "actor": actor,
                 "stack": stack,
                 "problem": problem,
-                "overview": dr_overview(_sessions(request), stack, DRILL_MODES),
-                "modes": DRILL_MODES,
+                "overview": dr_overview(_sessions(request), stack, choices("drill", "mode")),
+                "modes": choices("drill", "mode"),
             },
         )
 
     @router.post("/dr/drills", dependencies=Post)
     def drill(request: Request, actor: Actor, mode: Annotated[str, Form()]) -> RedirectResponse:
-        return _start_job(request, "drill", drill_args(mode), actor, "/ui/dr")
+        return _start_job(request, {"kind": "drill", "mode": mode}, actor, "/ui/dr")
 
     # --- jobs and activity --------------------------------------------------------------------
 

@@ -14,12 +14,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..dr import format_seconds
-from ..errors import RolloutError
-from ..rollout import RolloutState, allowed_commands, latest_release
+from ..dr import format_seconds, target_met
+from ..ops import last_drills, release_view_of
+from ..rollout import latest_release
 from ..spec import Stack
-from ..state import AuditRow, RolloutRow, RolloutStepRow, as_utc
-from ..state._audit import AuditEntry, query_audit
+from ..state import AuditEntry, AuditRow, RolloutRow, query_audit
 
 ACTIVITY_LIMIT = 200
 
@@ -54,59 +53,34 @@ class ReleaseView:
     updated_at: dt.datetime
 
 
-def _health(session: Session, rollout_id: int) -> str | None:
-    """`healthy/total` from the release's newest health check (what the controller last saw)."""
-    steps = session.scalars(
-        select(RolloutStepRow)
-        .where(RolloutStepRow.rollout_id == rollout_id)
-        .order_by(RolloutStepRow.seq.desc())
-        .limit(50)
-    )
-    for step in steps:
-        outcome = step.outcome or {}
-        if outcome.get("type") == "HealthChecked":
-            health = outcome.get("health") or {}
-            text = f"{health.get('healthy', 0)}/{health.get('total', 0)} healthy"
-            return text + (" (timed out)" if outcome.get("timed_out") else "")
-    return None
-
-
 def release_view(sessions: sessionmaker[Session], row: RolloutRow) -> ReleaseView:
-    """The release as the rollouts API shows it, plus its health and the commands it accepts now."""
-    from ..rollout._api import rollout_detail  # noqa: PLC0415 (rollout._api imports the server package)
-
-    detail = rollout_detail(sessions, row)
-    versions = [VersionWeight(detail.candidate, "candidate", detail.weights.candidate or 0)]
-    if detail.stable:
-        versions.insert(0, VersionWeight(detail.stable, "stable", detail.weights.stable or 0))
-    checks = {check.name: check for check in detail.checks or []}
+    """The release as the rollouts API shows it (`ops.release_view_of`), shaped for the services page."""
+    view = release_view_of(sessions, row, steps=False)
+    versions = [VersionWeight(view.candidate, "candidate", view.weights.candidate or 0)]
+    if view.stable:
+        versions.insert(0, VersionWeight(view.stable, "stable", view.weights.stable or 0))
+    checks = {check.name: check for check in view.checks}
     error_rate = checks.get("error_rate")
     # Both p99 checks carry the p99s in ms (the ratio check compares them to the stable's).
     p99 = checks.get("p99_ms") or checks.get("p99_ratio")
-    try:
-        state = RolloutState.from_data(row.state or {})
-    except RolloutError:
-        state = None
-    with sessions() as session:
-        health = _health(session, row.id)
     return ReleaseView(
-        id=detail.id,
-        service=detail.service,
-        strategy=detail.strategy,
-        phase=detail.phase,
-        outcome=detail.outcome,
-        reason=detail.reason or (state.reason if state else ""),
-        actor=detail.actor,
+        id=view.id,
+        service=view.service,
+        strategy=view.strategy,
+        phase=view.phase,
+        outcome=view.outcome,
+        reason=view.reason or view.detail,
+        actor=view.actor,
         versions=tuple(versions),
-        verdict=state.analysis.verdict.value if state and state.analysis else None,
+        verdict=view.verdict,
         error_rate=error_rate.candidate if error_rate else None,
         stable_error_rate=error_rate.stable if error_rate else None,
         p99_ms=p99.candidate if p99 else None,
         stable_p99_ms=p99.stable if p99 else None,
-        health=health,
-        commands=tuple(allowed_commands(state)) if state else (),
-        finished=detail.finished_at is not None,
-        updated_at=as_utc(row.updated_at),
+        health=view.health,
+        commands=view.commands,
+        finished=view.finished,
+        updated_at=view.updated_at,
     )
 
 
@@ -202,7 +176,9 @@ def audit_actions(sessions: sessionmaker[Session]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class DrillRow:
+class LastDrill:
+    """The newest finished drill of one mode, as the DR page's table shows it (None: never run)."""
+
     mode: str
     at: str | None
     result: str | None
@@ -217,26 +193,24 @@ class DrillRow:
 class DrOverview:
     rto: str | None
     rpo: str | None
-    modes: tuple[DrillRow, ...]
+    modes: tuple[LastDrill, ...]
 
 
-def _seconds(value: Any) -> str | None:
-    return format_seconds(float(value)) if isinstance(value, int | float) else None
+def _seconds(value: float | None) -> str | None:
+    return format_seconds(value) if value is not None else None
 
 
 def dr_overview(sessions: sessionmaker[Session], stack: Stack | None, modes: tuple[str, ...]) -> DrOverview:
     """The spec's targets against the newest finished drill of each mode."""
-    from ..dr._api import last_drills  # noqa: PLC0415 (dr._api imports the server package)
-
     targets = stack.dr if stack is not None else None
     drills = last_drills(sessions)
     rows = []
     for mode in modes:
         last = drills.get(mode)
         rows.append(
-            DrillRow(
+            LastDrill(
                 mode=mode,
-                at=last.at.strftime("%Y-%m-%d %H:%M:%S") if last else None,
+                at=last.finished_at.strftime("%Y-%m-%d %H:%M:%S") if last else None,
                 result=("pass" if last.passed else "fail") if last else None,
                 reason=f"failed at {last.failed_phase}" if last and last.failed_phase else "",
                 rto=_seconds(last.rto_seconds) if last else None,
@@ -253,6 +227,5 @@ def dr_overview(sessions: sessionmaker[Session], stack: Stack | None, modes: tup
 
 
 def _verdict(achieved: float | None, target: float | None) -> str | None:
-    if achieved is None or target is None:
-        return None
-    return "pass" if achieved <= target else "fail"
+    met = target_met(achieved, target)
+    return None if met is None else "pass" if met else "fail"

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import subprocess
-import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from apscheduler.executors.base import MaxInstancesReachedError  # type: ignore[import-untyped]
@@ -39,13 +37,17 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import BackupError, UserError
+from ..errors import UserError
+from ..jobs import JobRunner, parse_request
 from ..locks import Lease, LockHeldError, new_owner
-from ..render._backups import backup_cli_args
-from ..spec import Backup, DrTargets
+from ..ops import CheckFreshness, Request, RunDrill, StartWalStream
+from ..render import scheduled_request
+from ..spec import Stack
 from ..state import ScheduledRunRow, as_utc, utcnow
 
 log = logging.getLogger(__name__)
+
+FRESHNESS_SCHEDULE = "*/5 * * * *"
 
 Outcome = Literal["succeeded", "failed", "skipped", "abandoned"]
 FireResult = Literal["succeeded", "failed", "busy", "taken"]
@@ -124,6 +126,18 @@ class _WithFireTime:
         return str(self._job)
 
 
+def _fields(
+    name: str, fire_time: dt.datetime, *, started: float | None = None, result: str | None = None
+) -> dict[str, object]:
+    """A run's extra log fields: job, fire_time, and when known duration_ms and result."""
+    fields: dict[str, object] = {"job": name, "fire_time": fire_time.isoformat()}
+    if started is not None:
+        fields["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+    if result is not None:
+        fields["result"] = result
+    return fields
+
+
 class _Heartbeat:
     """Renews a lease in the background while a run goes on."""
 
@@ -146,10 +160,16 @@ class _Heartbeat:
             try:
                 self._lease.renew()
             except LockHeldError:
-                log.error("%s was lost while its run went on; another run may start", self._lease.name)
+                log.error(
+                    "%s was lost while its run went on; another run may start",
+                    self._lease.name,
+                    extra={"lease": self._lease.name},
+                )
                 return
             except Exception:  # the store is briefly unreachable: try again next beat
-                log.warning("could not renew %s", self._lease.name, exc_info=True)
+                log.warning(
+                    "could not renew %s", self._lease.name, exc_info=True, extra={"lease": self._lease.name}
+                )
 
 
 class Scheduler:
@@ -197,7 +217,9 @@ class Scheduler:
 
     def start(self) -> None:
         self._scheduler.start()
-        log.info("scheduler started: %s", ", ".join(self._jobs) or "no jobs")
+        log.info(
+            "scheduler started: %s", ", ".join(self._jobs) or "no jobs", extra={"jobs": list(self._jobs)}
+        )
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop firing; with `wait`, let runs that have started finish first."""
@@ -227,20 +249,45 @@ class Scheduler:
         try:
             lease.acquire()
         except LockHeldError as held:
-            log.info("%s at %s skipped: %s", name, fire_time.isoformat(), held.message)
+            log.info(
+                "%s at %s skipped: %s",
+                name,
+                fire_time.isoformat(),
+                held.message,
+                extra=_fields(name, fire_time, result="busy"),
+            )
             return "busy"
         try:
             self._close_abandoned(name)
             if not self._claim(name, fire_time, lease.owner):
-                log.debug("%s at %s was already claimed", name, fire_time.isoformat())
+                log.debug(
+                    "%s at %s was already claimed",
+                    name,
+                    fire_time.isoformat(),
+                    extra=_fields(name, fire_time, result="taken"),
+                )
                 return "taken"
             outcome: Literal["succeeded", "failed"] = "succeeded"
+            log.debug("%s at %s started", name, fire_time.isoformat(), extra=_fields(name, fire_time))
+            started = time.monotonic()
             with _Heartbeat(lease, self._lease_ttl / 3):
                 try:
                     job.run(fire_time)
                 except Exception:
                     outcome = "failed"
-                    log.exception("scheduled job %s (fire %s) failed", name, fire_time.isoformat())
+                    log.exception(
+                        "scheduled job %s (fire %s) failed",
+                        name,
+                        fire_time.isoformat(),
+                        extra=_fields(name, fire_time, started=started, result=outcome),
+                    )
+                else:
+                    log.info(
+                        "%s at %s succeeded",
+                        name,
+                        fire_time.isoformat(),
+                        extra=_fields(name, fire_time, started=started, result=outcome),
+                    )
             self._finish(name, fire_time, lease.owner, outcome)
             return outcome
         finally:
@@ -248,7 +295,12 @@ class Scheduler:
 
     def record_skipped(self, name: str, fire_time: dt.datetime) -> None:
         """Record that a fire was skipped because the job's previous run was still going on."""
-        log.warning("%s at %s skipped: its previous run is still going on", name, fire_time.isoformat())
+        log.warning(
+            "%s at %s skipped: its previous run is still going on",
+            name,
+            fire_time.isoformat(),
+            extra=_fields(name, fire_time, result="skipped"),
+        )
         now = utcnow()
         try:
             with self._sessions() as session, session.begin():
@@ -265,7 +317,7 @@ class Scheduler:
         except IntegrityError:
             pass  # another process ran (or skipped) this fire: its record stands
         except Exception:
-            log.warning("could not record the skipped fire of %s", name, exc_info=True)
+            log.warning("could not record the skipped fire of %s", name, exc_info=True, extra={"job": name})
 
     def _close_abandoned(self, name: str) -> None:
         # Called holding the job's lease: no run of it goes on anywhere, so a run still open was
@@ -278,7 +330,12 @@ class Scheduler:
             )
         count: int = closed.rowcount  # type: ignore[attr-defined]
         if count:
-            log.warning("%s: %d earlier run(s) never finished; recorded as abandoned", name, count)
+            log.warning(
+                "%s: %d earlier run(s) never finished; recorded as abandoned",
+                name,
+                count,
+                extra={"job": name, "abandoned": count},
+            )
 
     def _claim(self, name: str, fire_time: dt.datetime, owner: str) -> bool:
         try:
@@ -334,44 +391,37 @@ def scheduled_runs(sessions: sessionmaker[Session], job: str | None = None) -> l
         ]
 
 
-def run_shipyard(args: Sequence[str], *, spec: Path, environment: str | None = None) -> None:
-    """Run a shipyard command in a child process (as a CronJob would); BackupError if it fails.
+def planned_requests(stack: Stack) -> list[tuple[str, str, Request]]:
+    """(name, schedule, ops request) of every run the spec schedules: its backups and
+    verifications (the same requests its Kubernetes CronJobs run), its drills, and the upkeep
+    they need."""
+    planned: list[tuple[str, str, Request]] = []
+    if stack.backup is not None:
+        for kind, schedule in sorted(stack.backup.schedules.items()):
+            planned.append((f"backup-{kind}", schedule, parse_request(scheduled_request(kind))))
+        if stack.backup.pitr is not None and stack.backup.pitr.stream:
+            # pg_receivewal reconnects by itself, but nothing else restarts it if it dies (a
+            # reboot): starting a running stream does nothing.
+            planned.append(("pitr-stream", "* * * * *", StartWalStream()))
+        if stack.dr is not None:
+            # Pages when a source's newest restorable backup is older than the RPO.
+            planned.append(("backup-freshness", FRESHNESS_SCHEDULE, CheckFreshness()))
+    if stack.dr is not None:
+        for mode, schedule in sorted(stack.dr.drills.items()):
+            planned.append((f"dr-drill-{mode}", schedule, RunDrill(mode=mode)))
+    return planned
 
-    A child keeps a crashing or memory-hungry backup away from the server, and reads its secrets
-    from the same environment the CLI does.
-    """
-    argv = [sys.executable, "-c", "from shipyard.cli import main; main()", *args, "--file", str(spec)]
-    if environment:
-        argv += ["--env", environment]
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise BackupError(f"`shipyard {' '.join(args)}` exited with {result.returncode}: {tail}")
 
-
-def drill_jobs(dr: DrTargets | None, run: Callable[[Sequence[str]], object]) -> list[ScheduledJob]:
-    """One job per entry of the spec's `dr.drills`, each running `shipyard dr test <mode>`."""
-    if dr is None:
+def scheduled_jobs(runner: JobRunner) -> list[ScheduledJob]:
+    """The served spec's schedules, each fire run as a job (so it is listed in /jobs) and waited
+    for: the lease and the fire's row hold while it runs. None when the server has no spec."""
+    if runner.spec is None:
         return []
 
-    def runner(mode: str) -> Callable[[dt.datetime], object]:
-        return lambda _fire_time: run(["dr", "test", mode])
+    def fire(name: str, request: Request) -> Callable[[dt.datetime], object]:
+        return lambda _fire_time: runner.run(request, actor=f"schedule:{name}")
 
     return [
-        ScheduledJob(name=f"dr-drill-{mode}", schedule=schedule, run=runner(mode))
-        for mode, schedule in sorted(dr.drills.items())
-    ]
-
-
-def backup_jobs(backup: Backup | None, run: Callable[[Sequence[str]], object]) -> list[ScheduledJob]:
-    """One job per entry of the spec's `backup.schedules`, each running `shipyard backup <kind>`."""
-    if backup is None:
-        return []
-
-    def runner(args: Sequence[str]) -> Callable[[dt.datetime], object]:
-        return lambda _fire_time: run(args)
-
-    return [
-        ScheduledJob(name=f"backup-{kind}", schedule=schedule, run=runner(backup_cli_args(kind)))
-        for kind, schedule in sorted(backup.schedules.items())
+        ScheduledJob(name, schedule, fire(name, request))
+        for name, schedule, request in planned_requests(runner.stack())
     ]

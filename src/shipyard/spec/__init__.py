@@ -2,15 +2,19 @@
 
 from ._loader import DEFAULT_ENVIRONMENTS, Spec, load_spec, load_spec_text
 from ._model import (
+    BACKUP_WHATS,
+    DRILL_MODES,
     AlertRule,
     Alerts,
     Analysis,
     Audit,
     Autoscaling,
     Backup,
+    BackupWhat,
     CanaryStep,
     Channel,
     CronJob,
+    DrillMode,
     DrTargets,
     Health,
     Ingress,
@@ -35,7 +39,9 @@ from ._secrets import ENV_REFERENCE
 from ._units import GIB, byte_count, format_cpu, millicores, seconds
 
 __all__ = [
+    "BACKUP_WHATS",
     "DEFAULT_ENVIRONMENTS",
+    "DRILL_MODES",
     "ENV_REFERENCE",
     "GIB",
     "AlertRule",
@@ -44,10 +50,12 @@ __all__ = [
     "Audit",
     "Autoscaling",
     "Backup",
+    "BackupWhat",
     "CanaryStep",
     "Channel",
     "CronJob",
     "DrTargets",
+    "DrillMode",
     "Health",
     "Ingress",
     "Pitr",

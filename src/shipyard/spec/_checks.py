@@ -9,9 +9,9 @@ from collections.abc import Iterator, Set
 
 from pydantic import ValidationError
 
-from ..flags._model import FlagSet
 from ._model import Resources, Stack
 from ._units import byte_count, millicores
+from .flags import FlagSet
 
 Problem = tuple[tuple[str | int, ...], str]
 

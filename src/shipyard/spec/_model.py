@@ -8,7 +8,8 @@ Cross-field rules that need the whole stack (names that must exist, cycles, uniq
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,6 +20,19 @@ Name = Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")]
 """A component name: a DNS label of at most 40 characters, so derived names still fit in 63."""
 
 Percent = Annotated[int, Field(ge=1, le=100)]
+
+DrillMode = Literal["full", "partial", "backup", "restore"]
+"""The DR drill modes (`shipyard dr test MODE`, `dr.drills` schedules, drill jobs). Defined here,
+the lowest layer that names them, and imported by every other."""
+DRILL_MODES: tuple[DrillMode, ...] = get_args(DrillMode)
+
+BackupWhat = Literal["full", "database", "files", "redis"]
+"""What a backup set covers: every source, or the PostgreSQL datastores, the file volumes or the
+Redis datastores (`shipyard backup WHAT`, `backup.schedules`, backup jobs). Defined here, the
+lowest layer that names them, and imported by every other."""
+BACKUP_WHATS: tuple[BackupWhat, ...] = get_args(BackupWhat)
+ScheduledBackup = Literal[BackupWhat, "incremental", "verify"]
+"""A `backup.schedules` key: a set to take, a pgBackRest incremental backup, or a verification."""
 
 
 class Model(BaseModel):
@@ -38,6 +52,14 @@ class SecretRef(Model):
     @property
     def key(self) -> str:
         return self.secret_ref.split("/", 1)[1]
+
+    @property
+    def env_name(self) -> str:
+        """The environment variable this reference is read from where shipyard runs on a plain
+        host, and under which a backup CronJob gets it: `db-credentials/password` is
+        DB_CREDENTIALS_PASSWORD (name and key upper-cased, every other character `_`), the
+        variable a Kubernetes Secret mounted as environment would be."""
+        return re.sub(r"[^A-Za-z0-9]", "_", f"{self.name}_{self.key}").upper()
 
 
 EnvValue = str | int | float | bool | SecretRef
@@ -351,7 +373,7 @@ class Backup(Model):
     repository: str = Field(min_length=1)
     """A local directory or an S3 URL (`s3:https://host/bucket/path`)."""
     password: SecretRef | Annotated[str, Field(pattern=r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*\}$")]
-    schedules: dict[Literal["full", "database", "files", "redis", "incremental", "verify"], CronSchedule] = {}
+    schedules: dict[ScheduledBackup, CronSchedule] = {}
     retention: Retention = Retention()
     sources: BackupSources = BackupSources()
     checks: list[str] = []
@@ -365,7 +387,7 @@ class DrTargets(Model):
     rto: Duration
     rpo: Duration
     mttr: Duration | None = None
-    drills: dict[Literal["full", "partial", "backup", "restore"], CronSchedule] = {}
+    drills: dict[DrillMode, CronSchedule] = {}
     """Drills `shipyard serve` runs by itself (e.g. `restore: "0 4 * * 0"`), each reported like `dr test`."""
 
 

@@ -4,7 +4,8 @@ It holds facts, not rules: the packages that own a fact (flags, rollout, backup)
 changes. SQLite by default, PostgreSQL by URL (`$SHIPYARD_DATABASE_URL`).
 """
 
-from ._audit import record_audit
+from ._audit import MAX_LIMIT as MAX_AUDIT_LIMIT
+from ._audit import AuditEntry, audit_cutoffs, parse_since, prune_audit, query_audit, record_audit
 from ._engine import default_url, open_engine, session_factory, upgrade
 from ._models import (
     ApiTokenRow,
@@ -12,6 +13,7 @@ from ._models import (
     BackupSetRow,
     Base,
     Counter,
+    DrillRow,
     FlagRow,
     JobRow,
     LockRow,
@@ -26,11 +28,14 @@ from ._models import (
 )
 
 __all__ = [
+    "MAX_AUDIT_LIMIT",
     "ApiTokenRow",
+    "AuditEntry",
     "AuditRow",
     "BackupSetRow",
     "Base",
     "Counter",
+    "DrillRow",
     "FlagRow",
     "JobRow",
     "LockRow",
@@ -41,8 +46,12 @@ __all__ = [
     "ScheduledRunRow",
     "SegmentRow",
     "as_utc",
+    "audit_cutoffs",
     "default_url",
     "open_engine",
+    "parse_since",
+    "prune_audit",
+    "query_audit",
     "record_audit",
     "session_factory",
     "upgrade",

@@ -170,6 +170,31 @@ class BackupSetRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class DrillRow(Base):
+    """One finished DR drill: what it achieved. Its report (the phases, the restore points) is
+    the JSON file `report` names; the audit log also says the drill ran (`dr.drill`)."""
+
+    __tablename__ = "drills"
+    __table_args__ = (Index("ix_drills_scope", "stack", "environment", "mode", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stack: Mapped[str] = mapped_column(String(128))
+    environment: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16), index=True)  # full | partial | backup | restore
+    passed: Mapped[bool] = mapped_column()
+    actor: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    """None for drills recorded before this table, whose audit entries kept only the end."""
+    finished_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    rto_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    """None when the drill did not recover (a phase failed)."""
+    rpo_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    mttr_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    failed_phase: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why it failed: the failed phase's reason, or the error that stopped the drill."""
+    report: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class ScheduledRunRow(Base):
     """One fire of a scheduled job, claimed by the process that runs it (or records it skipped)."""
 
@@ -212,12 +237,15 @@ class NotificationRow(Base):
 
 
 class JobRow(Base):
-    """A long operation started from the API or the dashboard, run as a `shipyard` child process."""
+    """A long operation (an ops request) run as a child process: `python -m shipyard.jobs <id>`."""
 
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(32), index=True)  # deploy | backup | verify | restore | drill
-    argv: Mapped[list[str]] = mapped_column(JSON)
+    kind: Mapped[str] = mapped_column(String(32), index=True)  # the request's kind: deploy, backup, …
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The ops request, as JSON (`shipyard.jobs.parse_request` reads it back)."""
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The ops result, as JSON, once the job ended with one."""
     actor: Mapped[str] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16), index=True)  # running | succeeded | failed
     owner: Mapped[str] = mapped_column(String(256))

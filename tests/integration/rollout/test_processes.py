@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -20,7 +21,7 @@ import pytest
 from shipyard.errors import TargetError
 from shipyard.host import free_port, pid_alive, read_pidfile
 from shipyard.rollout.targets._processes import Instance, InstanceSpec, Supervisor
-from support.demo_app import DEMO_DIR, demo_spec, wait_http
+from support.demo_app import DEMO_DIR, demo_spec, requests_waiting, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,7 @@ def sup(state_dir: Path) -> Iterator[Supervisor]:
         supervisor.stop(instance.name)
 
 
-def eventually(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
+def eventually(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
@@ -222,22 +223,26 @@ def test_an_app_whose_supervisor_was_killed_is_replaced_on_start(sup: Supervisor
 
 
 def test_stop_lets_a_request_in_flight_finish(sup: Supervisor) -> None:
-    spec = demo_spec("slow-v1-0", "v1", added_latency_ms=2000, grace_s=15)
-    sup.start(spec)
+    spec = demo_spec("slow-v1-0", "v1", added_latency_ms=5000, grace_s=60)
+    instance = sup.start(spec)
+    assert instance.app_pid is not None
     wait_http(f"http://127.0.0.1:{spec.port}/healthz")
-    with socket.create_connection(("127.0.0.1", spec.port), timeout=15) as conn:
+    with socket.create_connection(("127.0.0.1", spec.port), timeout=60) as conn:
         conn.sendall(b"GET /work HTTP/1.1\r\nHost: demo\r\n\r\n")
-        time.sleep(0.4)  # the app has the request and sleeps on it
-        began = time.monotonic()
+        app_pid = instance.app_pid
+        eventually(lambda: requests_waiting(app_pid) == 1, what="the app to hold the request")
+        assert select.select([conn], [], [], 0)[0] == []  # not answered yet: in flight
         sup.stop("slow-v1-0")
-        took = time.monotonic() - began
         answer = b""
         while chunk := conn.recv(65536):
             answer += chunk
+    # The stop waited for it: answered in full, and the app drained and ended by itself (the
+    # grace period's SIGKILL was not needed).
     assert answer.startswith(b"HTTP/1.1 200 "), answer
     assert b"X-Version: v1" in answer
     assert b"Connection: close" in answer
-    assert 1.0 <= took < 12, took  # about the 1.6 s the request had left, well under the grace
+    assert "did not stop within" not in instance.log.read_text()
+    assert not pid_alive(instance.app_pid)
 
 
 def test_an_app_ignoring_sigterm_is_killed_after_the_grace_period(sup: Supervisor) -> None:
@@ -246,10 +251,10 @@ def test_an_app_ignoring_sigterm_is_killed_after_the_grace_period(sup: Superviso
     wait_http(f"http://127.0.0.1:{spec.port}/healthz")
     began = time.monotonic()
     sup.stop("stubborn-v1-0")
-    took = time.monotonic() - began
-    assert 0.9 <= took < 8, took
+    assert time.monotonic() - began >= 0.9  # it had its grace period (a lower bound: load only adds)
     assert not serves(spec.port)
     assert not pid_alive(instance.app_pid)
+    # ...and the supervisor killed it at the end of it (not the stop's own last resort).
     assert "did not stop within 1s: killed" in instance.log.read_text()
 
 

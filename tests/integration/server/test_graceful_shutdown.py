@@ -110,7 +110,7 @@ def test_sigterm_to_serve_leaves_a_running_job_to_finish_and_record_itself(tmp_p
             assert time.monotonic() < deadline, "the job never started"
             time.sleep(0.05)
         server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=20)
+        server.communicate(timeout=60)
     finally:
         if server.poll() is None:
             server.kill()
@@ -153,4 +153,4 @@ def test_sigterm_to_serve_leaves_a_running_job_to_finish_and_record_itself(tmp_p
         assert (again["state"], again["exit_code"]) == ("succeeded", 0)
     finally:
         server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=20)
+        server.communicate(timeout=60)

@@ -1,30 +1,24 @@
-"""Jobs run as real `shipyard` child processes; their arguments are checked before anything runs.
+"""Jobs run ops requests in real child processes (`python -m shipyard.jobs <id>`); a request is
+checked before anything runs, and a job's typed result and summary come back in its row.
 
 A succeeding job (a backup, a release) and its audit trail: test_ops_api.py and
 test_graceful_shutdown.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from shipyard.errors import UserError
-from shipyard.server import JobRunner
-from shipyard.server._jobs import (
-    backup_args,
-    check_args,
-    deploy_args,
-    drill_args,
-    restore_args,
-    resume_args,
-    verify_args,
-)
-from shipyard.spec import load_spec_text
-from shipyard.state import JobRow, open_engine, session_factory
+from shipyard.jobs import JobRunner, choices, parse_request
+from shipyard.state import JobRow, open_engine, session_factory, upgrade
 
 SPEC = """\
 name: shop
@@ -57,37 +51,41 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobRunner:
     )
 
 
-def test_a_failing_job_is_recorded_failed_with_its_last_line(runner: JobRunner) -> None:
-    # No set with this id exists: the CLI says so and exits non-zero.
-    job_id = runner.start("verify", verify_args("20200101-000000-abcd"), "token:ops")
-    view = runner.wait(job_id, timeout_s=60)
+def test_a_failing_job_is_recorded_failed_with_its_error(runner: JobRunner) -> None:
+    # No set with this id exists: the verification says so and the job fails.
+    job_id = runner.start(parse_request({"kind": "verify", "set_id": "20200101-000000-abcd"}), "token:ops")
+    view = runner.wait(job_id, timeout_s=120)
     assert view.state == "failed"
     assert view.exit_code not in (0, None)
     assert view.summary
     assert "20200101-000000-abcd" in view.summary
+    assert view.result is None
+    assert view.request == {"kind": "verify", "set_id": "20200101-000000-abcd"}
 
 
 @pytest.mark.parametrize(
-    ("kind", "args", "message"),
+    ("wanted", "message"),
     [
-        ("deploy", deploy_args("nope", "v2"), "not in stack"),
-        ("deploy", deploy_args("web", "v2; rm -rf /"), "version"),
-        ("deploy", deploy_args("web", "v2", "yolo"), "strategy"),
-        ("deploy", ["deploy", "web", "--version", "v2", "--yes"], "not a deploy job"),
-        ("backup", backup_args("everything"), "backup kind"),
-        ("verify", verify_args("../etc"), "backup set"),
-        ("restore", [*restore_args("database", "20261201-000000-abcd")[:-1], "live"], "not a restore job"),
-        ("drill", drill_args("chaos"), "drill mode"),
-        ("resume", resume_args("nope"), "not in stack"),
-        ("resume", ["rollout", "rollback", "web"], "not a resume job"),
-        ("shell", ["sh", "-c", "id"], "unknown job kind"),
+        ({"kind": "deploy", "service": "nope", "version": "v2"}, "not in stack"),
+        ({"kind": "deploy", "service": "web", "version": "v2; rm -rf /"}, "version"),
+        ({"kind": "deploy", "service": "web", "version": "v2", "strategy": "yolo"}, "strategy"),
+        ({"kind": "deploy", "service": "web", "version": "v2", "yes": True}, "yes"),
+        ({"kind": "backup", "what": "everything"}, "what"),
+        ({"kind": "verify", "set_id": "../etc"}, "backup set"),
+        (
+            {"kind": "restore", "what": "database", "set_id": "20261201-000000-abcd", "into": "live"},
+            "scratch",
+        ),
+        ({"kind": "drill", "mode": "chaos"}, "mode"),
+        ({"kind": "resume", "service": "nope"}, "not in stack"),
+        ({"kind": "shell", "command": "id"}, "kind"),
     ],
 )
-def test_bad_arguments_are_refused_before_anything_runs(
-    runner: JobRunner, kind: str, args: list[str], message: str
+def test_bad_requests_are_refused_before_anything_runs(
+    runner: JobRunner, wanted: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(UserError, match=message):
-        runner.start(kind, args, "token:ops")
+        runner.start(parse_request(wanted), "token:ops")
     assert runner.recent() == []
 
 
@@ -97,7 +95,7 @@ def test_without_a_spec_a_job_names_serve_f(tmp_path: Path) -> None:
         session_factory(open_engine(url)), spec=None, environment="test", database_url=url, log_dir=tmp_path
     )
     with pytest.raises(UserError, match="serve -f SPEC"):
-        runner.start("backup", backup_args("files"), "token:ops")
+        runner.start(parse_request({"kind": "backup", "what": "files"}), "token:ops")
 
 
 def test_start_up_closes_jobs_whose_child_is_gone(runner: JobRunner) -> None:
@@ -116,7 +114,7 @@ def test_start_up_closes_jobs_whose_child_is_gone(runner: JobRunner) -> None:
                 session.add(
                     JobRow(
                         kind="backup",
-                        argv=["backup", "files"],
+                        request={"kind": "backup", "what": "files"},
                         actor="a",
                         state="running",
                         owner=owner,
@@ -132,9 +130,47 @@ def test_start_up_closes_jobs_whose_child_is_gone(runner: JobRunner) -> None:
     assert os.getpid() != dead_pid
 
 
-def test_every_restore_kind_of_the_cli_is_a_job_into_scratch(tmp_path: Path) -> None:
-    stack = load_spec_text(SPEC.format(files=tmp_path), "shipyard.yaml").stack("test")
-    for what in ("database", "redis", "files", "volumes"):
-        args = restore_args(what, "20261201-000000-abcd")
-        assert check_args("restore", args, stack) == "20261201-000000-abcd"
-        assert args[-2:] == ["--into", "scratch"]
+def test_the_forms_offer_exactly_what_a_request_accepts() -> None:
+    assert set(choices("restore", "what")) == {"database", "redis", "files", "volumes"}
+    assert set(choices("deploy", "strategy")) == {"blue-green", "canary"}
+    for what in choices("backup", "what"):
+        assert parse_request({"kind": "backup", "what": what}).what == what
+
+
+def test_jobs_recorded_before_requests_keep_their_history(tmp_path: Path) -> None:
+    """Migration 0006 turns each old argv into the request it ran, and drops the argv."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    upgrade(engine, "0005")
+    old = [
+        ("deploy", ["deploy", "web", "--version", "v2", "--strategy", "canary"]),
+        ("rollback", ["rollout", "rollback", "web"]),
+        ("backup", ["backup", "full"]),
+        ("verify", ["backup", "verify", "20261201-000000-abcd"]),
+        ("restore", ["restore", "redis", "--set", "20261201-000000-abcd", "--into", "scratch"]),
+        ("drill", ["dr", "test", "partial"]),
+    ]
+    with engine.begin() as connection:
+        for kind, argv in old:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO jobs (kind, argv, actor, state, owner, started_at)"
+                    " VALUES (:kind, :argv, 'a', 'succeeded', 'h:1', '2026-01-01 00:00:00')"
+                ),
+                {"kind": kind, "argv": json.dumps(argv)},
+            )
+    engine.dispose()
+    runner = JobRunner(
+        session_factory(open_engine(url)), spec=None, environment="test", database_url=url, log_dir=tmp_path
+    )
+    requests = [view.request for view in reversed(runner.recent())]
+    assert requests == [
+        {"kind": "deploy", "service": "web", "version": "v2", "strategy": "canary"},
+        {"kind": "rollback", "service": "web"},
+        {"kind": "backup", "what": "full"},
+        {"kind": "verify", "set_id": "20261201-000000-abcd"},
+        {"kind": "restore", "what": "redis", "set_id": "20261201-000000-abcd", "into": "scratch"},
+        {"kind": "drill", "mode": "partial"},
+    ]
+    for request in requests:
+        parse_request(request)  # each is a request today's jobs can run again

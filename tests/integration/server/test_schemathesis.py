@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from shipyard.server import ServerConfig, create_app
 from shipyard.server._dashboard import build_router as build_dashboard_router
-from shipyard.state import AuditRow, BackupSetRow, JobRow, RolloutRow, RolloutStepRow
+from shipyard.state import AuditRow, BackupSetRow, DrillRow, JobRow, RolloutRow, RolloutStepRow
 from shipyard.tokens import create_token
 
 OPEN = {"/healthz", "/readyz", "/metrics"}
@@ -45,12 +45,25 @@ def _seed(app: Any) -> None:
                                    started_at=now, finished_at=now))  # fmt: skip
         session.add(BackupSetRow(id="20261201-030000-abcd", stack="shop", environment="production",
                                  kind="full", state="complete", owner="h:1", actor="cli:ops", finished_at=now,
-                                 manifest={"sources": ["files:/srv"], "artefacts": [
-                                     {"name": "files:/srv", "type": "files", "raw_bytes": 10}]}))  # fmt: skip
-        session.add(JobRow(kind="backup", argv=["backup", "full"], actor="token:ops", state="succeeded",
-                           owner="h:1", exit_code=0, summary="done", finished_at=now))  # fmt: skip
+                                 manifest=MANIFEST))  # fmt: skip
+        session.add(JobRow(kind="backup", request={"kind": "backup", "what": "full"}, actor="token:ops",
+                           state="succeeded", owner="h:1", exit_code=0, summary="done",
+                           finished_at=now))  # fmt: skip
         session.add(AuditRow(actor="cli:ops", action="dr.drill", target_kind="stack", target="shop/prod",
                              outcome="passed", after={"mode": "full"}))  # fmt: skip
+        session.add(DrillRow(stack="shop", environment="production", mode="full", passed=True,
+                             actor="cli:ops", finished_at=now, rto_seconds=2.5, rpo_seconds=0.0))  # fmt: skip
+
+
+MANIFEST = {
+    # As `shipyard backup files` writes it (a set's manifest is read as a typed model).
+    "id": "20261201-030000-abcd", "spec": "shop", "environment": "production", "kind": "full",
+    "repository": "/srv/backups", "restic_host": "shop-production", "sources": ["files:/srv"],
+    "tools": {"restic": "restic 0.14.0"}, "started_at": "2026-12-01T03:00:00+00:00",
+    "finished_at": "2026-12-01T03:00:05+00:00",
+    "artefacts": [{"name": "files:/srv", "type": "files", "path": "/srv", "snapshot_id": "0" * 64,
+                   "sha256": "1" * 64, "files": 1, "raw_bytes": 10, "data_added": 10, "seconds": 0.1}],
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

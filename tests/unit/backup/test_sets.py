@@ -9,10 +9,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from shipyard.backup import get_set, latest_set, list_sets, reap_abandoned
+from shipyard.backup import (
+    Check,
+    FilesArtefact,
+    Manifest,
+    PostgresArtefact,
+    Verification,
+    get_set,
+    latest_set,
+    list_sets,
+    reap_abandoned,
+)
 from shipyard.backup._sets import SetRecorder, lease_name, record_verification
-from shipyard.errors import NotFoundError
-from shipyard.state import LockRow, open_engine, session_factory
+from shipyard.errors import BackupError, NotFoundError
+from shipyard.state import BackupSetRow, LockRow, open_engine, session_factory
 
 
 @pytest.fixture
@@ -24,6 +34,39 @@ def _recorder(sessions: sessionmaker[Session], kind: str = "full") -> SetRecorde
     return SetRecorder(sessions, stack="shop", environment="production", kind=kind, actor="cli:test")
 
 
+def _manifest(recorder: SetRecorder, *artefacts: PostgresArtefact | FilesArtefact) -> Manifest:
+    return Manifest(
+        id=recorder.id,
+        spec="shop",
+        environment="production",
+        kind="full",
+        repository="/var/backups/shop",
+        restic_host="shop-production",
+        sources=[a.name for a in artefacts],
+        tools={"restic": "restic 0.14.0"},
+        started_at="2026-12-01T03:15:00+00:00",
+        artefacts=list(artefacts),
+    )
+
+
+POSTGRES = PostgresArtefact(
+    name="postgres:db", datastore="db", database="app", snapshot_id="a" * 64, sha256="b" * 64, files=4,
+    raw_bytes=100, data_added=80, lsn="0/1A09BF8", snapshot_time="2026-12-01T03:15:01+00:00",
+    server_version="15.18", row_counts={"public.items": 2}, seconds=0.5,
+)  # fmt: skip
+FILES = FilesArtefact(
+    name="files:/srv", path="/srv", snapshot_id="c" * 64, sha256="d" * 64, files=2, raw_bytes=10,
+    data_added=10, seconds=0.1,
+)  # fmt: skip
+
+
+def _report(ok: bool | None) -> Verification:
+    check = Check(artefact="postgres:db", check="row counts of 1 tables", ok=bool(ok))
+    return Verification(
+        started_at="2026-12-01T04:00:00+00:00", read_data_subset="10%", ok=ok, checks=[check], seconds=1.0
+    )
+
+
 def _dead_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
@@ -32,20 +75,21 @@ def _dead_pid() -> int:
 
 def test_a_running_set_with_a_live_writer_is_left_alone(sessions: sessionmaker[Session]) -> None:
     recorder = _recorder(sessions)
-    recorder.start({"artefacts": []})
+    recorder.start(_manifest(recorder))
     recorder.phase("postgres:db:dump")
     assert reap_abandoned(sessions) == []
     assert get_set(sessions, recorder.id).state == "running"
-    recorder.finish("complete", {"artefacts": [{"name": "postgres:db"}]})
+    recorder.finish("complete", _manifest(recorder, POSTGRES))
     done = get_set(sessions, recorder.id)
     assert (done.state, done.restorable, done.finished_at is not None) == ("complete", True, True)
+    assert done.artefact("postgres:db") == POSTGRES
     with sessions() as session:
         assert session.get(LockRow, lease_name(recorder.id)) is None  # lease released
 
 
 def test_a_set_whose_writer_died_is_marked_failed_by_the_next_look(sessions: sessionmaker[Session]) -> None:
     recorder = _recorder(sessions)
-    recorder.start({"artefacts": []})
+    recorder.start(_manifest(recorder))
     recorder.phase("redis:cache:snapshot")
     recorder._stop.set()  # the writer stops renewing, as a killed process would
     with sessions() as session, session.begin():  # and its process is gone
@@ -66,18 +110,43 @@ def test_latest_restorable_set_skips_failed_ones_and_failed_verification_untrust
     sessions: sessionmaker[Session],
 ) -> None:
     good = _recorder(sessions)
-    good.start({"artefacts": []})
-    good.finish("complete", {"artefacts": [{"name": "files:/srv", "type": "files"}]})
+    good.start(_manifest(good))
+    good.finish("complete", _manifest(good, FILES))
     bad = _recorder(sessions)
-    bad.start({"artefacts": []})
-    bad.finish("failed", {"artefacts": []}, "pg_dump exited with 1")
+    bad.start(_manifest(bad))
+    bad.finish("failed", _manifest(bad), "pg_dump exited with 1")
     assert latest_set(sessions, stack="shop").id == good.id
     assert latest_set(sessions, stack="shop", containing="files:/srv").id == good.id
     with pytest.raises(NotFoundError):
         latest_set(sessions, stack="shop", containing="postgres:db")
-    verified = record_verification(sessions, good.id, ok=True, report={"ok": True}, error=None)
+    verified = record_verification(sessions, good.id, _report(True))
     assert (verified.state, verified.verified_at is not None) == ("verified", True)
-    failed = record_verification(sessions, good.id, ok=False, report={"ok": False}, error="row counts differ")
+    assert verified.verification == _report(True)
+    failed = record_verification(sessions, good.id, _report(False), error="row counts differ")
     assert (failed.state, failed.error, failed.restorable) == ("failed", "row counts differ", False)
     with pytest.raises(NotFoundError, match="no backup set 'zzz'"):
         get_set(sessions, "zzz")
+
+
+def test_a_verification_whose_means_failed_is_kept_and_leaves_the_set_as_it_was(
+    sessions: sessionmaker[Session],
+) -> None:
+    recorder = _recorder(sessions)
+    recorder.start(_manifest(recorder))
+    recorder.finish("complete", _manifest(recorder, POSTGRES))
+    report = Verification(
+        started_at="2026-12-01T04:00:00+00:00", read_data_subset="10%", ok=None, error="restic: no route"
+    )
+    kept = record_verification(sessions, recorder.id, report)
+    assert (kept.state, kept.error, kept.verification) == ("complete", None, report)
+
+
+def test_a_record_shipyard_did_not_write_is_an_error_naming_the_set(sessions: sessionmaker[Session]) -> None:
+    recorder = _recorder(sessions)
+    recorder.start(_manifest(recorder))
+    with sessions() as session, session.begin():
+        row = session.get(BackupSetRow, recorder.id)
+        assert row is not None
+        row.manifest = {"artefacts": [{"name": "postgres:db"}]}
+    with pytest.raises(BackupError, match=f"backup set {recorder.id}: its record .* not one shipyard wrote"):
+        get_set(sessions, recorder.id)

@@ -384,13 +384,11 @@ def test_restore_point_of_a_backup_set_artefact() -> None:
         verified_at=None,
         error=None,
     )
-    database = restore_point_of(
-        backup_set, {"name": "postgres:db", "snapshot_time": "2025-12-01T01:58:30+00:00"}
-    )
+    database = restore_point_of(backup_set, "postgres:db", "2025-12-01T01:58:30+00:00")
     assert database == RestorePoint("postgres:db", "20251201-015820-ab12", at(T0 - 90))
     # Redis and files are read while the set runs: the set's start is the earliest their data can be.
-    assert restore_point_of(backup_set, {"name": "redis:cache"}).time == started
-    assert restore_point_of(backup_set, {"name": "postgres:db", "snapshot_time": "garbage"}).time == started
+    assert restore_point_of(backup_set, "redis:cache").time == started
+    assert restore_point_of(backup_set, "postgres:db", "garbage").time == started
 
 
 def test_the_pitr_datastore_is_recovered_by_pitr_even_when_no_set_holds_it() -> None:

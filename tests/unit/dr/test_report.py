@@ -1,4 +1,4 @@
-"""Drill reports: exact Markdown and JSON for a fixed result, files written, history read back."""
+"""Drill reports: exact Markdown and JSON for a fixed result, files written; what "met" means."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from shipyard.dr._report import (
     drill_event,
     drill_markdown,
     format_seconds,
-    previous_recoveries,
     report_stem,
+    target_met,
     write_report,
 )
 
@@ -202,7 +202,7 @@ def test_json_has_stable_keys_and_plain_numbers() -> None:
     assert json.loads(json.dumps(data)) == data
 
 
-def test_reports_are_written_and_feed_the_next_mttr(tmp_path: Path) -> None:
+def test_reports_are_written(tmp_path: Path) -> None:
     directory = tmp_path / "drills"
     markdown, machine = write_report(passed_result(), directory)
     assert report_stem(passed_result()) == "20261201T020000Z-partial"
@@ -210,16 +210,31 @@ def test_reports_are_written_and_feed_the_next_mttr(tmp_path: Path) -> None:
     assert machine == directory / "20261201T020000Z-partial.json"
     assert markdown.read_text(encoding="utf-8") == drill_markdown(passed_result())
     assert json.loads(machine.read_text(encoding="utf-8")) == drill_data(passed_result())
-    write_report(failed_result(), directory)  # staging, and not recovered: never counted
-    recovered = dataclasses.replace(failed_result(), started_at=T0 + 60, rto=50.0)
-    write_report(recovered, directory)
-    (directory / "broken.json").write_text("{not json", encoding="utf-8")
-    (directory / "other.json").write_text(json.dumps({"schema": "something/else"}), encoding="utf-8")
-    assert previous_recoveries(directory, "shop", "production", "partial") == [22.25]
-    assert previous_recoveries(directory, "shop", "production", "restore") == []
-    assert previous_recoveries(directory, "shop", "staging", "restore") == [50.0]
-    assert previous_recoveries(directory, "shop", "staging", "partial") == []
-    assert previous_recoveries(tmp_path / "missing", "shop", "production", "partial") == []
+    later = dataclasses.replace(failed_result(), started_at=T0 + 60)
+    assert write_report(later, directory)[1] == directory / "20261201T020100Z-restore.json"
+    assert sorted(path.name for path in directory.iterdir()) == [
+        "20261201T020000Z-partial.json",
+        "20261201T020000Z-partial.md",
+        "20261201T020100Z-restore.json",
+        "20261201T020100Z-restore.md",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("achieved", "target", "met"),
+    [(900.0, 900, True), (900.001, 900, False), (0.0, 0, True), (None, 900, None), (12.0, None, None)],
+)
+def test_a_target_is_met_at_most_at_the_objective(
+    achieved: float | None, target: int | None, met: bool | None
+) -> None:
+    assert target_met(achieved, target) is met
+
+
+@given(achieved=st.floats(0, 1e6) | st.none(), target=st.integers(0, 10**6) | st.none())
+def test_a_checks_verdict_is_target_met(achieved: float | None, target: int | None) -> None:
+    verdict = TargetCheck("rto", target, achieved).verdict
+    met = target_met(achieved, target)
+    assert verdict == ("not set" if target is None else "pass" if met else "fail")
 
 
 def test_notification_events() -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import socket
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,6 @@ import yaml
 
 from shipyard.flags import ErrorCode, Evaluation, FlagSet, Reason
 from shipyard.flags.client import (
-    ConnectionState,
     FlagsClient,
     _sse_events,
     changed_flags,
@@ -95,14 +91,6 @@ FLAGS: dict[str, Any] = {
         {"name": "beta-users", "conditions": [{"attribute": "userId", "op": "in", "value": ["1", "2"]}]}
     ],
 }
-
-
-def dead_url() -> str:
-    """A loopback URL nothing listens on (connection refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -277,41 +265,6 @@ def test_hostile_keys_never_raise(client: FlagsClient, key: Any) -> None:
     assert client.is_enabled(key, {}) is False
     assert client.evaluate(key, {}).reason == Reason.ERROR
     assert client.get_value(key, "d", {}) == "d"
-
-
-# --- the network side, against nothing -----------------------------------------------------------
-
-
-def test_construction_does_not_wait_and_an_unreachable_server_keeps_the_bootstrap(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    states: list[ConnectionState] = []
-    started = time.monotonic()
-    flags = FlagsClient(dead_url(), TOKEN, ENV, bootstrap=FLAGS, min_retry_delay=0.05, max_retry_delay=0.1)
-    try:
-        flags.add_state_listener(lambda state, _message: states.append(state))
-        assert time.monotonic() - started < 0.5
-        assert flags.is_enabled("new-checkout", {"role": "ADMIN"}) is True
-        assert flags.wait_until_ready(0.3) is False  # ready means: downloaded from the server
-        deadline = time.monotonic() + 5
-        while flags.connection != ConnectionState.DISCONNECTED and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert flags.connection == ConnectionState.DISCONNECTED
-        assert flags.stats.errors >= 1
-        assert flags.is_enabled("new-checkout", {"role": "ADMIN"}) is True
-        assert flags.version == 7
-    finally:
-        started = time.monotonic()
-        flags.close()
-        assert time.monotonic() - started < 2
-    assert ConnectionState.DISCONNECTED in states
-    assert flags.connection.value == "CLOSED"
-    # The token shows nowhere: not in the repr, the stats, the logs.
-    assert TOKEN not in repr(flags)
-    assert TOKEN not in str(flags.stats)
-    assert TOKEN not in caplog.text
-    assert "Connect" in (flags.stats.last_error or "")
 
 
 def test_the_repr_hides_credentials_in_the_url() -> None:

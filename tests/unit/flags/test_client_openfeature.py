@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -11,14 +9,13 @@ import pytest
 from openfeature import api
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.event import EventDetails, ProviderEvent
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider import ProviderStatus
 
 from shipyard.flags.client import FlagsClient
 from shipyard.flags.openfeature import ShipyardProvider, to_context
-from unit.flags.test_client import ENV, FLAGS, TOKEN, Hostile, dead_url
+from unit.flags.test_client import ENV, FLAGS, TOKEN, Hostile
 
 DOMAIN = "shipyard-unit"
 
@@ -56,8 +53,11 @@ BOOTSTRAP = {**FLAGS, "flags": [*FLAGS["flags"], TARGETED, SCALAR_JSON, FRACTION
 
 
 @pytest.fixture
-def of_client() -> Iterator[OpenFeatureClient]:
+def of_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenFeatureClient]:
     flags = FlagsClient("http://127.0.0.1:9", TOKEN, ENV, bootstrap=BOOTSTRAP, start=False)
+    # No network: the provider starts its client's worker, which is kept from starting here (an
+    # unreachable server is tests/integration/flags/test_client_unreachable.py's).
+    monkeypatch.setattr(flags, "start", lambda: None)
     provider = ShipyardProvider(flags)
     api.set_provider_and_wait(provider, DOMAIN)
     yield api.get_client(DOMAIN)
@@ -179,56 +179,3 @@ def test_hostile_contexts_never_raise(of_client: OpenFeatureClient, context: Eva
             assert details.error_code is not None or details.value is not None
         if isinstance(context.attributes, dict):  # the SDK itself iterates the attributes to merge them
             of_client.get_boolean_value(key, False, context)
-
-
-def test_a_provider_without_a_flag_set_and_without_a_server_reports_an_error() -> None:
-    provider = ShipyardProvider(
-        url=dead_url(),
-        token=TOKEN,
-        environment=ENV,
-        init_timeout=0.2,
-        min_retry_delay=0.05,
-        max_retry_delay=0.1,
-    )
-    errors: list[EventDetails] = []
-    got_error = threading.Event()
-
-    def on_error(details: EventDetails) -> None:
-        errors.append(details)
-        got_error.set()
-
-    try:
-        api.set_provider(provider, "shipyard-down")
-        client = api.get_client("shipyard-down")
-        client.add_handler(ProviderEvent.PROVIDER_ERROR, on_error)
-        assert got_error.wait(5)
-        assert client.get_provider_status() == ProviderStatus.ERROR
-        details = client.get_boolean_details("new-checkout", True)
-        assert details.value is True
-        assert details.error_code == ErrorCode.PROVIDER_NOT_READY
-        assert all(TOKEN not in (e.message or "") for e in errors)
-    finally:
-        api.clear_providers()
-    assert provider.client.connection.value == "CLOSED"  # it made the client: it closed it
-
-
-def test_an_unreachable_server_makes_a_bootstrapped_provider_stale() -> None:
-    flags = FlagsClient(
-        dead_url(), TOKEN, ENV, bootstrap=BOOTSTRAP, min_retry_delay=0.05, max_retry_delay=0.1
-    )
-    stale = threading.Event()
-    try:
-        api.set_provider_and_wait(ShipyardProvider(flags), "shipyard-stale")
-        client = api.get_client("shipyard-stale")
-        client.add_handler(ProviderEvent.PROVIDER_STALE, lambda _details: stale.set())
-        assert stale.wait(5)
-        assert client.get_provider_status() == ProviderStatus.STALE
-        # the last good set is still served
-        assert client.get_boolean_value(
-            "new-checkout", False, EvaluationContext(attributes={"role": "ADMIN"})
-        )
-    finally:
-        api.clear_providers()
-        started = time.monotonic()
-        flags.close()
-        assert time.monotonic() - started < 2

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import subprocess
+import sys
+from typing import Any, get_args
 
 import pytest
+from pydantic import TypeAdapter
 
+from shipyard.ops._backups import TakeBackup, TakePitrBackup, Verify
 from shipyard.render import build_manifests, supported_versions, validate_objects
 from shipyard.render._backups import (
     STARTING_DEADLINE_S,
     backup_cronjobs,
     backup_network_policies,
     backup_objects,
+    scheduled_request,
 )
 from shipyard.render._env import SecretUses, runtime_secret
-from shipyard.spec import Spec
+from shipyard.spec import Backup, Spec
 from unit.render.render_helpers import by_kind, spec_from
 
 SMALL = """
@@ -43,22 +49,22 @@ def env_of(job: dict[str, Any]) -> dict[str, Any]:
     return {var["name"]: var.get("valueFrom", var.get("value")) for var in container(job)["env"]}
 
 
-def test_one_cronjob_per_schedule_running_shipyard_backup(apricode: Spec) -> None:
+def test_one_cronjob_per_schedule_running_its_request_through_the_job_entry_point(apricode: Spec) -> None:
     stack = apricode.stack("production")
     jobs = by_kind(backup_cronjobs(stack), "CronJob")
     assert sorted(jobs) == ["backup-database", "backup-full", "backup-verify"]
     assert jobs["backup-full"]["spec"]["schedule"] == "0 2 * * *"
     assert jobs["backup-verify"]["spec"]["schedule"] == "0 5 * * 0"
+    run = ["python", "-m", "shipyard.jobs", "--request"]
     production = ["--env", "production"]
-    assert container(jobs["backup-full"])["command"] == ["shipyard", "backup", "full", *production]
-    assert container(jobs["backup-database"])["command"] == ["shipyard", "backup", "database", *production]
-    assert container(jobs["backup-verify"])["command"] == [
-        "shipyard",
-        "backup",
-        "verify",
-        "--latest",
+    assert container(jobs["backup-full"])["command"] == [*run, '{"kind":"backup","what":"full"}', *production]
+    assert container(jobs["backup-database"])["command"] == [
+        *run,
+        '{"kind":"backup","what":"database"}',
         *production,
     ]
+    # No set named: the newest restorable one, as `shipyard backup verify --latest`.
+    assert container(jobs["backup-verify"])["command"] == [*run, '{"kind":"verify"}', *production]
     for job in jobs.values():
         spec = job["spec"]
         assert spec["concurrencyPolicy"] == "Forbid"
@@ -86,10 +92,26 @@ def test_secrets_reach_the_job_as_secret_key_refs_under_the_names_the_cli_reads(
     assert plain == {"HOME", "XDG_CACHE_HOME"}
 
 
+SCHEDULE_KEYS = get_args(Backup.model_fields["schedules"].annotation)[0]
+REQUESTS: TypeAdapter[TakeBackup | TakePitrBackup | Verify] = TypeAdapter(
+    TakeBackup | TakePitrBackup | Verify
+)
+
+
+@pytest.mark.parametrize("key", get_args(SCHEDULE_KEYS))
+def test_every_schedule_key_runs_a_request_that_validates_as_its_ops_request(key: str) -> None:
+    request = REQUESTS.validate_python(scheduled_request(key))
+    expected = {"verify": Verify(), "incremental": TakePitrBackup(what="incr")}.get(key)
+    assert request == (expected or TakeBackup(what=key))  # type: ignore[arg-type]
+    # The JSON on the command line is the request itself: nothing added, nothing lost.
+    assert REQUESTS.validate_json(json.dumps(scheduled_request(key))) == request
+
+
 def test_env_references_come_from_the_runtime_secret() -> None:
     stack = spec_from(SMALL).stack(spec_from(SMALL).environments[0])
     jobs = by_kind(backup_cronjobs(stack), "CronJob")
     assert sorted(jobs) == ["backup-full", "backup-incremental"]
+    assert container(jobs["backup-incremental"])["command"][4] == '{"kind":"pitr-backup","what":"incr"}'
     env = env_of(jobs["backup-incremental"])
     runtime = runtime_secret(stack)
     assert env["RESTIC_PASSWORD"] == {"secretKeyRef": {"name": runtime, "key": "RESTIC_PASSWORD"}}
@@ -150,3 +172,12 @@ def test_render_kubernetes_includes_them_beside_the_rest(apricode: Spec) -> None
     assert {("CronJob", o["metadata"]["name"]) for o in backup_cronjobs(stack)} <= set(names)
     assert all(len(o["metadata"]["name"]) <= 52 for o in backup_cronjobs(stack))
     validate_objects(objects)
+
+
+def test_rendering_loads_no_database_driver_and_no_backup_code() -> None:
+    # A pure planner: `import shipyard.render` must not pull in psycopg or SQLAlchemy through
+    # the backup package (the CronJobs' requests are plain data; their models live in ops).
+    heavy = ("psycopg", "sqlalchemy", "shipyard.backup", "shipyard.ops")
+    code = f"import sys, shipyard.render; print([m for m in sys.modules if m.startswith({heavy!r})])"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

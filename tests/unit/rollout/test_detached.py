@@ -31,7 +31,7 @@ def started() -> Iterator[list[Detached]]:
     for detached in processes:
         if detached.process.poll() is None:
             detached.process.kill()
-        detached.process.wait(10)
+        detached.process.wait(30)
 
 
 def _python(code: str) -> list[str]:
@@ -70,7 +70,7 @@ def test_returns_the_release_once_recorded_and_names_the_log_after_it(
     started.append(detached)
     assert os.getsid(detached.process.pid) == detached.process.pid  # its own session
     recorded = _record(sessions, "web", "v2")
-    assert wait_recorded(sessions, detached, "web", "v2", before, timeout_s=10) == recorded
+    assert wait_recorded(sessions, detached, "web", "v2", before, timeout_s=30) == recorded
     assert detached.log == tmp_path / "logs" / f"{recorded}.log"
     assert detached.process.poll() is None  # still running: returned once recorded, not when done
     assert list((tmp_path / "logs").iterdir()) == [detached.log]
@@ -83,7 +83,7 @@ def test_a_refusal_is_raised_again_with_its_message_and_exit_code(
     detached = spawn(_python(program), tmp_path, os.environ)
     started.append(detached)
     with pytest.raises(UserError) as raised:
-        wait_recorded(sessions, detached, "web", "v1", 0, timeout_s=10)
+        wait_recorded(sessions, detached, "web", "v1", 0, timeout_s=30)
     assert raised.value.message == "version 'v1' of 'web' is already live"
     assert raised.value.exit_code == 2
 
@@ -95,12 +95,12 @@ def test_a_spec_error_keeps_its_lines_and_a_failure_names_the_log(
     detached = spawn(_python(program), tmp_path, os.environ)
     started.append(detached)
     with pytest.raises(UserError) as raised:
-        wait_recorded(sessions, detached, "web", "v1", 0, timeout_s=10)
+        wait_recorded(sessions, detached, "web", "v1", 0, timeout_s=30)
     assert raised.value.message == "2 problems in the spec:\n  a.yaml:3:1: bad"
     crashed = spawn(_python("raise SystemExit(1)"), tmp_path, os.environ)
     started.append(crashed)
     with pytest.raises(RolloutError) as failed:
-        wait_recorded(sessions, crashed, "web", "v1", 0, timeout_s=10)
+        wait_recorded(sessions, crashed, "web", "v1", 0, timeout_s=30)
     assert failed.value.exit_code == 1
     assert str(crashed.log) in failed.value.message
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +17,11 @@ from shipyard.server._scheduler import (
     ScheduledRunRow,
     Scheduler,
     UtcCronTrigger,
-    backup_jobs,
     check_schedule,
-    drill_jobs,
+    planned_requests,
     scheduled_runs,
 )
-from shipyard.spec import Backup, DrTargets
+from shipyard.spec import DrTargets, load_spec_text
 from shipyard.state import open_engine, session_factory
 
 TUESDAY = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
@@ -130,45 +129,45 @@ def test_a_skipped_fire_is_recorded_once(sessions: sessionmaker[Session]) -> Non
     assert scheduler.run_fire("slow", FIRE) == "taken", "a skipped fire is not run later"
 
 
-def test_backup_jobs_run_shipyard_backup_per_schedule() -> None:
-    backup = Backup.model_validate(
-        {
-            "repository": "/var/backups/app",
-            "password": "${env:RESTIC_PASSWORD}",
-            "schedules": {"full": "0 2 * * *", "verify": "0 5 * * 0", "database": "0 * * * *"},
-        }
-    )
-    calls: list[Sequence[str]] = []
-    jobs = backup_jobs(backup, calls.append)
-    assert [(job.name, job.schedule) for job in jobs] == [
-        ("backup-database", "0 * * * *"),
-        ("backup-full", "0 2 * * *"),
-        ("backup-verify", "0 5 * * 0"),
-    ]
-    for job in jobs:
-        job.run(FIRE)
-    assert [list(args) for args in calls] == [
-        ["backup", "database"],
-        ["backup", "full"],
-        ["backup", "verify", "--latest"],
-    ]
-    assert backup_jobs(None, calls.append) == []
+PLANNED = """\
+name: shop
+services:
+  web: {role: web, image: "example/web:1", run: "exec true", port: 8080}
+datastores:
+  db: {kind: postgresql, storage: {size: 1Gi}}
+backup:
+  repository: /var/backups/app
+  password: ${env:RESTIC_PASSWORD}
+  sources: {datastores: [db]}
+  schedules: {full: "0 2 * * *", verify: "0 5 * * 0", database: "0 * * * *"}
+dr:
+  rto: 15m
+  rpo: 5m
+  drills: {restore: "0 4 * * 0", full: "0 3 1 * *"}
+environments:
+  production: {}
+"""
 
 
-def test_drill_jobs_run_shipyard_dr_test_per_schedule() -> None:
-    dr = DrTargets.model_validate(
-        {"rto": "15m", "rpo": "5m", "drills": {"restore": "0 4 * * 0", "full": "0 3 1 * *"}}
-    )
-    calls: list[Sequence[str]] = []
-    jobs = drill_jobs(dr, calls.append)
-    assert [(job.name, job.schedule) for job in jobs] == [
-        ("dr-drill-full", "0 3 1 * *"),
-        ("dr-drill-restore", "0 4 * * 0"),
+def test_the_spec_schedules_typed_requests_for_backups_verifications_and_drills() -> None:
+    stack = load_spec_text(PLANNED, "shipyard.yaml").stack("production")
+    planned = [
+        (name, schedule, request.model_dump(mode="json"))
+        for name, schedule, request in planned_requests(stack)
     ]
-    for job in jobs:
-        job.run(FIRE)
-    assert [list(args) for args in calls] == [["dr", "test", "full"], ["dr", "test", "restore"]]
-    assert drill_jobs(None, calls.append) == []
+    assert planned == [
+        ("backup-database", "0 * * * *", {"kind": "backup", "what": "database"}),
+        ("backup-full", "0 2 * * *", {"kind": "backup", "what": "full"}),
+        ("backup-verify", "0 5 * * 0", {"kind": "verify", "set_id": None}),
+        ("backup-freshness", "*/5 * * * *", {"kind": planned[3][2]["kind"]}),
+        ("dr-drill-full", "0 3 1 * *", planned[4][2]),
+        ("dr-drill-restore", "0 4 * * 0", planned[5][2]),
+    ]
+    assert [planned[4][2]["mode"], planned[5][2]["mode"]] == ["full", "restore"]
+    assert {planned[4][2]["kind"], planned[5][2]["kind"]} == {"drill"}
+
+
+def test_drill_modes_are_checked_by_the_spec() -> None:
     with pytest.raises(ValidationError):
         DrTargets.model_validate({"rto": "15m", "rpo": "5m", "drills": {"sometimes": "0 4 * * 0"}})
 

@@ -22,7 +22,7 @@ def test_a_new_store_is_migrated_and_reopened_at_head(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     engine = open_engine(url)
     tables = set(inspect(engine).get_table_names())
-    assert {"audit_log", "rollouts", "backup_sets", "notifications", "jobs"} <= tables
+    assert {"audit_log", "rollouts", "backup_sets", "notifications", "jobs", "drills"} <= tables
     engine.dispose()
     again = open_engine(url)
     with again.connect() as connection:

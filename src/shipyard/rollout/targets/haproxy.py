@@ -391,6 +391,8 @@ def stop_haproxy(paths: ProxyPaths, timeout_s: float = 10.0) -> None:
 class HAProxyUnreachable(TargetError):
     """Nothing answers on HAProxy's admin socket."""
 
+    http_status = 502
+
 
 @dataclass(frozen=True)
 class ServerStat:

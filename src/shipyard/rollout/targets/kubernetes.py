@@ -46,9 +46,15 @@ from kubernetes.client import (
 from kubernetes.client.exceptions import ApiException
 
 from ...errors import TargetError
-from ...render import DEFAULT_KUBE_VERSION, render_kubernetes
-from ...render._argo import argo_rollouts, canary_service_name, preview_service_name
-from ...render._workloads import config_map_name, volume_claim_name
+from ...render import (
+    DEFAULT_KUBE_VERSION,
+    argo_rollouts,
+    canary_service_name,
+    config_map_name,
+    preview_service_name,
+    render_kubernetes,
+    volume_claim_name,
+)
 from ...spec import Stack
 
 GROUP = "argoproj.io"
@@ -177,6 +183,81 @@ def load_api_client(config_file: str | None = None, context: str | None = None) 
     return ApiClient(configuration)
 
 
+def release_manifests(
+    stack: Stack,
+    service: str,
+    version: str,
+    *,
+    kube_version: str = DEFAULT_KUBE_VERSION,
+    prometheus: str | None = None,
+) -> list[dict[str, Any]]:
+    """The objects a release of `version` of `service` applies, validated, in apply order (no I/O)."""
+    spec = stack.services.get(service)
+    if spec is None:
+        raise TargetError(f"no service {service!r} in stack {stack.name!r}")
+    if spec.image is None:
+        raise TargetError(f"service {service!r} has no image: it cannot run on Kubernetes")
+    tagged = spec.model_copy(update={"image": image_with_tag(spec.image, version)})
+    stack = stack.model_copy(update={"services": {**stack.services, service: tagged}})
+    objects = argo_rollouts(
+        stack,
+        render_kubernetes(stack, kube_version=kube_version),
+        kube_version=kube_version,
+        prometheus=prometheus,
+    )
+    wanted = {(kind, service) for kind in RELEASE_KINDS}
+    wanted |= {("ConfigMap", config_map_name(service)), ("Service", preview_service_name(service))}
+    wanted |= {("Service", canary_service_name(service))}
+    wanted |= {("PersistentVolumeClaim", volume_claim_name(service, volume)) for volume in spec.volumes}
+    mine = [obj for obj in objects if (obj["kind"], obj["metadata"]["name"]) in wanted]
+    return sorted(mine, key=lambda o: (RELEASE_KINDS.index(o["kind"]), o["metadata"]["name"]))
+
+
+_API_PATHS = {
+    "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps/{name}",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}",
+    "Service": "/api/v1/namespaces/{namespace}/services/{name}",
+    "Ingress": "/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{name}",
+    "AnalysisTemplate": f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{ANALYSIS_TEMPLATES}/{{name}}",
+    "Rollout": f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{ROLLOUTS}/{{name}}",
+    "HorizontalPodAutoscaler": "/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{name}",
+    "PodDisruptionBudget": "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}",
+}
+
+
+def api_path(kind: str, namespace: str, name: str) -> str:
+    """The API server's path of an object of one of the RELEASE_KINDS (what the client requests)."""
+    return _API_PATHS[kind].format(namespace=namespace, name=name)
+
+
+def promote_patches(
+    rollout: Mapping[str, Any], *, full: bool = False
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(status patch, spec patch) that promote a Rollout as it is now; None where nothing is sent.
+
+    `full`: skip every remaining step (`status.promoteFull`). Otherwise go on past the current pause:
+    clear the pause conditions, or move past the analysis step a canary is in, and unpause the spec.
+    """
+    spec = rollout.get("spec") or {}
+    status = rollout.get("status") or {}
+    status_patch: dict[str, Any] | None = None
+    spec_patch: dict[str, Any] | None = None
+    if full:
+        if status.get("currentPodHash") != status.get("stableRS"):
+            status_patch = {"status": {"promoteFull": True}}
+        return status_patch, spec_patch
+    if spec.get("paused"):
+        spec_patch = {"spec": {"paused": False}}
+    steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps")
+    if status.get("pauseConditions"):
+        status_patch = {"status": {"pauseConditions": None}}
+    elif steps is not None:
+        # Not paused: in the middle of an analysis step; promoting moves past it.
+        index = int(status.get("currentStepIndex") or 0)
+        status_patch = {"status": {"pauseConditions": None, "currentStepIndex": min(index + 1, len(steps))}}
+    return status_patch, spec_patch
+
+
 def _first_line(error: Exception) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
@@ -291,25 +372,9 @@ class ArgoRolloutsDriver:
 
     def manifests(self, stack: Stack, service: str, version: str) -> list[dict[str, Any]]:
         """The objects a release of `version` of `service` applies, validated, in apply order."""
-        spec = stack.services.get(service)
-        if spec is None:
-            raise TargetError(f"no service {service!r} in stack {stack.name!r}")
-        if spec.image is None:
-            raise TargetError(f"service {service!r} has no image: it cannot run on Kubernetes")
-        tagged = spec.model_copy(update={"image": image_with_tag(spec.image, version)})
-        stack = stack.model_copy(update={"services": {**stack.services, service: tagged}})
-        objects = argo_rollouts(
-            stack,
-            render_kubernetes(stack, kube_version=self.kube_version),
-            kube_version=self.kube_version,
-            prometheus=self.prometheus,
+        return release_manifests(
+            stack, service, version, kube_version=self.kube_version, prometheus=self.prometheus
         )
-        wanted = {(kind, service) for kind in RELEASE_KINDS}
-        wanted |= {("ConfigMap", config_map_name(service)), ("Service", preview_service_name(service))}
-        wanted |= {("Service", canary_service_name(service))}
-        wanted |= {("PersistentVolumeClaim", volume_claim_name(service, volume)) for volume in spec.volumes}
-        mine = [obj for obj in objects if (obj["kind"], obj["metadata"]["name"]) in wanted]
-        return sorted(mine, key=lambda o: (RELEASE_KINDS.index(o["kind"]), o["metadata"]["name"]))
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -338,25 +403,7 @@ class ArgoRolloutsDriver:
     def promote(self, namespace: str, service: str, *, full: bool = False) -> RolloutStatus:
         """Go on past the current pause (or analysis); `full`: skip every remaining step."""
         rollout = self._get(namespace, service)
-        spec = rollout.get("spec") or {}
-        status = rollout.get("status") or {}
-        status_patch: dict[str, Any] | None = None
-        spec_patch: dict[str, Any] | None = None
-        if full:
-            if status.get("currentPodHash") != status.get("stableRS"):
-                status_patch = {"status": {"promoteFull": True}}
-        else:
-            if spec.get("paused"):
-                spec_patch = {"spec": {"paused": False}}
-            steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps")
-            if status.get("pauseConditions"):
-                status_patch = {"status": {"pauseConditions": None}}
-            elif steps is not None:
-                # Not paused: in the middle of an analysis step; promoting moves past it.
-                index = int(status.get("currentStepIndex") or 0)
-                status_patch = {
-                    "status": {"pauseConditions": None, "currentStepIndex": min(index + 1, len(steps))}
-                }
+        status_patch, spec_patch = promote_patches(rollout, full=full)
         if status_patch is not None:
             rollout = self._patch_status(namespace, service, status_patch, "promote")
         if spec_patch is not None:
@@ -463,6 +510,8 @@ class ArgoRolloutsDriver:
 
 class _MissingError(TargetError):
     """The object asked for does not exist (its kind does: the 404 names the object)."""
+
+    http_status = 404
 
 
 def _names_an_object(error: ApiException) -> bool:

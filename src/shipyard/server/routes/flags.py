@@ -13,8 +13,11 @@
     GET    /feature-flags/{key}/audit      who changed it, when, before and after
     GET    /feature-segments, PUT|DELETE /feature-segments/{name}
 
-Errors are raised as `shipyard.errors` exceptions; the server turns them into RFC 9457
-problem+json. Authentication is injected by the server (`admin` and `client` dependencies).
+Every write goes through the flag verbs of `shipyard.ops` (the ones the CLI calls), handed the
+store the live flag set follows, so that evaluations on this server see a change at once. Reads
+come from the live snapshot or the store. Errors are raised as `shipyard.errors` exceptions; the
+server turns them into RFC 9457 problem+json. Authentication is injected by the server (`admin`
+and `client` dependencies, each returning the actor).
 
 No `from __future__ import annotations` here: FastAPI must see the dependency aliases built
 inside `build_router` as real objects, not strings.
@@ -26,14 +29,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from ..errors import ConflictError, InvalidObjectError, NotFoundError
-from ._backends import evaluation_data
-from ._evaluator import ErrorCode
-from ._live import LiveFlagSet
-from ._model import FlagSet
-from ._store import AuditEntry, Stored
+from ... import ops
+from ...errors import ConflictError, NotFoundError
+from ...flags import AuditEntry, ErrorCode, FlagSet, LiveFlagSet, LocalBackend, evaluation_data
+from ...ops import (
+    CreateFlag,
+    DeleteFlag,
+    DeleteSegment,
+    FlagChanged,
+    ImportFlags,
+    PutSegment,
+    SetFlag,
+    Workspace,
+)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -134,6 +144,15 @@ def _audit_out(entry: AuditEntry) -> AuditOut:
     )
 
 
+def _workspace(actor: str, environment: str) -> Workspace:
+    """The workspace a flag verb runs in for an API request: the request's actor.
+
+    Flag verbs read neither the spec nor the workspace's own store when handed a backend (the
+    router hands them the live set's store): the workspace has no spec.
+    """
+    return Workspace(environment=environment, actor=actor)
+
+
 def build_router(
     live: LiveFlagSet,
     *,
@@ -149,9 +168,17 @@ def build_router(
     IfMatch = Annotated[str | None, Header(alias="If-Match")]
     JsonBody = Annotated[dict[str, Any], Body()]
 
-    def flag_response(stored: Stored, response: Response) -> FlagOut:
-        response.headers["ETag"] = _etag(stored.version)
-        return FlagOut(version=stored.version, flag=stored.data)
+    def backend(actor: str) -> LocalBackend:
+        return LocalBackend(store, actor)
+
+    def ws(actor: str) -> Workspace:
+        return _workspace(actor, default_environment)
+
+    def flag_response(changed: FlagChanged, response: Response) -> FlagOut:
+        assert changed.version is not None  # a create or an update leaves a versioned flag
+        assert changed.after is not None
+        response.headers["ETag"] = _etag(changed.version)
+        return FlagOut(version=changed.version, flag=changed.after)
 
     @router.get("/feature-flags", response_model=FlagSetOut, responses={304: {"description": "Not modified"}})
     def list_flags(
@@ -173,9 +200,9 @@ def build_router(
 
     @router.post("/feature-flags", response_model=FlagOut, status_code=201)
     def create_flag(actor: Admin, body: JsonBody, response: Response) -> FlagOut:
-        stored = store.create(body, actor)
-        response.headers["Location"] = f"/feature-flags/{stored.data['key']}"
-        return flag_response(stored, response)
+        changed = ops.create_flag(ws(actor), CreateFlag(flag=body), backend=backend(actor))
+        response.headers["Location"] = f"/feature-flags/{changed.key}"
+        return flag_response(changed, response)
 
     @router.get(
         "/feature-flags/stream",
@@ -198,12 +225,9 @@ def build_router(
     @router.post("/feature-flags/import", response_model=ImportOut)
     def import_flags(actor: Admin, body: JsonBody, replace: Annotated[bool, Query()] = False) -> ImportOut:
         """Write a whole flag set (the export format) in one transaction; `replace` deletes the rest."""
-        try:
-            flagset = FlagSet.from_data(body)
-        except ValidationError as exc:
-            problems = [(".".join(str(p) for p in e["loc"]), str(e["msg"])) for e in exc.errors()]
-            raise InvalidObjectError("the flag set is not valid", problems) from None
-        return ImportOut(version=store.import_set(flagset, actor, replace_all=replace))
+        request = ImportFlags(flags=body, replace=replace)
+        imported = ops.import_flags(ws(actor), request, backend=backend(actor))
+        return ImportOut(version=imported.version)
 
     @router.post("/feature-flags/evaluate", response_model=EvaluateOut, response_model_by_alias=True)
     def evaluate_many(_: Client, body: EvaluateIn) -> EvaluateOut:
@@ -218,23 +242,28 @@ def build_router(
 
     @router.get("/feature-flags/{key}", response_model=FlagOut)
     def get_flag(_: Client, key: str, response: Response) -> FlagOut:
-        return flag_response(store.get(key), response)
+        stored = store.get(key)
+        response.headers["ETag"] = _etag(stored.version)
+        return FlagOut(version=stored.version, flag=stored.data)
 
     @router.put("/feature-flags/{key}", response_model=FlagOut)
     def replace_flag(
         actor: Admin, key: str, body: JsonBody, response: Response, if_match: IfMatch = None
     ) -> FlagOut:
-        return flag_response(store.replace(key, body, actor, _if_match(if_match)), response)
+        request = SetFlag(key=key, definition=body, if_match=_if_match(if_match))
+        return flag_response(ops.set_flag(ws(actor), request, backend=backend(actor)), response)
 
     @router.patch("/feature-flags/{key}", response_model=FlagOut)
     def patch_flag(
         actor: Admin, key: str, body: JsonBody, response: Response, if_match: IfMatch = None
     ) -> FlagOut:
-        return flag_response(store.patch(key, body, actor, _if_match(if_match)), response)
+        request = SetFlag(key=key, merge_patch=body, if_match=_if_match(if_match))
+        return flag_response(ops.set_flag(ws(actor), request, backend=backend(actor)), response)
 
     @router.delete("/feature-flags/{key}", status_code=204)
     def delete_flag(actor: Admin, key: str, if_match: IfMatch = None) -> Response:
-        store.delete(key, actor, _if_match(if_match))
+        request = DeleteFlag(key=key, if_match=_if_match(if_match))
+        ops.delete_flag(ws(actor), request, backend=backend(actor))
         return Response(status_code=204)
 
     @router.get("/feature-flags/{key}/value", response_model=EvaluationOut, response_model_by_alias=True)
@@ -280,13 +309,17 @@ def build_router(
     def put_segment(
         actor: Admin, name: str, body: JsonBody, response: Response, if_match: IfMatch = None
     ) -> SegmentOut:
-        stored = store.put_segment(name, body, actor, _if_match(if_match))
-        response.headers["ETag"] = _etag(stored.version)
-        return SegmentOut(version=stored.version, segment=stored.data)
+        request = PutSegment(name=name, segment=body, if_match=_if_match(if_match))
+        changed = ops.put_segment(ws(actor), request, backend=backend(actor))
+        assert changed.version is not None  # a put leaves a versioned segment
+        assert changed.after is not None
+        response.headers["ETag"] = _etag(changed.version)
+        return SegmentOut(version=changed.version, segment=changed.after)
 
     @router.delete("/feature-segments/{name}", status_code=204)
     def delete_segment(actor: Admin, name: str, if_match: IfMatch = None) -> Response:
-        store.delete_segment(name, actor, _if_match(if_match))
+        request = DeleteSegment(name=name, if_match=_if_match(if_match))
+        ops.delete_segment(ws(actor), request, backend=backend(actor))
         return Response(status_code=204)
 
     return router

@@ -1,0 +1,33 @@
+"""Jobs: long operations (releases, backups, restores, drills) as recorded child processes.
+
+A job stores one typed ops request and, when it ends, its typed result; its child runs the ops
+function of its kind (`python -m shipyard.jobs <id>`). The API, the dashboard, the scheduler and
+`--detach` start jobs through `JobRunner`, so every one of them is listed in `/jobs`.
+"""
+
+from ._requests import (
+    KINDS,
+    OPERATIONS,
+    JobRequest,
+    check_request,
+    choices,
+    describe,
+    parse_request,
+    subject_of,
+)
+from ._runner import JobRunner, JobView, action_of, finish_job
+
+__all__ = [
+    "KINDS",
+    "OPERATIONS",
+    "JobRequest",
+    "JobRunner",
+    "JobView",
+    "action_of",
+    "check_request",
+    "choices",
+    "describe",
+    "finish_job",
+    "parse_request",
+    "subject_of",
+]

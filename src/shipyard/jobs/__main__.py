@@ -1,0 +1,3 @@
+from ._child import main
+
+main()

@@ -1,0 +1,391 @@
+"""Flag and token changes: create, set, delete and import flags, put and delete segments, and
+create and revoke API tokens.
+
+The CLI (`shipyard flags …`, locally or against `--url`) and the flag REST routes call these and
+only these. Each flag verb works through a `FlagBackend`: by default the workspace's state store,
+while the server hands in the store its live flag set follows (so that its evaluations see the
+change at once) and the CLI hands in a server's API for `--url`.
+
+A dry run (`dry_run=True`) plans the change against what is there now, with the same checks the
+write makes (`FlagDocuments`), and returns it without writing: against a server it only reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import SecretStr, ValidationError, model_validator
+
+from .. import tokens
+from ..errors import InvalidObjectError, NotFoundError, UserError
+from ..flags import FlagBackend, FlagChange, FlagDocuments, FlagSet, FlagStore, LocalBackend, Stored
+from ..state import as_utc
+from ..tokens import Scope
+from ._base import Request, Result
+from ._workspace import Workspace
+
+__all__ = [
+    "CreateFlag",
+    "CreateToken",
+    "DeleteFlag",
+    "DeleteSegment",
+    "FlagChanged",
+    "FlagsImported",
+    "ImportFlags",
+    "ObjectChange",
+    "PutSegment",
+    "RevokeToken",
+    "SetFlag",
+    "TokenCreated",
+    "TokenRevoked",
+    "create_flag",
+    "create_token",
+    "delete_flag",
+    "delete_segment",
+    "flag_backend",
+    "import_flags",
+    "put_segment",
+    "revoke_token",
+    "set_flag",
+]
+
+Document = dict[str, Any]
+
+
+# --- requests -------------------------------------------------------------------------------------
+
+
+class CreateFlag(Request):
+    """Create a flag from its definition (the export format: key, type, default_value, …)."""
+
+    kind: Literal["flag-create"] = "flag-create"
+    flag: Document
+    dry_run: bool = False
+
+
+class SetFlag(Request):
+    """Change a flag: replace its whole `definition` (PUT), or apply an RFC 7396 `merge_patch`."""
+
+    kind: Literal["flag-set"] = "flag-set"
+    key: str
+    definition: Document | None = None
+    merge_patch: Document | None = None
+    if_match: int | None = None
+    """Refuse (ConflictError) unless the flag is at this version."""
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _one_change(self) -> SetFlag:
+        if (self.definition is None) == (self.merge_patch is None):
+            raise ValueError("give exactly one of definition (the whole flag) and merge_patch")
+        return self
+
+
+class DeleteFlag(Request):
+    kind: Literal["flag-delete"] = "flag-delete"
+    key: str
+    if_match: int | None = None
+    dry_run: bool = False
+
+
+class ImportFlags(Request):
+    """Write a whole flag set (the export format, or a bare list of flags) in one transaction."""
+
+    kind: Literal["flags-import"] = "flags-import"
+    flags: Document | list[Any]
+    replace: bool = False
+    """Delete the flags and segments the set does not hold."""
+    dry_run: bool = False
+
+
+class PutSegment(Request):
+    """Create a segment, or replace it."""
+
+    kind: Literal["segment-put"] = "segment-put"
+    name: str
+    segment: Document
+    if_match: int | None = None
+    dry_run: bool = False
+
+
+class DeleteSegment(Request):
+    kind: Literal["segment-delete"] = "segment-delete"
+    name: str
+    if_match: int | None = None
+    dry_run: bool = False
+
+
+class CreateToken(Request):
+    kind: Literal["token-create"] = "token-create"
+    name: str
+    scope: Scope = "client"
+    dry_run: bool = False
+
+
+class RevokeToken(Request):
+    kind: Literal["token-revoke"] = "token-revoke"
+    name: str
+    dry_run: bool = False
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+class FlagChanged(Result):
+    """A flag or segment created, changed or deleted (or, in a dry run, what would be)."""
+
+    action: Literal["create", "update", "delete"]
+    target_kind: Literal["flag", "segment"] = "flag"
+    key: str
+    """The flag's key (the segment's name)."""
+    version: int | None
+    """Its version after the change (in a dry run, the version it would get); None once deleted."""
+    before_version: int | None = None
+    """Its version before the change: known in a dry run (None for a create)."""
+    before: Document | None = None
+    """What it was: known in a dry run (a write reports what it wrote)."""
+    after: Document | None
+    """What it is now (would be, in a dry run); None once deleted."""
+    dry_run: bool = False
+
+    @classmethod
+    def planned(cls, change: FlagChange, current: int | None) -> FlagChanged:
+        """The dry-run result of `change` to an object now at version `current`."""
+        return cls(
+            action=change.action,
+            target_kind=change.kind,
+            key=change.target,
+            version=None if change.action == "delete" else (current or 0) + 1,
+            before_version=current,
+            before=change.before,
+            after=change.after,
+            dry_run=True,
+        )
+
+    def summary(self) -> str:
+        what = f"{self.target_kind} {self.key}"
+        if not self.dry_run:
+            done = {"create": "created", "update": "updated", "delete": "deleted"}[self.action]
+            return f"{done} {what}" + (f" (version {self.version})" if self.version is not None else "")
+        versions = {
+            "create": f"version {self.version}",
+            "update": f"version {self.before_version} → {self.version}",
+            "delete": f"at version {self.before_version}",
+        }
+        return f"dry run: would {self.action} {what} ({versions[self.action]})"
+
+
+class ObjectChange(Result):
+    """One object an import creates, updates or deletes."""
+
+    action: Literal["create", "update", "delete"]
+    target_kind: Literal["flag", "segment"]
+    key: str
+    before: Document | None
+    after: Document | None
+
+    def summary(self) -> str:
+        return f"{self.action} {self.target_kind} {self.key}"
+
+
+class FlagsImported(Result):
+    flags: int
+    """Flags in the imported set."""
+    segments: int
+    """Segments in the imported set."""
+    replace: bool
+    version: int
+    """The flag set's version after the import (in a dry run, the version now)."""
+    changes: list[ObjectChange] | None = None
+    """What the import creates, updates and deletes: planned in a dry run (a write reports its version)."""
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        held = f"{_count(self.flags, 'flag')} and {_count(self.segments, 'segment')}"
+        if not self.dry_run:
+            return f"imported {held}; flag set version {self.version}"
+        changes = self.changes or []
+        counts = {a: sum(c.action == a for c in changes) for a in ("create", "update", "delete")}
+        return (
+            f"dry run: importing {held} would create {counts['create']}, update {counts['update']} "
+            f"and delete {counts['delete']} flags and segments (flag set version {self.version} now)"
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+class TokenCreated(Result):
+    name: str
+    scope: Scope
+    prefix: str | None
+    """The token's first characters (kept to tell tokens apart); None in a dry run."""
+    token: SecretStr | None
+    """The token itself, shown once (None in a dry run); masked in every dump and repr."""
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        if self.dry_run:
+            return f"dry run: would create token {self.name!r} with scope {self.scope}"
+        return f"created token {self.name!r} with scope {self.scope}"
+
+
+class TokenRevoked(Result):
+    name: str
+    scope: str
+    revoked_before: dt.datetime | None = None
+    """When it had been revoked already (revoking again moves that time to now)."""
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        would = "dry run: would revoke" if self.dry_run else "revoked"
+        return f"{would} token {self.name!r} with scope {self.scope}"
+
+
+# --- flag verbs -----------------------------------------------------------------------------------
+
+
+def flag_backend(ws: Workspace) -> FlagBackend:
+    """The workspace's flag store, written to as the workspace's actor."""
+    return LocalBackend(FlagStore(ws.sessions), ws.actor)
+
+
+def _documents(flags: FlagBackend, current: Stored | None = None, kind: str = "flag") -> FlagDocuments:
+    """What a dry run plans against: the flag set now, with `current` as read (exact, versioned)."""
+    documents = FlagDocuments.of(flags.snapshot())
+    if current is None:
+        return documents
+    if kind == "flag":
+        return FlagDocuments({**documents.flags, current.data["key"]: current.data}, documents.segments)
+    return FlagDocuments(documents.flags, {**documents.segments, current.data["name"]: current.data})
+
+
+def _changed(
+    action: Literal["create", "update"], stored: Stored, kind: Literal["flag", "segment"]
+) -> FlagChanged:
+    key = stored.data["key" if kind == "flag" else "name"]
+    return FlagChanged(action=action, target_kind=kind, key=key, version=stored.version, after=stored.data)
+
+
+def create_flag(ws: Workspace, request: CreateFlag, *, backend: FlagBackend | None = None) -> FlagChanged:
+    flags = backend or flag_backend(ws)
+    if request.dry_run:
+        return FlagChanged.planned(_documents(flags).plan_create(request.flag), None)
+    return _changed("create", flags.create(request.flag), "flag")
+
+
+def set_flag(ws: Workspace, request: SetFlag, *, backend: FlagBackend | None = None) -> FlagChanged:
+    flags = backend or flag_backend(ws)
+    if request.dry_run:
+        current = flags.get(request.key)
+        change = _documents(flags, current).plan_update(
+            request.key,
+            current.version,
+            definition=request.definition,
+            merge_patch=request.merge_patch,
+            if_match=request.if_match,
+        )
+        return FlagChanged.planned(change, current.version)
+    if request.definition is not None:
+        stored = flags.replace(request.key, request.definition, request.if_match)
+    else:
+        stored = flags.patch(request.key, request.merge_patch or {}, request.if_match)
+    return _changed("update", stored, "flag")
+
+
+def delete_flag(ws: Workspace, request: DeleteFlag, *, backend: FlagBackend | None = None) -> FlagChanged:
+    flags = backend or flag_backend(ws)
+    if request.dry_run:
+        current = flags.get(request.key)
+        change = _documents(flags, current).plan_delete(request.key, current.version, request.if_match)
+        return FlagChanged.planned(change, current.version)
+    flags.delete(request.key, request.if_match)
+    return FlagChanged(action="delete", key=request.key, version=None, after=None)
+
+
+def import_flags(ws: Workspace, request: ImportFlags, *, backend: FlagBackend | None = None) -> FlagsImported:
+    try:
+        flagset = FlagSet.from_data(request.flags)
+    except ValidationError as exc:
+        problems = [
+            (".".join(str(p) for p in e["loc"]), str(e["msg"]).removeprefix("Value error, "))
+            for e in exc.errors()
+        ]
+        raise InvalidObjectError("the flag set is not valid", problems) from None
+    flags = backend or flag_backend(ws)
+    counts = {"flags": len(flagset.flags), "segments": len(flagset.segments), "replace": request.replace}
+    if request.dry_run:
+        current = flags.snapshot()
+        planned = FlagDocuments.of(current).plan_import(flagset, replace_all=request.replace)
+        changes = [
+            ObjectChange(action=c.action, target_kind=c.kind, key=c.target, before=c.before, after=c.after)
+            for c in planned
+        ]
+        return FlagsImported(**counts, version=current.version, changes=changes, dry_run=True)
+    return FlagsImported(**counts, version=flags.import_set(flagset, replace_all=request.replace))
+
+
+def put_segment(ws: Workspace, request: PutSegment, *, backend: FlagBackend | None = None) -> FlagChanged:
+    flags = backend or flag_backend(ws)
+    if request.dry_run:
+        try:
+            current: Stored | None = flags.get_segment(request.name)
+        except NotFoundError:
+            current = None
+        version = None if current is None else current.version
+        change = _documents(flags, current, "segment").plan_put_segment(
+            request.name, request.segment, version, request.if_match
+        )
+        return FlagChanged.planned(change, version)
+    stored = flags.put_segment(request.name, request.segment, request.if_match)
+    # A segment starts at version 1 and every write moves it on: version 1 is a new one.
+    return _changed("create" if stored.version == 1 else "update", stored, "segment")
+
+
+def delete_segment(
+    ws: Workspace, request: DeleteSegment, *, backend: FlagBackend | None = None
+) -> FlagChanged:
+    flags = backend or flag_backend(ws)
+    if request.dry_run:
+        current = flags.get_segment(request.name)
+        change = _documents(flags, current, "segment").plan_delete_segment(
+            request.name, current.version, request.if_match
+        )
+        return FlagChanged.planned(change, current.version)
+    flags.delete_segment(request.name, request.if_match)
+    return FlagChanged(action="delete", target_kind="segment", key=request.name, version=None, after=None)
+
+
+# --- token verbs ----------------------------------------------------------------------------------
+
+
+def create_token(ws: Workspace, request: CreateToken) -> TokenCreated:
+    """Create an API token in the workspace's state store; the result holds it, once."""
+    with ws.sessions() as session:
+        if request.dry_run:
+            # The check `tokens.create_token` makes, without writing (the request's type has
+            # already refused an unknown scope); a dry run has no token value to show.
+            if any(row.name == request.name for row in tokens.list_tokens(session)):
+                raise UserError(
+                    f"a token named {request.name!r} exists; revoke it first or pick another name"
+                )
+            return TokenCreated(name=request.name, scope=request.scope, prefix=None, token=None, dry_run=True)
+        token = tokens.create_token(session, request.name, request.scope, created_by=ws.actor)
+    return TokenCreated(name=request.name, scope=request.scope, prefix=token[:14], token=SecretStr(token))
+
+
+def revoke_token(ws: Workspace, request: RevokeToken) -> TokenRevoked:
+    """Revoke an API token (servers stop accepting it within a few seconds)."""
+    with ws.sessions() as session:
+        row = next((r for r in tokens.list_tokens(session) if r.name == request.name), None)
+        if row is None:
+            raise UserError(f"no token named {request.name!r}; `shipyard flags token list` shows them")
+        revoked_at = None if row.revoked_at is None else as_utc(row.revoked_at)
+        result = TokenRevoked(
+            name=row.name, scope=row.scope, revoked_before=revoked_at, dry_run=request.dry_run
+        )
+        if not request.dry_run:
+            tokens.revoke_token(session, request.name)
+    return result

@@ -1,0 +1,137 @@
+"""The API's access log: one `shipyard.access` line per HTTP request, when its response has ended.
+
+Fields: method, path (never the query string, whose values may be secrets: only the names of its
+parameters, each `=***`), route (the matched template), status, duration_ms, client (its address)
+and, when the request carried a valid token (an `Authorization: Bearer` header, or the dashboard's
+session cookie), the actor behind it (`token:<name>`). Headers and bodies are never logged.
+
+The actor is asked of the server's TokenAuth after the response, where the route's own check has
+just left the token in TokenAuth's cache: no query to the store in the common case.
+
+Plain ASGI (no task per request, unlike BaseHTTPMiddleware); installed outermost, so that a 413
+from the body limit is logged too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import unquote_plus
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..logs import IN_MESSAGE, MASK
+from ._auth import TokenAuth
+from ._dashboard_auth import COOKIE
+
+LOGGER = "shipyard.access"
+MAX_PATH_CHARS = 2048
+MAX_QUERY_CHARS = 256
+_NAME = re.compile(r"[A-Za-z0-9_.\[\]-]{1,64}")
+
+
+def query_keys(query: bytes) -> str | None:
+    """`a=***&b=***` for the query string `query`: the names of its parameters, never a value; a
+    part that is not `name=value` with a plain name (`?abc123`, which may be a key) is `***`."""
+    if not query:
+        return None
+    shown = []
+    for part in query.decode("latin-1").split("&"):
+        name, equals, _ = part.partition("=")
+        name = unquote_plus(name)
+        shown.append(f"{name}={MASK}" if equals and _NAME.fullmatch(name) else MASK)
+    return "&".join(shown)[:MAX_QUERY_CHARS]
+
+
+def _credential(scope: Scope) -> str | None:
+    """The request's `Authorization` value, else its dashboard cookie as a bearer credential."""
+    cookie_header: bytes | None = None
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+        if name == b"cookie":
+            cookie_header = value
+    if cookie_header is None:
+        return None
+    try:
+        morsel = SimpleCookie(cookie_header.decode("latin-1")).get(COOKIE)
+    except CookieError:
+        return None
+    return f"Bearer {morsel.value}" if morsel is not None and morsel.value else None
+
+
+async def _actor(scope: Scope, status: int) -> str | None:
+    """`token:<name>` for a request with a valid token; None without one, or with a wrong one."""
+    if status == 401:
+        return None
+    credential = _credential(scope)
+    auth = getattr(getattr(scope.get("app"), "state", None), "auth", None)
+    if credential is None or not isinstance(auth, TokenAuth):
+        return None
+    try:
+        return await auth.client(authorization=credential)
+    except HTTPException:
+        return None
+
+
+class AccessLog:
+    """Logs every HTTP request once its response has ended (or failed)."""
+
+    def __init__(self, app: ASGIApp, logger: str = LOGGER) -> None:
+        self.app = app
+        self.log = logging.getLogger(logger)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: int | None = None
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        except BaseException as exc:
+            # Not answered yet: the server's error handler answers 500. Cancelled: the client left.
+            self._write(scope, status or 500, started, None, error=type(exc).__name__)
+            raise
+        final = status or 500
+        self._write(scope, final, started, await _actor(scope, final))
+
+    def _write(
+        self, scope: Scope, status: int, started: float, actor: str | None, error: str | None = None
+    ) -> None:
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        method = str(scope.get("method", "?"))
+        path = str(scope.get("path", ""))[:MAX_PATH_CHARS]
+        client = scope.get("client")
+        fields: dict[str, object] = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "client": client[0] if client else None,
+        }
+        query = query_keys(scope.get("query_string", b""))
+        if query is not None:
+            fields["query"] = query
+        route = getattr(scope.get("route"), "path", None)
+        if route is not None:
+            fields["route"] = route
+        if actor is not None:
+            fields["actor"] = actor
+        if error is not None:
+            fields["error"] = error
+        where = f"{path}?{query}" if query is not None else path
+        by = f" {actor}" if actor is not None else ""
+        failed = f" ({error})" if error is not None else ""
+        message = f"{method} {where} {status} {duration_ms:.1f}ms {fields['client'] or '-'}{by}{failed}"
+        self.log.info(message, extra={**fields, IN_MESSAGE: True})
