@@ -36,8 +36,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
+from shipyard.host import free_port  # noqa: E402
 from shipyard.rollout._loadgen import LoadGenerator, LoadReport  # noqa: E402
-from shipyard.rollout.targets._processes import InstanceSpec, Supervisor, free_port  # noqa: E402
+from shipyard.rollout.targets._processes import InstanceSpec, Supervisor  # noqa: E402
 from support.demo_app import demo_command  # noqa: E402
 from support.releases import release_stack  # noqa: E402
 

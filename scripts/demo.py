@@ -40,8 +40,8 @@ from typing import Any
 import yaml
 
 from shipyard.backup import ScratchPostgres, start_scratch_postgres
+from shipyard.host import free_port
 from shipyard.rollout import LoadGenerator, LoadReport
-from shipyard.rollout.targets._processes import free_port
 from shipyard.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]

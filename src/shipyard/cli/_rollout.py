@@ -10,6 +10,7 @@ shows what a verb would do and changes nothing.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -20,7 +21,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import ReleaseStopped, ReleaseUnattended, UserError
+from ..errors import ReleaseStopped, ReleaseUnattended, RolloutError, UserError
 from ..ops import (
     Deploy,
     Down,
@@ -32,7 +33,6 @@ from ..ops import (
     Steer,
     SteerOutcome,
     Workspace,
-    deploy_detached,
     latest_releases,
     refresh_releases,
     release_history,
@@ -45,7 +45,7 @@ from ..ops import down as down_stack
 from ..ops import resume as resume_release
 from ..ops import rollback as rollback_release
 from ..ops import steer as steer_release
-from ..rollout import RolloutState
+from ..rollout import RolloutState, last_release_id, recorded_release
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -176,6 +176,40 @@ def _show_plan(plan: ReleasePlan | None, output: Output) -> None:
 # --- deploy and down -------------------------------------------------------------------------------
 
 
+def _deploy_as_job(ws: Workspace, request: Deploy, timeout_s: float = 60.0) -> None:
+    """`deploy --detach`: the release runs as a job (listed in /jobs and the dashboard like the
+    API's), in a session of its own; return once it has recorded the release."""
+    from ..jobs import JobRunner  # noqa: PLC0415 - only --detach starts a job from the CLI
+
+    runner = JobRunner(
+        ws.sessions,
+        spec=ws.spec_path,
+        environment=ws.environment,
+        database_url=ws.database_url,
+        log_dir=ws.job_logs(),
+    )
+    after = last_release_id(ws.sessions)
+    job_id = runner.start(request, ws.actor)
+    pid, log = runner.process(job_id)
+    deadline = time.monotonic() + timeout_s
+    while (rollout_id := recorded_release(ws.sessions, request.service, request.version, after)) is None:
+        view = runner.get(job_id)
+        if view.state != "running":  # it ended without recording one: a refused release
+            error = UserError if view.exit_code == 2 else RolloutError
+            raise error(view.summary or f"job {job_id} ended with {view.exit_code}; see {log}")
+        if time.monotonic() > deadline:
+            raise RolloutError(
+                f"job {job_id} (pid {pid}) has not recorded the release after {timeout_s:.0f} s; see {log}"
+            )
+        time.sleep(0.1)
+    console.print(
+        f"release {rollout_id}: {request.service} {request.version}, running in the background"
+        f" as job {job_id} (pid {pid})"
+    )
+    console.print(f"  follow it: shipyard rollout status {request.service} --watch")
+    console.print(f"  its output: {escape(str(log))}")
+
+
 def deploy(
     service: Annotated[str, typer.Argument(help="The service to release.")],
     version: Annotated[str, typer.Option("--version", "-v", help="The version to release.")],
@@ -224,10 +258,7 @@ def deploy(
         _show_plan(deploy_release(ws, request, kube=kube).plan, output)
         return
     if detach:
-        detached = deploy_detached(ws, request)
-        console.print(detached.summary())
-        console.print(f"  follow it: shipyard rollout status {service} --watch")
-        console.print(f"  its output: {escape(detached.log)}")
+        _deploy_as_job(ws, request)
         return
     if target is TargetName.kubernetes:
         applied = deploy_release(ws, request, kube=kube)

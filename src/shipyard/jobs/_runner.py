@@ -259,6 +259,14 @@ class JobRunner:
                 threading.Event().wait(0.05)
         return self.get(job_id)
 
+    def process(self, job_id: int) -> tuple[int | None, Path | None]:
+        """The job's child (pid) and the file its output goes to."""
+        with self._sessions() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise NotFoundError(f"job {job_id} does not exist")
+            return row.pid, Path(row.log_path) if row.log_path else None
+
     def get(self, job_id: int) -> JobView:
         with self._sessions() as session:
             row = session.get(JobRow, job_id)

@@ -26,8 +26,6 @@ The Kubernetes cluster is the `kube` argument's (`KubeConnection`: kubeconfig an
 from __future__ import annotations
 
 import datetime as dt
-import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -48,24 +46,20 @@ from ..rollout import (
     TargetName,
     allowed_commands,
     describe,
-    last_release_id,
     latest_release,
     lock_name,
     next_action,
     plan_steps,
     release_driver,
-    spawn,
-    wait_recorded,
     where,
 )
 from ..state import RolloutRow, RolloutStepRow, as_utc, record_audit
 from ._base import Request, Result
-from ._workspace import ACTOR_ENV, Workspace
+from ._workspace import Workspace
 
 __all__ = [
     "CheckView",
     "Deploy",
-    "DetachedRelease",
     "Down",
     "DownOutcome",
     "KubeConnection",
@@ -80,7 +74,6 @@ __all__ = [
     "StepView",
     "WeightsView",
     "deploy",
-    "deploy_detached",
     "down",
     "latest_releases",
     "refresh_releases",
@@ -289,20 +282,6 @@ class DownOutcome(Result):
         if self.dry_run:
             return f"would stop HAProxy and {len(self.processes)} process(es): {names}"
         return f"stopped HAProxy and {len(self.processes)} process(es) of {self.stack} ({self.environment})"
-
-
-class DetachedRelease(Result):
-    """A release started in a process of its own, recorded and going on."""
-
-    rollout_id: int
-    service: str
-    version: str
-    pid: int
-    log: str
-
-    def summary(self) -> str:
-        where = f"running in the background (pid {self.pid})"
-        return f"release {self.rollout_id}: {self.service} {self.version}, {where}"
 
 
 # --- the read model ------------------------------------------------------------------------------
@@ -664,42 +643,6 @@ def deploy(
     if on_started is not None:
         on_started(rollout_id)
     return _run(driver, rollout_id)
-
-
-def deploy_detached(ws: Workspace, request: Deploy) -> DetachedRelease:
-    """Start `deploy` in a process of its own (`python -m shipyard.jobs --request`), in a session of
-    its own, and return once it has recorded the release. Its output goes to
-    `<state dir>/rollouts/<release id>.log`; stopped or killed, `resume` carries the release on."""
-    if request.target != "local" or request.dry_run:
-        raise UserError("only a local release runs in the background (kubernetes: Argo Rollouts runs it)")
-    ws.stack  # noqa: B018 - a bad spec or environment is reported here, not in the log
-    assert ws.spec_path is not None  # the stack was read from it
-    after = last_release_id(ws.sessions)
-    argv = [
-        sys.executable,
-        "-m",
-        "shipyard.jobs",
-        "--request",
-        request.model_dump_json(),
-        "--file",
-        str(ws.spec_path.resolve()),
-        "--env",
-        ws.environment,
-    ]
-    env = dict(os.environ)
-    env[ACTOR_ENV] = ws.actor
-    env["SHIPYARD_STATE_DIR"] = str(ws.state_dir)
-    if ws.database_url:  # through the environment: a URL may hold a password, argv is world-readable
-        env["SHIPYARD_DATABASE_URL"] = ws.database_url
-    detached = spawn(argv, ws.state_dir / "rollouts", env)
-    rollout_id = wait_recorded(ws.sessions, detached, request.service, request.version, after)
-    return DetachedRelease(
-        rollout_id=rollout_id,
-        service=request.service,
-        version=request.version,
-        pid=detached.process.pid,
-        log=str(detached.log),
-    )
 
 
 def steer(

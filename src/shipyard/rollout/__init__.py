@@ -23,7 +23,7 @@ from ._controller import (
     steer_release,
     wait_for_command,
 )
-from ._detached import Detached, last_release_id, spawn, wait_recorded
+from ._detached import last_release_id, recorded_release
 from ._driver import (
     TARGETS,
     KubeConnection,
@@ -72,7 +72,6 @@ __all__ = [
     "Analysis",
     "Check",
     "Controller",
-    "Detached",
     "Health",
     "KubeConnection",
     "LoadGenerator",
@@ -107,12 +106,11 @@ __all__ = [
     "on_outcome",
     "plan_steps",
     "queue_command",
+    "recorded_release",
     "release_driver",
     "release_plan",
-    "spawn",
     "start",
     "steer_release",
     "wait_for_command",
-    "wait_recorded",
     "where",
 ]

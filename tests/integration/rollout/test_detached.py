@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shipyard.rollout._loadgen import LoadGenerator
+from shipyard.state import JobRow
 from support.releases import release_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -28,14 +29,14 @@ def test_a_detached_release_returns_once_recorded_and_runs_to_its_end(tmp_path: 
             row = stack.latest()
             assert (row.candidate, row.finished_at) == ("v2", None)
             found = re.search(
-                r"release (\d+): web v2, running in the background \(pid (\d+)\)", result.stdout
+                r"release (\d+): web v2, running in the background as job (\d+) \(pid (\d+)\)", result.stdout
             )
             assert found, result.stdout
             assert int(found[1]) == row.id
-            pid = int(found[2])
+            job_id, pid = int(found[2]), int(found[3])
             assert os.getsid(pid) == pid != os.getsid(0)  # a session of its own: our Ctrl-C misses it
             assert "shipyard rollout status web --watch" in result.stdout
-            log = stack.directory / "state" / "rollouts" / f"{row.id}.log"
+            log = stack.directory / "state" / "jobs" / f"{job_id}.log"
             assert str(log) in result.stdout
 
             # Followed from another process, through the state store, to its end.
@@ -50,8 +51,18 @@ def test_a_detached_release_returns_once_recorded_and_runs_to_its_end(tmp_path: 
         assert data["finished"] is not None
         assert load.report.failed == 0
         assert stack.target().status("web").versions == {"v2": 100}
-        # The background process (a job child with no job row) ended with the release's outcome.
+        # The background process is a job like the API's: listed, with its request, result and outcome.
         assert f"release {row.id} (web v2): succeeded" in log.read_text()
+        with stack.sessions()() as session:
+            job = session.get(JobRow, job_id)
+            assert job is not None
+            assert (job.kind, job.request["service"], job.request["version"]) == ("deploy", "web", "v2")
+            assert wait_for(
+                lambda: session.get(JobRow, job_id, populate_existing=True).state != "running", 30
+            )
+            assert job.state == "succeeded", job.summary
+            assert job.result is not None
+            assert job.result["rollout_id"] == row.id
         assert wait_for(lambda: not _alive(pid), timeout=30)
         print(f"\ndetached deploy returned after {returned_after:.1f} s")
 
