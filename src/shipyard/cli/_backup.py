@@ -22,46 +22,49 @@ from ..backup import (
     BackupKind,
     BackupProgress,
     Into,
-    PitrStanza,
     PostgresArtefact,
     RedisArtefact,
     RestoreResult,
-    init_stanza,
     kind_word,
-    open_stanza,
-    parse_target_time,
-    plan_init,
-    plan_restore_pitr,
-    restore_pitr,
-    stop_stream,
-    stream_status,
-    window_data,
 )
 from ..errors import UserError
 from ..ops import (
     BackupSetView,
     CheckFreshness,
+    InitPitr,
+    PitrWindow,
     Prune,
     Restore,
+    RestorePitr,
     StartWalStream,
+    StopWalStream,
     TakeBackup,
     TakePitrBackup,
     Verify,
+    WalStreamStatus,
     Workspace,
     backup_set,
     backup_sets,
     byte_size,
     check_freshness,
+    init_pitr,
+    pitr_window,
+    plan_init_pitr,
     plan_restore,
+    plan_restore_pitr,
     plan_take_backup,
+    plan_take_pitr_backup,
     prune,
     restore,
+    restore_pitr,
     start_wal_stream,
+    stop_wal_stream,
     take_backup,
     take_pitr_backup,
     verify,
+    wal_stream_status,
 )
-from ..spec import BACKUP_WHATS, BackupWhat, Stack
+from ..spec import BACKUP_WHATS, BackupWhat
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -73,7 +76,6 @@ from ._app import (
     console,
     console_err,
     emit,
-    one_stack,
     open_sessions,
 )
 
@@ -382,10 +384,6 @@ PitrDatastoreOption = Annotated[
 ]
 
 
-def _stanza(file: Path, env: str | None, datastore: str | None, **options: bool) -> PitrStanza:
-    return open_stanza(one_stack(file, env), base_dir=file.resolve().parent, datastore=datastore, **options)
-
-
 @pitr_app.command("init")
 def pitr_init(
     datastore: PitrDatastoreOption = None,
@@ -399,9 +397,10 @@ def pitr_init(
     output: OutputOption = Output.table,
 ) -> None:
     """Set up PITR: write pgbackrest.conf, turn on WAL archiving, create the stanza, check it."""
-    stanza = _stanza(file, env, datastore, discover_socket=True, require_config=False)
+    ws = _workspace(file, env, database_url)
+    request = InitPitr(datastore=datastore, restart=restart)
     if dry_run:
-        plan = plan_init(stanza)
+        plan = plan_init_pitr(ws, request)
         if emit(plan, output):
             return
         console.print(f"would write {plan['config_path']}:")
@@ -413,7 +412,8 @@ def pitr_init(
             f"would create stanza {plan['stanza']} in {plan['repository']} and run pgbackrest check"
         )
         return
-    result = init_stanza(open_sessions(database_url), stanza, actor=actor(), restart=restart)
+    initialised = init_pitr(ws, request)
+    result = initialised.model_dump(mode="json")
     if not emit(result, output):
         console.print(f"wrote {result['config_path']}")
         console.print(f"stanza [bold]{result['stanza']}[/] in {result['repository']}")
@@ -424,7 +424,7 @@ def pitr_init(
         if result["checked"]:
             console.print("[green]pgbackrest check passed[/]: WAL is archived; take a base backup with "
                           "`shipyard backup pitr full`")  # fmt: skip
-    if result["restart_needed"]:
+    if not initialised.ok:
         console_err.print(
             f"[yellow]not ready:[/] {result['message']}; or rerun `shipyard backup pitr init --restart` "
             "to let shipyard restart it with pg_ctl"
@@ -434,27 +434,20 @@ def pitr_init(
 
 def _pitr_backup(kind: BackupKind, file: Path, env: str | None, datastore: str | None, dry_run: bool,
                  database_url: str | None, output: Output) -> None:  # fmt: skip
-    stanza = _stanza(file, env, datastore)
+    ws = _workspace(file, env, database_url)
+    request = TakePitrBackup(what=kind, datastore=datastore)
     if dry_run:
-        existing = stanza.pgbackrest.backups()
-        would_take: str = kind if kind == "full" or any(b.kind == "full" for b in existing) else "full"
-        plan: dict[str, Any] = {
-            "dry_run": True,
-            "stanza": stanza.pgbackrest.settings.stanza,
-            "requested": kind,
-            "would_take": would_take,
-        }
+        plan = plan_take_pitr_backup(ws, request)
         if emit(plan, output):
             return
+        would_take = plan["would_take"]
         console.print(f"would take a {kind_word(would_take)} pgBackRest backup of stanza {plan['stanza']}")
         if would_take != kind:
             console.print(
                 f"  (no full backup exists yet: pgBackRest would take a full instead of {kind_word(kind)})"
             )
         return
-    taken = take_pitr_backup(
-        _workspace(file, env, database_url), TakePitrBackup(what=kind, datastore=datastore)
-    )
+    taken = take_pitr_backup(ws, request)
     if emit(taken.model_dump(mode="json"), output):
         return
     if taken.promoted_to_full:
@@ -508,8 +501,8 @@ def pitr_list(
     output: OutputOption = Output.table,
 ) -> None:
     """pgBackRest backups (times, LSNs, sizes) and the restorable window."""
-    stanza = _stanza(file, env, datastore)
-    data = window_data(stanza, stanza.pgbackrest.status())
+    listed = pitr_window(_workspace(file, env, None), PitrWindow(datastore=datastore))
+    data = listed.model_dump(mode="json")
     if emit(data, output):
         return
     window = data["window"]
@@ -582,10 +575,10 @@ def pitr_stream_stop(
 ) -> None:
     """Stop pg_receivewal (the slot keeps WAL for it on the primary unless --drop-slot)."""
 
-    stanza = _stanza(file, env, datastore)
-    data = stop_stream(open_sessions(database_url), stanza, actor=actor(), drop_slot=drop_slot)
-    if not emit(data, output):
-        console.print("stopped pg_receivewal" if data["stopped"] else "pg_receivewal was not running")
+    request = StopWalStream(datastore=datastore, drop_slot=drop_slot)
+    stopped = stop_wal_stream(_workspace(file, env, database_url), request)
+    if not emit(stopped.model_dump(mode="json"), output):
+        console.print("stopped pg_receivewal" if stopped.stopped else "pg_receivewal was not running")
 
 
 @stream_app.command("status")
@@ -597,10 +590,11 @@ def pitr_stream_status(
 ) -> None:
     """Whether pg_receivewal runs, its slot, and the newest WAL in the spool."""
 
-    data = stream_status(_stanza(file, env, datastore))
+    checked = wal_stream_status(_workspace(file, env, None), WalStreamStatus(datastore=datastore))
+    data = checked.model_dump(mode="json")
     if not emit(data, output):
         _print_stream(data)
-    if not data["running"]:
+    if not checked.ok:
         raise typer.Exit(1)
 
 
@@ -695,11 +689,10 @@ def restore_database_command(
     With --time, --lsn or --latest: a physical restore from pgBackRest (backup.pitr) into scratch
     (a file copy and WAL replay: much faster than a dump for a large database)."""
     if time is not None or lsn is not None or latest:
-        if latest and (time is not None or lsn is not None):
-            raise UserError("--latest restores to the end of the archive: give it without --time/--lsn")
-        stack = one_stack(file, env)
-        _restore_pitr(stack, file, set_id, datastore, into, time, lsn, dry_run, target_dir, port,
-                      database_url, output)  # fmt: skip
+        pitr = RestorePitr(
+            datastore=datastore, time=time, lsn=lsn, latest=latest, target_dir=_text(target_dir), port=port
+        )
+        _restore_pitr(pitr, file, env, set_id, into, database_url, output, dry_run=dry_run)
         return
     request = Restore(
         what="database", set_id=set_id, datastore=datastore, into=_into(into), yes=yes,
@@ -709,21 +702,19 @@ def restore_database_command(
 
 
 def _restore_pitr(
-    stack: Stack,
+    request: RestorePitr,
     file: Path,
+    env: str | None,
     set_id: str | None,
-    datastore: str | None,
     into: str,
-    time_text: str | None,
-    lsn: str | None,
-    dry_run: bool,
-    target_dir: Path | None,
-    port: int | None,
     database_url: str | None,
     output: Output,
+    *,
+    dry_run: bool,
 ) -> None:
-    if time_text is not None and lsn is not None:
-        raise UserError("give --time or --lsn, not both")
+    """`restore database --time/--lsn/--latest`: the plan (--dry-run), or the restored copy and how
+    to reach and stop it."""
+    ws = _workspace(file, env, database_url)
     if set_id is not None:
         raise UserError(
             "--set picks a logical (restic) set; a --time/--lsn/--latest restore picks its pgBackRest backup"
@@ -734,11 +725,8 @@ def _restore_pitr(
             "primary means stopping it, which shipyard does not do; restore into scratch and copy "
             "what you need from there"
         )
-    moment = parse_target_time(time_text) if time_text is not None else None
-    target_dir = target_dir.resolve() if target_dir is not None else None
-    stanza = open_stanza(stack, base_dir=file.resolve().parent, datastore=datastore)
     if dry_run:
-        plan = plan_restore_pitr(stanza, time=moment, lsn=lsn, target_dir=target_dir, port=port)
+        plan = plan_restore_pitr(ws, request)
         if emit(plan, output):
             return
         console.print(f"would restore stanza {plan['stanza']} into {plan['data_dir']} with:")
@@ -746,21 +734,13 @@ def _restore_pitr(
         window = plan["window"]
         console.print(f"  restorable window: {window['from']} → {window['to']}")
         return
-    result = restore_pitr(
-        open_sessions(database_url),
-        stanza,
-        actor=actor(),
-        time=moment,
-        lsn=lsn,
-        target_dir=target_dir,
-        port=port,
-    )
-    if emit(result.as_data(), output):
+    result = restore_pitr(ws, request)
+    # `stanza` is the summary's: `restore database --time -o json` has never had it.
+    if emit(result.model_dump(mode="json", exclude={"stanza"}), output):
         return
-    point = result.target["time"] or (f"LSN {result.target['lsn']}" if result.target["lsn"] else "the latest")
-    console.print(f"restored stanza {stanza.pgbackrest.settings.stanza} to {point} into {result.data_dir}")
+    console.print(f"restored stanza {result.stanza} to {result.point} into {result.data_dir}")
     console.print(f"  running on 127.0.0.1:{result.port} (log {result.log_file})")
-    console.print(f"  connect with: psql -h 127.0.0.1 -p {result.port} -U {result.os_user}", markup=False)
+    console.print(f"  connect with: psql -h 127.0.0.1 -p {result.port} -U {result.user}", markup=False)
     console.print(f"  stop it with: {' '.join(result.stop_command)}", markup=False)
 
 

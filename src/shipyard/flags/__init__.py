@@ -13,19 +13,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._backends import FlagBackend, LocalBackend, RemoteBackend, audit_data, evaluation_data
-    from ._evaluator import (
-        Context,
-        EnvironmentEvaluator,
-        ErrorCode,
-        Evaluation,
-        Evaluator,
-        Reason,
-        compile_flagset,
-    )
-    from ._hashing import ROLLOUT_SEED, VARIANT_SEED, bucket, in_rollout, murmur3_32
-    from ._live import LiveFlagSet
-    from ._model import (
+    from ..spec.flag_values import MAX_MATCH_INPUT, MAX_PATTERN_LENGTH, regex_problem, semver_key
+    from ..spec.flags import (
         EXPECTED_LIFETIME_DAYS,
         OPERATORS,
         Condition,
@@ -46,8 +35,19 @@ if TYPE_CHECKING:
         check_references,
         stale_flags,
     )
+    from ._backends import FlagBackend, LocalBackend, RemoteBackend, audit_data, evaluation_data
+    from ._evaluator import (
+        Context,
+        EnvironmentEvaluator,
+        ErrorCode,
+        Evaluation,
+        Evaluator,
+        Reason,
+        compile_flagset,
+    )
+    from ._hashing import ROLLOUT_SEED, VARIANT_SEED, bucket, in_rollout, murmur3_32
+    from ._live import LiveFlagSet
     from ._store import AuditEntry, FlagChange, FlagDocuments, FlagStore, Stored, apply_merge_patch
-    from ._values import MAX_MATCH_INPUT, MAX_PATTERN_LENGTH, regex_problem, semver_key
 
 # The names are loaded on first use (PEP 562): `import shipyard.flags` (the SDK's package) stays
 # cheap, and the model's pydantic and PyYAML are imported only by what uses a flag or the model.
@@ -68,7 +68,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "in_rollout",
         "murmur3_32",
     ),
-    "_model": (
+    # The flag model is the spec's (a stack spec's `flags:` section is a flag set).
+    "shipyard.spec.flags": (
         "EXPECTED_LIFETIME_DAYS",
         "OPERATORS",
         "Condition",
@@ -89,7 +90,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "check_references",
         "stale_flags",
     ),
-    "_values": (
+    "shipyard.spec.flag_values": (
         "MAX_MATCH_INPUT",
         "MAX_PATTERN_LENGTH",
         "regex_problem",
@@ -123,7 +124,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above; a name they don't 
         module = _MODULE_OF.get(name)
         if module is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(import_module(f"{__name__}.{module}"), name)
+        value = getattr(import_module(module if "." in module else f"{__name__}.{module}"), name)
         globals()[name] = value
         return value
 

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import httpx
 
 from ..errors import ConflictError, InvalidObjectError, NotFoundError, ShipyardError, UserError
+from ..spec.flags import FlagSet
 from ._evaluator import Evaluation, compile_flagset
-from ._model import FlagSet
 from ._store import AuditEntry, FlagStore, Stored
 
 

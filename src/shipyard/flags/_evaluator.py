@@ -20,9 +20,9 @@ from typing import Any
 
 from mmh3 import hash as _mmh3_hash  # ASCII only: see _hashing.hash_text
 
+from ..spec.flag_values import MAX_MATCH_INPUT, parse_datetime, parse_number, safe_regex, semver_key
+from ..spec.flags import Condition, Flag, FlagEnvironment, FlagSet, FlagType, Rule, Segment, Split
 from ._hashing import ROLLOUT_SEED, VARIANT_SEED, hash_text
-from ._model import Condition, Flag, FlagEnvironment, FlagSet, FlagType, Rule, Segment, Split
-from ._values import MAX_MATCH_INPUT, parse_datetime, parse_number, safe_regex, semver_key
 
 Context = Mapping[str, Any]
 Predicate = Callable[[Context], bool]

@@ -12,8 +12,8 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator
 
+from ..spec.flags import FlagSet
 from ._evaluator import Evaluator, compile_flagset
-from ._model import FlagSet
 from ._store import FlagStore
 
 

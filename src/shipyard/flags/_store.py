@@ -25,8 +25,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConflictError, InvalidObjectError, NotFoundError
+from ..spec.flags import Flag, FlagSet, Segment
 from ..state import AuditRow, Counter, FlagRow, SegmentRow, as_utc, utcnow
-from ._model import Flag, FlagSet, Segment
 
 COUNTER = "flagset"
 

@@ -46,8 +46,8 @@ import httpx
 import yaml
 
 from .. import __version__
+from ..spec.flags import FlagSet, FlagType
 from ._evaluator import Context, EnvironmentEvaluator, ErrorCode, Evaluation, Reason, compile_flagset
-from ._model import FlagSet, FlagType
 
 __all__ = [
     "ChangeListener",

@@ -38,8 +38,8 @@ from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
 from openfeature.flag_evaluation import Reason as OFReason
 from openfeature.provider import AbstractProvider, Metadata
 
+from ..spec.flags import FlagSet, FlagType
 from ._evaluator import ErrorCode, Reason
-from ._model import FlagSet, FlagType
 from .client import ConnectionState, FlagsClient, changed_flags
 
 __all__ = ["ShipyardProvider", "to_context"]

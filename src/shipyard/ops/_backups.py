@@ -1,5 +1,7 @@
-"""Backups as verbs: take a set, verify it, restore from it, prune, check freshness, keep the WAL
-stream going, take a pgBackRest backup; and the one view of a set that the CLI and the API show.
+"""Backups as verbs: take a set, verify it, restore from it, prune, check freshness; and the one
+view of a set that the CLI and the API show. Point-in-time recovery too: set up the pgBackRest
+stanza, take its backups, show its restorable window, keep the WAL stream going (start, stop,
+status) and restore to a moment, an LSN or the latest.
 
 Every edge calls these: `shipyard backup …` and `shipyard restore …`, the API's `/backups`
 routes and the dashboard (as jobs), `serve`'s scheduler and the Kubernetes CronJobs (through
@@ -16,7 +18,15 @@ import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from .. import backup
 from ..backup import (
@@ -46,30 +56,52 @@ __all__ = [
     "BackupTaken",
     "CheckFreshness",
     "FreshnessChecked",
+    "InitPitr",
     "PitrBackupTaken",
+    "PitrBackupView",
+    "PitrInitialised",
+    "PitrRestored",
+    "PitrStatusView",
+    "PitrTarget",
+    "PitrWindow",
+    "PitrWindowListed",
     "Prune",
     "Pruned",
+    "RestorableWindow",
     "Restore",
+    "RestorePitr",
     "Restored",
     "SourceAge",
     "StartWalStream",
+    "StopWalStream",
     "TakeBackup",
     "TakePitrBackup",
     "Verified",
     "Verify",
+    "WalStreamChecked",
     "WalStreamStarted",
+    "WalStreamStatus",
+    "WalStreamStopped",
     "backup_set",
     "backup_sets",
     "byte_size",
     "check_freshness",
+    "init_pitr",
+    "pitr_window",
+    "plan_init_pitr",
     "plan_restore",
+    "plan_restore_pitr",
     "plan_take_backup",
+    "plan_take_pitr_backup",
     "prune",
     "restore",
+    "restore_pitr",
     "start_wal_stream",
+    "stop_wal_stream",
     "take_backup",
     "take_pitr_backup",
     "verify",
+    "wal_stream_status",
 ]
 
 SetId = str
@@ -497,6 +529,20 @@ def check_freshness(ws: Workspace, request: CheckFreshness) -> FreshnessChecked:
 # --- point-in-time recovery: the WAL stream and pgBackRest backups ------------------------------
 
 
+def _stanza(
+    ws: Workspace, datastore: str | None, *, discover_socket: bool = False, require_config: bool = True
+) -> backup.PitrStanza:
+    """The pgBackRest stanza of a PostgreSQL datastore (default: the stack's only one); UserError
+    without `backup.pitr`, or (require_config) before `pitr init` wrote its config."""
+    return backup.open_stanza(
+        ws.stack,
+        base_dir=ws.workdir,
+        datastore=datastore,
+        discover_socket=discover_socket,
+        require_config=require_config,
+    )
+
+
 class StartWalStream(Request):
     """Start pg_receivewal on its replication slot (`backup.pitr.stream`); a running one is left
     alone, so the scheduler asks every minute."""
@@ -506,15 +552,21 @@ class StartWalStream(Request):
     """The PostgreSQL datastore (default: the stack's only one)."""
 
 
-class WalStreamStarted(Result):
+class _WalStreamState(Result):
+    """pg_receivewal and its replication slot, as `stream start` and `stream status` show them."""
+
     running: bool
     pid: int | None
     slot_exists: bool
     slot_active: bool
     restart_lsn: str | None
+    """The oldest WAL the primary keeps for the receiver."""
     newest_segment: str | None
+    """The newest file in the spool (`.partial` while a segment is being received)."""
     wal_status: str | None
+    """The slot's: reserved, extended, unreserved (about to be given up) or lost."""
     safe_wal_size: int | None
+    """Bytes of WAL that may still be written before the slot is given up (None: no limit)."""
     spool: str
     slot: str
 
@@ -523,9 +575,13 @@ class WalStreamStarted(Result):
         return f"pg_receivewal {state} on slot {self.slot}; newest WAL {self.newest_segment or '(none)'}"
 
 
+class WalStreamStarted(_WalStreamState):
+    """pg_receivewal after `start_wal_stream`: running, or left running when it already was."""
+
+
 def start_wal_stream(ws: Workspace, request: StartWalStream) -> WalStreamStarted:
     """Create the replication slot and start pg_receivewal (detached; it reconnects by itself)."""
-    stanza = backup.open_stanza(ws.stack, base_dir=ws.workdir, datastore=request.datastore)
+    stanza = _stanza(ws, request.datastore)
     return WalStreamStarted.model_validate(backup.start_stream(ws.sessions, stanza, actor=ws.actor))
 
 
@@ -570,6 +626,328 @@ class PitrBackupTaken(Result):
 
 def take_pitr_backup(ws: Workspace, request: TakePitrBackup) -> PitrBackupTaken:
     """A pgBackRest backup, audited before and after."""
-    stanza = backup.open_stanza(ws.stack, base_dir=ws.workdir, datastore=request.datastore)
+    stanza = _stanza(ws, request.datastore)
     result = backup.take_backup(ws.sessions, stanza, request.what, actor=ws.actor)
     return PitrBackupTaken.model_validate(result.as_data())
+
+
+def plan_take_pitr_backup(ws: Workspace, request: TakePitrBackup) -> dict[str, Any]:
+    """What `take_pitr_backup` would take, touching nothing (--dry-run): `would_take` is a full
+    when a diff or incr has no full to build on."""
+    stanza = _stanza(ws, request.datastore)
+    has_full = any(b.kind == "full" for b in stanza.pgbackrest.backups())
+    return {
+        "dry_run": True,
+        "stanza": stanza.pgbackrest.settings.stanza,
+        "requested": request.what,
+        "would_take": request.what if request.what == "full" or has_full else "full",
+    }
+
+
+# --- setting the stanza up ----------------------------------------------------------------------
+
+
+class InitPitr(Request):
+    """Set up point-in-time recovery of a PostgreSQL datastore: write pgbackrest.conf, turn WAL
+    archiving on (ALTER SYSTEM), create the stanza and prove it with `pgbackrest check`; with
+    `backup.pitr.stream`, start pg_receivewal too. Safe to repeat."""
+
+    kind: Literal["pitr-init"] = "pitr-init"
+    datastore: str | None = None
+    """The PostgreSQL datastore (default: the stack's only one)."""
+    restart: bool = False
+    """Restart PostgreSQL (pg_ctl) when turning archive_mode on needs it."""
+
+
+class PitrInitialised(Result):
+    datastore: str
+    config_path: str
+    restart: bool
+    stream_pid: int | None = None
+    """pg_receivewal's pid (`backup.pitr.stream`, once WAL is archived)."""
+    changed: list[str]
+    """The PostgreSQL settings this run changed."""
+    restart_needed: bool
+    """archive_mode waits for a restart: nothing is archived yet (rerun with `restart`)."""
+    restarted: bool
+    checked: bool
+    """`pgbackrest check` passed: WAL reaches the repository."""
+    stanza: str
+    repository: str
+    message: str
+    server_log: str | None
+    """Where PostgreSQL's output goes after shipyard restarted it."""
+
+    @property
+    def ok(self) -> bool:
+        """False while PostgreSQL must restart before WAL is archived (a job then fails)."""
+        return not self.restart_needed
+
+    @model_serializer(mode="wrap")
+    def _stream_pid_when_streaming(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # `pitr init -o json` has only ever had `stream_pid` when it started pg_receivewal.
+        document: dict[str, Any] = handler(self)
+        if document.get("stream_pid") is None:
+            document.pop("stream_pid", None)
+        return document
+
+    def summary(self) -> str:
+        if self.restart_needed:
+            return f"stanza {self.stanza} set up but not ready: {self.message}"
+        return f"stanza {self.stanza} ready in {self.repository}: WAL archived and checked"
+
+
+def init_pitr(ws: Workspace, request: InitPitr) -> PitrInitialised:
+    """Set the stanza up, audited before and after; `restart_needed` (and `ok` False) when
+    PostgreSQL must restart first and `restart` was not given."""
+    stanza = _stanza(ws, request.datastore, discover_socket=True, require_config=False)
+    result = backup.init_stanza(ws.sessions, stanza, actor=ws.actor, restart=request.restart)
+    return PitrInitialised.model_validate(result)
+
+
+def plan_init_pitr(ws: Workspace, request: InitPitr) -> dict[str, Any]:
+    """What `init_pitr` would write and set, touching nothing (--dry-run): the config, the
+    PostgreSQL settings, the stanza and its repository."""
+    return backup.plan_init(_stanza(ws, request.datastore, discover_socket=True, require_config=False))
+
+
+# --- the restorable window ----------------------------------------------------------------------
+
+_IsoTime = Annotated[dt.datetime, PlainSerializer(lambda moment: moment.isoformat(), return_type=str)]
+"""A time as `pitr list -o json` has always shown it: ISO 8601 with its offset (`+00:00`)."""
+
+
+class PitrWindow(Request):
+    """The stanza's pgBackRest backups, and the window they restore to."""
+
+    kind: Literal["pitr-window"] = "pitr-window"
+    datastore: str | None = None
+
+
+class PitrStatusView(BaseModel):
+    """pgBackRest's word on the stanza (`pgbackrest info`): code 0 is ok."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: int
+    message: str
+
+
+class RestorableWindow(BaseModel):
+    """From the end of the oldest backup to the newest WAL archived or (`backup.pitr.stream`)
+    received by pg_receivewal."""
+
+    model_config = ConfigDict(
+        frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
+    from_: _IsoTime | None = Field(alias="from")
+    """The earliest moment a restore reaches (None before any backup)."""
+    to: _IsoTime | None
+    """The newest (None before any backup or archived WAL)."""
+    from_lsn: str | None
+    archive_min: str | None
+    archive_max: str | None
+    streamed_at: _IsoTime | None
+    """When pg_receivewal last wrote to the spool (None when WAL is not streamed)."""
+
+
+class PitrBackupView(BaseModel):
+    """One pgBackRest backup in the listing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    kind: BackupKind
+    started_at: _IsoTime
+    stopped_at: _IsoTime
+    """When it finished: the earliest moment it restores to."""
+    start_lsn: str
+    stop_lsn: str
+    wal_start: str
+    wal_stop: str
+    database_size: int
+    backup_size: int
+    """Bytes copied (all of them for a full, the changes for a diff or incr)."""
+    repository_delta: int
+    prior: str | None
+    """The backup a diff or incr builds on."""
+    error: bool
+
+
+class PitrWindowListed(Result):
+    stanza: str
+    datastore: str
+    status: PitrStatusView
+    window: RestorableWindow
+    backups: list[PitrBackupView]
+    """Oldest first."""
+
+    def summary(self) -> str:
+        if not self.backups:
+            return f"stanza {self.stanza}: no backups yet"
+        oldest = self.window.from_.isoformat() if self.window.from_ else "-"
+        newest = self.window.to.isoformat() if self.window.to else "the newest archived WAL"
+        return f"stanza {self.stanza}: {len(self.backups)} backups, restorable from {oldest} to {newest}"
+
+
+def pitr_window(ws: Workspace, request: PitrWindow) -> PitrWindowListed:
+    """The backups and the restorable window, from `pgbackrest info` and the repository's newest
+    WAL (reads only; needs `pitr init` first)."""
+    stanza = _stanza(ws, request.datastore)
+    return PitrWindowListed.model_validate(backup.window_data(stanza, stanza.pgbackrest.status()))
+
+
+# --- the WAL stream: stop and status (start is above) -------------------------------------------
+
+
+class StopWalStream(Request):
+    """Stop pg_receivewal. Its slot keeps WAL for it on the primary until dropped (`drop_slot`)."""
+
+    kind: Literal["wal-stream-stop"] = "wal-stream-stop"
+    datastore: str | None = None
+    drop_slot: bool = False
+
+
+class WalStreamStopped(Result):
+    datastore: str
+    slot: str
+    drop_slot: bool
+    stopped: bool
+    """False when no pg_receivewal was running."""
+    running: bool
+    pid: int | None
+    slot_exists: bool
+    slot_active: bool
+    restart_lsn: str | None
+    newest_segment: str | None
+    wal_status: str | None
+    safe_wal_size: int | None
+
+    def summary(self) -> str:
+        done = "stopped pg_receivewal" if self.stopped else "pg_receivewal was not running"
+        slot = "dropped" if self.drop_slot else "kept (the primary keeps WAL for it)"
+        return f"{done}; slot {self.slot} {slot}"
+
+
+def stop_wal_stream(ws: Workspace, request: StopWalStream) -> WalStreamStopped:
+    """Stop pg_receivewal (and drop its slot when asked), audited before and after."""
+    stanza = _stanza(ws, request.datastore)
+    stopped = backup.stop_stream(ws.sessions, stanza, actor=ws.actor, drop_slot=request.drop_slot)
+    return WalStreamStopped.model_validate(stopped)
+
+
+class WalStreamStatus(Request):
+    """Is pg_receivewal running, how is its slot, and what is the newest WAL in the spool?"""
+
+    kind: Literal["wal-stream-status"] = "wal-stream-status"
+    datastore: str | None = None
+
+
+class WalStreamChecked(_WalStreamState):
+    @property
+    def ok(self) -> bool:
+        """False when pg_receivewal is not running (a job then fails; the CLI exits 1)."""
+        return self.running
+
+
+def wal_stream_status(ws: Workspace, request: WalStreamStatus) -> WalStreamChecked:
+    """The receiver, its slot and the spool (reads only)."""
+    stanza = _stanza(ws, request.datastore)
+    return WalStreamChecked.model_validate(backup.stream_status(stanza))
+
+
+# --- restoring to a point in time ---------------------------------------------------------------
+
+
+class RestorePitr(Request):
+    """Restore a PostgreSQL datastore from pgBackRest to a moment (`time`), a WAL position (`lsn`)
+    or the newest state the repository holds (`latest`): a new scratch data directory with a server
+    started on it, left running. Never touches the primary."""
+
+    kind: Literal["pitr-restore"] = "pitr-restore"
+    datastore: str | None = None
+    time: str | None = None
+    """ISO 8601 with a zone, e.g. 2026-12-01T02:00:00Z."""
+    lsn: str | None = None
+    """A WAL position, e.g. 0/3000060."""
+    latest: bool = False
+    """The newest backup and all the WAL after it."""
+    target_dir: str | None = None
+    """Where the copy goes (`<target_dir>/data`; default: a new temp directory); new or empty."""
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """The restored server's port (default: a free one)."""
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RestorePitr:
+        # A UserError, not a ValueError: the CLI and the jobs refuse the request in these words.
+        if self.latest and (self.time is not None or self.lsn is not None):
+            raise UserError("--latest restores to the end of the archive: give it without --time/--lsn")
+        if self.time is not None and self.lsn is not None:
+            raise UserError("give --time or --lsn, not both")
+        if not self.latest and self.time is None and self.lsn is None:
+            raise UserError(
+                "say where to restore to: a time (--time), an LSN (--lsn) or the latest (--latest)"
+            )
+        return self
+
+
+class PitrTarget(BaseModel):
+    """Where recovery stopped: pgBackRest's time (`2026-12-01 02:00:00.000000+00`) or the LSN;
+    neither for the latest."""
+
+    model_config = ConfigDict(frozen=True)
+
+    time: str | None
+    lsn: str | None
+
+
+class PitrRestored(Result):
+    stanza: str
+    data_dir: str
+    host: str
+    port: int
+    user: str
+    """Who to connect as (the datastore's user)."""
+    log_file: str
+    target: PitrTarget
+    pgbackrest_arguments: list[str]
+    stop_command: list[str]
+    """Stops the restored server (it is left running)."""
+
+    @property
+    def point(self) -> str:
+        """What it was restored to, in words: a time, `LSN 0/3000060` or `the latest`."""
+        if self.target.time:
+            return self.target.time
+        return f"LSN {self.target.lsn}" if self.target.lsn else "the latest"
+
+    def summary(self) -> str:
+        return f"stanza {self.stanza} restored to {self.point} into {self.data_dir}: {self.host}:{self.port}"
+
+
+def _restore_target(request: RestorePitr) -> tuple[dt.datetime | None, Path | None]:
+    moment = backup.parse_target_time(request.time) if request.time is not None else None
+    return moment, Path(request.target_dir).resolve() if request.target_dir is not None else None
+
+
+def restore_pitr(ws: Workspace, request: RestorePitr) -> PitrRestored:
+    """Restore into scratch and start the copy, audited before and after. A target outside the
+    restorable window, or a target_dir that is not empty, is a UserError before anything is made."""
+    moment, target_dir = _restore_target(request)
+    stanza = _stanza(ws, request.datastore)
+    result = backup.restore_pitr(
+        ws.sessions, stanza, actor=ws.actor, time=moment, lsn=request.lsn, target_dir=target_dir,
+        port=request.port,
+    )  # fmt: skip
+    return PitrRestored.model_validate({"stanza": stanza.pgbackrest.settings.stanza, **result.as_data()})
+
+
+def plan_restore_pitr(ws: Workspace, request: RestorePitr) -> dict[str, Any]:
+    """What `restore_pitr` would do, creating nothing (--dry-run; reads the repository): the data
+    directory, pgBackRest's restore arguments and the restorable window."""
+    moment, target_dir = _restore_target(request)
+    stanza = _stanza(ws, request.datastore)
+    return backup.plan_restore_pitr(
+        stanza, time=moment, lsn=request.lsn, target_dir=target_dir, port=request.port
+    )

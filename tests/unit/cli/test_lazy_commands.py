@@ -86,7 +86,8 @@ def test_importing_the_flags_sdk_imports_no_heavy_library() -> None:
 def test_the_flags_package_still_exports_every_name() -> None:
     flags = import_module("shipyard.flags")
     for name in flags.__all__:
-        module = import_module(f"shipyard.flags.{flags._MODULE_OF[name]}")
+        where = flags._MODULE_OF[name]
+        module = import_module(where if "." in where else f"shipyard.flags.{where}")
         assert getattr(flags, name) is getattr(module, name)
     assert set(flags._MODULE_OF) == set(flags.__all__)
     with pytest.raises(AttributeError):
