@@ -724,6 +724,8 @@ def _orphans(name: str) -> dict[int, int]:
     start time: killed ones not reaped yet (zombies), or still dying."""
     comm = name[:15]  # the kernel keeps 15 bytes of a command name
     found: dict[int, int] = {}
+    if os.getpid() == 1:  # we are init (a container's only process): its children are our own
+        return found
     try:
         entries = list(os.scandir("/proc"))
     except OSError:  # pragma: no cover - Linux has /proc

@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -97,7 +98,9 @@ def test_drills_measure_rto_and_rpo_against_the_targets(
     assert empty["achieved"]["rto_seconds"] is None
 
     # backup: a fresh set of every source, then verified by restoring it into scratch servers.
+    began = time.monotonic()
     code, backup = _drill(stack, hook, "backup", reports)
+    took = time.monotonic() - began
     assert code == 0, backup
     assert backup["passed"] is True
     assert [(p["name"], p["status"]) for p in backup["phases"]] == [
@@ -110,7 +113,7 @@ def test_drills_measure_rto_and_rpo_against_the_targets(
     assert rto > 0
     assert rto == pytest.approx(backup["phases"][1]["seconds"], abs=0.01)
     assert isinstance(rpo, float)
-    assert 0 <= rpo < 60
+    assert 0 <= rpo <= took  # the age of the set this drill took, not of an older one
     assert [(t["name"], t["verdict"]) for t in backup["targets"]] == [
         ("rto", "pass"),
         ("rpo", "pass"),

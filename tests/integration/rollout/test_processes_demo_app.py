@@ -25,10 +25,14 @@ def _wait_until(condition: Callable[[], bool], what: str) -> None:
 
 
 def _connects(port: int) -> bool:
+    """Whether the port still takes connections: False once one is refused (a connection reset
+    as the listener closes is the moment in between: ask again)."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S).close()
     except ConnectionRefusedError:
         return False
+    except ConnectionResetError:
+        return True
     return True
 
 
