@@ -97,7 +97,7 @@ def _refusal(exc: ValidationError, prefix: str) -> UserError:
         value = first.get("input")
         shown = f" {str(value)[:80]!r}" if isinstance(value, str | int | float) else ""
         return UserError(f"{location[0]} {'.'.join(location[1:])}{shown}: {message}")
-    return UserError(f"{prefix}: {message} (kinds: {', '.join(KINDS)})")
+    return UserError(f"{prefix}: {message}")
 
 
 def parse_request(data: Any) -> Any:

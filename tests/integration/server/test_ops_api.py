@@ -131,12 +131,13 @@ def test_backup_and_verify_through_the_api_then_metrics(backup_api: Api, tmp_pat
     end = metric(text, "shipyard_backup_last_success_timestamp_seconds", source=source)
     assert end is not None
     assert before - 1 <= end <= after + 1  # (1 s: stored times may be rounded)
-    age = metric(text, "shipyard_backup_age_seconds", source=source)
-    assert age is not None
-    assert 0 <= age <= after - end + 1
     duration = metric(text, "shipyard_backup_duration_seconds", source=source)
     assert duration is not None
     assert 0 < duration <= after - before
+    # The age counts from the set's point in time, its start (end - duration), to the scrape.
+    age = metric(text, "shipyard_backup_age_seconds", source=source)
+    assert age is not None
+    assert duration - 1 <= age <= after - (end - duration) + 1  # (1 s: stored times may be rounded)
     assert metric(text, "shipyard_dr_target_rto_seconds") == 900
     assert metric(text, "shipyard_dr_target_rpo_seconds") == 3600
 
