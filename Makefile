@@ -54,6 +54,7 @@ demo: install
 bench: install
 	@(command -v wrk && (command -v nginx || test -x /usr/sbin/nginx)) >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx)
+	$(PY) bench/startup_bench.py --write
 	$(PY) bench/render_bench.py --write
 	$(PY) bench/flags_bench.py
 	$(PY) bench/flags_server_bench.py --write

@@ -56,6 +56,19 @@ OutputOption = Annotated[
     Output, typer.Option("--output", "-o", help="table for people; json or yaml for machines.")
 ]
 
+ContextOption = Annotated[
+    str | None,
+    typer.Option("--context", help="kubernetes: the kubeconfig context (default: its current one)."),
+]
+KubeconfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--kubeconfig",
+        help="kubernetes: the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
+        dir_okay=False,
+    ),
+]
+
 DEFAULT_SPEC = Path(os.environ.get("SHIPYARD_SPEC", "shipyard.yaml"))
 
 

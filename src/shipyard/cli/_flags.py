@@ -20,7 +20,16 @@ from ..ops import Workspace
 from ..spec import load_spec
 from ..state import open_engine, session_factory
 from ..tokens import SCOPES, list_tokens
-from ._app import DatabaseOption, Output, OutputOption, actor, console, emit
+from ._app import (
+    ContextOption,
+    DatabaseOption,
+    KubeconfigOption,
+    Output,
+    OutputOption,
+    actor,
+    console,
+    emit,
+)
 
 flags_app = typer.Typer(
     help="Feature flags: list, change, evaluate, audit, export and import.", no_args_is_help=True
@@ -499,6 +508,8 @@ def serve(
             help="Log lines on stderr: json, text, or auto (json unless stderr is a terminal).",
         ),
     ] = LogFormat.auto,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
 ) -> None:
     """Run the shipyard server: the flag API, /healthz, /readyz, /metrics and the scheduler."""
     # Imported here: the web stack takes a moment to load and only `serve` needs it.
@@ -506,6 +517,9 @@ def serve(
     from ..server import serve as run_server  # noqa: PLC0415
 
     console.print(f"shipyard serving on http://{host}:{port} (API docs at /docs)")
-    config = ServerConfig(database_url=database_url, environment=environment, spec=spec)
+    from ..rollout import KubeConnection  # noqa: PLC0415
+
+    kube = KubeConnection(str(kubeconfig) if kubeconfig else None, context)
+    config = ServerConfig(database_url=database_url, environment=environment, spec=spec, kube=kube)
     log_json = None if log_format is LogFormat.auto else log_format is LogFormat.json
     run_server(config, host, port, workers, log_level=log_level.value, log_json=log_json)

@@ -48,7 +48,9 @@ from ..ops import steer as steer_release
 from ..rollout import RolloutState, last_release_id, recorded_release
 from ._app import (
     DEFAULT_SPEC,
+    ContextOption,
     DatabaseOption,
+    KubeconfigOption,
     NamedEnvOption,
     Output,
     OutputOption,
@@ -86,18 +88,6 @@ TargetOption = Annotated[
         "--target",
         "-t",
         help="local: processes behind HAProxy on this host; kubernetes: a cluster with Argo Rollouts.",
-    ),
-]
-ContextOption = Annotated[
-    str | None,
-    typer.Option("--context", help="kubernetes: the kubeconfig context (default: its current one)."),
-]
-KubeconfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--kubeconfig",
-        help="kubernetes: the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
-        dir_okay=False,
     ),
 ]
 

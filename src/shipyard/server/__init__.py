@@ -5,6 +5,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from ..rollout import KubeConnection
 from ._app import ServerConfig, create_app, problem
 from ._run import serve
 
@@ -16,6 +17,10 @@ def app_from_environment() -> FastAPI:
             database_url=os.environ.get("SHIPYARD_SERVE_DATABASE_URL") or None,
             environment=os.environ.get("SHIPYARD_SERVE_ENVIRONMENT", "production"),
             spec=Path(spec) if (spec := os.environ.get("SHIPYARD_SERVE_SPEC")) else None,
+            kube=KubeConnection(
+                os.environ.get("SHIPYARD_SERVE_KUBECONFIG") or None,
+                os.environ.get("SHIPYARD_SERVE_KUBE_CONTEXT") or None,
+            ),
         )
     )
 

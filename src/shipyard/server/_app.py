@@ -30,6 +30,7 @@ from ..flags import FlagStore, LiveFlagSet
 from ..host import state_dir
 from ..jobs import JobRunner
 from ..monitor import OutboxDelivery, ShipyardCollector
+from ..rollout import KubeConnection
 from ..state import open_engine, session_factory
 from . import routes
 from ._access_log import AccessLog
@@ -52,6 +53,9 @@ class ServerConfig:
     """The stack whose scheduled work (backups, verifications) this server runs; none without it."""
     scheduled: tuple[ScheduledJob, ...] = ()
     """Jobs to schedule besides the spec's, for a program that embeds the server."""
+    kube: KubeConnection | None = None
+    """The cluster Kubernetes releases are steered on (None: `$KUBECONFIG`, `~/.kube/config` or
+    the pod's service account, as kubectl finds it)."""
     job_log_dir: Path | None = None
     """Where jobs' output goes (default: `$SHIPYARD_STATE_DIR/jobs`, i.e. `.shipyard/jobs`)."""
 
@@ -198,6 +202,7 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     app.state.jobs = jobs
     app.state.auth = auth
     app.state.config = config
+    app.state.kube = config.kube
 
     @app.exception_handler(ShipyardError)
     async def shipyard_error(_: Request, exc: ShipyardError) -> JSONResponse:
@@ -243,7 +248,15 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    routes.mount(app, live=live, sessions=sessions, runner=jobs, auth=auth, environment=config.environment)
+    routes.mount(
+        app,
+        live=live,
+        sessions=sessions,
+        runner=jobs,
+        auth=auth,
+        environment=config.environment,
+        kube=config.kube,
+    )
     mount_dashboard(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(Measure, requests=requests, evaluations=evaluations)

@@ -21,6 +21,7 @@ from ..logs import (
     register_environment_secrets,
     register_secret,
 )
+from ..rollout import KubeConnection
 from ._app import ServerConfig, create_app
 
 log = logging.getLogger("shipyard.server")
@@ -75,6 +76,9 @@ def serve(
         os.environ["SHIPYARD_SERVE_DATABASE_URL"] = config.database_url or ""
         os.environ["SHIPYARD_SERVE_ENVIRONMENT"] = config.environment
         os.environ["SHIPYARD_SERVE_SPEC"] = str(config.spec or "")
+        kube = config.kube or KubeConnection()
+        os.environ["SHIPYARD_SERVE_KUBECONFIG"] = kube.kubeconfig or ""
+        os.environ["SHIPYARD_SERVE_KUBE_CONTEXT"] = kube.context or ""
         uvicorn.run(
             "shipyard.server:app_from_environment",
             factory=True,

@@ -15,16 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from shipyard.jobs import JobRunner
-from shipyard.ops import Workspace
-from shipyard.ops._releases import Deploy, KubeConnection, deploy
+from shipyard.ops import Deploy, KubeConnection, Workspace, deploy
 from shipyard.server import ServerConfig, create_app
-from shipyard.server._auth import TokenAuth
-from shipyard.server.routes import rollouts
 from shipyard.state import (
     AuditRow,
     JobRow,
@@ -131,20 +126,24 @@ def served(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
 
 
 @pytest.fixture
-def router_only(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    """The rollouts router alone, its kube client injected (`kube=`), no $KUBECONFIG at all."""
-    sessions = cluster.sessions()
-    runner = JobRunner(
-        sessions, spec=APRICODE, environment="production", database_url=cluster.database_url, log_dir=tmp_path
-    )
-    app = FastAPI()
-    app.include_router(
-        rollouts.build_router(
-            sessions, runner, admin=TokenAuth(sessions).admin, kube=KubeConnection(str(cluster.kubeconfig))
+def configured(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """The real app, its cluster given in its config (`serve --kubeconfig`), no $KUBECONFIG at all."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    app = create_app(
+        ServerConfig(
+            database_url=cluster.database_url,
+            environment="production",
+            spec=APRICODE,
+            job_log_dir=cluster.kubeconfig.parent / "jobs",
+            kube=KubeConnection(str(cluster.kubeconfig)),
         )
     )
+    admin = _admin(app.state.sessions)
     with TestClient(app) as client:
-        yield client, _admin(sessions)
+        yield client, admin
+    app.state.engine.dispose()
 
 
 def test_promote_from_the_api_patches_the_rollout_and_is_recorded(
@@ -232,11 +231,10 @@ def test_a_command_the_cluster_refuses_is_a_502_and_recorded_as_failed(
     ]
 
 
-def test_the_router_takes_an_injected_cluster(
-    cluster: Cluster, router_only: tuple[TestClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+def test_the_server_steers_on_the_cluster_its_config_names(
+    cluster: Cluster, configured: tuple[TestClient, dict[str, str]]
 ) -> None:
-    monkeypatch.delenv("KUBECONFIG", raising=False)
-    client, admin = router_only
+    client, admin = configured
     cluster.api.answer("GET", ROLLOUT, "rollout-app-paused.json")
     cluster.api.answer("PATCH", f"{ROLLOUT}/status", "rollout-app-paused-promoted.json")
     cluster.api.answer("PATCH", f"{ROLLOUT}/status", "rollout-app-abort-accepted.json")

@@ -53,20 +53,24 @@ def test_two_serve_processes_run_a_every_second_job_once_per_fire(postgres: Post
     open_engine(url).dispose()  # migrate once, before the servers share the store
     out = tmp_path / "runs.txt"
     ports = [free_port(), free_port()]
-    servers = [
-        subprocess.Popen(
-            [sys.executable, __file__, url, str(port), str(out)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for port in ports
-    ]
+    # Each server's log goes to a file: a pipe read only at the end would stall a server once full
+    # (it logs a line per request and per run).
+    logs = [tmp_path / f"serve-{port}.log" for port in ports]
+    servers = []
+    for port, log in zip(ports, logs, strict=True):
+        with log.open("w") as sink:
+            servers.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, url, str(port), str(out)],
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     try:
         deadline = time.monotonic() + 60
         while not all(_ready(port) for port in ports):
             assert time.monotonic() < deadline, "the servers did not become ready"
-            assert all(s.poll() is None for s in servers), [s.communicate()[0] for s in servers]
+            assert all(s.poll() is None for s in servers), [log.read_text()[-4000:] for log in logs]
             time.sleep(0.2)
         started = dt.datetime.now(dt.UTC)
         time.sleep(WINDOW_S)
@@ -74,7 +78,9 @@ def test_two_serve_processes_run_a_every_second_job_once_per_fire(postgres: Post
     finally:
         for server in servers:
             server.send_signal(signal.SIGTERM)
-        outputs = [server.communicate(timeout=30)[0] for server in servers]
+        for server in servers:
+            server.wait(timeout=30)
+        outputs = [log.read_text()[-4000:] for log in logs]
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught: -15, not a crash.
     assert [server.returncode for server in servers] == [-signal.SIGTERM] * 2, outputs
 

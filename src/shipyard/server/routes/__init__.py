@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ...flags import LiveFlagSet
 from ...jobs import JobRunner
+from ...rollout import KubeConnection
 from .._auth import TokenAuth
 from . import audit, backups, drills, flags, rollouts
 from . import jobs as job_routes
@@ -25,13 +26,15 @@ def mount(
     runner: JobRunner,
     auth: TokenAuth,
     environment: str,
+    kube: KubeConnection | None = None,
 ) -> None:
     """Include every router, each with the dependencies it needs."""
     app.include_router(
         flags.build_router(live, admin=auth.admin, client=auth.client, default_environment=environment)
     )
     app.include_router(job_routes.build_router(runner, admin=auth.admin))
-    for module in (rollouts, backups, drills):
+    app.include_router(rollouts.build_router(sessions, runner, admin=auth.admin, kube=kube))
+    for module in (backups, drills):
         app.include_router(module.build_router(sessions, runner, admin=auth.admin))
     app.include_router(audit.build_router(sessions, admin=auth.admin))
 
