@@ -58,6 +58,7 @@ bench: install
 	$(PY) bench/render_bench.py --write
 	$(PY) bench/flags_bench.py
 	$(PY) bench/flags_server_bench.py --write
+	$(PY) bench/flags_propagation_bench.py --write
 	$(PY) bench/rollout_bench.py --write
 	$(PY) bench/backup_bench.py --write
 
