@@ -9,17 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..state import (
-    AuditEntry,
-    audit_cutoffs,
-    open_engine,
-    parse_since,
-    prune_audit,
-    query_audit,
-    session_factory,
-    utcnow,
-)
-from ._app import DEFAULT_SPEC, DatabaseOption, Output, OutputOption, SpecOption, console, emit, read_spec
+from ..ops import AuditQuery, PruneAudit, Workspace, audit_log, prune_audit
+from ..state import AuditEntry
+from ._app import DEFAULT_SPEC, DatabaseOption, Output, OutputOption, SpecOption, actor, console, emit
 
 audit_app = typer.Typer(
     help="The audit trail: every deploy, rollback, flag change, backup, restore, failover and drill.",
@@ -53,7 +45,7 @@ def audit_list(
     since: Annotated[
         str | None, typer.Option("--since", help="Only entries this recent: 7d, 12h, 30m, or an ISO moment.")
     ] = None,
-    actor: Annotated[str | None, typer.Option("--actor", help="Only this actor (e.g. token:ops).")] = None,
+    by_actor: Annotated[str | None, typer.Option("--actor", help="Only this actor (e.g. token:ops).")] = None,
     action: Annotated[
         str | None, typer.Option("--action", help="Only actions starting with this (e.g. deploy, flag.).")
     ] = None,
@@ -66,14 +58,9 @@ def audit_list(
     """The audit log, newest first: time, actor, action, target, outcome."""
     if ctx.invoked_subcommand is not None:
         return
-    sessions = session_factory(open_engine(database_url))
-    entries = query_audit(
-        sessions,
-        since=parse_since(since, utcnow()) if since else None,
-        actor=actor,
-        action=action,
-        limit=limit,
-    )
+    ws = Workspace(database_url=database_url, actor=actor())
+    query = AuditQuery(since=since, actor=by_actor, action=action, limit=limit)
+    entries = audit_log(ws, query).entries
     if emit([_data(entry) for entry in entries], output):
         return
     table = Table(title=f"audit log ({len(entries)} entries, newest first)", title_justify="left")
@@ -102,24 +89,20 @@ def audit_prune(
     output: OutputOption = Output.table,
 ) -> None:
     """Remove entries past the spec's `audit.retention` (compliance actions: `compliance_retention`)."""
-    spec = read_spec(Path(file))
-    environment = env or ("production" if "production" in spec.environments else spec.environments[0])
-    policy = spec.stack(environment).audit
-    cutoffs = audit_cutoffs(
-        utcnow(), policy.retention, policy.compliance_retention, policy.compliance_actions
-    )
-    result = prune_audit(session_factory(open_engine(database_url)), cutoffs, dry_run=dry_run)
+    ws = Workspace.open(Path(file), env, database_url=database_url, actor=actor())
+    if env is None:
+        # `audit prune`'s own default, kept from before: production when the spec has it, else its
+        # first environment (a workspace's default would refuse a spec of several without production).
+        environments = ws.spec.environments
+        ws.environment = "production" if "production" in environments else environments[0]
+    result = prune_audit(ws, PruneAudit(dry_run=dry_run))
     data = {
         "removed": result.removed,
-        "dry_run": dry_run,
-        "before": cutoffs.regular.isoformat(),
-        "compliance_before": cutoffs.compliance.isoformat(),
-        "compliance_actions": list(cutoffs.compliance_actions),
+        "dry_run": result.dry_run,
+        "before": result.before.isoformat(),
+        "compliance_before": result.compliance_before.isoformat(),
+        "compliance_actions": result.compliance_actions,
     }
     if emit(data, output):
         return
-    verb = "would remove" if dry_run else "removed"
-    console.print(
-        f"{verb} {result.removed} audit entries: older than {cutoffs.regular:%Y-%m-%d}, or than"
-        f" {cutoffs.compliance:%Y-%m-%d} for {', '.join(cutoffs.compliance_actions) or 'no'} actions"
-    )
+    console.print(result.summary())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import typer
@@ -10,21 +9,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ShipyardError, UserError
-from ..monitor import (
-    TELEGRAM_API,
-    Breakers,
-    DeliveryFailed,
-    Event,
-    NotResolvable,
-    Outbox,
-    QueuedMessage,
-    check_resolvable,
-    deliver,
-    list_queue,
-    redact_url,
-    resolve,
+from ..monitor import QueuedMessage
+from ..ops import (
+    SEVERITIES,
+    FlushQueue,
+    ListQueue,
+    TestChannel,
+    Workspace,
+    flush_queue,
+    notification_queue,
+    test_channel,
 )
-from ..spec import Channel
 from ..state import utcnow
 from ._app import (
     DEFAULT_SPEC,
@@ -36,8 +31,6 @@ from ._app import (
     actor,
     console,
     emit,
-    one_stack,
-    open_sessions,
 )
 
 notify_app = typer.Typer(
@@ -66,41 +59,34 @@ def send_test(
     output: OutputOption = Output.table,
 ) -> None:
     """Send a test event to CHANNEL now (not through the queue) and say whether it arrived."""
-    stack = one_stack(file, env)
-    spec = stack.notifications.get(channel)
-    if spec is None:
-        known = ", ".join(sorted(stack.notifications)) or "none"
-        raise UserError(f"no channel {channel!r} under notifications: in the spec; channels: {known}")
-    if severity not in ("page", "ticket", "info"):
-        raise UserError(f"--severity {severity!r}: use page, ticket or info")
-    event = Event(
-        "shipyard.test",
-        f"{stack.name} ({stack.environment}): a test notification from shipyard",
-        severity,
-        {"channel": channel, "actor": actor()},
-    )
-    report: dict[str, Any] = {"channel": channel, "kind": spec.kind, "target": describe(spec)}
-    if dry_run:
+    ws = Workspace.open(file, env, actor=actor())
+    if severity not in SEVERITIES:
+        # The option is checked after the environment and the channel, as it always was: with both
+        # wrong, the unknown channel is what is reported (by the verb, which lists the known ones).
+        if channel in ws.stack.notifications:
+            raise UserError(f"--severity {severity!r}: use page, ticket or info")
+        severity = "info"
+    request = TestChannel.model_validate({"channel": channel, "severity": severity, "dry_run": dry_run})
+    result = test_channel(ws, request, timeout_s=timeout)
+    report: dict[str, Any] = {"channel": channel, "kind": result.channel_kind, "target": result.target}
+    if result.dry_run:
         if not emit({**report, "sent": False}, output):
-            console.print(f"would send a {severity} test event to {channel} ({escape(report['target'])})")
+            console.print(f"would send a {severity} test event to {channel} ({escape(result.target)})")
         return
-    try:
-        check_resolvable(spec)
-    except NotResolvable as exc:
-        raise UserError(f"channel {channel}: {exc.message}") from None
-    started = time.monotonic()
-    try:
-        deliver(spec, event, timeout_s=timeout)
-    except DeliveryFailed as exc:
-        kind = "temporary: a later try may pass" if exc.retryable else "permanent: fix the channel"
+    if not result.delivered:
         emit(
-            {**report, "sent": True, "delivered": False, "error": exc.message, "retryable": exc.retryable},
+            {
+                **report,
+                "sent": True,
+                "delivered": False,
+                "error": result.error,
+                "retryable": result.retryable,
+            },
             output,
         )
-        raise ShipyardError(f"channel {channel}: not delivered: {exc.message} ({kind})") from None
-    seconds = round(time.monotonic() - started, 3)
-    if not emit({**report, "sent": True, "delivered": True, "seconds": seconds}, output):
-        console.print(f"[green]delivered[/] to {channel} ({escape(report['target'])}) in {seconds:.2f} s")
+        raise ShipyardError(result.summary())
+    if not emit({**report, "sent": True, "delivered": True, "seconds": result.seconds}, output):
+        console.print(f"[green]delivered[/] to {channel} ({escape(result.target)}) in {result.seconds:.2f} s")
 
 
 @notify_app.command("queue")
@@ -109,7 +95,7 @@ def queue_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Messages waiting (pending) or given up (dead), by channel, oldest first."""
-    messages = list_queue(open_sessions(database_url))
+    messages = notification_queue(_workspace(database_url), ListQueue()).messages
     if emit([m.as_data() for m in messages], output):
         return
     if not messages:
@@ -129,12 +115,10 @@ def flush_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Deliver what is due now, each channel in order; exit 1 if messages remain queued."""
-    sessions = open_sessions(database_url)
-    if dry_run:
-        now = utcnow()
-        due = [
-            m for m in list_queue(sessions, ("pending",)) if everything or m.next_attempt_at <= now
-        ]  # fmt: skip
+    request = FlushQueue(ignore_schedule=everything, dry_run=dry_run)
+    result = flush_queue(_workspace(database_url), request, timeout_s=timeout)
+    if result.dry_run:
+        due = result.would_try
         if not emit({"would_try": [m.as_data() for m in due]}, output):
             if due:
                 console.print(f"would try {len(due)} message(s), each channel in order:")
@@ -142,9 +126,7 @@ def flush_command(
             else:
                 console.print("nothing is due")
         return
-    # A flush is an operator's deliberate try: its own breakers, whatever this process saw before.
-    attempts, _ = Outbox(sessions, timeout_s=timeout, breakers=Breakers()).drain(ignore_schedule=everything)
-    remaining = list_queue(sessions, ("pending",))
+    attempts, remaining = result.attempts, result.remaining
     data = {
         "attempts": [
             {"id": a.id, "channel": a.channel, "outcome": a.outcome, "error": a.error} for a in attempts
@@ -152,11 +134,7 @@ def flush_command(
         "remaining": [m.as_data() for m in remaining],
     }
     if not emit(data, output):
-        outcomes = {o: sum(1 for a in attempts if a.outcome == o) for o in ("delivered", "retry", "dead")}
-        console.print(
-            f"delivered {outcomes['delivered']}, failed {outcomes['retry']} (kept), dead {outcomes['dead']};"
-            f" {len(remaining)} still queued"
-        )
+        console.print(result.summary())
         for attempt in attempts:
             if attempt.error:
                 console.print(
@@ -168,15 +146,9 @@ def flush_command(
         raise typer.Exit(1)
 
 
-def describe(channel: Channel) -> str:
-    """Where a channel sends, without its secret: the host of a URL, never its path or a token."""
-    if channel.kind == "email":
-        tls = "STARTTLS" if channel.starttls else "no TLS"
-        return f"email to {', '.join(channel.to)} via {channel.smtp_host}:{channel.smtp_port} ({tls})"
-    if channel.kind == "telegram":
-        return f"telegram chat {channel.chat_id} via {redact_url(channel.api_url or TELEGRAM_API)}"
-    url = resolve(channel.url)
-    return f"{channel.kind} {redact_url(url) if url else '(URL not set in this environment)'}"
+def _workspace(database_url: str | None) -> Workspace:
+    """The queue commands' workspace: the state store and who acts; they take no spec."""
+    return Workspace(database_url=database_url, actor=actor())
 
 
 def _table(messages: list[QueuedMessage]) -> Table:

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
-from ...state import MAX_AUDIT_LIMIT, parse_since, query_audit, utcnow
+from ...ops import AuditQuery, Workspace, audit_log
+from ...state import MAX_AUDIT_LIMIT
 
 
 class AuditEntryOut(BaseModel):
@@ -32,20 +33,15 @@ def build_router(sessions: sessionmaker[Session], *, admin: Callable[..., Awaita
 
     @router.get("/audit", response_model=list[AuditEntryOut])
     def audit(
-        _: str = Depends(admin),
+        admin_actor: str = Depends(admin),
         since: str | None = Query(None, max_length=64, description="7d, 12h, 30m, or an ISO 8601 moment"),
         actor: str | None = Query(None, max_length=128),
         action: str | None = Query(None, max_length=64, description="actions starting with this"),
         limit: int = Query(100, ge=1, le=MAX_AUDIT_LIMIT),
     ) -> list[AuditEntryOut]:
         """Who did what, when, to which object, and how it ended."""
-        entries = query_audit(
-            sessions,
-            since=parse_since(since, utcnow()) if since else None,
-            actor=actor,
-            action=action,
-            limit=limit,
-        )
+        ws = Workspace(actor=admin_actor, opened_sessions=sessions)
+        entries = audit_log(ws, AuditQuery(since=since, actor=actor, action=action, limit=limit)).entries
         return [AuditEntryOut(**dataclasses.asdict(entry)) for entry in entries]
 
     return router
