@@ -128,6 +128,26 @@ def _run(
         _print_report(outcome, output)
 
 
+def _switch(
+    kind: type[Failover] | type[Failback],
+    datastore: str | None,
+    proxy: tuple[Path | None, str | None, str | None, str],
+    admin_user: str,
+    dry_run: bool,
+) -> Failover | Failback:
+    """A failover or failback request from the options both commands take."""
+    socket, address, backend, servers = proxy
+    return kind(
+        datastore=datastore,
+        dry_run=dry_run,
+        proxy_socket=str(socket) if socket else None,
+        proxy_address=address,
+        proxy_backend=backend,
+        proxy_servers=servers,
+        admin_user=admin_user,
+    )
+
+
 @dr_app.command("failover")
 def failover_command(
     datastore: DatastoreArgument = None,
@@ -143,16 +163,8 @@ def failover_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Promote the standby: fence the primary, promote, repoint the app, prove a write; report the RTO."""
-    request = Failover(
-        datastore=datastore,
-        dry_run=dry_run,
-        proxy_socket=str(proxy_socket) if proxy_socket else None,
-        proxy_address=proxy_address,
-        proxy_backend=proxy_backend,
-        proxy_servers=proxy_servers,
-        admin_user=admin_user,
-    )
-    _run(request, file, env, database_url, output)
+    proxy = (proxy_socket, proxy_address, proxy_backend, proxy_servers)
+    _run(_switch(Failover, datastore, proxy, admin_user, dry_run), file, env, database_url, output)
 
 
 @dr_app.command("failback")
@@ -170,13 +182,5 @@ def failback_command(
     output: OutputOption = Output.table,
 ) -> None:
     """Make the spec's primary the primary again: rebuild it as a replica, switch back, rebuild the other."""
-    request = Failback(
-        datastore=datastore,
-        dry_run=dry_run,
-        proxy_socket=str(proxy_socket) if proxy_socket else None,
-        proxy_address=proxy_address,
-        proxy_backend=proxy_backend,
-        proxy_servers=proxy_servers,
-        admin_user=admin_user,
-    )
-    _run(request, file, env, database_url, output)
+    proxy = (proxy_socket, proxy_address, proxy_backend, proxy_servers)
+    _run(_switch(Failback, datastore, proxy, admin_user, dry_run), file, env, database_url, output)

@@ -25,6 +25,7 @@ The Kubernetes cluster is the `kube` argument's (`KubeConnection`: kubeconfig an
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -175,19 +176,8 @@ class ReleasePlan(Result):
 
     @classmethod
     def of(cls, planned: PlannedRelease) -> ReleasePlan:
-        return cls(
-            verb=planned.verb,
-            target=planned.target,
-            service=planned.service,
-            environment=planned.environment,
-            rollout_id=planned.rollout_id,
-            stable=planned.stable,
-            candidate=planned.candidate,
-            strategy=planned.strategy,
-            actions=planned.actions,
-            requests=planned.requests,
-            refused=planned.refused,
-        )
+        """The driver's plan as a result (the same fields)."""
+        return cls(**dataclasses.asdict(planned))
 
     def summary(self) -> str:
         which = f"release {self.rollout_id}" if self.rollout_id is not None else "a new release"
@@ -904,14 +894,4 @@ def _plan_resume(ws: Workspace, row: RolloutRow, state: RolloutState | None, unp
         actions.append(
             f"carry it on to its end; next: {describe(next_action(state, time.time()), state.plan)}"
         )
-    return PlannedRelease(
-        verb="resume",
-        target="local",
-        service=row.service,
-        environment=row.environment,
-        rollout_id=row.id,
-        stable=row.stable,
-        candidate=row.candidate,
-        strategy=row.strategy,
-        actions=tuple(actions),
-    )
+    return PlannedRelease.of_release("resume", "local", row, actions)

@@ -444,18 +444,7 @@ class ArgoReleases(ReleaseDriver):
                 f"(worked out from the status last read, {last.get('phase')}; the promote itself reads"
                 " the Rollout first)"
             )
-        return PlannedRelease(
-            verb=command,
-            target=self.target,
-            service=row.service,
-            environment=row.environment,
-            rollout_id=row.id,
-            stable=row.stable,
-            candidate=row.candidate,
-            strategy=row.strategy,
-            actions=tuple(actions),
-            requests=requests,
-        )
+        return PlannedRelease.of_release(command, self.target, row, actions, requests=requests)
 
     def _namespace_of(self, row: RolloutRow) -> str:
         return str(kube_state(row).get("namespace") or self.namespace)

@@ -82,6 +82,32 @@ class PlannedRelease:
     refused: str | None = None
     """Why the verb would be refused when it ran now (the controller's or the strategy's answer)."""
 
+    @classmethod
+    def of_release(
+        cls,
+        verb: str,
+        target: TargetName,
+        row: RolloutRow,
+        actions: list[str],
+        *,
+        requests: tuple[dict[str, Any], ...] = (),
+        refused: str | None = None,
+    ) -> PlannedRelease:
+        """The plan of a verb on the recorded release `row` (its service, versions and strategy)."""
+        return cls(
+            verb=verb,
+            target=target,
+            service=row.service,
+            environment=row.environment,
+            rollout_id=row.id,
+            stable=row.stable,
+            candidate=row.candidate,
+            strategy=row.strategy,
+            actions=tuple(actions),
+            requests=requests,
+            refused=refused,
+        )
+
 
 @dataclass(frozen=True)
 class Steered:

@@ -198,18 +198,7 @@ class LocalReleases(ReleaseDriver):
                 actions.append(f"then {where(after)}" + (f": {after.reason}" if after.reason else ""))
                 if not is_finished(after):
                     actions.append(f"next: {describe(next_action(after, now), after.plan)}")
-        return PlannedRelease(
-            verb=command,
-            target=self.target,
-            service=row.service,
-            environment=row.environment,
-            rollout_id=row.id,
-            stable=row.stable,
-            candidate=row.candidate,
-            strategy=row.strategy,
-            actions=tuple(actions),
-            refused=refused,
-        )
+        return PlannedRelease.of_release(command, self.target, row, actions, refused=refused)
 
     # --- following ----------------------------------------------------------------------------
 
