@@ -231,3 +231,17 @@ def switch_wal_and_wait(primary: PitrPrimary, timeout: float = 60) -> int:
             raise TimeoutError(f"WAL up to {row[0]} was not archived within {timeout}s")
         time.sleep(0.05)
     return switched
+
+
+def wait_streamed(url: str, timeout: float = 60) -> None:
+    """Until the receiver has flushed everything the primary wrote so far."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT bool_or(flush_lsn >= pg_current_wal_lsn()) FROM pg_stat_replication"
+            ).fetchone()
+            if row is not None and row[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("pg_receivewal did not catch up")

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
@@ -37,6 +36,7 @@ from shipyard.ops import (
     wal_stream_status,
 )
 from shipyard.state import AuditRow, open_engine, session_factory
+from support.pitr import wait_streamed
 
 SPEC = """\
 name: shop
@@ -53,20 +53,6 @@ backup:
 environments:
   test: {{}}
 """
-
-
-def _wait_streamed(url: str, timeout: float = 60) -> None:
-    """Until the receiver has flushed everything the primary wrote so far."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT bool_or(flush_lsn >= pg_current_wal_lsn()) FROM pg_stat_replication"
-            ).fetchone()
-            if row is not None and row[0]:
-                return
-            time.sleep(0.05)
-    raise AssertionError("pg_receivewal did not catch up")
 
 
 def test_init_back_up_list_restore_and_stop_the_stream_as_a_job_would(
@@ -116,7 +102,7 @@ def test_init_back_up_list_restore_and_stop_the_stream_as_a_job_would(
         with psycopg.connect(url, autocommit=True) as conn:
             for seq in range(1, 6):
                 conn.execute("INSERT INTO marks (seq) VALUES (%s)", (seq,))
-        _wait_streamed(url)  # archive_timeout is 60 s: only the stream holds these rows
+        wait_streamed(url)  # archive_timeout is 60 s: only the stream holds these rows
 
         listed = pitr_window(ws, PitrWindow())
         assert [b.label for b in listed.backups] == [taken.label]

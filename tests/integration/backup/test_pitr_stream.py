@@ -35,7 +35,7 @@ from shipyard.backup._walstream import (
 )
 from shipyard.errors import UserError
 from support.cli import run_cli
-from support.pitr import WAL_SEGMENT, PitrPrimary, now_utc, pitr_primary, started
+from support.pitr import WAL_SEGMENT, PitrPrimary, now_utc, pitr_primary, started, wait_streamed
 
 # --- pure parts --------------------------------------------------------------------------------
 
@@ -225,20 +225,6 @@ environments:
 """
 
 
-def _wait_streamed(url: str, timeout: float = 60) -> None:
-    """Until the receiver has flushed everything the primary wrote so far."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT bool_or(flush_lsn >= pg_current_wal_lsn()) FROM pg_stat_replication"
-            ).fetchone()
-            if row is not None and row[0]:
-                return
-            time.sleep(0.05)
-    raise AssertionError("pg_receivewal did not catch up")
-
-
 def test_cli_init_streams_and_restore_latest_reads_the_spool(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,7 +265,7 @@ def test_cli_init_streams_and_restore_latest_reads_the_spool(
         with psycopg.connect(url, autocommit=True) as conn:
             for seq in range(1, 6):
                 conn.execute("INSERT INTO marks (seq) VALUES (%s)", (seq,))
-        _wait_streamed(url)  # archive_timeout is 60 s: these rows are in no archived segment
+        wait_streamed(url)  # archive_timeout is 60 s: these rows are in no archived segment
         code, out, err = run_cli(capsys, "backup", "pitr", "list", "-o", "json")
         assert code == 0, err
         window = json.loads(out)["window"]
