@@ -2,11 +2,11 @@
 
 Fields: method, path (never the query string, whose values may be secrets: only the names of its
 parameters, each `=***`), route (the matched template), status, duration_ms, client (its address)
-and, when the request carried a valid token (an `Authorization: Bearer` header, or the dashboard's
-session cookie), the actor behind it (`token:<name>`). Headers and bodies are never logged.
+and, when the route authenticated the request (an `Authorization: Bearer` header, or the
+dashboard's session cookie), the actor behind it (`token:<name>`). Headers and bodies are never logged.
 
-The actor is asked of the server's TokenAuth after the response, where the route's own check has
-just left the token in TokenAuth's cache: no query to the store in the common case.
+The actor is the one the route's own authentication found (`_auth.record_actor`): the log never
+checks a token itself.
 
 Plain ASGI (no task per request, unlike BaseHTTPMiddleware); installed outermost, so that a 413
 from the body limit is logged too.
@@ -17,15 +17,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-from http.cookies import CookieError, SimpleCookie
 from urllib.parse import unquote_plus
 
-from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..logs import IN_MESSAGE, MASK
-from ._auth import TokenAuth
-from ._dashboard_auth import COOKIE
 
 LOGGER = "shipyard.access"
 MAX_PATH_CHARS = 2048
@@ -46,35 +42,11 @@ def query_keys(query: bytes) -> str | None:
     return "&".join(shown)[:MAX_QUERY_CHARS]
 
 
-def _credential(scope: Scope) -> str | None:
-    """The request's `Authorization` value, else its dashboard cookie as a bearer credential."""
-    cookie_header: bytes | None = None
-    for name, value in scope.get("headers") or ():
-        if name == b"authorization":
-            return str(value.decode("latin-1"))
-        if name == b"cookie":
-            cookie_header = value
-    if cookie_header is None:
-        return None
-    try:
-        morsel = SimpleCookie(cookie_header.decode("latin-1")).get(COOKIE)
-    except CookieError:
-        return None
-    return f"Bearer {morsel.value}" if morsel is not None and morsel.value else None
-
-
-async def _actor(scope: Scope, status: int) -> str | None:
-    """`token:<name>` for a request with a valid token; None without one, or with a wrong one."""
-    if status == 401:
-        return None
-    credential = _credential(scope)
-    auth = getattr(getattr(scope.get("app"), "state", None), "auth", None)
-    if credential is None or not isinstance(auth, TokenAuth):
-        return None
-    try:
-        return await auth.client(authorization=credential)
-    except HTTPException:
-        return None
+def _actor(scope: Scope) -> str | None:
+    """`token:<name>` when the route authenticated the request (`_auth.record_actor`), else None."""
+    state = scope.get("state")
+    actor = state.get("actor") if isinstance(state, dict) else None
+    return actor if isinstance(actor, str) else None
 
 
 class AccessLog:
@@ -90,6 +62,9 @@ class AccessLog:
             return
         started = time.perf_counter()
         status: int | None = None
+        # The request's state, where the route's authentication says who asked: made here, so that
+        # every layer below shares this one dict.
+        scope.setdefault("state", {})
 
         async def record_status(message: Message) -> None:
             nonlocal status
@@ -104,7 +79,7 @@ class AccessLog:
             self._write(scope, status or 500, started, None, error=type(exc).__name__)
             raise
         final = status or 500
-        self._write(scope, final, started, await _actor(scope, final))
+        self._write(scope, final, started, _actor(scope))
 
     def _write(
         self, scope: Scope, status: int, started: float, actor: str | None, error: str | None = None

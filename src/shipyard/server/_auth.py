@@ -7,7 +7,7 @@ import hashlib
 import time
 from typing import Annotated
 
-from fastapi import Header, HTTPException
+from fastapi import Header, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..tokens import Scope, Token, verify_token
@@ -46,16 +46,29 @@ class TokenAuth:
             )
         return token
 
-    async def _require(self, authorization: str | None, scope: Scope) -> str:
+    async def _require(self, request: Request | None, authorization: str | None, scope: Scope) -> str:
         token = await self._token(authorization)
+        actor = f"token:{token.name}"
+        if request is not None:
+            record_actor(request, actor)  # before the scope check: a 403 still says who asked
         if not token.allows(scope):
             raise HTTPException(403, "Forbidden")
-        return f"token:{token.name}"
+        return actor
 
-    async def admin(self, authorization: Annotated[str | None, Header()] = None) -> str:
-        """The actor behind an admin token."""
-        return await self._require(authorization, "admin")
+    async def admin(self, request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+        """The actor behind the request's admin token (a route's dependency)."""
+        return await self._require(request, authorization, "admin")
 
-    async def client(self, authorization: Annotated[str | None, Header()] = None) -> str:
-        """The actor behind any valid token (client or admin)."""
-        return await self._require(authorization, "client")
+    async def client(self, request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+        """The actor behind the request's token, client or admin (a route's dependency)."""
+        return await self._require(request, authorization, "client")
+
+    async def actor_of(self, authorization: str, scope: Scope) -> str:
+        """The actor behind a token handed over some other way (the dashboard's login form, its
+        cookie); the request is not marked as made by it."""
+        return await self._require(None, authorization, scope)
+
+
+def record_actor(request: Request, actor: str) -> None:
+    """Say who made `request`, for its access line (`request.state`, the ASGI scope's state)."""
+    request.state.actor = actor

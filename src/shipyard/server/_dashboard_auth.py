@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 from fastapi import HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from ._auth import TokenAuth
+from ._auth import TokenAuth, record_actor
 
 COOKIE = "shipyard_session"
 COOKIE_PATH = "/ui"
@@ -42,7 +42,7 @@ async def admin_actor(request: Request, token: str) -> str | None:
     if not token or len(token) > 512:
         return None
     try:
-        return await token_auth(request).admin(authorization=f"Bearer {token}")
+        return await token_auth(request).actor_of(f"Bearer {token}", "admin")
     except HTTPException:
         return None
 
@@ -52,6 +52,7 @@ async def dashboard_actor(request: Request) -> str:
     actor = await admin_actor(request, request.cookies.get(COOKIE, ""))
     if actor is None:
         raise LoginRequired
+    record_actor(request, actor)
     return actor
 
 
