@@ -131,13 +131,14 @@ def _literals(annotation: Any) -> list[Any]:
     return [value for arg in typing.get_args(annotation) for value in _literals(arg)]
 
 
-def subject_of(request: Any) -> tuple[str, str]:
-    """(subject kind, subject) for the audit trail: ("service", "web"), ("backup_set", "2026…")."""
-    kind = request.kind
+def subject_of(request: dict[str, Any]) -> tuple[str, str]:
+    """(subject kind, subject) of a stored request, for the audit trail: ("service", "web"),
+    ("backup_set", "2026…"); "latest" for a verification of the newest set."""
+    kind = str(request.get("kind", "?"))
     if kind not in SUBJECTS:
         return "job", kind
     subject_kind, field = SUBJECTS[kind]
-    value = getattr(request, field, None)
+    value = request.get(field)
     return subject_kind, str(value) if value is not None else "latest"
 
 

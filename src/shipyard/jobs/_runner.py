@@ -30,7 +30,7 @@ from ..errors import JobFailedError, NotFoundError, UserError
 from ..host import pid_alive, read_tail
 from ..spec import Stack, load_spec
 from ..state import JobRow, as_utc, record_audit, utcnow
-from ._requests import SUBJECTS, check_request, describe, subject_of
+from ._requests import check_request, describe, subject_of
 
 SUMMARY_CHARS = 300
 STOPPED = "server stopped while it ran"
@@ -126,7 +126,7 @@ def finish_job(
         kind, actor, request = row.kind, row.actor, dict(row.request or {"kind": row.kind})
     if not changed.rowcount:  # type: ignore[attr-defined]
         return False
-    subject_kind, subject = _subject_of_stored(request)
+    subject_kind, subject = subject_of(request)
     record_audit(
         sessions,
         actor=actor,
@@ -137,15 +137,6 @@ def finish_job(
         outcome=state,
     )
     return True
-
-
-def _subject_of_stored(request: dict[str, Any]) -> tuple[str, str]:
-    kind = str(request.get("kind", "?"))
-    if kind not in SUBJECTS:
-        return "job", kind
-    subject_kind, field = SUBJECTS[kind]
-    value = request.get(field)
-    return subject_kind, str(value) if value is not None else "latest"
 
 
 class JobRunner:
@@ -190,7 +181,7 @@ class JobRunner:
             job_id = row.id
             log_path = self.log_dir / f"{job_id}.log"
             row.log_path = str(log_path.resolve())
-        subject_kind, subject = subject_of(request)
+        subject_kind, subject = subject_of(stored)
         record_audit(
             self._sessions,
             actor=actor,
