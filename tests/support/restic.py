@@ -74,9 +74,10 @@ def flip_byte(path: Path, offset: int | None = None) -> int:
 
 
 def restic_children(parent: int | None = None) -> list[int]:
-    """PIDs of `restic` processes whose parent is `parent` (this process by default)."""
+    """PIDs of `restic` processes started by `parent` (this process by default): its children,
+    and the children of its children (shipyard runs each restic under a guard process)."""
     parent = os.getpid() if parent is None else parent
-    found: list[int] = []
+    processes: dict[int, tuple[str, int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
@@ -84,10 +85,12 @@ def restic_children(parent: int | None = None) -> list[int]:
             continue
         # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
         comm = text[text.index("(") + 1 : text.rindex(")")]
-        ppid = int(text[text.rindex(")") + 2 :].split()[1])
-        if comm == "restic" and ppid == parent:
-            found.append(int(stat.parent.name))
-    return found
+        processes[int(stat.parent.name)] = (comm, int(text[text.rindex(")") + 2 :].split()[1]))
+    return [
+        pid
+        for pid, (comm, ppid) in processes.items()
+        if comm == "restic" and parent in (ppid, processes.get(ppid, ("", -1))[1])
+    ]
 
 
 def kill_restic_child(*, when: Callable[[], bool] = lambda: True, timeout: float = 30.0) -> int:
@@ -106,5 +109,28 @@ def kill_restic_child(*, when: Callable[[], bool] = lambda: True, timeout: float
 def has_finished_lock(repository_dir: Path) -> bool:
     """Whether a local repository holds a completely written lock file. restic writes files in
     place and makes them read-only when done; a half-written lock is ignored by restic."""
+    return bool(finished_locks(repository_dir))
+
+
+def finished_locks(repository_dir: Path) -> list[Path]:
+    """The completely written lock files of a local repository (see `has_finished_lock`)."""
     locks = repository_dir / "locks"
-    return locks.is_dir() and any(p.stat().st_mode & 0o222 == 0 for p in locks.iterdir())
+    return [p for p in locks.iterdir() if p.stat().st_mode & 0o222 == 0] if locks.is_dir() else []
+
+
+def working_on(repository: Path) -> list[str]:
+    """The live processes (a zombie holds nothing) working on a repository through restic, as
+    "pid (name)": restic, and the guard shipyard runs it under, carry it in RESTIC_REPOSITORY."""
+    wanted = f"RESTIC_REPOSITORY={repository}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if stat[stat.rfind(")") + 2] != "Z" and wanted in environ.split(b"\0"):
+            found.append(f"{entry.name} {stat[stat.find('(') : stat.rfind(')') + 1]}")
+    return found

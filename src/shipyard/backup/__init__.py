@@ -4,11 +4,13 @@ A backup set is recorded in the state store before anything is read, and is rest
 `complete` (every artefact stored in restic) or `verified` (restored for real and checked).
 """
 
+from ._catalog import MANIFEST_TAG, ImportedSet, StoredManifest, import_sets, stored_manifests
 from ._connect import KINDS, FilesSource, PostgresSource, RedisSource, secret_env_name, sources_of
 from ._disaster_wal import Commit, WalAtDisaster, freeze_wal
 from ._freshness import SourceFreshness, check_freshness
 from ._manifest import (
     Artefact,
+    ArtefactHealth,
     Check,
     FilesArtefact,
     Manifest,
@@ -44,7 +46,7 @@ from ._pitr_ops import (
     take_backup,
     window_data,
 )
-from ._prune import PruneResult, prune, retention_plan
+from ._prune import DoomedSnapshot, PruneResult, prune, retention_plan
 from ._restic import BackupProgress, BackupSummary, CheckResult, ResticRepository, Snapshot
 from ._restore import (
     RESTORE_WHATS,
@@ -62,17 +64,28 @@ from ._restore import (
 from ._retention import RetentionPlan, SetFacts, plan_retention
 from ._run import PAUSE_ENV, PhaseHandler, ProgressHandler, open_repository, plan_backup, run_backup
 from ._scratch import ScratchPostgres, ScratchRedis, scratch_postgres, scratch_redis, start_scratch_postgres
-from ._sets import SET_ID_PATTERN, BackupSet, get_set, latest_set, list_sets, reap_abandoned
+from ._sets import (
+    SET_ID_PATTERN,
+    BackupSet,
+    get_set,
+    latest_set,
+    list_sets,
+    reap_abandoned,
+    record_damage,
+)
 from ._sources import TreeDigest, redis_dbsize, row_counts, tree_digest
-from ._verify import StepHandler, verify_set
+from ._verify import FULL, StepHandler, read_data_subset, rotation_period, verify_set
 
 __all__ = [
+    "FULL",
     "KINDS",
+    "MANIFEST_TAG",
     "PAUSE_ENV",
     "RESTORE_WHATS",
     "SAFETY_BACKUP",
     "SET_ID_PATTERN",
     "Artefact",
+    "ArtefactHealth",
     "BackupKind",
     "BackupProgress",
     "BackupSet",
@@ -80,8 +93,10 @@ __all__ = [
     "Check",
     "CheckResult",
     "Commit",
+    "DoomedSnapshot",
     "FilesArtefact",
     "FilesSource",
+    "ImportedSet",
     "Into",
     "Manifest",
     "PgBackRest",
@@ -108,6 +123,7 @@ __all__ = [
     "Snapshot",
     "SourceFreshness",
     "StepHandler",
+    "StoredManifest",
     "TreeDigest",
     "Verification",
     "WalAtDisaster",
@@ -115,6 +131,7 @@ __all__ = [
     "expire_stanza",
     "freeze_wal",
     "get_set",
+    "import_sets",
     "init_stanza",
     "kind_word",
     "latest_set",
@@ -131,7 +148,9 @@ __all__ = [
     "plan_restore_volumes",
     "plan_retention",
     "prune",
+    "read_data_subset",
     "reap_abandoned",
+    "record_damage",
     "redis_dbsize",
     "restore_database",
     "restore_files",
@@ -139,6 +158,7 @@ __all__ = [
     "restore_redis",
     "restore_volumes",
     "retention_plan",
+    "rotation_period",
     "row_counts",
     "run_backup",
     "scratch_postgres",
@@ -149,6 +169,7 @@ __all__ = [
     "start_scratch_postgres",
     "start_stream",
     "stop_stream",
+    "stored_manifests",
     "stream_status",
     "take_backup",
     "tree_digest",

@@ -118,21 +118,20 @@ Source = PostgresSource | RedisSource | FilesSource
 KINDS = BACKUP_WHATS
 
 
-def sources_of(stack: Stack, kind: str, environ: Mapping[str, str] | None = None) -> list[Source]:
-    """The sources a backup of `kind` covers, in the order they are backed up."""
+def _covered(stack: Stack, kind: str) -> list[tuple[str, Postgres | Redis | Path]]:
+    """What a backup of `kind` covers, in order: (datastore name, its spec) or (volume, its path)."""
     if kind not in KINDS:
         raise UserError(f"unknown backup kind {kind!r}; use one of {', '.join(KINDS)}")
     backup = stack.backup
     if backup is None:
         raise UserError(f"stack {stack.name} has no `backup:` section; add one to shipyard.yaml")
-    environ = os.environ if environ is None else environ
-    sources: list[Source] = []
+    covered: list[tuple[str, Postgres | Redis | Path]] = []
     for name in backup.sources.datastores:
         store = stack.datastores[name]
-        if isinstance(store, Postgres) and kind in ("full", "database"):
-            sources.append(_postgres(name, store, environ))
-        elif isinstance(store, Redis) and kind in ("full", "redis"):
-            sources.append(_redis(name, store, environ))
+        if (isinstance(store, Postgres) and kind in ("full", "database")) or (
+            isinstance(store, Redis) and kind in ("full", "redis")
+        ):
+            covered.append((name, store))
     if kind in ("full", "files"):
         for volume in backup.sources.volumes:
             if not volume.startswith("/"):
@@ -140,13 +139,37 @@ def sources_of(stack: Stack, kind: str, environ: Mapping[str, str] | None = None
                     f"backup.sources.volumes: {volume!r} is a Kubernetes volume, which plain-host backups"
                     " cannot reach; give the absolute path of the directory instead"
                 )
-            sources.append(FilesSource(Path(volume)))
-    if not sources:
+            covered.append((volume, Path(volume)))
+    if not covered:
         wanted = {"database": "PostgreSQL datastore", "redis": "Redis datastore", "files": "volume"}
         raise UserError(
             f"backup.sources names no {wanted.get(kind, 'source')} to back up; add it to"
             " backup.sources.datastores or backup.sources.volumes"
         )
+    return covered
+
+
+def artefact_names(stack: Stack, kind: str) -> list[str]:
+    """The artefacts a set of `kind` holds by the spec (without resolving any secret)."""
+    return [
+        f"{'postgres' if isinstance(what, Postgres) else 'redis'}:{name}"
+        if not isinstance(what, Path)
+        else f"files:{what}"
+        for name, what in _covered(stack, kind)
+    ]
+
+
+def sources_of(stack: Stack, kind: str, environ: Mapping[str, str] | None = None) -> list[Source]:
+    """The sources a backup of `kind` covers, in the order they are backed up."""
+    environ = os.environ if environ is None else environ
+    sources: list[Source] = []
+    for name, what in _covered(stack, kind):
+        if isinstance(what, Postgres):
+            sources.append(_postgres(name, what, environ))
+        elif isinstance(what, Redis):
+            sources.append(_redis(name, what, environ))
+        else:
+            sources.append(FilesSource(what))
     return sources
 
 

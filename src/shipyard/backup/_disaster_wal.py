@@ -14,6 +14,7 @@ WAL the restore replayed were lost (`lost_commits`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -103,14 +104,18 @@ def freeze_wal(stanza: PitrStanza, directory: Path) -> WalAtDisaster:
     counts as lost: the measured loss errs high, never low. `directory` must be new and empty.
     """
     pg = stanza.pgbackrest
-    status = pg.status()
-    archived = status.archive_max
     streamed = stanza.streams
     directory.mkdir(parents=True, exist_ok=True)
     pg.own(directory)
+    # The spool is held still from the archive's end to the copy past it: a prune in between
+    # could delete a segment the archive gained meanwhile (see `WalStream.held`).
+    with stanza.wal_stream().held() if streamed else contextlib.nullcontext():
+        status = pg.status()
+        archived = status.archive_max
+        if streamed:
+            spool = directory / "spool"
+            _copy_spool(stanza.wal_stream().settings.wal_dir, spool, after=archived or "")
     if streamed:
-        spool = directory / "spool"
-        _copy_spool(stanza.wal_stream().settings.wal_dir, spool, after=archived or "")
         for path in (spool, *spool.iterdir()):  # the restored server reads them as its own user
             pg.own(path)
     with pg.connect() as conn:

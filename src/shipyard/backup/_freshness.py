@@ -76,7 +76,7 @@ def check_freshness(
 
 def _freshness(name: str, sets: list[BackupSet], limit: float, now: dt.datetime) -> SourceFreshness:
     for backup_set in sets:  # newest first
-        if backup_set.artefact(name) is not None:
+        if backup_set.intact(name):  # a copy found damaged is no backup
             # A set's data is as old as its start: what was written after it began may be missing.
             age = (now - as_utc(backup_set.started_at)).total_seconds()
             return SourceFreshness(name, backup_set.id, max(age, 0.0), limit)

@@ -127,6 +127,17 @@ class Manifest(_Document):
         return next((a for a in self.artefacts if a.name == name), None)
 
 
+class ArtefactHealth(_Document):
+    """The last integrity check of one artefact, by a verification or a restore."""
+
+    state: Literal["verified", "failed"]
+    detail: str = ""
+    """What failed (or the check that passed), for people."""
+    at: str
+    """When it was checked (ISO 8601)."""
+    by: Literal["verify", "restore", "import"] = "verify"
+
+
 class Check(_Document):
     """One check of a verification: `postgres:db` / `row counts of 3 tables` / ok."""
 

@@ -40,6 +40,8 @@ INSTALL_HINT = "install it with `apt-get install pgbackrest` (or `make install`,
 _LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 _ERROR_LINE = re.compile(r"ERROR: \[(\d{3})\]: (.*)")
 _WARN_LINE = re.compile(r"WARN: (.*)")
+_ARCHIVED_SEGMENT = re.compile(r"^([0-9A-F]{24})-[0-9a-f]{40}(\.[a-z0-9]+)?$")
+_ARCHIVE_ID = re.compile(r"^\d+-\d+$")
 # Characters that would break a line of the INI file or the archive_command shell line.
 _UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -126,6 +128,8 @@ class PitrStatus:
     archive_min: str | None
     archive_max: str | None
     backups: tuple[PitrBackup, ...]
+    archive_id: str | None = None
+    """The archive new WAL goes to (`<version>-<n>`, the current database's), None before any."""
 
     @property
     def exists(self) -> bool:
@@ -345,6 +349,8 @@ def parse_info(document: Any, stanza: str) -> PitrStatus:
     maxes = [a["max"] for a in archives if a.get("max")]
     backups = tuple(_parse_backup(b) for b in entry.get("backup") or [])
     status = entry.get("status") or {}
+    # After a stanza-upgrade the archive of the newest database id is the one being written.
+    current = max(archives, key=lambda a: int((a.get("database") or {}).get("id") or 0), default=None)
     return PitrStatus(
         stanza=stanza,
         code=int(status.get("code", 99)),
@@ -352,7 +358,23 @@ def parse_info(document: Any, stanza: str) -> PitrStatus:
         archive_min=min(mins, default=None),
         archive_max=max(maxes, default=None),
         backups=tuple(sorted(backups, key=lambda b: b.started_at)),
+        archive_id=str(current["id"]) if current is not None and current.get("id") else None,
     )
+
+
+def parse_archive_listing(document: Any) -> set[str]:
+    """The WAL segments in `pgbackrest repo-ls --recurse --output=json` of an archive: files
+    named `<segment>-<sha1 of its contents>[.<compression>]`, not empty."""
+    if not isinstance(document, dict):
+        raise BackupError("pgBackRest repo-ls printed something that is not a listing")
+    return {
+        match.group(1)
+        for path, entry in document.items()
+        if isinstance(entry, dict)
+        and entry.get("type") == "file"
+        and int(entry.get("size") or 0) > 0
+        and (match := _ARCHIVED_SEGMENT.match(path.rpartition("/")[2]))
+    }
 
 
 def _parse_backup(raw: Mapping[str, Any]) -> PitrBackup:
@@ -539,6 +561,18 @@ class PgBackRest:
     def backups(self) -> list[PitrBackup]:
         """The backup sets, oldest first."""
         return list(self._existing_stanza().backups)
+
+    def archived_segments(self, archive_id: str) -> set[str]:
+        """The WAL segments archive `archive_id` (`PitrStatus.archive_id`) holds, by segment
+        name, as pgBackRest itself lists the repository (`repo-ls`: any repository type)."""
+        if not _ARCHIVE_ID.fullmatch(archive_id):
+            raise BackupError(f"{archive_id!r} is not a pgBackRest archive id like 15-1")
+        path = f"archive/{self.settings.stanza}/{archive_id}"
+        result = self._run(["repo-ls", "--recurse", "--output=json", path])
+        try:
+            return parse_archive_listing(json.loads(result.stdout or "{}"))
+        except json.JSONDecodeError as error:
+            raise BackupError(f"pgBackRest repo-ls printed something that is not JSON: {error}") from None
 
     def expire(self, *, set_label: str | None = None, retention_full: int | None = None) -> list[str]:
         """Apply the retention (repo1-retention-full from the spec, or `retention_full` here),

@@ -339,11 +339,13 @@ def backup_data(backup: PitrBackup) -> dict[str, Any]:
 def take_backup(
     sessions: sessionmaker[Session], stanza: PitrStanza, kind: BackupKind, *, actor: str
 ) -> PitrBackupResult:
-    """A pgBackRest backup (full, diff or incr), audited before and after."""
+    """A pgBackRest backup (full, diff or incr), audited before and after; then the WAL spool
+    is pruned of what the archive now holds (the audit says how much)."""
     facts = {"datastore": stanza.datastore, "requested": kind}
     with _audited(sessions, actor, f"backup.pitr.{kind}", stanza.target, facts) as after:
         result = PitrBackupResult(stanza.pgbackrest.backup(kind), kind, stanza.pgbackrest.settings.stanza)
         after.update(label=result.backup.label, kind=result.backup.kind, stop_lsn=result.backup.stop_lsn)
+        after.update(_prune_after(stanza))
     return result
 
 
@@ -560,8 +562,43 @@ def expire_stanza(
     with _audited(sessions, actor, "backup.pitr.expire", stanza.target, facts) as after:
         removed = pg.expire(retention_full=retention_full)
         after["expired"] = removed
+        # In step with the expiry: WAL older than the oldest kept backup leaves the spool too.
+        after.update(pruned := _prune_after(stanza))
     kept = [b.label for b in pg.backups()]
-    return {**data, "expire": removed, "keep": kept}
+    return {**data, "expire": removed, "keep": kept, **pruned}
+
+
+# --- the WAL spool -----------------------------------------------------------------------------
+
+
+def prune_spool(stanza: PitrStanza) -> list[str]:
+    """Delete the pg_receivewal spool's segments that pgBackRest's archive holds, by its own
+    listing of the repository, and those older than the oldest backup's first WAL segment (no
+    restore reads them; pgBackRest's expiry drops them from the archive too). Returns the
+    segments deleted; nothing when WAL is not streamed. See `WalStream.prune`."""
+    if not stanza.streams:
+        return []
+    stream = stanza.wal_stream()
+    if not stream.settings.wal_dir.is_dir():
+        return []
+    pg = stanza.pgbackrest
+    status = pg.status()
+    if not status.exists or status.archive_id is None:
+        return []
+    archived = pg.archived_segments(status.archive_id)
+    oldest = status.backups[0].wal_start if status.backups else None
+    return stream.prune(archived, needed_from=oldest or None)
+
+
+def _prune_after(stanza: PitrStanza) -> dict[str, Any]:
+    """Prune the spool after a backup or an expiry; a failure is reported, not raised: the
+    backup or expiry itself succeeded (the scheduled stream check raises it, every minute)."""
+    if not stanza.streams:
+        return {}
+    try:
+        return {"spool_pruned": len(prune_spool(stanza))}
+    except BackupError as exc:
+        return {"spool_prune_error": exc.message}
 
 
 # --- WAL streaming (pg_receivewal) -------------------------------------------------------------
@@ -577,15 +614,21 @@ def _require_stream(stanza: PitrStanza) -> WalStream:
 
 
 def start_stream(sessions: sessionmaker[Session], stanza: PitrStanza, *, actor: str) -> dict[str, Any]:
-    """Start pg_receivewal (detached; it reconnects by itself) and wait until it streams.
+    """Start pg_receivewal (detached; it reconnects by itself) and wait until it streams; then
+    prune its spool of what pgBackRest's archive holds (`prune_spool`).
 
     A receiver already running is left alone and nothing is audited (serve asks every minute)."""
     stream = _require_stream(stanza)
-    if stream.running_pid() is not None:
+    running = stream.running_pid() is not None
+    if not running:
+        facts = {"datastore": stanza.datastore, "slot": stream.settings.slot}
+        with _audited(sessions, actor, "backup.pitr.stream.start", stanza.target, facts) as after:
+            after["pid"] = stream.start()
+    # The scheduler's minute: prune the spool of what the archive gained since (routine
+    # housekeeping, not audited; a failure fails this run, so that it shows).
+    prune_spool(stanza)
+    if running:
         return stream_status(stanza)
-    facts = {"datastore": stanza.datastore, "slot": stream.settings.slot}
-    with _audited(sessions, actor, "backup.pitr.stream.start", stanza.target, facts) as after:
-        after["pid"] = stream.start()
     return {**stream.status().as_data(), "spool": str(stream.settings.wal_dir), "slot": stream.settings.slot}
 
 

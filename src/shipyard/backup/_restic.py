@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
+import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -45,6 +49,10 @@ _STDERR_MAX_LINES = 5000  # restic check prints a line per damaged blob; keep a 
 _PIPE_CHUNK = 1 << 20
 _REAP_WAIT_S = 20.0
 """How long `unlock` waits for init to reap the restics killed with their parent (see there)."""
+_STOP_WAIT_S = 60.0
+"""How long an interrupted restic may take to remove its lock (one request to S3) and exit."""
+_GUARD = Path(__file__).with_name("_restic_guard.py")
+"""The script every restic runs under (see `_spawn`)."""
 
 
 @dataclass(frozen=True)
@@ -357,7 +365,7 @@ class ResticRepository:
             watcher = None
             if cancel is not None:
                 watcher = threading.Thread(
-                    target=_kill_when_cancelled, args=(proc, cancel, ended, cancelled),
+                    target=_stop_when_cancelled, args=(proc, cancel, ended, cancelled),
                     name="restic-cancel", daemon=True,
                 )  # fmt: skip
                 watcher.start()
@@ -400,8 +408,10 @@ class ResticRepository:
         """Stream the stdout of `argv` into the repository as the file `filename`.
 
         The bytes go through this process rather than straight from the command to restic: when
-        the command fails, restic is killed while its stdin is still open, so it never sees an
-        end of input and never writes a snapshot of a truncated stream.
+        the command fails, restic is interrupted while its stdin is still open, so it never sees
+        an end of input and never writes a snapshot of a truncated stream. restic's guard holds
+        its stdin open too (`hold_input`), so that this process dying mid-stream (even by
+        SIGKILL) is no end of input either: restic is interrupted and removes its lock.
         """
         if not argv:
             raise BackupError("backup_command needs a command to run")
@@ -433,10 +443,11 @@ class ResticRepository:
         outcome: dict[str, str] = {}
         restic_ended = threading.Event()
         try:
-            with self._spawn(args, stdin=subprocess.PIPE, progress=on_progress is not None) as proc:
+            progress = on_progress is not None
+            with self._spawn(args, stdin=subprocess.PIPE, progress=progress, hold_input=True) as proc:
                 pump = threading.Thread(
                     target=_pump,
-                    args=(child, proc.popen, outcome, restic_ended),
+                    args=(child, proc, outcome, restic_ended),
                     name="restic-stdin-pump",
                     daemon=True,
                 )
@@ -445,8 +456,8 @@ class ResticRepository:
                     summary = self._read_backup_output(proc, on_progress)
                     returncode = proc.wait()
                 finally:
-                    if proc.popen.poll() is None:
-                        proc.kill()
+                    if proc.popen.poll() is None:  # on_progress raised: its input is still held
+                        proc.stop(abandon=True)
                     proc.popen.wait()
                     if pump.is_alive():
                         # restic ended first (an error, or on_progress raised): the command
@@ -470,6 +481,33 @@ class ResticRepository:
             self._clear_stale_locks()
             raise self._error("backup --stdin", returncode, stderr)
         return self._with_full_id(summary)
+
+    def store_bytes(
+        self, data: bytes, filename: str, *, tags: Sequence[str] = (), host: str | None = None
+    ) -> BackupSummary:
+        """Store `data` as the one file `filename` of a snapshot of its own (a small document,
+        such as a set's manifest); read it back with `dump`."""
+        _check_filename(filename)
+        options = self._backup_options(tags, host)
+        args = ["backup", "--json", "--stdin", "--stdin-filename", filename, *options]
+        # Its input held by the guard until all of it is written: if this process dies mid-feed,
+        # restic is interrupted rather than storing a truncated document.
+        with self._spawn(args, stdin=subprocess.PIPE, progress=False, hold_input=True) as proc:
+            # Fed from a thread: restic may write to stdout before it has read all its input.
+            feeder = threading.Thread(target=_feed, args=(proc, data), name="restic-stdin", daemon=True)
+            feeder.start()
+            summary = self._read_backup_output(proc, None)
+            returncode = proc.wait()
+            feeder.join()
+        if returncode != 0 or summary is None:
+            raise self._error("backup --stdin", returncode, proc.stderr_text())
+        return self._with_full_id(summary)
+
+    def read_bytes(self, snapshot_id: str, filename: str) -> bytes:
+        """The one file `filename` of a snapshot (see `store_bytes`)."""
+        out = io.BytesIO()
+        self.dump(snapshot_id, filename, out)
+        return out.getvalue()
 
     def snapshots(self, *, tags: Sequence[str] = ()) -> list[Snapshot]:
         """The snapshots (oldest first); with `tags`, only those carrying every one of them."""
@@ -576,50 +614,96 @@ class ResticRepository:
             ) from None
 
     def _run(self, args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        self._make_cache_dir()
-        try:
-            result = subprocess.run(
-                self._argv(args),
-                env=self._child_env(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",  # file names need not be UTF-8
-                check=False,
-            )
-        except OSError as exc:
-            raise self._cannot_start(exc) from None
+        # Through `_spawn` like every restic run: killed mid-way (a `forget` or `check` takes an
+        # exclusive lock), shipyard must not leave its lock behind either.
+        with self._spawn(args, stdin=subprocess.DEVNULL, progress=False) as proc:
+            stdout = proc.popen.stdout
+            assert stdout is not None
+            output = stdout.read()
+            returncode = proc.wait()
+        result = subprocess.CompletedProcess(
+            self._argv(args),
+            returncode,
+            output.decode("utf-8", "replace"),  # file names need not be UTF-8
+            proc.stderr_text(),
+        )
         if check and result.returncode != 0:
             raise self._error(args[0], result.returncode, result.stderr)
         return result
 
     @contextlib.contextmanager
     def _spawn(
-        self, args: Sequence[str], *, stdin: int, progress: bool, cwd: Path | None = None
+        self,
+        args: Sequence[str],
+        *,
+        stdin: int,
+        progress: bool,
+        cwd: Path | None = None,
+        hold_input: bool = False,
     ) -> Iterator[_Process]:
+        """Run restic under its guard (`_restic_guard`, which says why), in a session of its own.
+
+        A kill of shipyard's process group then does not reach restic: the guard sees shipyard
+        gone and interrupts restic, which removes its lock itself (restic 0.14 does on SIGINT,
+        never on SIGKILL). `proc.popen` is the guard's Popen, its `stdout` restic's stdout and,
+        with stdin=PIPE, its `stdin` restic's stdin (closing it ends restic's input).
+        hold_input: the guard also holds restic's stdin open until `end_input()`, so that
+        shipyard's death is not taken for the end of a stream (see `backup_command`).
+        """
         self._make_cache_dir()
+        env = self._child_env(progress=progress)
+        argv = [self._executable(env), *self._argv(args)[1:]]
+        control_r, control_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        in_r, in_w = os.pipe() if stdin == subprocess.PIPE else (stdin, -1)
+        held = os.dup(in_w) if hold_input and in_w >= 0 else -1
+        handed = [control_r, out_r, err_r, *([held] if held >= 0 else [])]
+        global_count = len(self._argv(()))  # the binary and its global options (for `unlock`)
+        numbers = [str(number) for number in (control_r, out_r, err_r, held, global_count)]
         try:
             popen = subprocess.Popen(
-                self._argv(args),
-                env=self._child_env(progress=progress),
+                [sys.executable, "-I", "-S", str(_GUARD), *numbers, "--", *argv],
+                env=env,
                 cwd=cwd,
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdin=in_r,
+                stdout=out_w,
+                stderr=err_w,
+                pass_fds=handed,
+                start_new_session=True,  # out of shipyard's process group (see above)
             )
         except OSError as exc:
-            raise self._cannot_start(exc) from None
-        process = _Process(popen)
+            for descriptor in (control_w, out_r, err_r, in_w):
+                if descriptor >= 0:
+                    os.close(descriptor)
+            raise RepositoryError(f"cannot start restic's guard ({sys.executable}): {exc}") from None
+        finally:
+            # The guard and restic hold their own copies now: without ours, their ends (and
+            # restic's end of input) reach us as they would without a guard in between.
+            for descriptor in (control_r, out_w, err_w, held, in_r if in_w >= 0 else -1):
+                if descriptor >= 0:
+                    os.close(descriptor)
+        popen.stdout = open(out_r, "rb")  # noqa: SIM115 - closed by _Process.close
+        popen.stdin = open(in_w, "wb") if in_w >= 0 else None  # noqa: SIM115 - likewise
+        process = _Process(popen, open(err_r, "rb"), control_w)  # noqa: SIM115 - likewise
         try:
             yield process
         finally:
-            killed = popen.poll() is None
-            if killed:
-                process.kill()
+            if popen.poll() is None:  # the caller gave up early (e.g. on_progress raised)
+                process.stop(abandon=True)
             popen.wait()
             process.close()
-            if killed:  # e.g. on_progress raised: do not leave the dead restic's lock behind
+            if process.killed:  # killed without its cleanup: its lock is stale now it is gone
                 self._clear_stale_locks()
+
+    def _executable(self, env: Mapping[str, str]) -> str:
+        """restic's absolute path, looked up as the guard would (RepositoryError when missing)."""
+        found = shutil.which(self._binary, path=env.get("PATH", os.defpath))
+        if found is not None:
+            return found
+        if os.sep in self._binary and Path(self._binary).exists():
+            raise self._cannot_start(PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+        raise self._cannot_start(FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)))
 
     def _read_backup_output(
         self, proc: _Process, on_progress: ProgressCallback | None
@@ -681,7 +765,11 @@ class ResticRepository:
         return listed.returncode != 0 or bool(listed.stdout.strip())
 
     def _clear_stale_locks(self) -> None:
-        # A killed restic leaves its lock behind; it is stale (its process is gone), so remove it.
+        # A restic that ended without its cleanup (SIGKILL) leaves its lock behind; it is stale
+        # once its process is gone, and `unlock` removes exactly those. An interrupted restic
+        # removed its own: a local repository without locks needs no `restic unlock` run.
+        if not _is_remote(self.url) and not self._has_locks():
+            return
         with contextlib.suppress(BackupError):
             self.unlock()
 
@@ -756,31 +844,65 @@ def _wait_until_gone(processes: dict[int, int], timeout_s: float) -> None:
         }
 
 
-def _kill_when_cancelled(
+def _stop_when_cancelled(
     proc: _Process, cancel: threading.Event, ended: threading.Event, cancelled: threading.Event
 ) -> None:
     while not ended.is_set():
         if cancel.wait(0.05):
             if proc.popen.poll() is None:
                 cancelled.set()
-                proc.kill()
+                proc.interrupt()  # the caller goes on reading restic's output until it ends
             return
 
 
 class _Process:
-    """A running restic whose stderr is drained by a thread (so its pipe never fills)."""
+    """A restic running under its guard (see `_spawn`), its stderr drained by a thread (so its
+    pipe never fills). `control` is the write end of the guard's control pipe."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], stderr: IO[bytes], control: int) -> None:
         self.popen = popen
-        assert popen.stderr is not None
-        self._stderr = _TailReader(popen.stderr, keep_all=True)
+        self._stderr_stream = stderr
+        self._stderr = _TailReader(stderr, keep_all=True)
+        self._control = control
+        self._control_lock = threading.Lock()  # the pump thread and the caller both tell the guard
+        self.killed = False
+        """restic had to be SIGKILLed (`stop`): its lock is left behind."""
 
     def wait(self) -> int:
         return self.popen.wait()
 
+    def interrupt(self) -> None:
+        """SIGINT to restic, through its guard: restic removes its lock and exits (130)."""
+        self._tell(b"i")
+
+    def end_input(self) -> None:
+        """The stream fed to restic's stdin is complete: the guard lets go of the end it holds
+        (`hold_input`) and ours is closed, so restic sees the end of its input."""
+        self._tell(b"e")
+        if self.popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+
+    def stop(self, *, abandon: bool = False) -> None:
+        """Interrupt restic and wait for it; past `_STOP_WAIT_S` SIGKILL it with its guard
+        (`killed`). abandon: nothing more of its output is read here, so the guard drains it
+        (restic must not block on a full pipe)."""
+        if abandon:
+            self._abandon()
+        else:
+            self.interrupt()
+        try:
+            self.popen.wait(timeout=_STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.popen.wait()
+
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.popen.kill()
+        """SIGKILL the guard and restic (its process group): the last resort, which leaves the
+        lock behind (it is stale once restic is gone: `unlock` removes it)."""
+        self.killed = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
 
     def stderr_text(self) -> str:
         self._stderr.join()
@@ -788,10 +910,25 @@ class _Process:
 
     def close(self) -> None:
         self._stderr.join()
-        for stream in (self.popen.stdout, self.popen.stdin):
+        for stream in (self.popen.stdout, self.popen.stdin, self._stderr_stream):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+        self._abandon()
+
+    def _tell(self, message: bytes) -> None:
+        with self._control_lock:
+            if self._control >= 0:
+                with contextlib.suppress(OSError):  # the guard is gone: restic has ended
+                    os.write(self._control, message)
+
+    def _abandon(self) -> None:
+        """Close the control pipe: to the guard, as if shipyard had died (it interrupts restic if
+        it still runs, and drains its output)."""
+        with self._control_lock:
+            if self._control >= 0:
+                os.close(self._control)
+                self._control = -1
 
 
 class _TailReader:
@@ -817,35 +954,45 @@ class _TailReader:
         return _last_lines(self.text())
 
 
+def _feed(proc: _Process, data: bytes) -> None:
+    """Write all of `data` to restic's stdin, then end its input (`hold_input`)."""
+    stdin = proc.popen.stdin
+    assert stdin is not None
+    try:
+        stdin.write(data)
+        stdin.flush()
+    except OSError:  # restic ended early: its exit status says why
+        return
+    proc.end_input()
+
+
 def _pump(
     child: subprocess.Popen[bytes],
-    restic: subprocess.Popen[bytes],
+    restic: _Process,
     outcome: dict[str, str],
     restic_ended: threading.Event,
 ) -> None:
-    """Copy the command's stdout into restic's stdin; close restic's stdin only if the command
-    succeeded, otherwise kill restic first (so no snapshot of a partial stream is written).
+    """Copy the command's stdout into restic's stdin; end restic's input only if the command
+    succeeded, otherwise interrupt restic with its input still open (its guard holds it: see
+    `backup_command`), so that no snapshot of a partial stream is written.
 
     `outcome["command"]` is set only when the command itself failed, not when it was stopped
     because restic had already ended (`restic_ended`), so the caller blames the right process.
     """
     assert child.stdout is not None
-    assert restic.stdin is not None
-    source, sink = child.stdout.fileno(), restic.stdin
+    sink = restic.popen.stdin
+    assert sink is not None
     try:
-        _copy_pipe(source, sink.fileno())
+        _copy_pipe(child.stdout.fileno(), sink.fileno())
     except OSError:  # BrokenPipeError: restic died; the caller reports restic's error
         _kill_group(child)
         return
     if child.wait() != 0:
         if not restic_ended.is_set():
             outcome["command"] = "failed"
-        with contextlib.suppress(ProcessLookupError):
-            restic.kill()
-        restic.wait()
+        restic.stop()
         return
-    with contextlib.suppress(OSError):
-        sink.close()
+    restic.end_input()
 
 
 def _copy_pipe(source: int, sink: int) -> None:

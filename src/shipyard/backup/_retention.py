@@ -7,9 +7,11 @@ the newest set of each of the N most recent buckets that hold a set, and empty b
 `keep_last` puts every set in a bucket of its own. As in restic, a policy whose rules are all zero
 keeps everything rather than pruning the whole repository.
 
-Only restorable sets (`complete`, `verified`) take part; `running` and `failed` sets are reported
-as ignored and never counted. On top of the rules, two safety rules protect restores: the newest
-verified set is always kept, and so are the newest `min_verified` verified sets.
+Only restorable sets (`complete`, `verified`, `partial`) take part; `running` and `failed` sets are
+reported as ignored and never counted. On top of the rules, three safety rules protect restores: the
+newest verified set is always kept, and so are the newest `min_verified` verified sets, and, for
+each artefact (`postgres:db`, `files:/srv/uploads`, …), the newest set holding an intact copy of it
+(so a damaged copy in a newer set, or newer sets of other kinds, never leave a source with none).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from typing import Literal
 
 from ..errors import BackupError
 from ..spec import Retention
+from ..state import BACKUP_SET_STATES, RESTORABLE_SET_STATES
 
-SetState = Literal["running", "complete", "failed", "verified"]
-RESTORABLE: frozenset[str] = frozenset({"complete", "verified"})
+SetState = Literal["running", "complete", "failed", "verified", "partial"]
+RESTORABLE: frozenset[str] = frozenset(RESTORABLE_SET_STATES)
 
 REASON_NEWEST_VERIFIED = "newest verified"
 REASON_MIN_VERIFIED = "min verified"
 REASON_EMPTY_POLICY = "empty policy"
+REASON_NEWEST_INTACT = "newest intact"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class SetFacts:
     finished_at: dt.datetime
     """When the set finished (aware); for a running set, when it started."""
     state: SetState
+    intact: frozenset[str] = frozenset()
+    """The artefacts of the set that can be restored (none found damaged)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ def _check(sets: Sequence[SetFacts]) -> None:
     for facts in sets:
         if facts.finished_at.tzinfo is None or facts.finished_at.utcoffset() is None:
             raise BackupError(f"backup set {facts.id}: finished_at has no time zone")
-        if facts.state not in RESTORABLE | {"running", "failed"}:
+        if facts.state not in BACKUP_SET_STATES:
             raise BackupError(f"backup set {facts.id}: unknown state {facts.state!r}")
         if facts.id in seen:
             raise BackupError(f"backup set {facts.id} is listed twice")
@@ -121,6 +127,11 @@ def plan_retention(sets: Sequence[SetFacts], policy: Retention) -> RetentionPlan
         reasons[verified[0].id].append(REASON_NEWEST_VERIFIED)
     for facts in verified[: policy.min_verified]:
         reasons[facts.id].append(REASON_MIN_VERIFIED)
+    covered: set[str] = set()
+    for facts in restorable:
+        for name in sorted(facts.intact - covered):
+            reasons[facts.id].append(f"{REASON_NEWEST_INTACT} {name}")
+        covered |= facts.intact
 
     keep = {s.id: tuple(reasons[s.id]) for s in restorable if reasons[s.id]}
     drop = tuple(s.id for s in reversed(restorable) if not reasons[s.id])

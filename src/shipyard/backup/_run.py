@@ -21,6 +21,7 @@ from ..locks import Lease, LockHeldError
 from ..monitor import Event, Notifier
 from ..spec import BackupWhat, Stack
 from ..state import record_audit, utcnow
+from ._catalog import store_manifest
 from ._connect import (
     FilesSource,
     PostgresSource,
@@ -442,6 +443,11 @@ def run_backup(
         except BaseException as exc:
             run.fail(exc)  # stops the uploads in flight; wait() then raises the first failure
         run.wait()
+        # The repository's own copy, before the set is called complete: a set the state store
+        # calls complete can always be found, listed and checked from the repository alone.
+        recorder.phase("manifest", run.manifest)
+        _pause_if_asked("manifest")
+        store_manifest(repository, run.finished())
     except BaseException as exc:
         error = _describe_error(run.stop(exc))
         recorder.finish("failed", run.finished(), error)
@@ -459,7 +465,7 @@ def run_backup(
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    recorder.finish("complete", run.finished())
+    recorder.finish("complete", run.manifest)
     record_audit(sessions, actor=actor, action="backup", target_kind="backup_set", target=recorder.id,
                  after=inputs)  # fmt: skip
     return get_set(sessions, recorder.id)

@@ -1,7 +1,10 @@
 """Backup sets in the state store: the record that says what a set holds and whether it can be trusted.
 
 A set is written `running` before anything is read, `complete` once every artefact is in the
-repository, `failed` on any error, and `verified` once a real restore proved it. The process
+repository, `failed` on any error, and `verified` once a real restore proved it. Each artefact's
+last integrity check (a verification's, or a restore's that found the data damaged) is kept on its
+own: a set whose artefacts are some damaged, some intact is `partial`, and its intact artefacts
+stay restorable (`BackupSet.intact`). The process
 writing a set holds the lease `backup-set:<id>` (see shipyard.locks) and renews it; a set whose
 lease is gone (its process was killed) is marked failed by the next command that looks.
 """
@@ -13,7 +16,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -22,10 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import BackupError, NotFoundError
 from ..locks import Lease, holder
-from ..state import BackupSetRow, as_utc, utcnow
-from ._manifest import Artefact, Manifest, Verification
+from ..state import RESTORABLE_SET_STATES, BackupSetRow, as_utc, utcnow
+from ._manifest import Artefact, ArtefactHealth, Manifest, Verification
 
-RESTORABLE = ("complete", "verified")
 LEASE_TTL_S = 60.0
 
 
@@ -64,10 +66,13 @@ class BackupSet:
     verification: Verification | None
     verified_at: dt.datetime | None
     error: str | None
+    health: dict[str, ArtefactHealth] = field(default_factory=dict)
+    """Artefact name → its last integrity check; unchecked artefacts have no entry."""
 
     @property
     def restorable(self) -> bool:
-        return self.state in RESTORABLE
+        """Some artefact of the set can be restored (every one, unless the set is `partial`)."""
+        return self.state in RESTORABLE_SET_STATES
 
     @property
     def artefacts(self) -> list[Artefact]:
@@ -76,11 +81,26 @@ class BackupSet:
     def artefact(self, name: str) -> Artefact | None:
         return self.manifest.artefact(name)
 
+    def damaged(self, name: str) -> bool:
+        """The artefact's last integrity check failed (or the set lacks it)."""
+        health = self.health.get(name)
+        return health is not None and health.state == "failed"
+
+    def intact(self, name: str) -> bool:
+        """The artefact can be restored: the set is restorable, holds it, and no check found it
+        damaged."""
+        return self.restorable and self.artefact(name) is not None and not self.damaged(name)
+
+    @property
+    def intact_artefacts(self) -> list[Artefact]:
+        return [a for a in self.artefacts if self.intact(a.name)]
+
     @classmethod
     def from_row(cls, row: BackupSetRow) -> BackupSet:
         try:
             manifest = Manifest.model_validate(row.manifest)
             verification = Verification.model_validate(row.verification) if row.verification else None
+            health = {name: ArtefactHealth.model_validate(h) for name, h in (row.health or {}).items()}
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
@@ -103,7 +123,21 @@ class BackupSet:
             verification=verification,
             verified_at=as_utc(row.verified_at) if row.verified_at else None,
             error=row.error,
+            health=health,
         )
+
+
+def settled_state(sources: list[str], health: dict[str, ArtefactHealth]) -> str:
+    """A finished set's state from its artefacts' checks: `failed` when every artefact it should
+    hold (its sources, and any other a check named) is damaged or missing, `partial` when some
+    are, `verified` when each passed a verification, else `complete`."""
+    names = list(dict.fromkeys([*sources, *health]))
+    damaged = [n for n in names if (h := health.get(n)) is not None and h.state == "failed"]
+    if damaged:
+        return "failed" if len(damaged) == len(names) else "partial"
+    if names and all((h := health.get(n)) is not None and h.state == "verified" for n in names):
+        return "verified"
+    return "complete"
 
 
 class SetRecorder:
@@ -229,7 +263,7 @@ def latest_set(
             continue
         if kind is not None and candidate.kind != kind:
             continue
-        if containing is not None and candidate.artefact(containing) is None:
+        if containing is not None and not candidate.intact(containing):
             continue
         return candidate
     what = " ".join(filter(None, ["restorable" if restorable else "", kind or "", "backup set"]))
@@ -239,23 +273,60 @@ def latest_set(
 
 
 def record_verification(
-    sessions: sessionmaker[Session], set_id: str, report: Verification, *, error: str | None = None
+    sessions: sessionmaker[Session],
+    set_id: str,
+    report: Verification,
+    *,
+    health: dict[str, ArtefactHealth] | None = None,
+    error: str | None = None,
 ) -> BackupSet:
-    """Store a verification's report. A set that passed is `verified`; one whose data did not match
-    (ok False) is no longer trusted (`failed`); when the means of verifying failed (ok None) the
-    report is kept and the set's state left alone."""
+    """Store a verification's report and what it found of each artefact (`health`).
+
+    The set's state follows its artefacts (`settled_state`). A failed check of the repository as a
+    whole (ok False, no artefact named) fails the set: the damage cannot be pinned on one artefact.
+    When the means of verifying failed (ok None) the report is kept and the state left alone."""
     with sessions() as session, session.begin():
         row = session.get(BackupSetRow, set_id)
         if row is None:
             raise NotFoundError(f"no backup set {set_id!r}")
         row.verification = report.stored()
-        if report.ok is True:
-            row.state = "verified"
+        if report.ok is None:
+            session.flush()
+            return BackupSet.from_row(row)
+        sources = list(row.manifest.get("sources") or [])
+        found = dict(health or {})
+        if report.ok is True:  # every check passed: every artefact of the set is proven
+            passed = ArtefactHealth(state="verified", detail="restored and matched", at=report.started_at)
+            found = {name: found.get(name, passed) for name in sources} | found
+        merged = {**(row.health or {}), **{name: h.stored() for name, h in found.items()}}
+        row.health = merged
+        state = settled_state(sources, {n: ArtefactHealth.model_validate(h) for n, h in merged.items()})
+        if report.ok is False and state in ("verified", "complete"):
+            state = "failed"  # the repository failed its check: no artefact can be trusted
+        row.state = state
+        if state == "verified":
             row.verified_at = utcnow()
-            row.error = None
-        elif report.ok is False:
-            row.state = "failed"
-            row.error = error
+        row.error = None if state == "verified" else error
+        session.flush()
+        return BackupSet.from_row(row)
+
+
+def record_damage(sessions: sessionmaker[Session], set_id: str, artefact: str, detail: str) -> BackupSet:
+    """A restore found `artefact` damaged: mark it so, and the set `partial` (or `failed` when
+    nothing intact is left), so no one is offered it again before a verification says otherwise."""
+    with sessions() as session, session.begin():
+        row = session.get(BackupSetRow, set_id)
+        if row is None:
+            raise NotFoundError(f"no backup set {set_id!r}")
+        damage = ArtefactHealth(state="failed", detail=detail, at=utcnow().isoformat(), by="restore")
+        merged = {**(row.health or {}), artefact: damage.stored()}
+        row.health = merged
+        if row.state in RESTORABLE_SET_STATES:
+            sources = list(row.manifest.get("sources") or [])
+            row.state = settled_state(
+                sources, {n: ArtefactHealth.model_validate(h) for n, h in merged.items()}
+            )
+            row.error = f"{artefact} is damaged: {detail}"
         session.flush()
         return BackupSet.from_row(row)
 

@@ -10,11 +10,20 @@ A restore then asks pgBackRest's archive first, then the spool's complete segmen
 Supervision is pg_receivewal's own: without `--no-loop` it reconnects by itself whenever the
 connection drops, so shipyard only starts it detached (a pid file in the spool), stops it and
 reports on it; nothing runs inside a shipyard process.
+
+pg_receivewal never deletes what it received, and every segment it closes is a full 16 MB file
+(with `archive_timeout: 1`, one a second under writes), so shipyard prunes the spool (`prune`):
+a segment goes once pgBackRest's archive provably holds it (a restore asks the archive first, so
+the spool's copy would never be read again), or once it is older than the oldest backup's WAL
+(what pgBackRest's expiry drops too: no restore starts before it). Everything else stays: the
+un-archived tail is what only the spool can restore. `_pitr_ops.prune_spool` runs it after each
+pgBackRest backup and expire, and every minute with the scheduler's stream check.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import re
@@ -23,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import time as _time
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +44,11 @@ from shipyard.host import pid_alive
 
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
 _SEGMENT = re.compile(r"^[0-9A-F]{24}(\.partial)?$")
+_COMPLETE = re.compile(r"^[0-9A-F]{24}$")
 PID_FILE = "pg_receivewal.pid"
 LOG_FILE = "pg_receivewal.log"
+LOCK_FILE = "spool.lock"
+"""flock()ed shared while the spool is read as it stands (`held`), exclusively to prune it."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,24 @@ def receivewal_argv(settings: WalStreamSettings, binary: str) -> list[str]:
     if settings.synchronous:
         argv.append("--synchronous")
     return argv
+
+
+def prunable(names: Iterable[str], archived: Collection[str], *, needed_from: str | None) -> list[str]:
+    """The spool files that may go: complete segments in `archived` (what pgBackRest's archive
+    holds), and complete segments before `needed_from` (the first WAL segment of the oldest
+    backup: no restore reads WAL from before it). The `.partial` segment, files that are not
+    segments, and every segment from `needed_from` on that the archive lacks, stay. Pure."""
+    start = _position(needed_from) if needed_from and _COMPLETE.fullmatch(needed_from) else None
+    return sorted(
+        name
+        for name in names
+        if _COMPLETE.fullmatch(name) and (name in archived or (start is not None and _position(name) < start))
+    )
+
+
+def _position(segment: str) -> int:
+    """A segment's place in the WAL, whatever its timeline (log and segment number)."""
+    return int(segment[8:24], 16)
 
 
 def restore_command(archive_get: str, wal_dir: Path) -> str:
@@ -236,6 +267,49 @@ class WalStream:
             _reap(pid)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The spool stays as it stands meanwhile: nothing is pruned from it (a shared lock).
+
+        For a reader that learns the archive's end and then copies the spool beyond it (a
+        drill's `freeze_wal`): a prune in between could delete a segment the archive gained
+        meanwhile, which the reader would then find in neither."""
+        with self._spool_lock(fcntl.LOCK_SH):
+            yield
+
+    def prune(self, archived: Collection[str], *, needed_from: str | None) -> list[str]:
+        """Delete the spool segments `prunable` names (see there) and return them, oldest first.
+
+        `archived` must come from pgBackRest's own listing of its archive (see
+        `_pitr_ops.prune_spool`); a segment is deleted only when it names it (or it is older
+        than `needed_from`)."""
+        wal_dir = self.settings.wal_dir
+        if not wal_dir.is_dir():
+            return []
+        with self._spool_lock(fcntl.LOCK_EX):
+            gone = prunable([p.name for p in wal_dir.iterdir()], archived, needed_from=needed_from)
+            for name in gone:
+                (wal_dir / name).unlink(missing_ok=True)
+        return gone
+
+    @contextlib.contextmanager
+    def _spool_lock(self, operation: int) -> Iterator[None]:
+        if not self.settings.spool_dir.is_dir():  # no spool yet: nothing to keep still
+            yield
+            return
+        try:
+            descriptor = os.open(self.settings.spool_dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o640)
+        except OSError as exc:
+            raise BackupError(
+                f"cannot open the WAL spool's lock {self.settings.spool_dir / LOCK_FILE}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        try:
+            fcntl.flock(descriptor, operation)
+            yield
+        finally:
+            os.close(descriptor)  # closing releases the lock
 
     def running_pid(self) -> int | None:
         """The receiver's pid when the pid file names a live pg_receivewal."""

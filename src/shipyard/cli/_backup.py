@@ -31,6 +31,7 @@ from ..errors import UserError
 from ..ops import (
     BackupSetView,
     CheckFreshness,
+    ImportSets,
     InitPitr,
     PitrWindow,
     Prune,
@@ -47,6 +48,7 @@ from ..ops import (
     backup_sets,
     byte_size,
     check_freshness,
+    import_sets,
     init_pitr,
     pitr_window,
     plan_init_pitr,
@@ -55,6 +57,7 @@ from ..ops import (
     plan_take_backup,
     plan_take_pitr_backup,
     prune,
+    repository_sets,
     restore,
     restore_pitr,
     start_wal_stream,
@@ -237,10 +240,21 @@ def _artefact_table(shown: BackupSetView) -> None:
 def list_command(
     env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment's sets.")] = None,
     stack: Annotated[str | None, typer.Option("--stack", help="Only this stack's sets.")] = None,
+    from_repository: Annotated[
+        bool,
+        typer.Option(
+            "--from-repository",
+            help="List the sets the restic repository (of -f's spec) holds, from the repository alone.",
+        ),
+    ] = False,
+    file: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Backup sets, newest first, and whether each can be restored (abandoned ones marked failed)."""
+    if from_repository:
+        _list_repository(_workspace(file, env, database_url), output)
+        return
     sets = backup_sets(open_sessions(database_url), stack=stack, environment=env)
     if emit([s.model_dump(mode="json", exclude=_LISTED) for s in sets], output):
         return
@@ -253,10 +267,64 @@ def list_command(
     for s in sets:
         colour = {"verified": "green", "complete": "cyan", "failed": "red"}.get(s.state, "yellow")
         table.add_row(
-            s.id, s.stack, s.environment, s.kind, f"[{colour}]{s.state}[/]", "yes" if s.restorable else "no",
-            s.started_at.isoformat(timespec="seconds"), str(len(s.artefacts)), (s.error or "")[:80],
+            s.id, s.stack, s.environment, s.kind, f"[{colour}]{s.state}[/]", _restorable(s),
+            s.started_at.isoformat(timespec="seconds"), str(len(s.artefacts)), s.error or "",
         )  # fmt: skip
     console.print(table)
+
+
+def _restorable(view: BackupSetView) -> str:
+    """`yes`, `no`, or for a partial set which artefacts: `postgres:db (1 of 2)`."""
+    if not view.restorable:
+        return "no"
+    intact = [a.name for a in view.artefacts if a.intact]
+    if len(intact) == len(view.artefacts):
+        return "yes"
+    return f"{', '.join(intact) or 'none'} ({len(intact)} of {len(view.artefacts)})"
+
+
+def _list_repository(ws: Workspace, output: Output) -> None:
+    listed = repository_sets(ws)
+    if emit([s.model_dump(mode="json") for s in listed], output):
+        return
+    if not listed:
+        console.print("the repository holds no set's manifest")
+        return
+    table = Table(title="sets in the repository", title_justify="left")
+    for column in ("id", "kind", "finished", "artefacts", "manifest", "state store", "problem"):
+        table.add_column(column)
+    for s in listed:
+        table.add_row(
+            s.id, s.kind or "-", s.finished_at or "-", ", ".join(s.artefacts), s.manifest_file,
+            s.state or "[yellow]not recorded[/]: `shipyard backup import`", s.problem or "",
+        )  # fmt: skip
+    console.print(table)
+
+
+@backup_app.command("import")
+def import_command(
+    set_ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[ID]...", help="The sets (default: all the store lacks)."),
+    ] = None,
+    dry_run: DryRunOption = False,
+    file: SpecOption = DEFAULT_SPEC,
+    env: OneEnvOption = None,
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Record in the state store the sets the repository holds and the store lacks (after the state
+    store was lost), as `complete`; `shipyard backup verify` them before trusting them again."""
+    imported = import_sets(
+        _workspace(file, env, database_url), ImportSets(set_ids=tuple(set_ids or ()), dry_run=dry_run)
+    )
+    if emit(imported.model_dump(mode="json"), output):
+        return
+    for s in imported.sets:
+        console.print(f"  {s.id}: {s.outcome}" + (f" ({s.detail})" if s.detail else ""))
+    console.print(imported.summary())
+    if any(s.outcome == "damaged" for s in imported.sets):
+        raise typer.Exit(1)
 
 
 @backup_app.command("show")
@@ -289,11 +357,14 @@ def verify_command(
     ] = None,
     latest: Annotated[bool, typer.Option("--latest", help="Verify the newest restorable set.")] = False,
     read_data: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--read-data-subset", help="How much of the repository's data `restic check` reads back."
+            "--read-data-subset",
+            help="How much of the repository's data `restic check` reads back (`10%`, `2/5`, `500M`);"
+            " default: the next 1/N of the rotation (backup.read_data_subsets).",
         ),
-    ] = "10%",
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="Read back every pack of the repository.")] = False,
     file: SpecOption = DEFAULT_SPEC,
     env: OneEnvOption = None,
     jobs: JobsOption = None,
@@ -303,18 +374,26 @@ def verify_command(
     """Restore a set into scratch PostgreSQL/Redis/directories and check it against its manifest."""
     if set_id and latest:
         raise UserError("give a set ID or --latest, not both")
+    if full and read_data:
+        raise UserError("give --full or --read-data-subset, not both")
     show_steps = output is Output.table
-    verified = verify(
+    outcome = verify(
         _workspace(file, env, database_url),
-        Verify(set_id=set_id or None),
-        read_data_subset=read_data,
+        Verify(set_id=set_id or None, read_data="full" if full else read_data),
         parallel=jobs,
         on_step=(lambda text: console.print(f"  {text}")) if show_steps else None,
-    ).backup_set
+    )
+    verified = outcome.backup_set
     if emit(_shown(verified), output):
         return
-    checks = verified.verification.checks if verified.verification else []
+    report = verified.verification
+    checks = report.checks if report else []
     console.print(f"set [bold]{verified.id}[/]: [green]{verified.state}[/] ({len(checks)} checks passed)")
+    if report is not None and report.read_data_subset and "/" in report.read_data_subset:
+        console.print(
+            f"  read back packs subset {report.read_data_subset}: the rotation reads every pack within"
+            f" {outcome.every_pack_read_within} (`--full` reads them all now)"
+        )
 
 
 @backup_app.command("freshness")
@@ -358,6 +437,12 @@ def prune_command(
         console.print(f"  [red]{verb}[/] {set_id}")
     for set_id in data["ignored"]:
         console.print(f"  ignored {set_id} (not restorable)")
+    forget = "would forget" if dry_run else "forgot"
+    for snapshot in data["snapshots"]:
+        console.print(
+            f"  [red]{forget}[/] snapshot {snapshot['id'][:8]} of {snapshot['set']}"
+            f" ({snapshot['holds']}; {snapshot['reason']})"
+        )
     pitr = data["pitr"]
     if pitr is not None and "skipped" in pitr:
         console.print(f"  pitr: {pitr['skipped']}")

@@ -23,7 +23,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..spec import Postgres, Stack
-from ..state import BackupSetRow, NotificationRow, RolloutRow, RolloutStepRow, as_utc, utcnow
+from ..state import (
+    RESTORABLE_SET_STATES,
+    BackupSetRow,
+    NotificationRow,
+    RolloutRow,
+    RolloutStepRow,
+    as_utc,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +39,6 @@ STEP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 6
 SET_SCAN_LIMIT = 200
 """Newest backup sets read per scrape to find each source's newest successful and finished set."""
 STEP_BATCH = 5000
-RESTORABLE = ("complete", "verified")
 STANDBY_CACHE_S = 10.0
 """A scrape asks the standby at most this often (Prometheus scrapes every 15 s or so)."""
 STANDBY_TIMEOUT_S = 1.0
@@ -202,8 +209,11 @@ class ShipyardCollector(Collector):
                     str(a.get("name")): a for a in manifest.get("artefacts", []) if isinstance(a, dict)
                 }
                 sources = set(artefacts) | {str(s) for s in manifest.get("sources", []) if isinstance(s, str)}
-                restorable = row.state in RESTORABLE
+                damaged = {
+                    name for name, health in (row.health or {}).items() if health.get("state") == "failed"
+                }
                 for source in sorted(sources):
+                    restorable = row.state in RESTORABLE_SET_STATES and source not in damaged
                     if source not in finished:
                         finished.add(source)
                         last_run.add_metric([source], 1.0 if restorable else 0.0)

@@ -30,6 +30,7 @@ from pydantic import (
 
 from .. import backup
 from ..backup import (
+    ArtefactHealth,
     BackupKind,
     BackupSet,
     Into,
@@ -56,6 +57,7 @@ __all__ = [
     "BackupTaken",
     "CheckFreshness",
     "FreshnessChecked",
+    "ImportSets",
     "InitPitr",
     "PitrBackupTaken",
     "PitrBackupView",
@@ -67,10 +69,12 @@ __all__ = [
     "PitrWindowListed",
     "Prune",
     "Pruned",
+    "RepositorySet",
     "RestorableWindow",
     "Restore",
     "RestorePitr",
     "Restored",
+    "SetsImported",
     "SourceAge",
     "StartWalStream",
     "StopWalStream",
@@ -86,6 +90,7 @@ __all__ = [
     "backup_sets",
     "byte_size",
     "check_freshness",
+    "import_sets",
     "init_pitr",
     "pitr_window",
     "plan_init_pitr",
@@ -94,6 +99,7 @@ __all__ = [
     "plan_take_backup",
     "plan_take_pitr_backup",
     "prune",
+    "repository_sets",
     "restore",
     "restore_pitr",
     "start_wal_stream",
@@ -134,6 +140,10 @@ class ArtefactSummary(BaseModel):
     snapshot_id: str | None
     raw_bytes: int | None
     data_added: int | None
+    intact: bool
+    """It can be restored: its set is restorable and no check found it damaged."""
+    health: ArtefactHealth | None = None
+    """Its last integrity check (a verification's or a failed restore's); None: unchecked."""
 
 
 class BackupSetView(BaseModel):
@@ -147,7 +157,7 @@ class BackupSetView(BaseModel):
     environment: str
     kind: str
     state: str
-    """running | complete | failed | verified"""
+    """running | complete | verified | partial (some artefacts damaged, the others intact) | failed"""
     restorable: bool
     phase: str | None
     actor: str
@@ -160,6 +170,9 @@ class BackupSetView(BaseModel):
     verification: Verification | None
     """The last verification's report (None in listings, and before any)."""
     artefacts: list[ArtefactSummary]
+    health: dict[str, ArtefactHealth] = {}
+    """Artefact name → its last integrity check (a verification's, or a restore's that found it
+    damaged); an unchecked artefact has no entry."""
 
     DETAIL: ClassVar[tuple[str, ...]] = ("manifest", "verification")
     """The fields only a set shown alone has."""
@@ -181,6 +194,7 @@ class BackupSetView(BaseModel):
             error=backup_set.error,
             manifest=backup_set.manifest if detail else None,
             verification=backup_set.verification if detail else None,
+            health=backup_set.health,
             artefacts=[
                 ArtefactSummary(
                     name=a.name,
@@ -188,6 +202,8 @@ class BackupSetView(BaseModel):
                     snapshot_id=a.snapshot_id,
                     raw_bytes=a.raw_bytes,
                     data_added=a.data_added,
+                    intact=backup_set.intact(a.name),
+                    health=backup_set.health.get(a.name),
                 )
                 for a in backup_set.artefacts
             ],
@@ -212,6 +228,90 @@ def backup_sets(
 def backup_set(sessions: sessionmaker[Session], set_id: str) -> BackupSetView:
     """One set; NotFoundError (exit 2, HTTP 404) when there is none."""
     return BackupSetView.of(backup.get_set(sessions, set_id))
+
+
+# --- the repository's own record of its sets -----------------------------------------------------
+
+
+class RepositorySet(BaseModel):
+    """A set as the repository alone records it (its manifest copy), and what the state store says."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    manifest_file: str
+    """`<sha256>.json`: the copy's name is its content's hash."""
+    kind: str | None
+    started_at: str | None
+    finished_at: str | None
+    artefacts: list[str]
+    problem: str | None
+    """Why the copy cannot be trusted (it does not hash to its name, or cannot be read)."""
+    state: str | None
+    """The set's state in the state store; None: the state store does not know it."""
+
+
+def repository_sets(ws: Workspace) -> list[RepositorySet]:
+    """The sets whose manifests the stack's restic repository holds, oldest first; read from the
+    repository alone (after the state store was lost, `import_sets` records them again)."""
+    repository = backup.open_repository(ws.stack, ws.workdir)
+    known = {s.id: s.state for s in backup.list_sets(ws.sessions)}
+    listed: list[RepositorySet] = []
+    for stored in backup.stored_manifests(repository):
+        manifest = stored.manifest
+        listed.append(
+            RepositorySet(
+                id=stored.set_id,
+                manifest_file=stored.filename,
+                kind=manifest.kind if manifest else None,
+                started_at=manifest.started_at if manifest else None,
+                finished_at=manifest.finished_at if manifest else None,
+                artefacts=[a.name for a in manifest.artefacts] if manifest else [],
+                problem=stored.problem,
+                state=known.get(stored.set_id),
+            )
+        )
+    return listed
+
+
+class ImportSets(Request):
+    """Record in the state store the sets the repository holds and the store does not (all, or
+    those named), as `complete`: verify them before trusting them again."""
+
+    kind: Literal["backup-import"] = "backup-import"
+    set_ids: tuple[SetId, ...] = ()
+    dry_run: bool = False
+
+
+class ImportedSetOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    outcome: str
+    """imported | present (already in the state store) | damaged | other stack"""
+    detail: str
+
+
+class SetsImported(Result):
+    sets: list[ImportedSetOut]
+    dry_run: bool
+
+    def summary(self) -> str:
+        imported = sum(1 for s in self.sets if s.outcome == "imported")
+        verb = "would import" if self.dry_run else "imported"
+        return f"{verb} {imported} of the repository's {len(self.sets)} sets"
+
+
+def import_sets(ws: Workspace, request: ImportSets) -> SetsImported:
+    repository = backup.open_repository(ws.stack, ws.workdir)
+    outcomes = backup.import_sets(
+        ws.sessions, ws.stack, repository, set_ids=list(request.set_ids) or None, actor=ws.actor,
+        dry_run=request.dry_run,
+    )  # fmt: skip
+    return SetsImported(
+        sets=[ImportedSetOut(id=o.set_id, outcome=o.outcome, detail=o.detail) for o in outcomes],
+        dry_run=request.dry_run,
+    )
 
 
 # --- taking a set ---------------------------------------------------------------------------------
@@ -275,10 +375,15 @@ class Verify(Request):
 
     kind: Literal["verify"] = "verify"
     set_id: SetId | None = None
+    read_data: Annotated[str, Field(pattern=r"^(full|\d+(\.\d+)?%|\d+/\d+|\d+[KMGT]?)$")] | None = None
+    """How much of the repository's data `restic check` reads back: `full`, a subset (`10%`,
+    `2/5`, `500M`), or None: the next of the stack's `backup.read_data_subsets` rotation."""
 
 
 class Verified(Result):
     backup_set: BackupSetView
+    every_pack_read_within: str
+    """How long the read-data rotation takes to read every pack (`backup.read_data_subsets`)."""
 
     def summary(self) -> str:
         checks = self.backup_set.verification.checks if self.backup_set.verification else []
@@ -289,27 +394,26 @@ def verify(
     ws: Workspace,
     request: Verify,
     *,
-    read_data_subset: str | None = "10%",
     parallel: int | None = None,
     on_step: StepHandler | None = None,
 ) -> Verified:
-    """Prove a set restorable: it becomes `verified`, or `failed` with VerificationError naming
-    the artefact whose data did not match (and pages).
+    """Prove a set restorable: it becomes `verified`; damaged artefacts make it `partial` (or
+    `failed`) with VerificationError naming them (and a page).
 
-    read_data_subset: how much of the repository's data `restic check` reads back.
     parallel: pg_restore's jobs."""
     verified = backup.verify_set(
         ws.sessions,
         ws.stack,
         request.set_id,
         base_dir=ws.workdir,
-        read_data_subset=read_data_subset,
+        read_data=request.read_data,
         jobs=parallel,
         on_step=on_step,
         notifier=ws.notifier,
         actor=ws.actor,
     )
-    return Verified(backup_set=BackupSetView.of(verified))
+    period = backup.rotation_period(ws.stack, now=utcnow())
+    return Verified(backup_set=BackupSetView.of(verified), every_pack_read_within=period)
 
 
 # --- restoring from one ---------------------------------------------------------------------------
@@ -438,6 +542,18 @@ class Prune(Request):
     dry_run: bool = False
 
 
+class PrunedSnapshot(BaseModel):
+    """A restic snapshot prune forgets (or, in a dry run, would)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    set: str
+    holds: str
+    """The artefact it holds, or `manifest` (the set's record in the repository)."""
+    reason: str
+
+
 class Pruned(Result):
     keep: dict[str, list[str]]
     """Each kept set, with why (`newest verified`, `daily 2026-12-01`, …)."""
@@ -445,6 +561,9 @@ class Pruned(Result):
     ignored: list[str]
     """Sets that are not restorable: neither kept nor counted."""
     forgotten_snapshots: int
+    """How many snapshots were forgotten (0 in a dry run)."""
+    snapshots: list[PrunedSnapshot]
+    """Every snapshot forgotten, or in a dry run every one the run would forget."""
     dry_run: bool
     pitr: dict[str, Any] | None
     """pgBackRest's expiry (`stanza`, `retention_full`, `keep`, `expire`), `{"skipped": why}`
@@ -452,7 +571,9 @@ class Pruned(Result):
 
     def summary(self) -> str:
         if self.dry_run:
-            return f"would drop {len(self.drop)} sets, keep {len(self.keep)}"
+            return (
+                f"would drop {len(self.drop)} sets ({len(self.snapshots)} snapshots), keep {len(self.keep)}"
+            )
         return (
             f"dropped {len(self.drop)} sets ({self.forgotten_snapshots} snapshots forgotten),"
             f" kept {len(self.keep)}"
@@ -467,7 +588,10 @@ def prune(ws: Workspace, request: Prune) -> Pruned:
         keep={k: list(v) for k, v in result.plan.keep.items()},
         drop=list(result.plan.drop),
         ignored=list(result.plan.ignored),
-        forgotten_snapshots=result.forgotten_snapshots,
+        forgotten_snapshots=0 if request.dry_run else result.forgotten_snapshots,
+        snapshots=[
+            PrunedSnapshot(id=d.id, set=d.set_id, holds=d.holds, reason=d.reason) for d in result.snapshots
+        ],
         dry_run=request.dry_run,
         pitr=_expire_pitr(ws, request.dry_run),
     )

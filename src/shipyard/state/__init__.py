@@ -8,6 +8,8 @@ from ._audit import MAX_LIMIT as MAX_AUDIT_LIMIT
 from ._audit import AuditEntry, audit_cutoffs, parse_since, prune_audit, query_audit, record_audit
 from ._engine import default_url, open_engine, session_factory, upgrade
 from ._models import (
+    BACKUP_SET_STATES,
+    RESTORABLE_SET_STATES,
     ApiTokenRow,
     AuditRow,
     BackupSetRow,
@@ -28,6 +30,8 @@ from ._models import (
 )
 
 __all__ = [
+    "BACKUP_SET_STATES",
+    "RESTORABLE_SET_STATES",
     "MAX_AUDIT_LIMIT",
     "ApiTokenRow",
     "AuditEntry",

@@ -144,6 +144,14 @@ class LockRow(Base):
     expires_at: Mapped[dt.datetime] = mapped_column()
 
 
+BACKUP_SET_STATES = ("running", "complete", "verified", "partial", "failed")
+"""A set is `running` while taken, then `complete` (every artefact stored) or `failed` (taking it
+failed). Checks move a finished set on: `verified` (every artefact restored and matched),
+`partial` (some artefacts failed an integrity check, the others are intact) or `failed`."""
+RESTORABLE_SET_STATES = ("complete", "verified", "partial")
+"""The states in which a set holds artefacts that can be restored (a `partial` set: its intact ones)."""
+
+
 class BackupSetRow(Base):
     """One backup set: written `running` before anything is touched, then complete/failed/verified.
 
@@ -156,7 +164,7 @@ class BackupSetRow(Base):
     stack: Mapped[str] = mapped_column(String(128), index=True)
     environment: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # full | database | files | redis
-    state: Mapped[str] = mapped_column(String(16), index=True)  # running | complete | failed | verified
+    state: Mapped[str] = mapped_column(String(16), index=True)  # BACKUP_SET_STATES
     phase: Mapped[str | None] = mapped_column(String(128), nullable=True)
     """What the backup was doing last (e.g. `postgres:db:dump`), so a failure says where it stopped."""
     owner: Mapped[str] = mapped_column(String(256))
@@ -168,6 +176,9 @@ class BackupSetRow(Base):
     verification: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     verified_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    health: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Artefact name → the last integrity check of that artefact (by a verification or a restore):
+    `{"state": "verified" | "failed", "detail", "at"}`. An artefact without an entry is unchecked."""
 
 
 class DrillRow(Base):

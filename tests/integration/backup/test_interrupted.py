@@ -18,6 +18,7 @@ from integration.backup._cli import shipyard
 from shipyard.backup import PAUSE_ENV
 from shipyard.state import BackupSetRow, open_engine, session_factory
 from support.backup_stack import SHIPYARD, BackupStack, backup_stack
+from support.restic import finished_locks, working_on
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +114,91 @@ def test_a_backup_killed_at_any_phase_is_failed_ignored_and_the_next_one_succeed
     assert after.code == 0, after.err
     assert after.json()["state"] == "complete"
     assert not any((stack.base / "repo" / "locks").iterdir())  # stale restic locks removed
+
+
+def _kill_at(stack: BackupStack, kind: str, phase: str, *, restic_running: bool, restic_too: bool) -> None:
+    """Start `shipyard backup KIND` pausing at PHASE, and SIGKILL its process group there; with
+    `restic_running`, only once a restic of it is running with its lock written; with
+    `restic_too`, SIGKILL that restic as well (as the OOM killer could)."""
+    sessions = session_factory(open_engine(stack.state_url))
+    with sessions() as session:
+        before = set(session.scalars(select(BackupSetRow.id)))
+    repository = stack.base / "repo"
+    err = stack.base / f"killed-at-{phase.replace('/', '_')}.err"
+    process = subprocess.Popen(
+        [SHIPYARD, "backup", kind, "-f", str(stack.spec)],
+        env=stack.cli_env(**{PAUSE_ENV: phase}),
+        cwd=stack.base,
+        stdout=subprocess.DEVNULL,
+        stderr=err.open("w"),
+        start_new_session=True,  # its own process group, as an operator's or a supervisor's kill
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with sessions() as session:
+                rows = list(session.scalars(select(BackupSetRow).where(BackupSetRow.id.not_in(before))))
+            paused = any(phase in (row.phase or "").split(", ") for row in rows if row.state == "running")
+            working = not restic_running or (
+                any("(restic)" in p for p in working_on(repository)) and finished_locks(repository)
+            )
+            if paused and working:
+                break
+            assert process.poll() is None, f"the backup ended before {phase}: {err.read_text()}"
+            assert time.monotonic() < deadline, f"the backup did not reach {phase} with restic running"
+            time.sleep(0.02)
+    finally:
+        if restic_too:
+            for found in working_on(repository):
+                if found.endswith("(restic)"):
+                    os.kill(int(found.split()[0]), signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _plain_restic_check(stack: BackupStack, killed_at: str) -> None:
+    """Once the killed backup's own processes are gone, `restic check` itself (it wants an
+    exclusive lock) passes: no lock of the killed backup is left for anyone to clear."""
+    repository = stack.base / "repo"
+    deadline = time.monotonic() + 120
+    while processes := working_on(repository):
+        assert time.monotonic() < deadline, f"killed at {killed_at}: its restic did not end: {processes}"
+        time.sleep(0.05)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESTIC_")}
+    env |= {"RESTIC_REPOSITORY": str(repository), "RESTIC_PASSWORD": stack.password}
+    env["XDG_CACHE_HOME"] = str(stack.base / "plain-cache")
+    check = subprocess.run(
+        ["restic", "check"], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    locks = sorted(p.name for p in finished_locks(repository))
+    failed = f"killed at {killed_at}: restic check failed, locks {locks} left"
+    assert check.returncode == 0, f"{failed}:\n{check.stdout}\n{check.stderr}"
+    assert locks == []  # (restic ignores a lock killed half-written: only written ones count)
+
+
+def test_a_backup_killed_at_any_phase_leaves_no_lock_that_stops_a_plain_restic_check(
+    stack: BackupStack,
+) -> None:
+    """SIGKILL of `shipyard backup` (its whole process group) at each phase, restic reading when it
+    runs; after each, a plain `restic check` with no shipyard command in between."""
+    big = stack.files / "big.bin"  # so that the files' restic is still reading when it is killed
+    with big.open("wb") as out:
+        for _ in range(24):
+            out.write(os.urandom(8 << 20))
+    upload = f"files:{stack.files}:upload"
+    runs = [  # (kind, phase, wait until restic runs, SIGKILL restic itself too)
+        ("database", "postgres:db:dump", False, False),
+        ("database", "postgres:db:upload", False, False),
+        ("redis", "redis:cache:snapshot", False, False),
+        ("redis", "redis:cache:upload", False, False),
+        ("files", f"files:{stack.files}:digest", False, False),
+        ("files", upload, True, False),
+        ("full", "postgres:db:upload", True, False),  # the files upload alongside the dump
+        ("files", upload, True, True),  # restic gets no SIGINT: its lock is provably stale
+    ]
+    try:
+        for kind, phase, restic_running, restic_too in runs:
+            _kill_at(stack, kind, phase, restic_running=restic_running, restic_too=restic_too)
+            _plain_restic_check(stack, phase + (" (restic killed too)" if restic_too else ""))
+    finally:
+        big.unlink()

@@ -87,7 +87,7 @@ def test_take_verify_restore_prune_and_freshness_give_typed_results(
 
     pruned = prune(ws, Prune(dry_run=True))
     assert (pruned.drop, list(pruned.keep), pruned.pitr) == ([], [set_id], None)
-    assert pruned.summary() == "would drop 0 sets, keep 1"
+    assert pruned.summary() == "would drop 0 sets (0 snapshots), keep 1"
 
     fresh = check_freshness(ws, CheckFreshness())
     assert fresh.ok

@@ -76,8 +76,10 @@ def test_full_backup_verify_and_restore_into_scratch_give_identical_data(
     assert verified.code == 0, verified.err
     assert verified.json()["state"] == "verified"
     checks = verified.json()["verification"]["checks"]
-    assert {c["artefact"] for c in checks} == {*by_name, "repository"}
+    # The set's record (against the repository's copy, sources and spec), each artefact, the repository.
+    assert {c["artefact"] for c in checks} == {*by_name, "manifest", "repository"}
     assert all(c["ok"] for c in checks)
+    assert {c["check"] for c in checks if c["artefact"] == "manifest"} >= {"matches the repository's copy"}
 
     restored = shipyard(
         stack,

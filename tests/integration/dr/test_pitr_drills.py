@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ import psycopg
 import pytest
 
 from shipyard.backup import ResticRepository, ScratchPostgres, start_scratch_postgres
+from shipyard.ops import RunDrill, Workspace, run_drill
 from support.cli import exit_code, run_cli
-from support.pitr import RowWriter, now_utc
+from support.pitr import RowWriter, now_utc, wait_streamed
 from support.servers import Postgres, pg_bin
 
 pytestmark = pytest.mark.integration
@@ -218,3 +219,40 @@ def test_a_drill_before_pitr_init_fails_at_the_disaster_and_says_what_to_run(
     assert report["failed_phase"]["name"] == "select newest restorable set"
     assert "run `shipyard backup pitr init` first" in report["failed_phase"]["reason"]
     assert [p["status"] for p in report["phases"]] == ["failed", "skipped", "skipped"]
+
+
+def test_a_commit_made_after_the_disaster_is_declared_is_neither_in_the_copy_nor_lost(rig: Rig) -> None:
+    """Defect 8: the drill reads its clock for the disaster, then freezes the WAL. A commit made
+    in between (here deterministically: from the callback the drill calls once it has read the
+    clock and before the phase that freezes) must not be in the copy, or counted lost, as made
+    after the disaster: the disaster the report states is the instant the copy reflects."""
+    committed: list[datetime] = []
+
+    def commit_between_clock_and_freeze(phase: str) -> None:
+        if phase != "select newest restorable set":
+            return
+        with psycopg.connect(rig.pg.url(), autocommit=True) as conn:
+            row = conn.execute(
+                "INSERT INTO marks (seq) SELECT coalesce(max(seq), 0) + 1 FROM marks RETURNING at"
+            ).fetchone()
+        assert row is not None
+        committed.append(row[0])
+        if rig.stream:
+            wait_streamed(rig.pg.url())  # in the spool before the freeze copies it
+
+    workspace = Workspace.open(rig.base / "shipyard.yaml", "test")
+    request = RunDrill(mode="partial", report_dir=str(rig.base / "reports"))
+    result = run_drill(workspace, request, on_phase=commit_between_clock_and_freeze).result
+    assert result is not None
+    assert [phase.status for phase in result.phases] == ["passed"] * 3, result.phases
+    assert committed, "the commit between the clock and the freeze was not made"
+    assert result.disaster_at is not None
+    disaster = datetime.fromtimestamp(result.disaster_at, UTC)
+    (point,) = [p for p in result.points if p.source == "postgres:db"]
+    # The newest commit the copy replayed, and the newest it lost: both before the disaster.
+    newest = max(point.time, point.last_write or point.time)
+    assert newest <= disaster, (newest, disaster, committed)
+    # The commit was made before the freeze: in the copy (streamed) or lost (archive only).
+    assert committed[0] <= disaster
+    if rig.stream:
+        assert point.time >= committed[0], "the copy misses a commit the spool held"

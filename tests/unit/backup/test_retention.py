@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from shipyard.backup._retention import SetFacts, SetState, plan_retention
 from shipyard.errors import BackupError
 from shipyard.spec import Retention
+from shipyard.state import RESTORABLE_SET_STATES
 
 UTC = dt.UTC
 NOTHING = Retention(keep_last=0, hourly=0, daily=0, weekly=0, monthly=0, min_verified=1)
@@ -190,6 +191,7 @@ def test_a_set_listed_twice_is_refused() -> None:
 # --- properties -------------------------------------------------------------------------------
 
 states = st.sampled_from(get_args(SetState))
+ARTEFACTS = ("postgres:db", "redis:cache", "files:/srv/uploads")
 
 
 @st.composite
@@ -202,7 +204,12 @@ def backup_sets(draw: st.DrawFn) -> list[SetFacts]:
         seconds += draw(st.lists(st.integers(0, 3599).map(lambda s: base + s), max_size=10))
         seconds += draw(st.lists(st.sampled_from(seconds), max_size=6))
     return [
-        SetFacts(id=f"s{index:03d}", finished_at=START + dt.timedelta(seconds=s), state=draw(states))
+        SetFacts(
+            id=f"s{index:03d}",
+            finished_at=START + dt.timedelta(seconds=s),
+            state=draw(states),
+            intact=draw(st.frozensets(st.sampled_from(ARTEFACTS))),
+        )
         for index, s in enumerate(seconds)
     ]
 
@@ -227,7 +234,7 @@ def newest_first(sets: Sequence[SetFacts]) -> list[SetFacts]:
 
 
 def restorable(sets: Sequence[SetFacts]) -> list[SetFacts]:
-    return newest_first([s for s in sets if s.state in ("complete", "verified")])
+    return newest_first([s for s in sets if s.state in RESTORABLE_SET_STATES])
 
 
 @settings(max_examples=200, deadline=None)
@@ -311,3 +318,29 @@ def test_each_gfs_rule_keeps_the_newest_set_of_its_n_most_recent_buckets(
     plan = plan_retention(sets, policy(**{rule: n}))
     by_rule = {i for i, reasons in plan.keep.items() if any(r.startswith(f"{rule} ") for r in reasons)}
     assert by_rule == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(backup_sets(), policies)
+def test_the_newest_intact_copy_of_every_artefact_is_kept(sets: list[SetFacts], rules: Retention) -> None:
+    plan = plan_retention(sets, rules)
+    for name in ARTEFACTS:
+        holding = [s for s in restorable(sets) if name in s.intact]
+        if holding:
+            assert holding[0].id in plan.keep, f"the newest intact {name} ({holding[0].id}) is dropped"
+            assert f"newest intact {name}" in plan.keep[holding[0].id]
+
+
+def test_a_partial_set_keeps_its_intact_dump_and_an_older_set_keeps_the_only_intact_redis() -> None:
+    """Issue 12, defect 4: one damaged artefact used to fail the whole set, so its intact (and
+    newest) database dump was dropped with it."""
+    sets = [
+        SetFacts("old", at("2026-11-28T02:00:00"), "verified", frozenset({"postgres:db", "redis:cache"})),
+        SetFacts("mid", at("2026-11-29T02:00:00"), "complete", frozenset({"postgres:db", "redis:cache"})),
+        SetFacts("new", at("2026-11-30T02:00:00"), "partial", frozenset({"postgres:db"})),
+    ]
+    plan = plan_retention(sets, NOTHING.model_copy(update={"keep_last": 1}))
+    assert plan.keep["new"] == ("last 1", "newest intact postgres:db")
+    assert plan.keep["mid"] == ("newest intact redis:cache",)
+    assert plan.keep["old"] == ("newest verified", "min verified")
+    assert plan.drop == ()

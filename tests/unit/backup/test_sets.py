@@ -7,9 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from shipyard.backup import (
+    ArtefactHealth,
     Check,
     FilesArtefact,
     Manifest,
@@ -20,7 +23,7 @@ from shipyard.backup import (
     list_sets,
     reap_abandoned,
 )
-from shipyard.backup._sets import SetRecorder, lease_name, record_verification
+from shipyard.backup._sets import SetRecorder, lease_name, record_damage, record_verification, settled_state
 from shipyard.errors import BackupError, NotFoundError
 from shipyard.state import BackupSetRow, LockRow, open_engine, session_factory
 
@@ -150,3 +153,65 @@ def test_a_record_shipyard_did_not_write_is_an_error_naming_the_set(sessions: se
         row.manifest = {"artefacts": [{"name": "postgres:db"}]}
     with pytest.raises(BackupError, match=f"backup set {recorder.id}: its record .* not one shipyard wrote"):
         get_set(sessions, recorder.id)
+
+
+# --- artefact health (issue 12) -----------------------------------------------------------------
+
+HEALTH_STATES = st.sampled_from([None, "verified", "failed"])
+
+
+@given(st.lists(HEALTH_STATES, min_size=1, max_size=5))
+def test_a_set_state_follows_its_artefacts_checks(checked: list[str | None]) -> None:
+    sources = [f"files:/v{i}" for i in range(len(checked))]
+    health = {
+        name: ArtefactHealth(state=state, at="2026-12-01T04:00:00+00:00")  # type: ignore[arg-type]
+        for name, state in zip(sources, checked, strict=True)
+        if state is not None
+    }
+    state = settled_state(sources, health)
+    failed = checked.count("failed")
+    if failed == len(checked):
+        assert state == "failed"
+    elif failed:
+        assert state == "partial"
+    elif checked.count("verified") == len(checked):
+        assert state == "verified"
+    else:
+        assert state == "complete"
+
+
+def test_a_damaged_artefact_found_by_a_restore_makes_the_set_partial_and_skipped_for_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    recorder = _recorder(sessions)
+    recorder.start(_manifest(recorder))
+    recorder.finish("complete", _manifest(recorder, POSTGRES, FILES))
+    demoted = record_damage(sessions, recorder.id, "files:/srv", "checksum mismatch")
+    assert (demoted.state, demoted.restorable) == ("partial", True)
+    assert [a.name for a in demoted.intact_artefacts] == ["postgres:db"]
+    assert demoted.error == "files:/srv is damaged: checksum mismatch"
+    assert latest_set(sessions, stack="shop", containing="postgres:db").id == recorder.id
+    with pytest.raises(NotFoundError):
+        latest_set(sessions, stack="shop", containing="files:/srv")
+    # A verification that finds the other one damaged too leaves nothing restorable.
+    check = Check(artefact="postgres:db", check="dump checksum", ok=False)
+    report = Verification(
+        started_at="2026-12-01T05:00:00+00:00", read_data_subset="1/10", ok=False, checks=[check]
+    )
+    damaged = ArtefactHealth(state="failed", detail="dump checksum", at="2026-12-01T05:00:00+00:00")
+    failed = record_verification(sessions, recorder.id, report, health={"postgres:db": damaged}, error="x")
+    assert (failed.state, failed.restorable, failed.intact_artefacts) == ("failed", False, [])
+
+
+def test_a_passed_verification_proves_every_artefact_and_clears_no_damage_it_did_not_check(
+    sessions: sessionmaker[Session],
+) -> None:
+    recorder = _recorder(sessions)
+    recorder.start(_manifest(recorder))
+    recorder.finish("complete", _manifest(recorder, POSTGRES, FILES))
+    verified = record_verification(sessions, recorder.id, _report(True))
+    assert verified.state == "verified"
+    assert {name: h.state for name, h in verified.health.items()} == {
+        "postgres:db": "verified",
+        "files:/srv": "verified",
+    }

@@ -158,7 +158,7 @@ def test_the_spec_schedules_typed_requests_for_backups_verifications_and_drills(
     assert planned == [
         ("backup-database", "0 * * * *", {"kind": "backup", "what": "database"}),
         ("backup-full", "0 2 * * *", {"kind": "backup", "what": "full"}),
-        ("backup-verify", "0 5 * * 0", {"kind": "verify", "set_id": None}),
+        ("backup-verify", "0 5 * * 0", {"kind": "verify", "set_id": None, "read_data": None}),
         ("backup-freshness", "*/5 * * * *", {"kind": planned[3][2]["kind"]}),
         ("dr-drill-full", "0 3 1 * *", planned[4][2]),
         ("dr-drill-restore", "0 4 * * 0", planned[5][2]),
