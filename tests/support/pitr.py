@@ -245,3 +245,22 @@ def wait_streamed(url: str, timeout: float = 60) -> None:
                 return
             time.sleep(0.05)
     raise AssertionError("pg_receivewal did not catch up")
+
+
+STREAM_SPEC = """\
+name: shop
+datastores:
+  db:
+    kind: postgresql
+    storage: {{size: 1Gi}}
+    user: {user}
+    local: {{port: {port}, data_dir: {data_dir}}}
+backup:
+  repository: ./restic
+  password: ${{env:PITR_RESTIC_PASSWORD}}
+  pitr: {{repository: ./pgbackrest, stanza: shop, archive_timeout: 60, stream: true}}
+environments:
+  test: {{}}
+"""
+"""A stack whose PostgreSQL (format in its user, port, data_dir) streams its WAL to a spool; its
+restic password is read from $PITR_RESTIC_PASSWORD."""

@@ -26,25 +26,10 @@ import pytest
 
 from shipyard.backup import start_scratch_postgres
 from support.cli import run_cli
-from support.pitr import wait_streamed
+from support.pitr import STREAM_SPEC, wait_streamed
 
 pytestmark = pytest.mark.integration
 
-SPEC = """\
-name: shop
-datastores:
-  db:
-    kind: postgresql
-    storage: {{size: 1Gi}}
-    user: {user}
-    local: {{port: {port}, data_dir: {data_dir}}}
-backup:
-  repository: ./restic
-  password: ${{env:PITR_SPOOL_RESTIC_PASSWORD}}
-  pitr: {{repository: ./pgbackrest, stanza: shop, archive_timeout: 60, stream: true}}
-environments:
-  test: {{}}
-"""
 _ARCHIVED = re.compile(r"^([0-9A-F]{24})-[0-9a-f]{40}")
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 
@@ -103,10 +88,10 @@ def rig(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         shutil.chown(base, "postgres", "postgres")
     server = start_scratch_postgres()
     try:
-        spec = SPEC.format(user=server.user, port=server.port, data_dir=server.data_dir)
+        spec = STREAM_SPEC.format(user=server.user, port=server.port, data_dir=server.data_dir)
         (base / "shipyard.yaml").write_text(spec)
         for key, value in {
-            "PITR_SPOOL_RESTIC_PASSWORD": "unused",
+            "PITR_RESTIC_PASSWORD": "unused",
             "SHIPYARD_DATABASE_URL": f"sqlite:///{base / 'state.db'}",
             "SHIPYARD_STATE_DIR": str(base / "state"),
             "SHIPYARD_ACTOR": "tester",

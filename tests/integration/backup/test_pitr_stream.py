@@ -35,7 +35,7 @@ from shipyard.backup._walstream import (
 )
 from shipyard.errors import UserError
 from support.cli import run_cli
-from support.pitr import WAL_SEGMENT, PitrPrimary, now_utc, pitr_primary, started, wait_streamed
+from support.pitr import STREAM_SPEC, WAL_SEGMENT, PitrPrimary, now_utc, pitr_primary, started, wait_streamed
 
 # --- pure parts --------------------------------------------------------------------------------
 
@@ -208,22 +208,6 @@ def test_synchronous_receiver_loses_no_committed_row() -> None:
 
 # --- through the CLI ---------------------------------------------------------------------------
 
-STREAM_SPEC = """\
-name: shop
-datastores:
-  db:
-    kind: postgresql
-    storage: {{size: 1Gi}}
-    user: {user}
-    local: {{port: {port}, data_dir: {data_dir}}}
-backup:
-  repository: ./restic
-  password: ${{env:PITR_STREAM_RESTIC_PASSWORD}}
-  pitr: {{repository: ./pgbackrest, stanza: shop, archive_timeout: 60, stream: true}}
-environments:
-  test: {{}}
-"""
-
 
 def test_cli_init_streams_and_restore_latest_reads_the_spool(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -237,7 +221,7 @@ def test_cli_init_streams_and_restore_latest_reads_the_spool(
         spec = STREAM_SPEC.format(user=server.user, port=server.port, data_dir=server.data_dir)
         (base / "shipyard.yaml").write_text(spec)
         for key, value in {
-            "PITR_STREAM_RESTIC_PASSWORD": "unused",
+            "PITR_RESTIC_PASSWORD": "unused",
             "SHIPYARD_DATABASE_URL": f"sqlite:///{base / 'state.db'}",
             "SHIPYARD_STATE_DIR": str(base / "state"),
             "SHIPYARD_ACTOR": "tester",
