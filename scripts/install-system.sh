@@ -24,9 +24,54 @@ have promtool || need+=(prometheus)
 # The dashboard's end-to-end tests drive a headless Chromium through Playwright.
 have chromium || need+=(chromium)
 
-if ((${#need[@]})); then
+# Automatic PostgreSQL failover on plain hosts: Patroni, with etcd as its DCS. shipyard starts
+# both itself (supervised, on the spec's ports and addresses); the packaged services must never
+# run: they would listen on etcd's default ports 2379/2380 with no authentication.
+ha=()
+have patroni || ha+=(patroni)
+have etcd || [[ -x /usr/bin/etcd ]] || ha+=(etcd-server)
+
+if ((${#need[@]} + ${#ha[@]})); then
   if [[ $(id -u) -ne 0 ]]; then sudo=sudo; else sudo=; fi
-  echo "installing Debian packages: ${need[*]}"
   $sudo apt-get update -qq
+fi
+if ((${#need[@]})); then
+  echo "installing Debian packages: ${need[*]}"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if ((${#ha[@]})); then
+  echo "installing Debian packages (their services left stopped and disabled): ${ha[*]}"
+  # etcd-server's postinst starts etcd through invoke-rc.d/deb-systemd-invoke, which ask
+  # /usr/sbin/policy-rc.d first: exit 101 forbids it. A policy already there (a container's) is
+  # put back as it was afterwards.
+  policy=/usr/sbin/policy-rc.d
+  saved=
+  if [[ -e $policy ]]; then
+    saved=$(mktemp)
+    $sudo cp -p "$policy" "$saved"
+  fi
+  restore_policy() {
+    if [[ -n $saved ]]; then $sudo cp -p "$saved" "$policy" && rm -f "$saved"; else $sudo rm -f "$policy"; fi
+  }
+  trap restore_policy EXIT
+  printf '#!/bin/sh\n# shipyard install-system.sh: no service starts while it installs.\nexit 101\n' \
+    | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${ha[@]}"
+  restore_policy
+  trap - EXIT
+  # Nor at boot, under systemd or sysvinit.
+  for unit in etcd patroni; do
+    $sudo deb-systemd-helper disable "$unit.service" >/dev/null 2>&1 || true
+    $sudo update-rc.d "$unit" disable >/dev/null 2>&1 || true
+  done
+  if [[ -d /run/systemd/system ]]; then
+    $sudo systemctl stop etcd.service patroni.service >/dev/null 2>&1 || true
+  fi
+  if command -v ss >/dev/null 2>&1 && [[ -n $(ss -Hltn '( sport = :2379 or sport = :2380 )') ]]; then
+    echo "something listens on etcd's default port 2379 or 2380 after installing ${ha[*]}:" >&2
+    ss -ltnp '( sport = :2379 or sport = :2380 )' >&2
+    echo "stop it (systemctl disable --now etcd): shipyard runs its own etcd on the spec's ports" >&2
+    exit 1
+  fi
 fi

@@ -28,6 +28,7 @@ inherits 500 by accident (`tests/unit/test_errors.py` holds this tree against th
     │   ├── RepositoryError        1     502   the repository refused (wrong password, unreachable, damaged)
     │   └── VerificationError      1     409   a backup set failed its verification; names the artefact
     ├── DrError                    1     502   a failover, failback or drill could not go on
+    │   └── EtcdRefused            1     502   (dr._etcd) etcd refused a request (HA datastores' DCS)
     ├── NotificationError          1     502   a channel refused or is down (the message stays queued)
     │   ├── DeliveryFailed         1     502   (monitor._channels) one attempt failed
     │   └── NotResolvable          1     422   (monitor._channels) a channel's secret is not set here

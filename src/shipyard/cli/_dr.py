@@ -1,4 +1,5 @@
-"""The `shipyard dr` commands: `failover` and `failback` of a PostgreSQL datastore."""
+"""The `shipyard dr` commands: `failover` and `failback` of a PostgreSQL datastore, and `ha
+up|down|status`, which run an `ha: patroni` datastore's etcd, Patroni, HAProxy and failover watcher."""
 
 from __future__ import annotations
 
@@ -11,7 +12,21 @@ from rich.table import Table
 
 from ..dr import StepResult
 from ..errors import DrError
-from ..ops import Failback, Failover, FailoverOutcome, Workspace, failback, failover
+from ..ops import (
+    Failback,
+    Failover,
+    FailoverOutcome,
+    HaDown,
+    HaOutcome,
+    HaUp,
+    ShowHa,
+    Workspace,
+    failback,
+    failover,
+    ha_down,
+    ha_status,
+    ha_up,
+)
 from ._app import (
     DEFAULT_SPEC,
     DatabaseOption,
@@ -63,9 +78,20 @@ AdminUserOption = Annotated[
 ]
 
 
+ha_app = typer.Typer(
+    help="Automatic failover (ha: patroni): run this host's etcd, Patroni nodes, HAProxy and watcher.",
+    no_args_is_help=True,
+)
+HaDatastoreArgument = Annotated[
+    str | None,
+    typer.Argument(help="The ha: patroni datastore (default: every one of the spec)."),
+]
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`, and the drills' (`dr test`) to the same group."""
     register_drills(dr_app)
+    dr_app.add_typer(ha_app, name="ha")
     app.add_typer(dr_app, name="dr")
 
 
@@ -184,3 +210,104 @@ def failback_command(
     """Make the spec's primary the primary again: rebuild it as a replica, switch back, rebuild the other."""
     proxy = (proxy_socket, proxy_address, proxy_backend, proxy_servers)
     _run(_switch(Failback, datastore, proxy, admin_user, dry_run), file, env, database_url, output)
+
+
+# --- dr ha up|down|status ------------------------------------------------------------------------
+
+
+def _print_ha(outcome: HaOutcome, output: Output) -> None:
+    if emit(outcome.data(), output):
+        return
+    if outcome.dry_run:
+        for datastore, files in outcome.rendered.items():
+            for name, text in files.items():
+                console.rule(f"{datastore}: {name}")
+                console.print(text, markup=False, highlight=False)
+        console.print(outcome.summary())
+        return
+    for cluster in outcome.clusters:
+        table = Table(title=f"{cluster.datastore}: processes on this host", title_justify="left")
+        for column in ("process", "kind", "address", "state", "pid", "restarts"):
+            table.add_column(column)
+        for process in cluster.processes:
+            state = "elsewhere" if not process.here else ("running" if process.alive else "stopped")
+            pid = str(process.pid) if process.pid else "-"
+            table.add_row(process.name, process.kind, process.address, state, pid, str(process.restarts))
+        console.print(table)
+        if cluster.members:
+            members = Table(title=f"{cluster.datastore}: Patroni's view", title_justify="left")
+            for column in ("member", "role", "state", "address", "timeline", "lag"):
+                members.add_column(column)
+            for m in cluster.members:
+                lag = "-" if m.lag is None else f"{m.lag} B"
+                address = f"{m.host}:{m.port}"
+                members.add_row(m.name, m.role, m.state, address, str(m.timeline or "-"), lag)
+            console.print(members)
+        for route, servers in cluster.routes.items():
+            shown = ", ".join(f"{server} {state}" for server, state in servers.items())
+            console.print(f"HAProxy {route}: {shown}")
+    console.print(outcome.summary())
+
+
+def _show_action(output: Output) -> Callable[[str], None] | None:
+    if output is not Output.table:
+        return None
+    return lambda message: console.print(f"[dim]…[/] {message}", highlight=False)
+
+
+@ha_app.command("up")
+def ha_up_command(
+    datastore: HaDatastoreArgument = None,
+    file: SpecOption = DEFAULT_SPEC,
+    env: NamedEnvOption = "production",
+    database_url: DatabaseOption = None,
+    watch: Annotated[
+        bool, typer.Option("--watch/--no-watch", help="Run the failover watcher (notifies dr.failover).")
+    ] = True,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print each patroni.yml, etcd's command, haproxy.cfg; start nothing."),
+    ] = False,
+    output: OutputOption = Output.table,
+) -> None:
+    """Start this host's etcd (authentication on), Patroni nodes, HAProxy and failover watcher.
+
+    Passwords come from the environment (each patroni *_password reference); none is written.
+    Processes already running are kept. Exits 1 unless every node runs and there is a leader."""
+    ws = Workspace.open(file, env, database_url=database_url, actor=actor())
+    request = HaUp(datastore=datastore, dry_run=dry_run, watch=watch)
+    outcome = ha_up(ws, request, on_action=_show_action(output))
+    _print_ha(outcome, output)
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+@ha_app.command("down")
+def ha_down_command(
+    datastore: HaDatastoreArgument = None,
+    file: SpecOption = DEFAULT_SPEC,
+    env: NamedEnvOption = "production",
+    database_url: DatabaseOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what runs here; stop nothing.")] = False,
+    output: OutputOption = Output.table,
+) -> None:
+    """Stop this host's watcher, HAProxy, replicas, leader and etcd; data directories stay."""
+    ws = Workspace.open(file, env, database_url=database_url, actor=actor())
+    outcome = ha_down(ws, HaDown(datastore=datastore, dry_run=dry_run), on_action=_show_action(output))
+    _print_ha(outcome, output)
+
+
+@ha_app.command("status")
+def ha_status_command(
+    datastore: HaDatastoreArgument = None,
+    file: SpecOption = DEFAULT_SPEC,
+    env: NamedEnvOption = "production",
+    database_url: DatabaseOption = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Each process here, Patroni's view of each node, HAProxy's of each route. Exits 1 when unhealthy."""
+    ws = Workspace.open(file, env, database_url=database_url, actor=actor())
+    outcome = ha_status(ws, ShowHa(datastore=datastore))
+    _print_ha(outcome, output)
+    if not outcome.ok:
+        raise typer.Exit(1)

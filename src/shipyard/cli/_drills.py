@@ -1,4 +1,4 @@
-"""`shipyard dr test full|partial|backup|restore`: a DR drill into scratch copies, with its report."""
+"""`shipyard dr test full|partial|backup|restore|failover`: a DR drill into scratch copies, reported."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ ModeArgument = Annotated[
     DrillMode,
     typer.Argument(
         help="full: back up, then restore every source; restore: restore every source from the newest set;"
-        " partial: restore the PostgreSQL datastores only; backup: back up, then verify the set.",
+        " partial: restore the PostgreSQL datastores only; backup: back up, then verify the set;"
+        " failover: kill the primary of a scratch copy of the ha: patroni datastore under writes.",
         show_default=False,
     ),
 ]

@@ -1,4 +1,6 @@
-"""Disaster recovery: failover and failback of PostgreSQL, and drills that measure RTO and RPO."""
+"""Disaster recovery: failover and failback of PostgreSQL, automatic failover through Patroni
+(`ha: patroni`: etcd, Patroni and HAProxy supervised on this host), and drills that measure RTO
+and RPO."""
 
 from ._drills import DrillPlan, DrillRun, drill_sources, plan_drill, run_drill, run_stack_drill
 from ._failover import (
@@ -11,7 +13,24 @@ from ._failover import (
     plan_failover,
     resolve_topology,
 )
+from ._failover_drill import (
+    FailoverExperiment,
+    FailoverMeasurement,
+    ScratchCluster,
+    measure_automatic_failover,
+    plan_failover_drill,
+)
+from ._ha import (
+    HaCluster,
+    HaPasswords,
+    HaStatus,
+    ProcessStatus,
+    WatcherSpec,
+    is_here,
+    reference_variables,
+)
 from ._history import DrillView, drill_history, last_drills, record_drill
+from ._patroni import ClusterView, Member, PatroniClient
 from ._plan import (
     ProxyRoute,
     Step,
@@ -26,18 +45,29 @@ from ._report import DrillResult, drill_data, drill_markdown, format_seconds, ta
 
 __all__ = [
     "Admin",
+    "ClusterView",
     "DrReport",
     "DrillPlan",
     "DrillResult",
     "DrillRun",
     "DrillView",
+    "FailoverExperiment",
+    "FailoverMeasurement",
+    "HaCluster",
+    "HaPasswords",
+    "HaStatus",
+    "Member",
     "Node",
     "NodeStatus",
+    "PatroniClient",
+    "ProcessStatus",
     "ProxyRoute",
     "Replica",
+    "ScratchCluster",
     "Step",
     "StepResult",
     "Topology",
+    "WatcherSpec",
     "application_name",
     "configure_synchronous_replication",
     "connect",
@@ -50,12 +80,16 @@ __all__ = [
     "failover",
     "failover_plan",
     "format_seconds",
+    "is_here",
     "last_drills",
+    "measure_automatic_failover",
     "node_status",
     "plan_drill",
     "plan_failback",
     "plan_failover",
+    "plan_failover_drill",
     "record_drill",
+    "reference_variables",
     "resolve_topology",
     "run_drill",
     "run_stack_drill",

@@ -9,6 +9,9 @@ A drill never touches the live stack. The four modes of seed 003's `test-dr-plan
     partial  as restore, for the PostgreSQL datastores only
     full     take a backup set of every source, then as restore
 
+and a fifth, `failover` (`_failover_drill.py`): kill the primary of a scratch copy of the `ha:
+patroni` datastore under writes and measure how long Patroni takes to bring writes back.
+
 The core here is pure: `plan_drill` says which phases a mode runs, and `run_drill` runs phases
 given as plain callables, times each with an injected clock, stops at the first failure and
 measures what was achieved:
@@ -42,7 +45,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 from sqlalchemy.orm import Session, sessionmaker
@@ -86,6 +89,9 @@ from ._report import (
     write_report,
 )
 
+if TYPE_CHECKING:
+    from ._failover_drill import FailoverDrillPhases
+
 Clock = Callable[[], float]
 """Seconds since the epoch, e.g. `time.time`; tests pass a fake one."""
 
@@ -116,7 +122,11 @@ class DrillPlan:
     mode: DrillMode
     phases: tuple[PlannedPhase, ...]
     disaster_before: int
-    """The index of the first phase after the simulated disaster: its start is the disaster."""
+    """The index of the first phase after the simulated disaster: its start is the disaster,
+    unless the phase fixes the instant itself (`PhaseOutcome.disaster_at`)."""
+    recovered_after: int | None = None
+    """The index of the phase whose end is the recovery (the RTO's end); None: the last phase. A
+    failover drill recovers when writes succeed again, before it checks the loss and the rejoin."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,9 @@ class PhaseOutcome:
     detail: str = ""
     points: tuple[RestorePoint, ...] = ()
     """Restore points the phase established; a later point for the same source replaces one."""
+    disaster_at: float | None = None
+    """From the phase the disaster falls before: the instant it fixed the disaster at, when that
+    is not the phase's start (a PITR drill's WAL freeze: the copy reflects that instant)."""
 
 
 Phase = Callable[[], PhaseOutcome]
@@ -215,6 +228,8 @@ def run_drill(
     points: dict[str, RestorePoint] = {}
     started_at = last_ended = clock()
     disaster_at: float | None = None
+    recovered_at: float | None = None
+    recovery = len(plan.phases) - 1 if plan.recovered_after is None else plan.recovered_after
     failed = False
     for index, planned in enumerate(plan.phases):
         source = planned.source.name if planned.source else None
@@ -231,14 +246,23 @@ def run_drill(
             outcome = PhaseOutcome(ok=False, detail=reason)
         ended = last_ended = clock()
         failed = not outcome.ok
+        if index == plan.disaster_before and outcome.disaster_at is not None:
+            disaster_at = outcome.disaster_at  # the report's disaster is what the copies reflect
+        if index == recovery:
+            recovered_at = ended
         for point in outcome.points:
             points.pop(point.source, None)  # re-inserted last: the table lists points as reached
             points[point.source] = point
         status: PhaseStatus = "failed" if failed else "passed"
         records.append(PhaseRecord(planned.name, planned.kind, source, status, ended - began, outcome.detail))
     finished_at = last_ended
-    # RTO ends when the last phase (the last health check, or the verification) passed.
-    rto = None if failed or disaster_at is None else max(0.0, finished_at - disaster_at)
+    # RTO ends when the recovery phase (the last health check, the verification, or the first
+    # write after a failover) passed; not achieved when any phase failed.
+    rto = (
+        None
+        if failed or disaster_at is None or recovered_at is None
+        else max(0.0, recovered_at - disaster_at)
+    )
     rpo = (
         max(point.loss_seconds(disaster_at) for point in points.values())
         if points and disaster_at is not None
@@ -374,15 +398,24 @@ class _BackupPhases:
 
     def select(self, sources: Sequence[DrillSource]) -> PhaseOutcome:
         """For a PITR source, the WAL that existed outside the primary at the disaster; for each
-        other source, the newest restorable set holding it that had finished at the disaster."""
-        disaster = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        other source, the newest restorable set holding it that had finished at the disaster.
+
+        With a PITR source the disaster is the freeze's own instant (the primary's clock as it
+        read its WAL position, `WalAtDisaster.at`), not a reading taken before it: the copy then
+        holds no commit made after the disaster, and every commit before it that the copy lacks
+        is counted lost. Otherwise it is the clock's reading here. The outcome states it, so the
+        report's disaster is this instant (`PhaseOutcome.disaster_at`)."""
         picked: list[str] = []
+        frozen: list[dt.datetime] = []
         for source in sources:
             if source.pitr:
                 picked.append(self.freeze(source))
+                frozen.append(self.frozen[source.name][1].at)
+        # `drill_sources` gives at most one PITR source, so there is one freeze at most.
+        disaster = max(frozen) if frozen else dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         sources = [source for source in sources if not source.pitr]
         if not sources:
-            return PhaseOutcome(detail="; ".join(picked))
+            return PhaseOutcome(detail="; ".join(picked), disaster_at=disaster.timestamp())
         sets = [
             candidate
             for candidate in list_sets(
@@ -394,7 +427,7 @@ class _BackupPhases:
         ]
         points: list[RestorePoint] = []
         for source in sources:
-            found = next((s for s in sets if s.artefact(source.name) is not None), None)
+            found = next((s for s in sets if s.intact(source.name)), None)
             if found is None:
                 raise DrError(
                     f"no restorable backup set of {self.stack.name} ({self.stack.environment}) holds"
@@ -403,7 +436,7 @@ class _BackupPhases:
             self.chosen[source.name] = found
             points.append(_restore_point(found, source.name))
             picked.append(f"{source.name} from {found.id} ({found.state})")
-        return PhaseOutcome(detail="; ".join(picked), points=tuple(points))
+        return PhaseOutcome(detail="; ".join(picked), points=tuple(points), disaster_at=disaster.timestamp())
 
     def restore(self, source: DrillSource) -> PhaseOutcome:
         backup_set = self.chosen.get(source.name)
@@ -453,7 +486,8 @@ class _BackupPhases:
         streamed = ", and the WAL stream's spool" if wal.streamed else ""
         return (
             f"{source.name}: point-in-time recovery from stanza {stanza.pgbackrest.settings.stanza};"
-            f" primary at {wal.primary_lsn}; archive through {archived}{streamed}"
+            f" primary at {wal.primary_lsn} at {wal.at.astimezone(dt.UTC).isoformat()} (the disaster);"
+            f" archive through {archived}{streamed}"
         )
 
     def recover(self, source: DrillSource) -> PhaseOutcome:
@@ -668,7 +702,17 @@ def run_stack_drill(
     and every restore goes into a scratch server or directory that is removed afterwards.
     """
     notifier = notifier or Notifier(stack.notifications, sessions)
-    adapter = _BackupPhases(stack, sessions, base_dir=base_dir, actor=actor, clock=clock, notifier=notifier)
+    adapter: _BackupPhases | FailoverDrillPhases
+    if plan.mode == "failover":  # a scratch Patroni cluster failed over, not backups restored
+        from ._failover_drill import FailoverDrillPhases  # noqa: PLC0415 - it builds on this module
+
+        adapter = FailoverDrillPhases(
+            stack, sessions, base_dir=base_dir, actor=actor, clock=clock, notifier=notifier
+        )
+    else:
+        adapter = _BackupPhases(
+            stack, sessions, base_dir=base_dir, actor=actor, clock=clock, notifier=notifier
+        )
     phases = adapter.phases(plan)
     if on_phase is not None:
         phases = {name: _announced(name, phase, on_phase) for name, phase in phases.items()}

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DrError, TargetError, UserError
 from ..locks import Lease, LockHeldError
+from ..render import ha_layout
 from ..rollout.targets.haproxy import HAProxyClient
 from ..spec import Postgres, Stack
 from ..state import record_audit
@@ -105,6 +106,7 @@ def resolve_topology(stack: Stack, datastore: str | None = None) -> Topology:
         rto_target_s=stack.dr.rto if stack.dr is not None else None,
         database=spec.database,
         user=spec.user,
+        patroni=ha_layout(stack, datastore) if spec.ha == "patroni" else None,
     )
 
 
@@ -203,6 +205,10 @@ def plan_failover(
     topology: Topology, proxy: ProxyRoute | None, admin: Admin = DEFAULT_ADMIN
 ) -> tuple[list[Step], list[str]]:
     """The failover's steps and, when it must not go ahead, why (read-only: nothing changes)."""
+    if topology.patroni is not None:
+        from . import _ha_switch  # noqa: PLC0415 - it builds on this module's run
+
+        return _ha_switch.plan(topology, "failover")
     seen = observe(topology, admin)
     steps = failover_plan(topology, primary_reachable=seen.primary.reachable, proxy=proxy is not None)
     problems = switchover_problems(
@@ -220,6 +226,10 @@ def plan_failback(
     topology: Topology, proxy: ProxyRoute | None, admin: Admin = DEFAULT_ADMIN
 ) -> tuple[list[Step], list[str]]:
     """The failback's steps and, when it must not go ahead, why (read-only)."""
+    if topology.patroni is not None:
+        from . import _ha_switch  # noqa: PLC0415 - it builds on this module's run
+
+        return _ha_switch.plan(topology, "failback")
     seen = observe(topology, admin)
     problems = []
     standby, primary = topology.standby, topology.primary
@@ -509,7 +519,13 @@ def failover(
     actor: str = "shipyard",
     on_step: Callable[[StepResult], None] | None = None,
 ) -> DrReport:
-    """Promote the standby in place of the primary; DrError (nothing changed) when it must not."""
+    """Promote the standby in place of the primary; DrError (nothing changed) when it must not.
+
+    With `ha: patroni` it is a switchover Patroni makes (see `_ha_switch`), recorded the same way."""
+    if topology.patroni is not None:
+        from . import _ha_switch  # noqa: PLC0415 - it builds on this module's run
+
+        return _ha_switch.run(sessions, topology, "failover", actor=actor, on_step=on_step)
     steps, problems = plan_failover(topology, proxy, admin)
     if problems:
         raise DrError(
@@ -529,7 +545,13 @@ def failback(
     actor: str = "shipyard",
     on_step: Callable[[StepResult], None] | None = None,
 ) -> DrReport:
-    """Rebuild the old primary as a replica, switch back to it, rebuild the standby as its replica."""
+    """Rebuild the old primary as a replica, switch back to it, rebuild the standby as its replica.
+
+    With `ha: patroni`, a switchover back to the spec's primary (Patroni rewinds the other)."""
+    if topology.patroni is not None:
+        from . import _ha_switch  # noqa: PLC0415 - it builds on this module's run
+
+        return _ha_switch.run(sessions, topology, "failback", actor=actor, on_step=on_step)
     steps, problems = plan_failback(topology, proxy, admin)
     if problems:
         raise DrError(

@@ -7,9 +7,12 @@ whether it may, and carries the steps out one by one, recording each.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._postgres import Node, NodeStatus
+
+if TYPE_CHECKING:
+    from ..render import HaLayout
 
 StepKind = Literal[
     "check",
@@ -25,6 +28,8 @@ StepKind = Literal[
     "start-standby",
     "wait-streaming",
     "sync-on",
+    "switchover",
+    "wait-leader",
 ]
 
 MAX_LAG_BYTES = 16 * 1024 * 1024
@@ -57,6 +62,8 @@ class Topology:
     database: str = "app"
     user: str = "app"
     """The app's database and user (the spec's), for the URL to point the app at without a proxy."""
+    patroni: HaLayout | None = None
+    """`ha: patroni`: Patroni runs the nodes, and failover and failback are switchovers it makes."""
 
 
 @dataclass(frozen=True)

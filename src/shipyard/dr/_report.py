@@ -23,7 +23,8 @@ from ..spec import DrillMode
 
 REPORT_SCHEMA = "shipyard.dr.drill/v1"
 
-PhaseKind = Literal["backup", "verify", "select", "restore", "health"]
+PhaseKind = Literal["backup", "verify", "select", "restore", "health", "setup", "kill", "failover", "rejoin"]
+"""What a drill phase does; `setup` to `rejoin` are the failover drill's (see `_failover_drill`)."""
 PhaseStatus = Literal["passed", "failed", "skipped"]
 TargetName = Literal["rto", "rpo", "mttr"]
 Verdict = Literal["pass", "fail", "not set"]

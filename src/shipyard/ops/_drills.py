@@ -1,24 +1,28 @@
-"""DR verbs: run a drill, fail a PostgreSQL datastore over to its standby and back; and the drills
-that ran.
+"""DR verbs: run a drill, fail a PostgreSQL datastore over to its standby and back, run an
+`ha: patroni` datastore's processes; and the drills that ran.
 
     run_drill(ws, RunDrill(mode="restore"))      → DrillOutcome   "drill restore passed: RTO 12.31 s, …"
     failover(ws, Failover())                     → FailoverOutcome
     failback(ws, Failback(dry_run=True))         → FailoverOutcome (the plan, and what blocks it)
+    ha_up(ws, HaUp())                            → HaOutcome      etcd, Patroni, HAProxy, the watcher
+    ha_status(ws, ShowHa()) / ha_down(ws, HaDown())
     drill_history(ws.sessions, limit=20)         → [DrillView], newest first
     last_drills(ws.sessions)                     → {mode: DrillView}
 
-The CLI (`shipyard dr test|failover|failback`), the API (`/dr`), the dashboard and drill jobs all
+The CLI (`shipyard dr test|failover|failback|ha`), the API (`/dr`), the dashboard and drill jobs all
 call these. The drill history's reader is the DR package's own (`shipyard.dr`), re-exported here,
 so that the metrics collector, which sits below this layer, reads drills the same way.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..dr import (
     Admin,
@@ -26,10 +30,14 @@ from ..dr import (
     DrillResult,
     DrillView,
     DrReport,
+    HaCluster,
+    HaPasswords,
+    HaStatus,
     ProxyRoute,
     Step,
     StepResult,
     Topology,
+    WatcherSpec,
     drill_data,
     drill_history,
     drill_sources,
@@ -38,13 +46,17 @@ from ..dr import (
     plan_drill,
     plan_failback,
     plan_failover,
+    plan_failover_drill,
+    reference_variables,
     resolve_topology,
     run_stack_drill,
 )
 from ..dr import failback as dr_failback
 from ..dr import failover as dr_failover
 from ..errors import UserError
+from ..render import etcd_argv, ha_datastores, ha_layout, haproxy_config, patroni_yaml
 from ..spec import DRILL_MODES, DrillMode, Postgres, Stack
+from ..state import default_url, record_audit
 from ._base import Request, Result
 from ._workspace import Workspace
 
@@ -56,11 +68,18 @@ __all__ = [
     "Failback",
     "Failover",
     "FailoverOutcome",
+    "HaDown",
+    "HaOutcome",
+    "HaUp",
     "PlannedDrillPhase",
     "RunDrill",
+    "ShowHa",
     "drill_history",
     "failback",
     "failover",
+    "ha_down",
+    "ha_status",
+    "ha_up",
     "last_drills",
     "run_drill",
 ]
@@ -145,7 +164,8 @@ class DrillOutcome(Result):
 
 
 def _planned(stack: Stack, mode: DrillMode) -> tuple[DrillPlan, tuple[PlannedDrillPhase, ...]]:
-    plan = plan_drill(mode, drill_sources(stack))
+    # The failover drill fails a scratch Patroni cluster over: it needs no backup sources.
+    plan = plan_failover_drill(stack) if mode == "failover" else plan_drill(mode, drill_sources(stack))
     phases = tuple(
         PlannedDrillPhase(
             phase=phase.name,
@@ -297,6 +317,11 @@ def _switchover(
 ) -> FailoverOutcome:
     stack = ws.stack
     topology = resolve_topology(stack, request.datastore)
+    if topology.patroni is not None and request.proxy_socket is not None:
+        raise UserError(
+            f"datastores.{topology.datastore} has ha: patroni: HAProxy follows Patroni's health checks"
+            " by itself, so there is no proxy to repoint; drop --proxy-socket and --proxy-address"
+        )
     proxy = _proxy_route(topology, request)
     datastore = stack.datastores[topology.datastore]
     version = datastore.version if isinstance(datastore, Postgres) else "15"
@@ -333,3 +358,171 @@ def failback(
 ) -> FailoverOutcome:
     """Rebuild the old primary as a replica, switch back to it, rebuild the standby as its replica."""
     return _switchover(ws, request, on_step)
+
+
+# --- the processes of `ha: patroni` datastores ---------------------------------------------------
+
+
+class _HaRequest(Request):
+    datastore: str | None = None
+    """The `ha: patroni` datastore (None: every one of the spec)."""
+
+
+class HaUp(_HaRequest):
+    """Start (or keep) this host's etcd, Patroni, HAProxy and failover watcher of a Patroni datastore."""
+
+    kind: Literal["ha-up"] = "ha-up"
+    dry_run: bool = False
+    """Show what would run (each node's patroni.yml, etcd's command line, HAProxy's configuration)."""
+    watch: bool = True
+    """Also run the failover watcher, which notifies `dr.failover` to the spec's channels."""
+
+
+class HaDown(_HaRequest):
+    """Stop this host's processes of a Patroni datastore (its data directories stay)."""
+
+    kind: Literal["ha-down"] = "ha-down"
+    dry_run: bool = False
+
+
+class ShowHa(_HaRequest):
+    """Each process, Patroni's view of each node and HAProxy's of each route."""
+
+    kind: Literal["ha-status"] = "ha-status"
+
+
+class HaOutcome(Result):
+    action: Literal["up", "down", "status"]
+    dry_run: bool = False
+    clusters: tuple[HaStatus, ...] = ()
+    rendered: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Dry run of `up`: per datastore, what would be written or run (never a password)."""
+
+    @property
+    def ok(self) -> bool:
+        if self.dry_run or self.action == "down":
+            return True
+        return all(cluster.healthy for cluster in self.clusters)
+
+    def data(self) -> dict[str, Any]:
+        if self.dry_run:
+            return {"action": self.action, "dry_run": True, "rendered": self.rendered}
+        return {"action": self.action, "clusters": [cluster.as_dict() for cluster in self.clusters]}
+
+    def summary(self) -> str:
+        if self.dry_run:
+            return f"ha {self.action} dry run: {', '.join(self.rendered)}; nothing started"
+        parts = []
+        for cluster in self.clusters:
+            if self.action == "down":
+                alive = [p.name for p in cluster.processes if p.here and p.alive]
+                parts.append(
+                    f"{cluster.datastore}: " + (f"still running {', '.join(alive)}" if alive else "stopped")
+                )
+                continue
+            leader = cluster.leader or "no leader"
+            health = "healthy" if cluster.healthy else "NOT healthy"
+            parts.append(f"{cluster.datastore}: {health}, primary {leader}")
+        return f"ha {self.action}: " + "; ".join(parts)
+
+
+def _ha_names(stack: Stack, datastore: str | None) -> list[str]:
+    names = ha_datastores(stack)
+    if datastore is not None:
+        ha_layout(stack, datastore)  # UserError naming the field when it is not a Patroni datastore
+        return [datastore]
+    if not names:
+        raise UserError(
+            "no datastore of the spec has ha: patroni; set datastores.<name>.ha: patroni and"
+            " patroni.etcd (see `shipyard dr ha up --help`)"
+        )
+    return names
+
+
+def _ha_state(ws: Workspace, datastore: str) -> Path:
+    return (ws.state_dir / "ha" / f"{ws.stack.name}-{ws.environment}" / datastore).resolve()
+
+
+def _database_url(ws: Workspace) -> str:
+    """The state store's URL as another process on this host reaches it (SQLite made absolute)."""
+    url = ws.database_url or default_url()
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(Path(url.removeprefix(prefix)).resolve())
+    return url
+
+
+def _watcher(ws: Workspace) -> WatcherSpec | None:
+    if ws.spec_path is None:
+        return None
+    channels = ws.stack.notifications.values()
+    names = reference_variables([ref for c in channels for ref in (c.url, c.token, c.smtp_password)])
+    environ = {name: os.environ[name] for name in names if name in os.environ}
+    return WatcherSpec(ws.spec_path, ws.environment, _database_url(ws), environ)
+
+
+def _cluster(ws: Workspace, datastore: str, passwords: HaPasswords, **kwargs: Any) -> HaCluster:
+    return HaCluster(ha_layout(ws.stack, datastore), _ha_state(ws, datastore), passwords, **kwargs)
+
+
+def ha_up(ws: Workspace, request: HaUp, *, on_action: Callable[[str], None] | None = None) -> HaOutcome:
+    """Start this host's processes of each Patroni datastore (those running are kept) and wait
+    until each node runs; `on_action` sees each thing done. Recorded in the audit log (`dr.ha`).
+
+    The passwords come from shipyard's environment (UserError naming each field and variable that
+    is not set); none is written by shipyard. A dry run renders and starts nothing."""
+    names = _ha_names(ws.stack, request.datastore)
+    if request.dry_run:
+        rendered = {}
+        for name in names:
+            layout = ha_layout(ws.stack, name)
+            files = {node.config_path: patroni_yaml(layout, node) for node in layout.nodes}
+            files |= {f"etcd {m.name}": shlex.join(etcd_argv(layout, m)) for m in layout.etcd}
+            if layout.proxy is not None:
+                socket = str(_ha_state(ws, name) / "haproxy" / "admin.sock")
+                files["haproxy.cfg"] = haproxy_config(layout, admin_socket=socket)
+            rendered[name] = files
+        return HaOutcome(action="up", dry_run=True, rendered=rendered)
+    clusters = []
+    for name in names:
+        layout = ha_layout(ws.stack, name)
+        passwords = HaPasswords.from_environment(layout)
+        watcher = _watcher(ws) if request.watch else None
+        cluster = _cluster(ws, name, passwords, watcher=watcher, on_action=on_action)
+        try:
+            status = cluster.up()
+        except Exception as error:
+            _ha_audit(ws, name, "up", {"actions": cluster.actions, "error": type(error).__name__}, "failed")
+            raise
+        _ha_audit(ws, name, "up", {"actions": list(status.actions), "leader": status.leader}, "ok")
+        clusters.append(status)
+    return HaOutcome(action="up", clusters=tuple(clusters))
+
+
+def ha_down(ws: Workspace, request: HaDown, *, on_action: Callable[[str], None] | None = None) -> HaOutcome:
+    """Stop this host's processes of each Patroni datastore: watcher, HAProxy, replicas, leader, etcd."""
+    clusters = []
+    for name in _ha_names(ws.stack, request.datastore):
+        cluster = _cluster(ws, name, HaPasswords({}), on_action=on_action)
+        if request.dry_run:
+            clusters.append(cluster.status())
+            continue
+        status = cluster.down()
+        _ha_audit(ws, name, "down", {"actions": list(status.actions)}, "ok")
+        clusters.append(status)
+    return HaOutcome(action="down", dry_run=request.dry_run, clusters=tuple(clusters))
+
+
+def ha_status(ws: Workspace, request: ShowHa) -> HaOutcome:
+    """What runs here, and what Patroni and HAProxy say about each node (changes nothing)."""
+    names = _ha_names(ws.stack, request.datastore)
+    return HaOutcome(
+        action="status", clusters=tuple(_cluster(ws, n, HaPasswords({})).status() for n in names)
+    )
+
+
+def _ha_audit(ws: Workspace, datastore: str, verb: str, after: dict[str, Any], outcome: str) -> None:
+    record_audit(
+        ws.sessions, actor=ws.actor, action=f"dr.ha.{verb}", target_kind="datastore",
+        target=datastore, after=after, outcome=outcome,
+    )  # fmt: skip

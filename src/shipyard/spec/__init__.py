@@ -1,5 +1,6 @@
 """The stack spec: `shipyard.yaml` loaded into validated models, one Stack per environment."""
 
+from ._checks import PATRONI_REST_PORT
 from ._loader import DEFAULT_ENVIRONMENTS, Spec, load_spec, load_spec_text
 from ._model import (
     BACKUP_WHATS,
@@ -16,8 +17,11 @@ from ._model import (
     CronJob,
     DrillMode,
     DrTargets,
+    EtcdMember,
     Health,
     Ingress,
+    Patroni,
+    PatroniProxy,
     Pitr,
     PlainHost,
     PlatformComponent,
@@ -44,6 +48,7 @@ __all__ = [
     "DRILL_MODES",
     "ENV_REFERENCE",
     "GIB",
+    "PATRONI_REST_PORT",
     "AlertRule",
     "Alerts",
     "Analysis",
@@ -56,8 +61,11 @@ __all__ = [
     "CronJob",
     "DrTargets",
     "DrillMode",
+    "EtcdMember",
     "Health",
     "Ingress",
+    "Patroni",
+    "PatroniProxy",
     "Pitr",
     "PlainHost",
     "PlatformComponent",

@@ -81,8 +81,10 @@ def load_spec_text(text: str, file: str = "shipyard.yaml") -> Spec:
     if not isinstance(data, dict):
         issue((), "the spec must be a mapping with at least `name:`; see `shipyard init`")
         raise SpecError(issues)
+    secret_paths: list[FieldPath] = []
     for path, why in find_secret_values(data):
         issue(path, why)
+        secret_paths.append(path[2:] if path[:1] == ("environments",) else path)
 
     overlays = data.pop("environments", None)
     if overlays is None:
@@ -124,6 +126,8 @@ def load_spec_text(text: str, file: str = "shipyard.yaml") -> Spec:
                 loc = _field_path(error["loc"])
                 if loc in seen:  # one message per field, not one per member of a union
                     continue
+                if any(loc[: len(secret)] == secret for secret in secret_paths):
+                    continue  # already reported, and pydantic's message would quote the value
                 seen.add(loc)
                 line, column = where(loc)
                 issues.append(SpecIssue(file, line, column, _dotted(loc), _explain(error, loc)))

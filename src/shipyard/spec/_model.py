@@ -21,9 +21,10 @@ Name = Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")]
 
 Percent = Annotated[int, Field(ge=1, le=100)]
 
-DrillMode = Literal["full", "partial", "backup", "restore"]
+DrillMode = Literal["full", "partial", "backup", "restore", "failover"]
 """The DR drill modes (`shipyard dr test MODE`, `dr.drills` schedules, drill jobs). Defined here,
-the lowest layer that names them, and imported by every other."""
+the lowest layer that names them, and imported by every other. `failover` kills the primary of a
+scratch copy of the `ha: patroni` datastore under writes; the others restore backups."""
 DRILL_MODES: tuple[DrillMode, ...] = get_args(DrillMode)
 
 BackupWhat = Literal["full", "database", "files", "redis"]
@@ -195,6 +196,88 @@ class Storage(Model):
     storage_class: str | None = None
 
 
+Port = Annotated[int, Field(ge=1, le=65535)]
+RoleName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
+"""A PostgreSQL role (or etcd/REST user) name that needs no quoting anywhere it is written."""
+EnvReference = Annotated[str, Field(pattern=r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*\}$")]
+"""`${env:NAME}`: a secret read from shipyard's environment."""
+
+
+class EtcdMember(Model):
+    """One member of the etcd cluster that holds a Patroni datastore's leader lock (its DCS).
+
+    shipyard runs it on its host (`shipyard dr ha up` there), listening on `host` only.
+    """
+
+    host: str = "127.0.0.1"
+    """The loopback or private address clients and peers reach it on; never a wildcard."""
+    client_port: Port = 2379
+    peer_port: Port = 2380
+    data_dir: str = Field(pattern=r"^/")
+
+
+class PatroniProxy(Model):
+    """The HAProxy shipyard runs in front of a Patroni datastore: writes go to the node that
+    answers Patroni's `/primary` health check, reads to the nodes that answer `/replica`."""
+
+    host: str = "127.0.0.1"
+    """Where the app connects (loopback or a private address)."""
+    port: Port = 5000
+    """Writes (and reads that must see them): the primary."""
+    read_port: Port | None = 5001
+    """Reads the replicas may serve; null: no read route."""
+    check_interval: Annotated[Duration, Field(ge=1, le=60)] = 1
+    """How often HAProxy asks each node's REST API (twice as often while a node changes state):
+    a dead primary is cut off after two failed checks, a new one taken after one passed."""
+
+
+class Patroni(Model):
+    """Automatic failover on plain hosts (`ha: patroni`): Patroni runs the primary and each replica,
+    with etcd as its DCS; shipyard supervises every process (`shipyard dr ha up`).
+
+    Secrets are references, read from shipyard's environment and handed to Patroni in its own
+    environment, never written into `patroni.yml`. When not given they are
+    `{secretRef: <datastore>-patroni/<key>}` (e.g. DB_PATRONI_SUPERUSER_PASSWORD).
+    """
+
+    ttl: Duration = 30
+    """The leader lock's lifetime: a primary that stops renewing it is replaced after about this long."""
+    loop_wait: Duration = 10
+    """Seconds between Patroni's HA loops."""
+    retry_timeout: Duration = 10
+    """How long Patroni retries etcd and PostgreSQL before it demotes a primary it cannot confirm."""
+    etcd: list[EtcdMember] = Field(min_length=1)
+    proxy: PatroniProxy | None = PatroniProxy()
+    """null: shipyard runs no HAProxy (route to Patroni's health checks yourself)."""
+    superuser: RoleName = "postgres"
+    replication_user: RoleName = "replicator"
+    restapi_user: RoleName = "shipyard"
+    """The user of Patroni's REST API's unsafe endpoints (switchover, failover, config)."""
+    superuser_password: SecretRef | EnvReference | None = None
+    """Default `<datastore>-patroni/superuser-password`."""
+    replication_password: SecretRef | EnvReference | None = None
+    """Default `<datastore>-patroni/replication-password`."""
+    restapi_password: SecretRef | EnvReference | None = None
+    """Default `<datastore>-patroni/restapi-password`."""
+    etcd_password: SecretRef | EnvReference | None = None
+    """etcd's `patroni` user, allowed only the stack's keys. Default `<datastore>-patroni/etcd-password`."""
+    etcd_root_password: SecretRef | EnvReference | None = None
+    """etcd's `root` user, with which shipyard turns etcd's authentication on and manages its users.
+    Default `<datastore>-patroni/etcd-root-password`."""
+
+    @model_validator(mode="after")
+    def _timings(self) -> Patroni:
+        if self.loop_wait < 1 or self.retry_timeout < 1:
+            raise ValueError("loop_wait and retry_timeout must be at least 1s")
+        if self.ttl < self.loop_wait + 2 * self.retry_timeout:
+            raise ValueError(
+                f"ttl ({self.ttl}s) must be at least loop_wait + 2 x retry_timeout"
+                f" ({self.loop_wait + 2 * self.retry_timeout}s), or a healthy primary can lose its"
+                " leader lock while it retries"
+            )
+        return self
+
+
 class PlainHost(Model):
     """Where a datastore runs on a plain host (ignored on Kubernetes, where its Service is used)."""
 
@@ -203,6 +286,8 @@ class PlainHost(Model):
     """The datastore's own `port` when not given."""
     data_dir: str | None = None
     """The server's data directory: needed by PITR (pgBackRest), failover and restores over live data."""
+    rest_port: Port | None = None
+    """Patroni's REST API on this node (`ha: patroni`), on `host`; 8008 when not given."""
 
 
 class Postgres(Model):
@@ -225,6 +310,12 @@ class Postgres(Model):
     """The primary on a plain host."""
     standby: PlainHost | None = None
     """A streaming replica on a plain host, the target of `shipyard dr failover`."""
+    standbys: list[PlainHost] = []
+    """More replicas on plain hosts (`ha: patroni` only: Patroni runs a node on each)."""
+    ha: Literal["none", "patroni"] = "none"
+    """`patroni`: Patroni fails over by itself (settings in `patroni`); `none`: `shipyard dr failover`
+    is the only way the standby takes over."""
+    patroni: Patroni | None = None
 
 
 class RedisPersistence(Model):
@@ -378,6 +469,10 @@ class Backup(Model):
     sources: BackupSources = BackupSources()
     checks: list[str] = []
     """SQL statements that must succeed on a restored database."""
+    read_data_subsets: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Each verification reads back 1/N of the repository's packs, the next Nth each time: every
+    pack is read within N verifications (N days with a daily `verify` schedule). `verify --full`
+    reads them all at once."""
     pitr: Pitr | None = None
     image: str = "shipyard/shipyard:latest"
     """The image that runs scheduled backups as Kubernetes CronJobs."""

@@ -31,8 +31,8 @@ from ._models import (
 
 __all__ = [
     "BACKUP_SET_STATES",
-    "RESTORABLE_SET_STATES",
     "MAX_AUDIT_LIMIT",
+    "RESTORABLE_SET_STATES",
     "ApiTokenRow",
     "AuditEntry",
     "AuditRow",
