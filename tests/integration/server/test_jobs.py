@@ -60,7 +60,7 @@ def test_a_failing_job_is_recorded_failed_with_its_error(runner: JobRunner) -> N
     assert view.summary
     assert "20200101-000000-abcd" in view.summary
     assert view.result is None
-    assert view.request == {"kind": "verify", "set_id": "20200101-000000-abcd"}
+    assert view.request == {"kind": "verify", "set_id": "20200101-000000-abcd", "read_data": None}
 
 
 @pytest.mark.parametrize(
