@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 
+from shipyard.backup import ScratchPostgres
 from shipyard.backup._pgbackrest import ArchivingChange, PgBackRest, PgBackRestSettings, lsn_value
 from support.servers import Postgres, free_port, postgres_server
 
@@ -264,3 +266,20 @@ environments:
 """
 """A stack whose PostgreSQL (format in its user, port, data_dir) streams its WAL to a spool; its
 restic password is read from $PITR_RESTIC_PASSWORD."""
+
+
+def use_stream_stack(base: Path, server: ScratchPostgres, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Write STREAM_SPEC for `server` into `base` and point the CLI at it (its state store, state
+    dir, actor and spec, by environment; `base` the working directory); returns the spec's path."""
+    spec = base / "shipyard.yaml"
+    spec.write_text(STREAM_SPEC.format(user=server.user, port=server.port, data_dir=server.data_dir))
+    for key, value in {
+        "PITR_RESTIC_PASSWORD": "unused",
+        "SHIPYARD_DATABASE_URL": f"sqlite:///{base / 'state.db'}",
+        "SHIPYARD_STATE_DIR": str(base / "state"),
+        "SHIPYARD_ACTOR": "tester",
+        "SHIPYARD_SPEC": str(spec),
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(base)
+    return spec

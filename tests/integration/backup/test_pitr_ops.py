@@ -36,23 +36,7 @@ from shipyard.ops import (
     wal_stream_status,
 )
 from shipyard.state import AuditRow, open_engine, session_factory
-from support.pitr import wait_streamed
-
-SPEC = """\
-name: shop
-datastores:
-  db:
-    kind: postgresql
-    storage: {{size: 1Gi}}
-    user: {user}
-    local: {{port: {port}, data_dir: {data_dir}}}
-backup:
-  repository: ./restic
-  password: ${{env:PITR_OPS_RESTIC_PASSWORD}}
-  pitr: {{repository: ./pgbackrest, stanza: shop, archive_timeout: 60, stream: true}}
-environments:
-  test: {{}}
-"""
+from support.pitr import STREAM_SPEC, wait_streamed
 
 
 def test_init_back_up_list_restore_and_stop_the_stream_as_a_job_would(
@@ -66,8 +50,8 @@ def test_init_back_up_list_restore_and_stop_the_stream_as_a_job_would(
     state_url = f"sqlite:///{base / 'state.db'}"
     try:
         spec = base / "shipyard.yaml"
-        spec.write_text(SPEC.format(user=server.user, port=server.port, data_dir=server.data_dir))
-        monkeypatch.setenv("PITR_OPS_RESTIC_PASSWORD", "unused")
+        spec.write_text(STREAM_SPEC.format(user=server.user, port=server.port, data_dir=server.data_dir))
+        monkeypatch.setenv("PITR_RESTIC_PASSWORD", "unused")
         monkeypatch.setenv("SHIPYARD_STATE_DIR", str(base / "state"))
         ws = Workspace.open(spec, database_url=state_url, actor="token:ops")
         url = f"postgresql://{server.user}@127.0.0.1:{server.port}/postgres"

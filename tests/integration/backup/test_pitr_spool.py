@@ -26,7 +26,7 @@ import pytest
 
 from shipyard.backup import start_scratch_postgres
 from support.cli import run_cli
-from support.pitr import STREAM_SPEC, wait_streamed
+from support.pitr import use_stream_stack, wait_streamed
 
 pytestmark = pytest.mark.integration
 
@@ -88,17 +88,7 @@ def rig(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         shutil.chown(base, "postgres", "postgres")
     server = start_scratch_postgres()
     try:
-        spec = STREAM_SPEC.format(user=server.user, port=server.port, data_dir=server.data_dir)
-        (base / "shipyard.yaml").write_text(spec)
-        for key, value in {
-            "PITR_RESTIC_PASSWORD": "unused",
-            "SHIPYARD_DATABASE_URL": f"sqlite:///{base / 'state.db'}",
-            "SHIPYARD_STATE_DIR": str(base / "state"),
-            "SHIPYARD_ACTOR": "tester",
-            "SHIPYARD_SPEC": str(base / "shipyard.yaml"),
-        }.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.chdir(base)
+        use_stream_stack(base, server, monkeypatch)
         rig = Rig(base, server.user, server.port)
         rig.execute("CREATE TABLE marks (seq int PRIMARY KEY); CREATE TABLE nudges (n serial)")
         for args in (["backup", "pitr", "init", "--restart"], ["backup", "pitr", "full"]):

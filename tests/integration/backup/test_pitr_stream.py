@@ -35,7 +35,15 @@ from shipyard.backup._walstream import (
 )
 from shipyard.errors import UserError
 from support.cli import run_cli
-from support.pitr import STREAM_SPEC, WAL_SEGMENT, PitrPrimary, now_utc, pitr_primary, started, wait_streamed
+from support.pitr import (
+    WAL_SEGMENT,
+    PitrPrimary,
+    now_utc,
+    pitr_primary,
+    started,
+    use_stream_stack,
+    wait_streamed,
+)
 
 # --- pure parts --------------------------------------------------------------------------------
 
@@ -218,17 +226,7 @@ def test_cli_init_streams_and_restore_latest_reads_the_spool(
     server = start_scratch_postgres()
     restored: dict[str, object] = {}
     try:
-        spec = STREAM_SPEC.format(user=server.user, port=server.port, data_dir=server.data_dir)
-        (base / "shipyard.yaml").write_text(spec)
-        for key, value in {
-            "PITR_RESTIC_PASSWORD": "unused",
-            "SHIPYARD_DATABASE_URL": f"sqlite:///{base / 'state.db'}",
-            "SHIPYARD_STATE_DIR": str(base / "state"),
-            "SHIPYARD_ACTOR": "tester",
-            "SHIPYARD_SPEC": str(base / "shipyard.yaml"),
-        }.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.chdir(base)
+        use_stream_stack(base, server, monkeypatch)
         url = f"postgresql://{server.user}@127.0.0.1:{server.port}/postgres"
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE marks (seq int PRIMARY KEY)")
