@@ -69,9 +69,12 @@ def set_facts(backup_set: BackupSet) -> SetFacts:
 
 
 def retention_plan(sessions: sessionmaker[Session], stack: Stack) -> RetentionPlan:
+    return _plan(stack, list_sets(sessions, stack=stack.name, environment=stack.environment))
+
+
+def _plan(stack: Stack, sets: list[BackupSet]) -> RetentionPlan:
     if stack.backup is None:
         raise UserError(f"stack {stack.name} has no `backup:` section; add one to shipyard.yaml")
-    sets = list_sets(sessions, stack=stack.name, environment=stack.environment)
     return plan_retention([set_facts(s) for s in sets], stack.backup.retention)
 
 
@@ -81,8 +84,8 @@ def prune(
     """Delete the sets the retention policy drops: their snapshots (restic forget --prune), then
     their records. Snapshots of failed sets are forgotten too; their records stay as history.
     Running sets are never touched."""
-    plan = retention_plan(sessions, stack)
     sets = list_sets(sessions, stack=stack.name, environment=stack.environment)
+    plan = _plan(stack, sets)
     # A failed set holds nothing restorable: failed while taken (partial uploads), or every
     # artefact found damaged, or its repository check failed.
     failed = {s.id for s in sets if s.state == "failed"}

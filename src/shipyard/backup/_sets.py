@@ -298,9 +298,7 @@ def record_verification(
         if report.ok is True:  # every check passed: every artefact of the set is proven
             passed = ArtefactHealth(state="verified", detail="restored and matched", at=report.started_at)
             found = {name: found.get(name, passed) for name in sources} | found
-        merged = {**(row.health or {}), **{name: h.stored() for name, h in found.items()}}
-        row.health = merged
-        state = settled_state(sources, {n: ArtefactHealth.model_validate(h) for n, h in merged.items()})
+        state = _record_health(row, found)
         if report.ok is False and state in ("verified", "complete"):
             state = "failed"  # the repository failed its check: no artefact can be trusted
         row.state = state
@@ -319,16 +317,20 @@ def record_damage(sessions: sessionmaker[Session], set_id: str, artefact: str, d
         if row is None:
             raise NotFoundError(f"no backup set {set_id!r}")
         damage = ArtefactHealth(state="failed", detail=detail, at=utcnow().isoformat(), by="restore")
-        merged = {**(row.health or {}), artefact: damage.stored()}
-        row.health = merged
+        state = _record_health(row, {artefact: damage})
         if row.state in RESTORABLE_SET_STATES:
-            sources = list(row.manifest.get("sources") or [])
-            row.state = settled_state(
-                sources, {n: ArtefactHealth.model_validate(h) for n, h in merged.items()}
-            )
+            row.state = state
             row.error = f"{artefact} is damaged: {detail}"
         session.flush()
         return BackupSet.from_row(row)
+
+
+def _record_health(row: BackupSetRow, found: dict[str, ArtefactHealth]) -> str:
+    """Merge `found` into the row's artefact health; return the state the set settles in."""
+    merged = {**(row.health or {}), **{name: h.stored() for name, h in found.items()}}
+    row.health = merged
+    sources = list(row.manifest.get("sources") or [])
+    return settled_state(sources, {n: ArtefactHealth.model_validate(h) for n, h in merged.items()})
 
 
 def delete_set(sessions: sessionmaker[Session], set_id: str) -> None:
