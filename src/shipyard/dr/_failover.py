@@ -432,11 +432,16 @@ class _Run:
 
     def do_health(self, step: Step, new: Node) -> str:
         host, port = (self.proxy.host, self.proxy.port) if self.proxy else (new.host, new.port)
+        return self.until_a_write_commits(host, port, lambda: pg.write_probe(host, port, self.admin))
+
+    def until_a_write_commits(self, host: str, port: int, write: Callable[[], None]) -> str:
+        """Retry `write` (one committed transaction where the app connects; raises psycopg.Error)
+        until it succeeds; the time since the fence is the RTO."""
         deadline = time.monotonic() + WAIT_S
         last = ""
         while time.monotonic() < deadline:
             try:
-                pg.write_probe(host, port, self.admin)
+                write()
             except psycopg.Error as error:
                 last = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 time.sleep(POLL_S)

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-import psycopg
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DrError
@@ -173,21 +172,13 @@ class _PatroniRun(_Run):
         proxy = self.layout.proxy
         host, port = (proxy.host, proxy.port) if proxy is not None else (target.host, target.port)
         endpoint = Endpoint(host, port, self.layout.superuser, self.passwords["superuser"])
-        deadline = time.monotonic() + WAIT_S
-        last = ""
-        while time.monotonic() < deadline:
-            try:
-                with endpoint.connect(2) as connection:
-                    connection.execute("SET statement_timeout = 2000")
-                    connection.execute("SELECT txid_current()")
-            except psycopg.Error as error:
-                last = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                time.sleep(POLL_S)
-                continue
-            if self.fenced_at is not None:
-                self.rto_s = time.monotonic() - self.fenced_at
-            return f"a write committed through {host}:{port}"
-        raise DrError(f"no write committed through {host}:{port} within {WAIT_S:g} s: {last}")
+
+        def write() -> None:
+            with endpoint.connect(2) as connection:
+                connection.execute("SET statement_timeout = 2000")
+                connection.execute("SELECT txid_current()")
+
+        return self.until_a_write_commits(host, port, write)
 
     def ha_wait_streaming(self, node: HaNode) -> str:
         deadline = time.monotonic() + 2 * WAIT_S
