@@ -72,6 +72,13 @@ def empty_dir(name: str) -> dict[str, Any]:
     return {"name": name, "emptyDir": {}}
 
 
+def cluster_host(stack: Stack, name: str) -> str:
+    """The in-cluster host name of datastore `name`'s writable endpoint: what services and the
+    backup CronJobs connect to (a Service of the same namespace, found through the pod's DNS
+    search path)."""
+    return name
+
+
 def env_name(name: str) -> str:
     """A component name as an environment variable prefix: 'orders-db' -> 'ORDERS_DB'."""
     return name.upper().replace("-", "_")

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import RenderError
 from ..spec import ENV_REFERENCE, Postgres, Redis, SecretRef, Service, Stack
-from ._common import env_name
+from ._common import cluster_host, env_name
 
 
 def runtime_secret(stack: Stack) -> str:
@@ -120,9 +120,9 @@ def _connections(stack: Stack, service: Service, uses: SecretUses) -> Iterator[d
     for name, store in stores:
         prefix = f"{env_name(name)}_" if kinds.count(store.kind) > 1 else ""
         variables = (
-            _postgres_vars(name, store, uses)
+            _postgres_vars(stack, name, store, uses)
             if isinstance(store, Postgres)
-            else _redis_vars(name, store, uses)
+            else _redis_vars(stack, name, store, uses)
         )
         for variable, source in variables:
             full = prefix + variable
@@ -134,9 +134,11 @@ def _connections(stack: Stack, service: Service, uses: SecretUses) -> Iterator[d
                 yield {"name": full, "valueFrom": source}
 
 
-def _postgres_vars(name: str, store: Postgres, uses: SecretUses) -> list[tuple[str, str | dict[str, Any]]]:
+def _postgres_vars(
+    stack: Stack, name: str, store: Postgres, uses: SecretUses
+) -> list[tuple[str, str | dict[str, Any]]]:
     return [
-        ("PGHOST", name),
+        ("PGHOST", cluster_host(stack, name)),
         ("PGPORT", str(store.port)),
         ("PGDATABASE", store.database),
         ("PGUSER", store.user),
@@ -145,9 +147,11 @@ def _postgres_vars(name: str, store: Postgres, uses: SecretUses) -> list[tuple[s
     ]
 
 
-def _redis_vars(name: str, store: Redis, uses: SecretUses) -> list[tuple[str, str | dict[str, Any]]]:
+def _redis_vars(
+    stack: Stack, name: str, store: Redis, uses: SecretUses
+) -> list[tuple[str, str | dict[str, Any]]]:
     variables: list[tuple[str, str | dict[str, Any]]] = [
-        ("REDIS_HOST", name),
+        ("REDIS_HOST", cluster_host(stack, name)),
         ("REDIS_PORT", str(store.port)),
     ]
     if store.password is None:

@@ -34,23 +34,36 @@ from ._workloads import (
     volume_claim,
 )
 
-# Apply order: the namespace, its network rules before any pod can start, the Secrets and
-# configuration pods read, storage, then workloads and what points at them.
+# Apply order: the namespace, the identities pods run as, its network rules before any pod can
+# start, the Secrets and configuration pods read, storage, datastores (an operator's Cluster
+# before the workloads that connect to it), then workloads and what routes to, scales, backs up
+# or watches them.
 KIND_ORDER = (
     "Namespace",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
     "NetworkPolicy",
     "ExternalSecret",
     "ConfigMap",
     "PersistentVolumeClaim",
     "Service",
+    "Cluster",
     "StatefulSet",
+    "Pooler",
     "AnalysisTemplate",
     "Deployment",
     "Rollout",
     "CronJob",
+    "ScheduledBackup",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
+    "Middleware",
+    "TraefikService",
     "Ingress",
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
 )
 _KIND_RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}
 
