@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 # moto (a local S3 server for the backup tests) pins python-dateutil<3, which the kubernetes
 # client refuses: it lives in a venv of its own.
 MOTO := .venv-moto/bin/moto_server
+# checkov (tests/integration/render/test_checkov.py) pins dependencies of its own too. Pinned
+# exactly: a new release adds checks, and the committed allowlist is checked against this one's.
+CHECKOV := .venv-checkov/.installed
 DEMO_OUT ?= out/demo
 
 .PHONY: help install test lint typecheck unit demo bench clean
@@ -38,12 +41,17 @@ $(MOTO):
 	python3 -m venv .venv-moto
 	.venv-moto/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 
+$(CHECKOV):
+	python3 -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --disable-pip-version-check 'checkov==3.3.30'
+	@touch $(CHECKOV)
+
 unit: install
 	@# The pure tests only: no server, no network, no datastore or proxy process (those are in
 	@# tests/integration). Two workers: about 25 s here instead of about 40 s on one.
 	$(VENV)/bin/pytest -q -n 2 tests/unit
 
-test: install $(MOTO) lint typecheck
+test: install $(MOTO) $(CHECKOV) lint typecheck
 	@# A file's tests (and its servers) stay on one worker. Three workers on two cores: the long
 	@# tests mostly wait (a channel down for a minute, a scheduler watched for a minute).
 	$(VENV)/bin/pytest -q -n 3 --dist loadfile --durations=25

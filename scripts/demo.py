@@ -8,8 +8,8 @@ It starts a PostgreSQL and a Redis for the example stack (examples/demo/shipyard
 the spec's runtime values to OUT/shipyard.yaml, starts `shipyard serve`, and then drives the
 `shipyard` command line — the product's public surface — through every step: deploy v1, a canary
 of v2 under load that is promoted by hand, a faulty v3 rolled back by itself, a full backup
-verified by a real restore, a DR drill, and the Apricode render/capacity/cost. Everything it
-started is stopped on exit, on Ctrl-C and on a failure.
+verified by a real restore, a DR drill, and the Apricode render (its Argo CD tree included),
+capacity and cost. Everything it started is stopped on exit, on Ctrl-C and on a failure.
 
 The driver itself only starts the datastores, seeds them, generates load and reads results;
 a step that changes the world is a `shipyard` command.
@@ -54,7 +54,8 @@ SERVICE = "web"
 PASSWORD_ENV = "SHIPYARD_DEMO_RESTIC_PASSWORD"
 LOAD_RATE = 120.0
 """Requests per second sent through HAProxy during each release (the brief: at least 100)."""
-RENDERS = ("kubernetes", "kustomize", "helm")
+RENDERS = ("kubernetes", "kustomize", "helm", "argocd")
+"""`render KIND -o OUT/KIND` for Apricode; argocd: the GitOps tree (Applications, add-ons, stack)."""
 RUNTIME_DIRS = ("postgres", "redis", "state", "backups", "uploads", "drills", "logs", *RENDERS)
 """What a run creates under OUT and the next run removes first (nothing else there is touched)."""
 
@@ -520,7 +521,7 @@ class Demo:
         )
 
     def apricode(self) -> None:
-        title = "the Apricode example (seed 004): render, capacity, cost (run alongside steps 2-3)"
+        title = "the Apricode example (seed 004): render (Argo CD too), capacity, cost (alongside steps 2-3)"
         with self.step(title) as result:
             say("(`render` validates the spec first: nothing is written unless all of it is valid)")
             self.show_background()
@@ -529,7 +530,11 @@ class Demo:
                 if not rendered:
                     raise DemoError(f"`render {kind}` wrote no YAML under {self.out / kind}")
                 say(f"   {kind}: {len(rendered)} files under {self.out / kind}/")
-            result.outcome = f"manifests, Kustomize tree and Helm chart under {self.out}/; production priced"
+            apps = sorted((self.out / "argocd" / "apps").glob("*.yaml"))
+            result.outcome = (
+                f"manifests, Kustomize tree, Helm chart and Argo CD tree ({len(apps)} Applications and"
+                f" projects, {self.out / 'argocd'}/) under {self.out}/; production priced"
+            )
 
     def print_steps(self) -> None:
         """One line per step run so far: ok or FAIL, its time, its outcome."""

@@ -21,6 +21,8 @@ have restic || need+=(restic)
 have pgbackrest || need+=(pgbackrest)
 have redis-server || need+=(redis-server)
 have promtool || need+=(prometheus)
+# The backup CronJobs' command test maps the cluster's host names to loopback through nss_wrapper.
+compgen -G '/usr/lib/*/libnss_wrapper.so' >/dev/null || need+=(libnss-wrapper)
 # The dashboard's end-to-end tests drive a headless Chromium through Playwright.
 have chromium || need+=(chromium)
 

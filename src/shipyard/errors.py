@@ -11,6 +11,7 @@ inherits 500 by accident (`tests/unit/test_errors.py` holds this tree against th
     │   ├── SpecError              2     422   shipyard.yaml is invalid; carries every SpecIssue
     │   ├── UnknownEnvironmentError 2    422   -e names an environment the spec does not define
     │   ├── UnknownProviderError   2     422   --provider names a provider without a price catalog
+    │   ├── UnknownInstanceClassError 2  422   an external datastore's instance class is in no price catalog
     │   ├── NoNodeTypeFitsError    2     422   no node type of a provider can hold the stack's pods
     │   ├── RenderError            2     422   a rendered object failed its schema (names the object)
     │   ├── NotFoundError          2     404   no such object (a flag, a token, a job, a release)
@@ -100,6 +101,13 @@ class UnknownEnvironmentError(UserError):
 
 class UnknownProviderError(UserError):
     """A cloud provider shipyard has no price catalog for."""
+
+    http_status = 422
+
+
+class UnknownInstanceClassError(UserError):
+    """An external datastore's `instance_class` that no price catalog lists (or lists for another
+    engine, or without the Multi-AZ price it asks for)."""
 
     http_status = 422
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -149,3 +151,61 @@ def answer_app_deploy(api: RecordedAPI) -> None:
     api.answer("GET", APP_ROLLOUT, "status-404-rollout.json", status=404)
     for path, answer in APP_APPLIED:
         api.answer("PATCH", path, answer)
+
+
+# --- a whole environment (`shipyard apply`) ------------------------------------------------------
+
+
+def as_applied(obj: dict[str, Any], *, generation: int = 1) -> dict[str, Any]:
+    """The API server's answer to a server-side apply of `obj`: the object with the fields the
+    server adds (uid, resourceVersion, generation, creationTimestamp, the apply's managedFields).
+
+    The recorded apply answers (`apply-*.json`) have this shape; an environment has too many
+    objects to record each, and the client only reads the answer back as an object."""
+    meta = dict(obj["metadata"])
+    name = f"{obj['kind']}/{meta.get('namespace', '')}/{meta['name']}"
+    meta.update(
+        uid=str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+        resourceVersion=str(48211954 + zlib.crc32(name.encode()) % 100000),
+        generation=generation,
+        creationTimestamp="2025-06-02T09:14:07Z",
+        managedFields=[
+            {
+                "manager": "shipyard",
+                "operation": "Apply",
+                "apiVersion": obj["apiVersion"],
+                "time": "2025-06-03T14:02:11Z",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {}},
+            }
+        ],
+    )
+    return {**obj, "metadata": meta}
+
+
+def answer_stack_apply(api: RecordedAPI, objects: Iterable[dict[str, Any]]) -> list[str]:
+    """Queue the answer to a server-side apply of each object; return their paths, in order."""
+    paths = []
+    for obj in objects:
+        path = object_path(obj)
+        api.answer("PATCH", path, as_applied(obj))
+        paths.append(path)
+    return paths
+
+
+def object_path(obj: dict[str, Any]) -> str:
+    """The API path of a rendered object, written out here (not shipyard's table) so a test of
+    the applier compares it with an independent answer."""
+    cluster_scoped = {"Namespace": "namespaces"}
+    plurals = {
+        "NetworkPolicy": "networkpolicies",
+        "Ingress": "ingresses",
+        "PodDisruptionBudget": "poddisruptionbudgets",
+        "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    }
+    kind, meta = str(obj["kind"]), obj["metadata"]
+    prefix = "/api/v1" if obj["apiVersion"] == "v1" else f"/apis/{obj['apiVersion']}"
+    if kind in cluster_scoped:
+        return f"{prefix}/{cluster_scoped[kind]}/{meta['name']}"
+    plural = plurals.get(kind, kind.lower() + "s")
+    return f"{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"

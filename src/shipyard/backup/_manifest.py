@@ -87,7 +87,7 @@ class FilesArtefact(_Document):
     """A directory tree (or one file) of a volume on this host."""
 
     name: str
-    """`files:<path>`."""
+    """`files:<volume>`, the volume as the spec names it (`files:/srv/uploads`, `files:api/uploads`)."""
     type: Literal["files"] = "files"
     path: str
     """The absolute path it was read from (and a live restore writes back to)."""

@@ -27,6 +27,7 @@ from ._connect import (
     PostgresSource,
     RedisSource,
     Source,
+    repository_env,
     repository_location,
     repository_password,
     sources_of,
@@ -59,9 +60,10 @@ def open_repository(
     """The stack's restic repository; the password from the spec's reference, S3 keys from the env."""
     environ = os.environ if environ is None else environ
     find_tool("restic")
-    extra = {k: v for k, v in environ.items() if k.startswith(("AWS_", "B2_", "AZURE_", "GOOGLE_"))}
     return ResticRepository(
-        repository_location(stack, base_dir), repository_password(stack, environ), env=extra
+        repository_location(stack, base_dir),
+        repository_password(stack, environ),
+        env=repository_env(stack, environ),
     )
 
 

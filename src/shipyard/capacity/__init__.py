@@ -38,7 +38,7 @@ from ._fit import (
     node_reservation,
     size_pool,
 )
-from ._format import format_cores, format_gib, format_money
+from ._format import format_cores, format_gib, format_money, limits_note
 from ._report import (
     amounts_data,
     comparison_data,
@@ -91,6 +91,7 @@ __all__ = [
     "format_gib",
     "format_money",
     "known_providers",
+    "limits_note",
     "load_catalog",
     "node_allocatable",
     "node_reservation",

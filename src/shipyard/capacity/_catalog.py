@@ -113,6 +113,37 @@ class NodeExtra(_Model):
     price: _TimedPrice
 
 
+class ManagedDatabase(_Model):
+    """One instance class of the provider's managed database service (RDS, ElastiCache, …),
+    which prices a datastore of `mode: external` that names it."""
+
+    name: str = Field(min_length=1)
+    engine: Literal["postgresql", "redis"]
+    service: str
+    """The product, e.g. 'RDS for PostgreSQL'."""
+    vcpu: Annotated[int, Field(ge=1)] | None = None
+    memory_gib: Annotated[Decimal, Field(gt=0)] | None = None
+    price: _TimedPrice
+    """One instance (Single-AZ)."""
+    multi_az_price: _TimedPrice | None = None
+    """With a standby in a second zone, when the provider offers it."""
+
+
+class ManagedStorage(_Model):
+    """The managed databases' allocated storage, per GB-month."""
+
+    product: str
+    price: Price
+    multi_az_price: Price | None = None
+
+    @model_validator(mode="after")
+    def _per_gb_month(self) -> ManagedStorage:
+        for price in (self.price, self.multi_az_price):
+            if price is not None and price.per != "gb-month":
+                raise ValueError("managed database storage is priced per gb-month")
+        return self
+
+
 class Exchange(_Model):
     """How many US dollars one unit of the catalog's currency was worth, and when."""
 
@@ -140,6 +171,8 @@ class Catalog(_Model):
     block_storage: Storage
     load_balancer: LoadBalancer
     egress: Egress
+    managed_databases: list[ManagedDatabase] = []
+    managed_database_storage: ManagedStorage | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalog:
@@ -151,7 +184,14 @@ class Catalog(_Model):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"node types listed twice: {', '.join(duplicates)}")
+        classes = [database.name for database in self.managed_databases]
+        duplicates = sorted({name for name in classes if classes.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"managed database classes listed twice: {', '.join(duplicates)}")
         return self
+
+    def managed_database(self, name: str) -> ManagedDatabase | None:
+        return next((database for database in self.managed_databases if database.name == name), None)
 
     @property
     def usd_rate(self) -> Decimal:

@@ -1,7 +1,8 @@
 """Monthly cost per provider: every figure is a line item with its quantity and unit price.
 
 cost = nodes (from fitting) + per-node extras + control plane + block storage for the total
-storage + one load balancer when any service has an ingress + egress beyond what is included.
+storage + one load balancer when any service has an ingress + egress beyond what is included +
+each external (managed) datastore that names its instance class: the instance and its storage.
 Each line's monthly figure is rounded to the cent once, and the total is the sum of the rounded
 lines, so the lines always add up to the total shown. Providers are compared in US dollars.
 """
@@ -12,11 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from ..errors import NoNodeTypeFitsError
+from ..errors import NoNodeTypeFitsError, UnknownInstanceClassError
 from ..spec import GIB
-from ._catalog import Catalog, Price, catalogs, load_catalog
+from ._catalog import Catalog, ManagedDatabase, Price, catalogs, load_catalog
 from ._fit import NodePoolFit, PoolPlan, fit_node_pool
-from ._totals import CapacityTotals
+from ._totals import CapacityTotals, ManagedDatastore
 
 CENT = Decimal("0.01")
 DEFAULT_EGRESS_GB = 100
@@ -154,6 +155,7 @@ def _items(
                 unit_price=balancer.price.monthly,
             )
         )
+    items += _managed_items(totals, catalog)
     egress = catalog.egress
     per_node = node.egress_included_gb
     if per_node is None:
@@ -172,6 +174,92 @@ def _items(
     return items
 
 
+def _price_list(catalog: Catalog, store: ManagedDatastore) -> tuple[Catalog, ManagedDatabase]:
+    """The catalog that prices `store`'s instance class: this provider's when it lists it, else
+    the one that does (the database is where it is, whichever provider runs the cluster)."""
+    assert store.instance_class is not None
+    field = f"datastores.{store.name}.external.instance_class"
+    for owner in (catalog, *(other for other in catalogs() if other != catalog)):
+        database = owner.managed_database(store.instance_class)
+        if database is None:
+            continue
+        if database.engine != store.kind:
+            raise UnknownInstanceClassError(
+                f"{field}: {store.instance_class!r} is a {database.engine} class ({database.service}),"
+                f" but {store.name!r} is {store.kind}"
+            )
+        return owner, database
+    listed = sorted(
+        database.name
+        for owner in catalogs()
+        for database in owner.managed_databases
+        if database.engine == store.kind
+    )
+    raise UnknownInstanceClassError(
+        f"{field}: {store.instance_class!r} is in no price catalog; the {store.kind} classes"
+        f" listed are: {', '.join(listed) or 'none'}"
+    )
+
+
+def _managed_items(totals: CapacityTotals, catalog: Catalog) -> list[LineItem]:
+    """A line per external datastore that names its instance class (and one for its allocated
+    storage), in this catalog's currency; the same at minimum and maximum replicas."""
+    items: list[LineItem] = []
+    for store in totals.managed:
+        if store.instance_class is None:
+            continue  # said in the estimate's notes
+        owner, database = _price_list(catalog, store)
+        # A price read from another provider's catalog, in this catalog's currency.
+        rate = owner.usd_rate / catalog.usd_rate
+        foreign = "" if owner == catalog else f"; priced from the {owner.provider} catalog"
+        price = database.price
+        zones = "Single-AZ"
+        if store.multi_az:
+            if database.multi_az_price is None:
+                raise UnknownInstanceClassError(
+                    f"datastores.{store.name}.external.multi_az: {database.name} has no Multi-AZ"
+                    f" price in the {owner.provider} catalog; set multi_az: false or add the price"
+                )
+            price, zones = database.multi_az_price, "Multi-AZ"
+        items.append(
+            _line(
+                catalog,
+                f"{database.service} {store.name!r}: {database.name}, {zones}",
+                1,
+                unit="instance",
+                price=price,
+                unit_price=price.monthly * rate,
+                note=f"{store.host}{foreign}" + (f"; {price.note}" if price.note else ""),
+            )
+        )
+        storage = owner.managed_database_storage
+        if store.storage and storage is not None:
+            storage_price = storage.multi_az_price if store.multi_az else storage.price
+            if storage_price is None:
+                storage_price = storage.price
+            items.append(
+                _line(
+                    catalog,
+                    f"{database.service} {store.name!r}: storage ({storage.product}, {zones})",
+                    -(-store.storage // GIB),
+                    unit="GB-month",
+                    price=storage_price,
+                    unit_price=storage_price.amount * rate,
+                    note=storage_price.note,
+                )
+            )
+    return items
+
+
+def _managed_notes(totals: CapacityTotals) -> list[str]:
+    return [
+        f"{store.name} is an external {store.kind} datastore ({store.host}) without"
+        " external.instance_class: not priced, give the class to count it"
+        for store in totals.managed
+        if store.instance_class is None
+    ]
+
+
 def estimate_cost(
     totals: CapacityTotals,
     catalog: Catalog,
@@ -187,7 +275,7 @@ def estimate_cost(
     fit = pool.chosen
     items = _items(totals, catalog, fit, fit.at_min.nodes, egress_gb)
     at_max = _items(totals, catalog, fit, fit.at_max.nodes, egress_gb)
-    notes = [catalog.note]
+    notes = [catalog.note, *_managed_notes(totals)]
     if not catalog.control_plane.managed:
         notes.append(catalog.control_plane.note)
     if catalog.exchange is not None:

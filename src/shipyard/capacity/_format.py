@@ -26,3 +26,10 @@ def format_gib(count: int) -> str:
 
 def format_money(amount: Decimal) -> str:
     return f"{amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"
+
+
+def limits_note(rows_without_limit: int) -> str:
+    """What a limits total says of the rows it cannot count: '' when every row has its limits."""
+    if not rows_without_limit:
+        return ""
+    return f"({rows_without_limit} {'row' if rows_without_limit == 1 else 'rows'} without a limit)"

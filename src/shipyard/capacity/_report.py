@@ -1,7 +1,9 @@
 """Human figures and plain data (for `-o json|yaml` and the API) of totals, pools and costs.
 
 Plain data carries the exact integers (millicores, bytes) next to the human figures (cores,
-GiB), and money as decimal strings, so nothing is lost to floating point on the way out.
+GiB), and money as decimal strings, so nothing is lost to floating point on the way out. A limit
+the spec does not give is null in a component's figures, never 0, and `limits_missing` lists the
+components without one, so the limits totals cannot hide them.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ def _bytes(count: int) -> dict[str, Any]:
     return {"bytes": count, "gib": format_gib(count)}
 
 
-def amounts_data(amounts: Amounts) -> dict[str, Any]:
+def amounts_data(amounts: Amounts, limits_missing: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Amounts as data; a limit named in `limits_missing` is null (there is none), not 0."""
     return {
         "cpu_request": _cpu(amounts.cpu_request),
-        "cpu_limit": _cpu(amounts.cpu_limit),
+        "cpu_limit": None if "cpu" in limits_missing else _cpu(amounts.cpu_limit),
         "memory_request": _bytes(amounts.memory_request),
-        "memory_limit": _bytes(amounts.memory_limit),
+        "memory_limit": None if "memory" in limits_missing else _bytes(amounts.memory_limit),
         "storage": _bytes(amounts.storage),
     }
 
@@ -35,21 +38,22 @@ def amounts_data(amounts: Amounts) -> dict[str, Any]:
 def _pod_data(pod: Pod) -> dict[str, Any]:
     return {
         "cpu_request": _cpu(pod.cpu_request),
-        "cpu_limit": _cpu(pod.cpu_limit),
+        "cpu_limit": None if "cpu" in pod.limits_missing else _cpu(pod.cpu_limit),
         "memory_request": _bytes(pod.memory_request),
-        "memory_limit": _bytes(pod.memory_limit),
+        "memory_limit": None if "memory" in pod.limits_missing else _bytes(pod.memory_limit),
     }
 
 
 def _row_data(row: ComponentRow) -> dict[str, Any]:
+    missing = row.pod.limits_missing if row.pod else ()
     return {
         "component": row.name,
         "of": row.component,
         "kind": row.kind,
         "replicas": {"min": row.replicas_min, "max": row.replicas_max},
         "per_replica": _pod_data(row.pod) if row.pod else None,
-        "at_min": amounts_data(row.at_min),
-        "at_max": amounts_data(row.at_max),
+        "at_min": amounts_data(row.at_min, missing),
+        "at_max": amounts_data(row.at_max, missing),
     }
 
 
@@ -70,6 +74,16 @@ def totals_data(totals: CapacityTotals) -> dict[str, Any]:
         "environment": totals.environment,
         "components": [_row_data(row) for row in totals.rows],
         "total": {"at_min": amounts_data(totals.at_min), "at_max": amounts_data(totals.at_max)},
+        "exporters": [_row_data(row) for row in totals.exporters],
+        "total_with_exporters": {
+            "at_min": amounts_data(totals.with_exporters_at_min),
+            "at_max": amounts_data(totals.with_exporters_at_max),
+        },
+        "limits_missing": [
+            {"component": row.name, "limits": list(row.pod.limits_missing)}
+            for row in totals.limits_missing
+            if row.pod is not None
+        ],
         "transient": [_transient_data(item) for item in totals.transient],
     }
 

@@ -2,8 +2,14 @@
 
 Every figure is an exact integer (millicores, bytes), so 7.35 cores is 7350 and sums never drift.
 A component that gives a limit but no request is counted as Kubernetes admits it: the request
-defaults to the limit. Cron jobs and migration init containers run now and then; they are listed
-as transient workloads and never added to the steady totals.
+defaults to the limit. A component without a limit may use whatever its node has: it adds 0 to
+the limits total, and `limits_missing` names it, so a total that leaves some out says so. Cron jobs
+and migration init containers run now and then; they are listed as transient workloads and never
+added to the steady totals.
+
+The datastores' exporters (rendered beside each datastore on Kubernetes) are rows of their own,
+outside the first totals, which stay the components' own (seed 004's table); a second total,
+`with_exporters_at_min`/`_at_max`, adds them, and the node pool holds their pods too.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Literal
 
 from ..spec import Postgres, Redis, Resources, Stack, byte_count, millicores
 
-ComponentKind = Literal["service", "datastore", "platform", "reserve"]
+ComponentKind = Literal["service", "datastore", "platform", "reserve", "exporter"]
 At = Literal["min", "max"]
 
 
@@ -55,6 +61,8 @@ class Pod:
     cpu_limit: int
     memory_request: int
     memory_limit: int
+    limits_missing: tuple[Literal["cpu", "memory"], ...] = ()
+    """The limits the spec does not give (counted 0 above): the pod may use what its node has."""
 
     @classmethod
     def of(cls, resources: Resources) -> Pod:
@@ -64,7 +72,11 @@ class Pod:
         # Kubernetes defaults a missing request to the limit, so the scheduler sees the limit.
         cpu_req = millicores(req.cpu) if req.cpu is not None else cpu_lim
         mem_req = byte_count(req.memory) if req.memory is not None else mem_lim
-        return cls(cpu_req, cpu_lim, mem_req, mem_lim)
+        missing: tuple[Literal["cpu", "memory"], ...] = (
+            *(("cpu",) if lim.cpu is None else ()),
+            *(("memory",) if lim.memory is None else ()),
+        )
+        return cls(cpu_req, cpu_lim, mem_req, mem_lim, missing)
 
     @property
     def amounts(self) -> Amounts:
@@ -140,13 +152,36 @@ class CapacityTotals:
     transient: tuple[Transient, ...]
     at_min: Amounts
     at_max: Amounts
+    """The rows' totals; the exporters are not in them."""
     has_ingress: bool
+    exporters: tuple[ComponentRow, ...] = ()
+    """One row per datastore exporter rendered on Kubernetes."""
+    managed: tuple[ManagedDatastore, ...] = ()
+    """Datastores outside the cluster (`mode: external`), priced by `cost`, not counted here."""
+
+    @property
+    def with_exporters_at_min(self) -> Amounts:
+        return sum((row.at_min for row in self.exporters), self.at_min)
+
+    @property
+    def with_exporters_at_max(self) -> Amounts:
+        return sum((row.at_max for row in self.exporters), self.at_max)
+
+    @property
+    def limits_missing(self) -> tuple[ComponentRow, ...]:
+        """The rows (exporters included) with pods that have no CPU or no memory limit: the limits
+        totals leave out whatever those pods may use."""
+        return tuple(
+            row
+            for row in (*self.rows, *self.exporters)
+            if row.pod is not None and row.pod.limits_missing and row.replicas_max > 0
+        )
 
     def demand(self, at: At = "min") -> Demand:
-        """The pods to place and the reserve, at minimum or maximum replicas."""
+        """The pods to place (the exporters' too) and the reserve, at minimum or maximum replicas."""
         groups: list[PodGroup] = []
         reserve_cpu = reserve_memory = 0
-        for row in self.rows:
+        for row in (*self.rows, *self.exporters):
             count = row.replicas_min if at == "min" else row.replicas_max
             if row.pod is None:
                 reserve_cpu += row.at_min.cpu_request
@@ -180,7 +215,40 @@ def _row(
     )
 
 
+@dataclass(frozen=True)
+class ManagedDatastore:
+    """A datastore outside the cluster (`mode: external`: RDS, Aurora, ElastiCache): no pods and
+    no volumes here; `cost` prices its instance class from the catalogs as a line item."""
+
+    name: str
+    kind: Literal["postgresql", "redis"]
+    host: str
+    instance_class: str | None
+    multi_az: bool
+    storage: int
+    """Allocated storage in bytes (PostgreSQL's `storage.size`), 0 when not given."""
+
+
+def _managed(name: str, store: Postgres | Redis) -> ManagedDatastore | None:
+    if store.mode != "external" or store.external is None:
+        return None
+    storage = byte_count(store.storage.size) if store.storage is not None else 0
+    return ManagedDatastore(
+        name=name,
+        kind=store.kind,
+        host=store.external.host,
+        instance_class=store.external.instance_class,
+        multi_az=store.external.multi_az,
+        storage=storage if isinstance(store, Postgres) else 0,
+    )
+
+
 def _postgres_rows(name: str, store: Postgres) -> list[ComponentRow]:
+    """The primary and the replicas, in either in-cluster mode (a CloudNativePG Cluster's
+    1 + `replicas` instances are counted alike, each with its own volume), and a Pooler's
+    PgBouncer pods; nothing for an external database (`ManagedDatastore`)."""
+    if store.mode == "external" or store.storage is None:
+        return []
     per_instance = byte_count(store.storage.size)
     primary = Pod.of(store.resources)
     rows = [_row(f"{name} (primary)", "datastore", primary, (1, 1), storage=per_instance, component=name)]
@@ -197,12 +265,42 @@ def _postgres_rows(name: str, store: Postgres) -> list[ComponentRow]:
                 component=name,
             )
         )
+    settings = store.cloudnative_pg if store.mode == "cloudnative-pg" else None
+    if settings is not None and settings.pooler is not None:
+        count = settings.pooler.instances
+        rows.append(
+            _row(
+                f"{name} (pooler)",
+                "datastore",
+                Pod.of(settings.pooler.resources),
+                (count, count),
+                storage=0,
+                component=f"{name}-pooler",
+            )
+        )
     return rows
 
 
-def _redis_row(name: str, store: Redis) -> ComponentRow:
-    storage = byte_count(store.storage.size) if store.storage else 0
-    return _row(name, "datastore", Pod.of(store.resources), (1, 1), storage=storage)
+def _redis_rows(name: str, store: Redis) -> list[ComponentRow]:
+    """The primary (named as the datastore) and its read replicas, each replica with its own
+    volume; nothing for an external Redis."""
+    if store.mode == "external":
+        return []
+    per_instance = byte_count(store.storage.size) if store.storage else 0
+    pod = Pod.of(store.resources)
+    rows = [_row(name, "datastore", pod, (1, 1), storage=per_instance)]
+    if store.replicas:
+        rows.append(
+            _row(
+                f"{name} (replica)",
+                "datastore",
+                pod,
+                (store.replicas, store.replicas),
+                storage=per_instance * store.replicas,
+                component=name,
+            )
+        )
+    return rows
 
 
 def capacity_totals(stack: Stack) -> CapacityTotals:
@@ -215,6 +313,10 @@ def capacity_totals(stack: Stack) -> CapacityTotals:
         if service.autoscaling is not None:
             low, high = service.autoscaling.min, service.autoscaling.max
         storage = sum(byte_count(volume.size) for volume in service.volumes.values())
+        if service.workload == "statefulset":
+            # A claim per pod of each volume, kept when the StatefulSet scales down: as many as
+            # the most pods it runs.
+            storage *= high
         rows.append(_row(name, "service", pod, (low, high), storage=storage))
         for job_name, job in service.cron.items():
             transient.append(
@@ -245,9 +347,18 @@ def capacity_totals(stack: Stack) -> CapacityTotals:
         if isinstance(store, Postgres):
             rows += _postgres_rows(name, store)
         else:
-            rows.append(_redis_row(name, store))
+            rows += _redis_rows(name, store)
+    # An exporter is a component of its own (its own pod, named like its Deployment): the node
+    # pool need not spread it away from its datastore's pods.
+    exporters = [
+        _row(f"{name}-exporter", "exporter", Pod.of(exporter.resources), (1, 1), storage=0)
+        for name, store in stack.datastores.items()
+        if (exporter := store.kubernetes_exporter) is not None
+    ]
     for name, component in stack.platform.components.items():
-        storage = byte_count(component.storage) if component.storage else 0
+        # Each replica of a platform component has its own volume (a StatefulSet's claim), as
+        # each PostgreSQL replica holds its own copy.
+        storage = byte_count(component.storage) * component.replicas if component.storage else 0
         pod = Pod.of(component.resources)
         rows.append(_row(name, "platform", pod, (component.replicas,) * 2, storage=storage))
     reserve = stack.platform.reserve
@@ -264,4 +375,6 @@ def capacity_totals(stack: Stack) -> CapacityTotals:
         at_min=at_min,
         at_max=at_max,
         has_ingress=any(service.ingress is not None for service in stack.services.values()),
+        exporters=tuple(exporters),
+        managed=tuple(m for name, store in stack.datastores.items() if (m := _managed(name, store))),
     )

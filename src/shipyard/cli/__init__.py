@@ -54,6 +54,13 @@ _COMMANDS: dict[str, _Lazy] = {
     "down": _Lazy(
         "_rollout", "local: stop every app process of the stack and its HAProxy (the releases stay recorded)."
     ),
+    "apply": _Lazy(
+        "_apply", "Server-side apply a whole environment to its cluster: datastores ready before workloads."
+    ),
+    "status": _Lazy(
+        "_apply",
+        "What runs in an environment's cluster: rollouts, pods ready, autoscalers, ingress, CronJobs.",
+    ),
     "render": _Lazy(
         "_render",
         "Render the spec as Kubernetes manifests, a Kustomize tree, a Helm chart, or its monitoring.",

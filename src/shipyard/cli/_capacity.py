@@ -17,6 +17,7 @@ from ..capacity import (
     Amounts,
     CapacityTotals,
     Catalog,
+    ComponentRow,
     CostComparison,
     NoNodeTypeFitsError,
     PoolPlan,
@@ -28,6 +29,7 @@ from ..capacity import (
     format_cores,
     format_gib,
     format_money,
+    limits_note,
     load_catalog,
     pool_data,
     totals_data,
@@ -192,12 +194,13 @@ def _figure(text: str) -> str:
     return "-" if text == "0" else text
 
 
-def _amount_cells(amounts: Amounts) -> list[str]:
+def _amount_cells(amounts: Amounts, limits_missing: tuple[str, ...] = ()) -> list[str]:
+    # A limit the spec does not give is "none" (the pod may use its node's), never "-" (zero).
     return [
         _figure(format_cores(amounts.cpu_request)),
-        _figure(format_cores(amounts.cpu_limit)),
+        "none" if "cpu" in limits_missing else _figure(format_cores(amounts.cpu_limit)),
         _figure(format_gib(amounts.memory_request)),
-        _figure(format_gib(amounts.memory_limit)),
+        "none" if "memory" in limits_missing else _figure(format_gib(amounts.memory_limit)),
         _figure(format_gib(amounts.storage)),
     ]
 
@@ -213,17 +216,32 @@ def _totals_table(totals: CapacityTotals, at: str) -> Table:
         show_edge=False,
         pad_edge=False,
     )
-    table.add_column("Component", no_wrap=True)
+    table.add_column("Component")  # a total's note on rows without a limit may wrap
     for heading in ("Replicas", "CPU req", "CPU lim", "RAM req", "RAM lim", "Storage"):
         table.add_column(heading, justify="right", no_wrap=True)
-    for row in totals.rows:
-        replicas = row.replicas_min if at == "min" else row.replicas_max
-        amounts = row.at_min if at == "min" else row.at_max
-        count = "-" if row.pod is None else str(replicas)
-        table.add_row(row.name, count, *_amount_cells(amounts))
-    amounts = totals.at_min if at == "min" else totals.at_max
+    without_limit = {row.name for row in totals.limits_missing}
+
+    def add_rows(rows: tuple[ComponentRow, ...]) -> None:
+        for row in rows:
+            replicas = row.replicas_min if at == "min" else row.replicas_max
+            amounts = row.at_min if at == "min" else row.at_max
+            count = "-" if row.pod is None else str(replicas)
+            missing = row.pod.limits_missing if row.pod is not None else ()
+            table.add_row(row.name, count, *_amount_cells(amounts, missing))
+
+    def total(label: str, amounts: Amounts, rows: tuple[ComponentRow, ...]) -> None:
+        note = limits_note(sum(row.name in without_limit for row in rows))
+        table.add_row(f"{label} {note}".rstrip(), "", *_amount_cells(amounts), style="bold")
+
+    add_rows(totals.rows)
     table.add_section()
-    table.add_row("TOTAL", "", *_amount_cells(amounts), style="bold")
+    total("TOTAL", totals.at_min if at == "min" else totals.at_max, totals.rows)
+    if totals.exporters:
+        table.add_section()
+        add_rows(totals.exporters)
+        table.add_section()
+        with_exporters = totals.with_exporters_at_min if at == "min" else totals.with_exporters_at_max
+        total("TOTAL + exporters", with_exporters, (*totals.rows, *totals.exporters))
     return table
 
 

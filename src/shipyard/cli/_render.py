@@ -1,5 +1,11 @@
-"""`shipyard render kubernetes|kustomize|helm|prometheus|alertmanager|grafana`: the spec as files
-Kubernetes and monitoring tools read."""
+"""`shipyard render kubernetes|kustomize|helm|argocd|prometheus|alertmanager|grafana`: the spec as
+files Kubernetes, Argo CD and monitoring tools read.
+
+One rule for where output goes: without `-o`, what is one stream (manifests, monitoring
+configuration) is written to stdout; a tree of files (a Kustomize tree, a Helm chart, the Argo CD
+repository layout) is written only into the directory `-o` names, never into a default one, and
+the command says where it wrote.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,21 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..errors import UserError
 from ..render import (
     DEFAULT_KUBE_VERSION,
     KIND_ORDER,
     MonitoringKind,
     Written,
     all_manifests,
+    argocd_tree,
     manifests_text,
     monitoring_text,
     render_helm,
     render_kustomize,
     write_kubernetes,
     write_monitoring,
+    write_tree,
 )
 from ._app import DEFAULT_SPEC, EnvOption, SpecOption, console, console_err, read_spec
 
@@ -52,8 +61,17 @@ TargetOption = Annotated[
         help="Where the stack runs: local (processes behind HAProxy) or kubernetes (pods found by label).",
     ),
 ]
-DEFAULT_KUSTOMIZE_DIR = Path("rendered/kustomize")
-DEFAULT_HELM_DIR = Path("rendered/helm")
+
+
+def _tree_out(out: Path | None, command: str, what: str) -> Path:
+    """The directory a tree goes to: only ever the one -o names."""
+    if out is None:
+        raise UserError(
+            f"`render {command}` writes {what}, a directory of files: name it with -o DIR"
+            f" (e.g. -o rendered/{command}); nothing was written."
+            " Without -o, only `render kubernetes|prometheus|alertmanager|grafana` write, to stdout"
+        )
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -66,6 +84,7 @@ def register(app: typer.Typer) -> None:
     group.command("kubernetes")(kubernetes)
     group.command("kustomize")(kustomize)
     group.command("helm")(helm)
+    group.command("argocd")(argocd)
     group.command("prometheus")(prometheus)
     group.command("alertmanager")(alertmanager)
     group.command("grafana")(grafana)
@@ -100,10 +119,9 @@ def kustomize(
     kube_version: KubeVersionOption = DEFAULT_KUBE_VERSION,
 ) -> None:
     """A Kustomize base and one overlay per environment."""
+    directory = _tree_out(out, "kustomize", "a Kustomize base and overlays")
     spec = read_spec(file)
-    written = render_kustomize(
-        spec, out or DEFAULT_KUSTOMIZE_DIR, kube_version=kube_version, base_environment=env
-    )
+    written = render_kustomize(spec, directory, kube_version=kube_version, base_environment=env)
     _report(written)
 
 
@@ -114,9 +132,44 @@ def helm(
     kube_version: KubeVersionOption = DEFAULT_KUBE_VERSION,
 ) -> None:
     """A Helm chart: values.yaml for the base environment, values-<env>.yaml for each."""
+    directory = _tree_out(out, "helm", "a Helm chart")
     spec = read_spec(file)
-    written = render_helm(spec, out or DEFAULT_HELM_DIR, kube_version=kube_version, base_environment=env)
+    written = render_helm(spec, directory, kube_version=kube_version, base_environment=env)
     _report(written)
+
+
+def argocd(
+    file: SpecOption = DEFAULT_SPEC,
+    env: Annotated[
+        str | None,
+        typer.Option(
+            "--env", "-e", help="Only this environment's Application (default: every one with gitops)."
+        ),
+    ] = None,
+    out: OutDirOption = None,
+    kube_version: KubeVersionOption = DEFAULT_KUBE_VERSION,
+) -> None:
+    """What the GitOps repository holds at gitops.path: the app-of-apps (root.yaml), AppProjects,
+    one Application per environment, the platform add-ons (pinned Helm charts) and the stack."""
+    directory = _tree_out(out, "argocd", "the Argo CD repository layout")
+    spec = read_spec(file)
+    tree = argocd_tree(spec, env, kube_version=kube_version)
+    where = write_tree(tree.files, directory)
+    table = Table(title=f"Wrote {len(tree.files)} files to {where}", title_justify="left")
+    table.add_column("Application", no_wrap=True)  # a name to copy whole (`argocd app sync NAME`)
+    table.add_column("wave", justify="right")
+    for column in ("source", "namespace", "sync"):
+        table.add_column(column, overflow="fold")
+    for app in sorted(tree.applications, key=lambda a: (a.wave, a.name)):
+        table.add_row(app.name, str(app.wave), app.source, app.destination, app.sync)
+    console.print(table)
+    in_repo = "the repository's root" if tree.path == "." else tree.path
+    console.print(
+        f"Commit {where} as {in_repo} of {tree.repo}, then once: kubectl apply -n {tree.namespace}"
+        f" -f {where / 'root.yaml'}"
+    )
+    for note in tree.notes:
+        console_err.print(f"[yellow]note:[/] {note}")
 
 
 def prometheus(

@@ -619,6 +619,8 @@ def deploy(
 ) -> ReleaseOutcome:
     """Release a version: local, run to its end here (rolled back by itself if it is bad);
     kubernetes, applied for Argo Rollouts to run. `on_started` gets the release's id once recorded."""
+    if request.target == "kubernetes":
+        _refuse_under_gitops(ws, request.service)
     driver = _driver(ws, request.target, kube, on_progress)
     if request.dry_run:
         planned = driver.plan_release(request.service, request.version, request.strategy)
@@ -633,6 +635,22 @@ def deploy(
     if on_started is not None:
         on_started(rollout_id)
     return _run(driver, rollout_id)
+
+
+def _refuse_under_gitops(ws: Workspace, service: str) -> None:
+    """Argo CD owns an environment with `gitops:`: a release applied here would change the Rollout's
+    pod template behind Git's back, and self-heal would put it back. A release is a commit there."""
+    gitops = ws.stack.gitops
+    if gitops is None:
+        return
+    raise UserError(
+        f"environment {ws.environment!r} is synced by Argo CD from {gitops.repo} (path {gitops.path}):"
+        f" `deploy --target kubernetes` would fight it over {service!r}'s Rollout. Release through Git:"
+        f" set services.{service}.image to the new version in {ws.spec_path}, run `shipyard render"
+        f" argocd -o <checkout>/{gitops.path}`, commit and push; Argo CD syncs it and Argo Rollouts"
+        f" runs the release (`shipyard rollout promote|abort|pause|resume {service} --target"
+        " kubernetes` still steer it)"
+    )
 
 
 def steer(

@@ -9,7 +9,9 @@ is written, and the Kustomize and Helm outputs are derived from the very objects
 
 from ._alertmanager import alertmanager_config, secret_file
 from ._argo import argo_rollouts, canary_service_name, preview_service_name
+from ._argocd import ArgoApplication, ArgoTree, argocd_tree
 from ._backups import scheduled_request
+from ._crds import CustomResource, custom_resource, custom_resources
 from ._grafana import dashboard
 from ._kubernetes import (
     KIND_ORDER,
@@ -58,7 +60,7 @@ from ._patroni import (
 )
 from ._prometheus import BURN_TIERS, Target, rule_groups, scrape_config, seed_alerts
 from ._schema import DEFAULT_KUBE_VERSION, supported_versions, validate_objects
-from ._workloads import config_map_name, volume_claim_name
+from ._workloads import config_map_name, volume_claim_name, volume_claim_names
 from ._writer import write_tree
 from ._yaml import dump, dump_all
 
@@ -69,6 +71,9 @@ __all__ = [
     "KIND_ORDER",
     "PATRONI_PASSWORD_ENV",
     "SECRET_ROLES",
+    "ArgoApplication",
+    "ArgoTree",
+    "CustomResource",
     "EnvironmentOutput",
     "EtcdNode",
     "HaLayout",
@@ -85,9 +90,12 @@ __all__ = [
     "alertmanager_config",
     "all_manifests",
     "argo_rollouts",
+    "argocd_tree",
     "build_manifests",
     "canary_service_name",
     "config_map_name",
+    "custom_resource",
+    "custom_resources",
     "dashboard",
     "dump",
     "dump_all",
@@ -123,6 +131,7 @@ __all__ = [
     "supported_versions",
     "validate_objects",
     "volume_claim_name",
+    "volume_claim_names",
     "write_kubernetes",
     "write_monitoring",
     "write_tree",

@@ -7,9 +7,11 @@ Argo Rollouts' controller runs:
                  autoPromotionEnabled = auto_promote, scaleDownDelaySeconds = rollback_window,
                  postPromotionAnalysis from the service's AnalysisTemplate
     canary       steps: {weight} -> setWeight, {pause: d} -> pause {duration}, until-promoted ->
-                 pause {}, {analysis: d} -> an analysis step of d; with an ingress, traffic is
-                 split by NGINX (stableIngress = the service's Ingress) between stableService (the
-                 service's own Service) and canaryService (`<name>-canary`)
+                 pause {}, {analysis: d} -> an analysis step of d; with an ingress, the ingress
+                 controller splits traffic between stableService (the service's own Service) and
+                 canaryService (`<name>-canary`): NGINX through stableIngress (the service's
+                 Ingress), Traefik through a weighted TraefikService behind an IngressRoute that
+                 takes the Ingress's place (`_ingress`)
     both         progressDeadlineSeconds = health_timeout, aborting when it passes
 
 The pod template is the very one `deployment()` builds for the Deployment it replaces (an inline
@@ -18,11 +20,16 @@ nothing is left to scale the old Deployment down). The bundled Rollout schema ch
 fields; the pod template is checked against Kubernetes' strict PodSpec of the target version, as a
 `v1 PodTemplate`, with the same machinery as every other object.
 
-Analysis reads the NGINX ingress controller's metrics for the Service that carries the candidate's
-traffic: the error rate (5xx / all), the p99 latency and, for a canary, its p99 against the stable
-version's. A check with fewer than `min_requests` requests in its window gives no value: the
-measurement is inconclusive, and an analysis whose every measurement is inconclusive pauses the
-rollout (as the local engine pauses instead of deciding).
+Analysis reads the ingress controller's metrics (NGINX's or Traefik's) for the Service that carries
+the candidate's traffic: the error rate (5xx / all), the p99 latency and, for a canary, its p99
+against the stable version's. A check with fewer than `min_requests` requests in its window gives
+no value: the measurement is inconclusive, and an analysis whose every measurement is inconclusive
+pauses the rollout (as the local engine pauses instead of deciding). The Prometheus queried is
+`rollout.analysis.prometheus_url` when given, else prometheus-operator's `prometheus-operated`.
+
+With Traefik, the Argo Rollouts controller must use Traefik v3's API group `traefik.io`: its
+default from Argo Rollouts 1.10; earlier controllers default to `traefik.containo.us` and need
+`--traefik-api-group=traefik.io --traefik-api-version=traefik.io/v1alpha1`.
 """
 
 from __future__ import annotations
@@ -37,13 +44,14 @@ from ..errors import RenderError
 from ..spec import CanaryStep, Service, Stack
 from ._common import COMPONENT_LABEL, Object, labels, metadata, selector
 from ._env import SecretUses, service_env
+from ._exporters import prometheus_namespace
+from ._ingress import CanaryRouting, ingress_controller
 from ._schema import DEFAULT_KUBE_VERSION, schema_version, validate_objects
 from ._workloads import PORT_NAME, deployment
 
 ARGO_API_VERSION = "argoproj.io/v1alpha1"
 PREVIEW_SUFFIX = "-preview"
 CANARY_SUFFIX = "-canary"
-DEFAULT_PROMETHEUS_NAMESPACE = "monitoring"
 MIN_RATE_WINDOW = 60
 """Seconds: Prometheus needs two scrapes (at a 15-30 s interval) in a window to compute a rate."""
 
@@ -59,10 +67,6 @@ ARG_STABLE_SERVICE = "stable-service"
 ARG_COUNT = "count"
 ARG_INCONCLUSIVE_LIMIT = "inconclusive-limit"
 
-_REQUESTS = "nginx_ingress_controller_requests"
-_DURATION_BUCKETS = "nginx_ingress_controller_request_duration_seconds_bucket"
-_SERVER_ERRORS = ',status=~"5.."'
-
 
 def preview_service_name(name: str) -> str:
     return f"{name}{PREVIEW_SUFFIX}"
@@ -73,10 +77,11 @@ def canary_service_name(name: str) -> str:
 
 
 def default_prometheus(stack: Stack) -> str:
-    """The Prometheus the analysis queries: prometheus-operator's `prometheus-operated` Service."""
-    component = stack.platform.components.get("prometheus")
-    namespace = component.namespace if component and component.namespace else DEFAULT_PROMETHEUS_NAMESPACE
-    return f"http://prometheus-operated.{namespace}.svc:9090"
+    """The Prometheus the analysis queries: `rollout.analysis.prometheus_url` when the spec gives
+    it, else prometheus-operator's `prometheus-operated` Service in Prometheus' namespace."""
+    if stack.rollout.analysis.prometheus_url:
+        return stack.rollout.analysis.prometheus_url
+    return f"http://prometheus-operated.{prometheus_namespace(stack)}.svc:9090"
 
 
 def render_argo(
@@ -99,11 +104,17 @@ def render_argo(
         raise RenderError(f"no service {service!r} in stack {stack.name!r} (services: {known})")
     if spec.image is None:
         raise RenderError(f"service {service!r} has no image: it runs only on plain hosts (`run`)")
+    if spec.workload == "statefulset":
+        # A Rollout manages ReplicaSets, which have no per-pod claims; `argo_rollouts` keeps it too.
+        raise RenderError(
+            f"service {service!r} is a StatefulSet (workload: statefulset): Argo Rollouts cannot roll"
+            " it; its own RollingUpdate does"
+        )
     version = schema_version(kube_version)
     major, minor = (int(part) for part in version.split("."))
     env = service_env(stack, spec, SecretUses(stack))
     base = deployment(stack, service, spec, env, (major, minor))
-    objects = _argo_objects(stack, service, spec, base, prometheus or default_prometheus(stack))
+    objects, _ = _argo_objects(stack, service, spec, base, prometheus or default_prometheus(stack))
     _validate(objects, version)
     return sorted(objects, key=_apply_rank)
 
@@ -117,14 +128,16 @@ def argo_rollouts(
 ) -> list[Object]:
     """A rendered environment with every service's Deployment replaced by its Argo objects.
 
-    HorizontalPodAutoscalers that scaled a replaced Deployment scale its Rollout instead. The
-    Argo objects are validated here (the Rollout's pod template with Kubernetes' PodSpec of
-    `kube_version`); the rest is left to the caller's validation, as before.
+    HorizontalPodAutoscalers that scaled a replaced Deployment scale its Rollout instead; an object
+    the canary's traffic routing takes the place of (Traefik's IngressRoute for the Ingress) is
+    left out. The Argo objects are validated here (the Rollout's pod template with Kubernetes'
+    PodSpec of `kube_version`); the rest is left to the caller's validation, as before.
     """
     address = prometheus or default_prometheus(stack)
     kept: list[Object] = []
     added: list[Object] = []
     replaced: set[str] = set()
+    superseded: set[tuple[str, str]] = set()
     for obj in objects:
         name = str(obj.get("metadata", {}).get("name", ""))
         spec = stack.services.get(name)
@@ -134,11 +147,15 @@ def argo_rollouts(
             and spec is not None
             and obj["metadata"].get("labels", {}).get(COMPONENT_LABEL) == spec.role
         ):
-            added += _argo_objects(stack, name, spec, obj, address)
+            argo_objects, routing = _argo_objects(stack, name, spec, obj, address)
+            added += argo_objects
             replaced.add(name)
+            if routing is not None:
+                superseded |= set(routing.replaces)
         else:
             kept.append(obj)
     _validate(added, schema_version(kube_version))
+    kept = [obj for obj in kept if (obj.get("kind"), obj.get("metadata", {}).get("name")) not in superseded]
     return [_retarget(obj, replaced) for obj in kept] + sorted(added, key=_apply_rank)
 
 
@@ -153,7 +170,7 @@ def _retarget(obj: Object, rollouts: set[str]) -> Object:
     return {**obj, "spec": {**obj["spec"], "scaleTargetRef": ref}}
 
 
-_APPLY_ORDER = ("Service", "AnalysisTemplate", "Rollout")
+_APPLY_ORDER = ("Service", "AnalysisTemplate", "Rollout", "TraefikService", "Certificate", "IngressRoute")
 
 
 def _apply_rank(obj: Object) -> tuple[int, str]:
@@ -187,8 +204,12 @@ def _validate(objects: list[Object], version: str) -> None:
     validate_objects(objects, kube_version=version)
 
 
-def _argo_objects(stack: Stack, name: str, service: Service, base: Object, prometheus: str) -> list[Object]:
+def _argo_objects(
+    stack: Stack, name: str, service: Service, base: Object, prometheus: str
+) -> tuple[list[Object], CanaryRouting | None]:
+    """The service's Argo objects, and the canary's traffic routing when the ingress splits it."""
     policy = stack.rollout
+    routing: CanaryRouting | None = None
     spec = base["spec"]
     rolling = spec.get("strategy", {}).get("rollingUpdate", {})
     objects: list[Object] = []
@@ -222,12 +243,17 @@ def _argo_objects(stack: Stack, name: str, service: Service, base: Object, prome
             "maxUnavailable": rolling.get("maxUnavailable", 0),
         }
         if routed:
+            assert service.ingress is not None
+            routing = ingress_controller(stack).canary_routing(
+                stack, name, service, service.ingress, canary_service_name(name)
+            )
             canary |= {
                 "canaryService": canary_service_name(name),
                 "stableService": name,
-                "trafficRouting": {"nginx": {"stableIngress": name}},
+                "trafficRouting": routing.traffic_routing,
             }
             objects.append(_copy_service(stack, name, service, canary_service_name(name)))
+            objects += routing.objects
         candidate = canary_service_name(name) if routed else name
         canary["steps"] = [_step(step_spec, analysis, candidate, name, stack) for step_spec in policy.steps]
         strategy = {"canary": canary}
@@ -251,7 +277,7 @@ def _argo_objects(stack: Stack, name: str, service: Service, base: Object, prome
             "spec": rollout_spec,
         }
     )
-    return objects
+    return objects, routing
 
 
 def _step(
@@ -341,28 +367,29 @@ def analysis_template(
 ) -> Object | None:
     """The service's AnalysisTemplate, or None when it has nothing to measure.
 
-    Measured from the NGINX ingress controller when the service has an ingress: error rate,
+    Measured from the ingress controller's metrics when the service has an ingress: error rate,
     p99 (max_p99_ms) and, `against_stable`, the candidate's p99 over the stable version's
     (max_p99_ratio); then the policy's own Prometheus checks, each passing at most its `max`.
     """
     policy = stack.rollout.analysis
     window = f"{max(policy.window, MIN_RATE_WINDOW)}s"
-    namespace = stack.k8s_namespace
+    controller = ingress_controller(stack)
+    server_errors = f',{controller.status_label}=~"5.."'
 
     def select(service_arg: str, extra: str = "") -> str:
-        return f'{{namespace="{namespace}",service="{{{{args.{service_arg}}}}}"{extra}}}'
+        return f"{{{controller.traffic_selector(stack, f'{{{{args.{service_arg}}}}}')}{extra}}}"
 
     def requests(service_arg: str) -> str:
-        return f"sum(increase({_REQUESTS}{select(service_arg)}[{window}]))"
+        return f"sum(increase({controller.requests_metric}{select(service_arg)}[{window}]))"
 
     def p99(service_arg: str) -> str:
-        buckets = f"rate({_DURATION_BUCKETS}{select(service_arg)}[{window}])"
+        buckets = f"rate({controller.duration_buckets}{select(service_arg)}[{window}])"
         return f"histogram_quantile(0.99, sum by (le) ({buckets}))"
 
     enough = f"and on() {requests(ARG_SERVICE)} >= {policy.min_requests}"
     checks: list[tuple[str, str, float]] = []
     if service.ingress is not None:
-        errors = f"sum(increase({_REQUESTS}{select(ARG_SERVICE, _SERVER_ERRORS)}[{window}]))"
+        errors = f"sum(increase({controller.requests_metric}{select(ARG_SERVICE, server_errors)}[{window}]))"
         error_rate = f"({errors} or vector(0)) / {requests(ARG_SERVICE)} {enough}"
         checks.append((ERROR_RATE, error_rate, policy.max_error_rate))
         if policy.max_p99_ms is not None:

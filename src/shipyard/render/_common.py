@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..spec import Resources, Stack
+from ..spec import Postgres, Resources, Stack
 
 Object = dict[str, Any]
 
@@ -72,11 +72,38 @@ def empty_dir(name: str) -> dict[str, Any]:
     return {"name": name, "emptyDir": {}}
 
 
-def cluster_host(stack: Stack, name: str) -> str:
-    """The in-cluster host name of datastore `name`'s writable endpoint: what services and the
-    backup CronJobs connect to (a Service of the same namespace, found through the pod's DNS
-    search path)."""
-    return name
+def cnpg_rw_service(name: str) -> str:
+    """The Service CloudNativePG creates for a Cluster's primary (`-ro`: replicas, `-r`: any)."""
+    return f"{name}-rw"
+
+
+def cnpg_pooler_name(name: str) -> str:
+    """The `Pooler` in front of Cluster `name`'s primary; CloudNativePG names its Service (and
+    labels its pods `cnpg.io/poolerName`) after it. It may not be the Cluster's own name."""
+    return f"{name}-pooler-rw"
+
+
+def cluster_host(stack: Stack, name: str, *, direct: bool = False) -> str:
+    """The host name of datastore `name`'s writable endpoint as pods of the stack reach it: what
+    services and the backup CronJobs connect to. The one place that says it, per mode:
+
+    - `statefulset`: the primary's Service, `name` (same namespace, found through the pod's DNS
+      search path);
+    - `cloudnative-pg`: the Cluster's `<name>-rw` Service, or with a `pooler` the Pooler's
+      `<name>-pooler-rw`; `direct` skips the pooler, for what must reach PostgreSQL itself
+      (pg_dump, which PgBouncer's transaction mode would break; exporters);
+    - `external`: the managed database's `external.host`.
+    """
+    store = stack.datastores.get(name)
+    if store is None or store.mode == "statefulset":
+        return name
+    if store.mode == "external":
+        assert store.external is not None  # the model requires it in this mode
+        return store.external.host
+    settings = store.cloudnative_pg if isinstance(store, Postgres) else None
+    if settings is not None and settings.pooler is not None and not direct:
+        return cnpg_pooler_name(name)
+    return cnpg_rw_service(name)
 
 
 def env_name(name: str) -> str:

@@ -34,6 +34,20 @@ class SecretUses:
     stack: Stack
     keys: dict[str, set[str]] = field(default_factory=dict)
     stores: dict[str, str] = field(default_factory=dict)
+    basic_auth: dict[str, str] = field(default_factory=dict)
+    """Secrets that must be `kubernetes.io/basic-auth` (a CloudNativePG owner Secret), each with the
+    `username` it must hold: an ExternalSecret writes that type and adds the username."""
+
+    def basic_auth_ref(self, ref: SecretRef, username: str) -> None:
+        """Record that `ref`'s Secret is a basic-auth Secret: `username` is `username`, and
+        `ref`'s key (which must be `password`) the password."""
+        self.ref(ref)
+        known = self.basic_auth.setdefault(ref.name, username)
+        if known != username:
+            raise RenderError(
+                f"Secret {ref.name!r} is the credentials of two database owners ({known!r} and"
+                f" {username!r}); a basic-auth Secret holds one username: give each its own Secret"
+            )
 
     def key_ref(self, secret: str, key: str, store: str | None = None) -> dict[str, Any]:
         """Record a use of `secret/key` and return the `valueFrom` that reads it."""
@@ -137,14 +151,20 @@ def _connections(stack: Stack, service: Service, uses: SecretUses) -> Iterator[d
 def _postgres_vars(
     stack: Stack, name: str, store: Postgres, uses: SecretUses
 ) -> list[tuple[str, str | dict[str, Any]]]:
-    return [
+    url = "postgresql://$(PGUSER):$(PGPASSWORD)@$(PGHOST):$(PGPORT)/$(PGDATABASE)"
+    variables: list[tuple[str, str | dict[str, Any]]] = [
         ("PGHOST", cluster_host(stack, name)),
         ("PGPORT", str(store.port)),
         ("PGDATABASE", store.database),
         ("PGUSER", store.user),
         ("PGPASSWORD", uses.ref(postgres_password(name, store))),
-        ("DATABASE_URL", "postgresql://$(PGUSER):$(PGPASSWORD)@$(PGHOST):$(PGPORT)/$(PGDATABASE)"),
     ]
+    if store.mode == "external" and store.external is not None:
+        # A managed database is reached over the network it shares with others: libpq (PGSSLMODE)
+        # and URL-configured drivers alike are told the TLS policy.
+        variables.append(("PGSSLMODE", store.external.sslmode))
+        url += "?sslmode=$(PGSSLMODE)"
+    return [*variables, ("DATABASE_URL", url)]
 
 
 def _redis_vars(
@@ -154,10 +174,22 @@ def _redis_vars(
         ("REDIS_HOST", cluster_host(stack, name)),
         ("REDIS_PORT", str(store.port)),
     ]
+    scheme = "redis"
+    if store.mode == "external" and store.external is not None and store.external.tls:
+        scheme = "rediss"  # ElastiCache's in-transit encryption: TLS on the same port
+        variables.append(("REDIS_TLS", "true"))
+    if store.mode == "statefulset" and store.replicas > 0:
+        variables.append(("REDIS_REPLICA_HOST", replica_name(name)))
     if store.password is None:
-        return [*variables, ("REDIS_URL", "redis://$(REDIS_HOST):$(REDIS_PORT)/0")]
+        return [*variables, ("REDIS_URL", f"{scheme}://$(REDIS_HOST):$(REDIS_PORT)/0")]
     return [
         *variables,
         ("REDIS_PASSWORD", uses.ref(store.password)),
-        ("REDIS_URL", "redis://:$(REDIS_PASSWORD)@$(REDIS_HOST):$(REDIS_PORT)/0"),
+        ("REDIS_URL", f"{scheme}://:$(REDIS_PASSWORD)@$(REDIS_HOST):$(REDIS_PORT)/0"),
     ]
+
+
+def replica_name(name: str) -> str:
+    """The StatefulSet and Service of datastore `name`'s replicas (statefulset mode): reads that
+    may lag behind the primary go there."""
+    return f"{name}-replica"

@@ -20,18 +20,21 @@ from ._common import (
     metadata,
 )
 from ._datastores import postgres_objects, redis_objects
+from ._egress import egress_policies
 from ._env import SecretUses, service_env
+from ._exporters import exporter_objects
+from ._ingress import ingress_objects
+from ._limits import check_sizes
 from ._network import network_policies
+from ._operator import operator_objects
 from ._schema import DEFAULT_KUBE_VERSION, schema_version, validate_objects
 from ._workloads import (
     autoscaler,
     cluster_service,
     config_map,
     cron_jobs,
-    deployment,
     disruption_budget,
-    ingress,
-    volume_claim,
+    workload_objects,
 )
 
 # Apply order: the namespace, the identities pods run as, its network rules before any pod can
@@ -60,6 +63,8 @@ KIND_ORDER = (
     "PodDisruptionBudget",
     "Middleware",
     "TraefikService",
+    "Certificate",
+    "IngressRoute",
     "Ingress",
     "ServiceMonitor",
     "PodMonitor",
@@ -122,30 +127,31 @@ def build_manifests(
         env = service_env(stack, service, uses)
         if env.config:
             objects.append(config_map(stack, name, service, env))
-        for volume_name, volume in sorted(service.volumes.items()):
-            objects.append(volume_claim(stack, name, service, volume_name, volume))
-        objects.append(deployment(stack, name, service, env, (major, minor)))
+        objects += workload_objects(stack, name, service, env, (major, minor))
         if service.port is not None:
             objects.append(cluster_service(stack, name, service))
         if service.autoscaling is not None:
             objects.append(autoscaler(stack, name, service))
         if service.autoscaling is not None or service.replicas >= 2:
             objects.append(disruption_budget(stack, name, service))
-        if service.ingress is not None:
-            objects.append(ingress(stack, name, service, service.ingress))
+        objects += ingress_objects(stack, name, service)
         objects += cron_jobs(stack, name, service, env)
     for name, store in sorted(stack.datastores.items()):
         if isinstance(store, Postgres):
             objects += postgres_objects(stack, name, store, uses)
         else:
             objects += redis_objects(stack, name, store, uses)
+    objects += exporter_objects(stack, uses)
     objects += backup_objects(stack, uses)
     objects += network_policies(stack, rendered)
+    objects += egress_policies(stack, rendered)
+    objects += operator_objects(stack, rendered)
     objects += _external_secrets(stack, uses)
     if argo:
         objects = argo_rollouts(stack, objects, kube_version=version)
     objects.sort(key=object_key)
     _check_names(objects)
+    check_sizes(objects, stack)
     validate_objects(objects, kube_version=version)
     return Manifests(
         environment=stack.environment,
@@ -198,7 +204,7 @@ def _external_secrets(stack: Stack, uses: SecretUses) -> list[Object]:
                 "spec": {
                     "refreshInterval": refresh,
                     "secretStoreRef": {"kind": kind, "name": store},
-                    "target": {"name": secret, "creationPolicy": "Owner"},
+                    "target": _secret_target(secret, uses),
                     "data": [
                         {"secretKey": key, "remoteRef": {"key": secret, "property": key}}
                         for key in sorted(uses.keys[secret])
@@ -207,6 +213,20 @@ def _external_secrets(stack: Stack, uses: SecretUses) -> list[Object]:
             }
         )
     return objects
+
+
+def _secret_target(secret: str, uses: SecretUses) -> dict[str, Any]:
+    """The Secret an ExternalSecret writes; a database owner's (CloudNativePG reads it at
+    bootstrap) is `kubernetes.io/basic-auth` with the owner's `username` beside the fetched keys."""
+    target: dict[str, Any] = {"name": secret, "creationPolicy": "Owner"}
+    username = uses.basic_auth.get(secret)
+    if username is not None:
+        target["template"] = {
+            "type": "kubernetes.io/basic-auth",
+            "mergePolicy": "Merge",
+            "data": {"username": username},
+        }
+    return target
 
 
 def _check_names(objects: list[Object]) -> None:

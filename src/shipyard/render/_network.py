@@ -1,8 +1,9 @@
 """NetworkPolicies: deny all ingress in the namespace, then admit exactly what the spec implies.
 
-A pod is admitted traffic on its port from the services that `depends_on` it, from the ingress
-controller's namespace when it has an ingress, from a service's own cron jobs (which call their
-service, as the seed's do), and, for a PostgreSQL primary, from its replicas.
+A pod is admitted traffic on its port from the services that `depends_on` it, from the namespace
+of the ingress controller (`platform.ingress_controller`; `_ingress.ingress_namespace`) when it
+has an ingress, from its own pods and cron jobs (which call their service, as the seeds' do), and,
+for a PostgreSQL primary, from its replicas.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..spec import Postgres, Stack
+from ..spec import Stack
 from ._common import NAME_LABEL, PART_OF_LABEL, Object, metadata, selector
-from ._datastores import CACHE, PRIMARY, REPLICA, replica_name
+from ._datastores import datastore_targets
+from ._ingress import ingress_namespace
 
-DEFAULT_INGRESS_NAMESPACE = "ingress-nginx"
-INGRESS_CONTROLLER = "ingress-nginx"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
@@ -28,13 +28,12 @@ class _Target:
     port: int
     peers: dict[str, dict[str, str]] = field(default_factory=dict)
     from_ingress: bool = False
-
-
-def ingress_namespace(stack: Stack) -> str:
-    component = stack.platform.components.get(INGRESS_CONTROLLER)
-    if component is not None and component.namespace:
-        return component.namespace
-    return DEFAULT_INGRESS_NAMESPACE
+    pods: dict[str, str] | None = None
+    """The pod selector when not shipyard's own labels (pods an operator creates)."""
+    rules: tuple[dict[str, Any], ...] = ()
+    datastore: str | None = None
+    """The datastore these pods serve; its dependents connect here when `dependents`."""
+    dependents: bool = True
 
 
 def network_policies(stack: Stack, rendered_services: list[str]) -> list[Object]:
@@ -46,25 +45,32 @@ def network_policies(stack: Stack, rendered_services: list[str]) -> list[Object]
                 name, service.role, service.port, from_ingress=service.ingress is not None
             )
     for name, store in stack.datastores.items():
-        if isinstance(store, Postgres):
-            targets[name] = _Target(name, PRIMARY, store.port)
-            if store.replicas > 0:
-                replica = replica_name(name)
-                targets[replica] = _Target(replica, REPLICA, store.port)
-                targets[name].peers[replica] = selector(stack, replica, REPLICA)
-        else:
-            targets[name] = _Target(name, CACHE, store.port)
+        # By mode: StatefulSets' pods, CloudNativePG's instances and pooler; none when external.
+        for found in datastore_targets(stack, name, store):
+            targets[found.name] = _Target(
+                found.name,
+                found.component,
+                found.port,
+                dict(found.peers),
+                pods=found.pods,
+                rules=found.rules,
+                datastore=name,
+                dependents=found.dependents,
+            )
     for name in rendered_services:
         service = stack.services[name]
-        # Matches the service's pods and its cron jobs' pods alike (same name label).
+        # Matches the service's pods and its cron jobs' pods alike (same name label): a service
+        # may call itself through its Service (salespot's api reads its own /feature-flags) and
+        # its cron jobs call it, and its egress policy allows the same (`_egress.py`).
         source = {NAME_LABEL: name, PART_OF_LABEL: stack.name}
-        if service.cron and name in targets:
+        if name in targets:
             targets[name].peers[name] = source
         for dependency in service.depends_on:
-            if dependency in targets:
-                targets[dependency].peers[name] = source
-                if replica_name(dependency) in targets and dependency in stack.datastores:
-                    targets[replica_name(dependency)].peers[name] = source
+            for target in targets.values():
+                if (target.datastore is None and target.name == dependency) or (
+                    target.datastore == dependency and target.dependents
+                ):
+                    target.peers[name] = source
     policies = [_deny_all(stack)]
     controller_namespace = ingress_namespace(stack)
     for target in sorted(targets.values(), key=lambda t: t.name):
@@ -76,6 +82,7 @@ def network_policies(stack: Stack, rendered_services: list[str]) -> list[Object]
         if target.from_ingress:
             namespace = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: controller_namespace}}}
             rules.append({"from": [namespace], "ports": ports})
+        rules += target.rules
         if not rules:
             continue  # nothing may connect: the default deny already says so
         policies.append(
@@ -84,7 +91,9 @@ def network_policies(stack: Stack, rendered_services: list[str]) -> list[Object]
                 "kind": "NetworkPolicy",
                 "metadata": metadata(stack, f"allow-{target.name}", target.component),
                 "spec": {
-                    "podSelector": {"matchLabels": selector(stack, target.name, target.component)},
+                    "podSelector": {
+                        "matchLabels": target.pods or selector(stack, target.name, target.component)
+                    },
                     "policyTypes": ["Ingress"],
                     "ingress": rules,
                 },

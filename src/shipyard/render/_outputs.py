@@ -23,7 +23,6 @@ from ._writer import MARKER, write_tree
 from ._yaml import dump, dump_all
 
 KUSTOMIZATION_HEADER = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
-CHART_VERSION = "0.1.0"
 # Helm values keys, one per kind: a camelCase plural, e.g. `deployments`, `configMaps`.
 VALUES_KEYS = {
     kind: kind[0].lower() + kind[1:] + ("es" if kind.endswith("s") else "s") for kind in KIND_ORDER
@@ -153,7 +152,11 @@ def _base_environment(spec: Spec, base_environment: str | None) -> str:
 
 
 def kustomize_tree(
-    spec: Spec, *, kube_version: str = DEFAULT_KUBE_VERSION, base_environment: str | None = None
+    spec: Spec,
+    *,
+    kube_version: str = DEFAULT_KUBE_VERSION,
+    base_environment: str | None = None,
+    argo: bool = False,
 ) -> Rendered:
     """A base (one environment's objects) and `overlays/<env>/` for every environment.
 
@@ -162,7 +165,7 @@ def kustomize_tree(
     environment does not have and adds what only it has.
     """
     base_name = _base_environment(spec, base_environment)
-    manifests = all_manifests(spec, kube_version=kube_version)
+    manifests = all_manifests(spec, kube_version=kube_version, argo=argo)
     base = next(m for m in manifests if m.environment == base_name)
     files: dict[str, str] = {}
     base_files = []
@@ -246,17 +249,112 @@ values-<environment>.yaml changes them as data and this chart cannot drift from
 {{{{- end }}}}
 """
 
+# The per-service knobs a Helm user expects (`--set shipyard.services.web.image.tag=1.4.2`,
+# `…replicaCount=4`), under a key no kind's values key can take. The templates of the kinds that
+# run a service's pods write them into the objects; by default they hold what the objects
+# already say, so the chart renders the very objects `render kubernetes` does.
+SERVICE_VALUES_KEY = "shipyard"
+_POD_KINDS = ("StatefulSet", "Deployment", "Rollout", "CronJob")
+_REPLICA_KINDS = ("StatefulSet", "Deployment", "Rollout")
+_HELPERS = """\
+{{- /* shipyard.serviceValues: write .Values.shipyard.services.<service> (image, replicaCount)
+into a workload of that service, found by its pod template's app.kubernetes.io/name label. Only
+containers running the service's image repository are changed (a sidecar keeps its own image);
+replicaCount only where the workload is the service's own and has no autoscaler (no replicas). */}}
+{{- define "shipyard.serviceValues" -}}
+{{- $object := .object -}}
+{{- $template := dict -}}
+{{- if eq $object.kind "CronJob" -}}
+{{- $template = $object.spec.jobTemplate.spec.template -}}
+{{- else -}}
+{{- $template = $object.spec.template -}}
+{{- end -}}
+{{- $labels := (($template.metadata | default dict).labels | default dict) -}}
+{{- $service := get $labels "app.kubernetes.io/name" | default "" -}}
+{{- $services := ((.values.shipyard | default dict).services | default dict) -}}
+{{- $values := get $services $service | default dict -}}
+{{- if and (hasKey $values "replicaCount") (ne $object.kind "CronJob") (eq $object.metadata.name $service) -}}
+{{- $_ := set $object.spec "replicas" $values.replicaCount -}}
+{{- end -}}
+{{- if $values.image -}}
+{{- $repository := $values.image.repository -}}
+{{- $image := $repository -}}
+{{- if $values.image.tag -}}{{- $image = printf "%s:%s" $image (toString $values.image.tag) -}}{{- end -}}
+{{- if $values.image.digest -}}{{- $image = printf "%s@%s" $image $values.image.digest -}}{{- end -}}
+{{- $pod := $template.spec -}}
+{{- range $containers := list ($pod.containers | default list) ($pod.initContainers | default list) -}}
+{{- range $container := $containers -}}
+{{- $current := toString $container.image -}}
+{{- $tagged := hasPrefix (printf "%s:" $repository) $current -}}
+{{- $pinned := hasPrefix (printf "%s@" $repository) $current -}}
+{{- if or (eq $current $repository) $tagged $pinned -}}
+{{- $_ := set $container "image" $image -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+"""
+
+_POD_TEMPLATE = """\
+{{{{- /* Every {kind} of the stack, as rendered by shipyard: the objects are values, so
+values-<environment>.yaml changes them as data and this chart cannot drift from
+`shipyard render kubernetes`; .Values.shipyard.services sets a service's image and replicas. */}}}}
+{{{{- range $name, $object := .Values.{key} }}}}
+{{{{- $_ := include "shipyard.serviceValues" (dict "object" $object "values" $.Values) }}}}
+---
+{{{{ toYaml $object }}}}
+{{{{- end }}}}
+"""
+
+
+def split_image(image: str) -> dict[str, str]:
+    """An image reference as Helm values: `repository`, and `tag` and `digest` when it has them."""
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    values = {"repository": name}
+    if ":" in last:  # a tag, not a registry's port (which is before a '/')
+        values["repository"] = name[: len(name) - len(last)] + last.split(":", 1)[0]
+        values["tag"] = last.split(":", 1)[1]
+    if digest:
+        values["digest"] = digest
+    return values
+
+
+def _service_values(spec: Spec, manifests: Manifests) -> dict[str, Any]:
+    """`shipyard.services.<name>`: each rendered service's image, and `replicaCount` where its
+    own workload sets `replicas` (an autoscaled one leaves them to its HPA)."""
+    stack = spec.stack(manifests.environment)
+    replicas = {
+        str(obj["metadata"]["name"]): obj["spec"]["replicas"]
+        for obj in manifests.objects
+        if obj["kind"] in _REPLICA_KINDS and "replicas" in obj["spec"]
+    }
+    services: dict[str, Any] = {}
+    for name, service in sorted(stack.services.items()):
+        if service.image is None:
+            continue  # no Kubernetes form: nothing rendered to set
+        entry: dict[str, Any] = {"image": split_image(service.image)}
+        if name in replicas:
+            entry["replicaCount"] = replicas[name]
+        services[name] = entry
+    return {SERVICE_VALUES_KEY: {"services": services}} if services else {}
+
 
 def helm_tree(
-    spec: Spec, *, kube_version: str = DEFAULT_KUBE_VERSION, base_environment: str | None = None
+    spec: Spec,
+    *,
+    kube_version: str = DEFAULT_KUBE_VERSION,
+    base_environment: str | None = None,
+    argo: bool = False,
 ) -> Rendered:
     """A chart whose values.yaml holds one environment's objects by kind and name, one template
     per kind that writes them out, and `values-<env>.yaml` with each environment's difference."""
     base_name = _base_environment(spec, base_environment)
-    manifests = all_manifests(spec, kube_version=kube_version)
+    manifests = all_manifests(spec, kube_version=kube_version, argo=argo)
     base = next(m for m in manifests if m.environment == base_name)
     stack = spec.stack(base_name)
-    base_values = _values(base.objects)
+    base_values: dict[str, Any] = {**_values(base.objects), **_service_values(spec, base)}
     files = {
         "Chart.yaml": dump(
             {
@@ -264,7 +362,9 @@ def helm_tree(
                 "name": stack.name,
                 "description": f"The {stack.name} stack, rendered by shipyard from {Path(spec.file).name}.",
                 "type": "application",
-                "version": CHART_VERSION,
+                # SemVer, as Helm requires; the spec's `version` (of the base environment).
+                "version": stack.version,
+                "appVersion": stack.version,
             }
         ),
         ".helmignore": f"{MARKER}\n",
@@ -272,11 +372,13 @@ def helm_tree(
     }
     for kind in KIND_ORDER:
         key = VALUES_KEYS[kind]
-        files[f"templates/{key}.yaml"] = _TEMPLATE.format(kind=kind, key=key)
+        template = _POD_TEMPLATE if kind in _POD_KINDS else _TEMPLATE
+        files[f"templates/{key}.yaml"] = template.format(kind=kind, key=key)
+    files["templates/_helpers.tpl"] = _HELPERS
     outputs = []
     for each in manifests:
         try:
-            patch = values_patch(base_values, _values(each.objects))
+            patch = values_patch(base_values, {**_values(each.objects), **_service_values(spec, each)})
         except ValueError as exc:  # pragma: no cover - no renderer changes a field's type
             raise RenderError(f"environment {each.environment}: {exc}") from None
         header = f"# Environment {each.environment!r}: merged onto values.yaml (`helm -f`).\n"

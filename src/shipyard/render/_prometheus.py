@@ -24,6 +24,15 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from ..spec import AlertRule, Postgres, Redis, Slo, Stack  # not (yet) exported by shipyard.spec
+from ._exporters import (
+    CLOUDNATIVE_PG,
+    METRICS_PORT,
+    POSTGRES_EXPORTER_PORT,
+    REDIS_EXPORTER_PORT,
+    datastore_mode,
+    exporters,
+    prometheus_namespace,
+)
 
 Target = Literal["local", "kubernetes"]
 
@@ -31,8 +40,9 @@ SHIPYARD_JOB = "shipyard"
 HAPROXY_JOB = "haproxy"
 POSTGRES_JOB = "postgres-exporter"
 REDIS_JOB = "redis-exporter"
-POSTGRES_EXPORTER_PORT = 9187
-REDIS_EXPORTER_PORT = 9121
+CNPG_JOB = "postgres-cloudnative-pg"
+SHIPYARD_SERVICE = "shipyard"
+"""The Service `shipyard serve` is reached through in the cluster."""
 RULES_FILE = "rules.yml"
 CONFIG_FILE = "prometheus.yml"
 DEFAULT_P95_SECONDS = 2.0
@@ -81,6 +91,11 @@ def http_services(stack: Stack) -> list[str]:
     return [name for name, service in stack.services.items() if service.role != "worker" and service.port]
 
 
+def metrics_services(stack: Stack) -> list[str]:
+    """The HTTP services Prometheus scrapes: those whose `metrics` is not null."""
+    return [name for name in http_services(stack) if stack.services[name].metrics is not None]
+
+
 def regex_literal(text: str) -> str:
     """`text` as an RE2 pattern that matches exactly it (only RE2's metacharacters escaped)."""
     return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
@@ -121,10 +136,11 @@ def le_matcher(threshold_ms: float) -> str:
 # --- scrape configuration ---------------------------------------------------------------------
 
 
-def _kubernetes_job(stack: Stack, service: str, port: int) -> dict[str, Any]:
+def _kubernetes_job(stack: Stack, service: str, port: int, path: str) -> dict[str, Any]:
     meta = "__meta_kubernetes_pod_"
     return {
         "job_name": service,
+        **_path(path),
         "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [stack.k8s_namespace]}}],
         "relabel_configs": [
             {
@@ -142,33 +158,95 @@ def _kubernetes_job(stack: Stack, service: str, port: int) -> dict[str, Any]:
     }
 
 
-def _local_job(service: str) -> dict[str, Any]:
+def _path(path: str) -> dict[str, str]:
+    return {} if path == "/metrics" else {"metrics_path": path}
+
+
+def _local_job(service: str, path: str) -> dict[str, Any]:
     # A service's instances come and go with each release on their own ports: the local target
     # lists them in targets/<service>.json, which Prometheus re-reads when it changes.
     return {
         "job_name": service,
+        **_path(path),
         "file_sd_configs": [{"files": [f"targets/{service}.json"]}],
         "relabel_configs": [{"target_label": "service", "replacement": service}],
     }
 
 
+def _cnpg_job(stack: Stack, names: list[str]) -> dict[str, Any]:
+    """CloudNativePG instances export their own metrics (port `metrics`): found as pods, and
+    labelled like the exporters' series (`job` postgres-exporter) so the same rules read them."""
+    meta = "__meta_kubernetes_pod_"
+    return {
+        "job_name": CNPG_JOB,
+        "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [stack.k8s_namespace]}}],
+        "relabel_configs": [
+            {
+                "source_labels": [
+                    f"{meta}label_cnpg_io_cluster",
+                    f"{meta}label_cnpg_io_podRole",
+                    f"{meta}container_port_name",
+                ],
+                "regex": f"({'|'.join(regex_literal(name) for name in names)});instance;{METRICS_PORT}",
+                "action": "keep",
+            },
+            {"source_labels": [f"{meta}label_cnpg_io_cluster"], "target_label": "datastore"},
+            {"target_label": "job", "replacement": POSTGRES_JOB},
+            {"source_labels": [f"{meta}name"], "target_label": "pod"},
+        ],
+    }
+
+
 def _exporter_jobs(stack: Stack, target: Target) -> list[dict[str, Any]]:
+    """On Kubernetes, each rendered exporter through its Service (and CloudNativePG's pods); on a
+    plain host, one exporter per datastore, on consecutive ports."""
     jobs = []
-    for job, kind, port in (
+    if target == "kubernetes":
+        rendered = exporters(stack)
+        cnpg = sorted(
+            name for name, store in stack.datastores.items() if datastore_mode(store) == CLOUDNATIVE_PG
+        )
+        for job, kind in ((POSTGRES_JOB, "postgresql"), (REDIS_JOB, "redis")):
+            static = [
+                {
+                    "targets": [f"{exporter.name}.{stack.k8s_namespace}.svc:{exporter.port}"],
+                    "labels": {"datastore": exporter.datastore},
+                }
+                for exporter in rendered
+                if exporter.kind == kind
+            ]
+            if static:
+                jobs.append({"job_name": job, "static_configs": static})
+            if kind == "postgresql" and cnpg:
+                jobs.append(_cnpg_job(stack, cnpg))
+        return jobs
+    for job, store_kind, port in (
         (POSTGRES_JOB, Postgres, POSTGRES_EXPORTER_PORT),
         (REDIS_JOB, Redis, REDIS_EXPORTER_PORT),
     ):
-        names = sorted(name for name, store in stack.datastores.items() if isinstance(store, kind))
-        static = []
-        for index, name in enumerate(names):
-            if target == "kubernetes":
-                address = f"{name}-exporter.{stack.k8s_namespace}.svc:{port}"
-            else:  # one exporter per datastore on this host, on consecutive ports
-                address = f"127.0.0.1:{port + index}"
-            static.append({"targets": [address], "labels": {"datastore": name}})
-        if static:
-            jobs.append({"job_name": job, "static_configs": static})
+        names = sorted(
+            name
+            for name, store in stack.datastores.items()
+            if isinstance(store, store_kind) and store.exporter is not None
+        )
+        local = [
+            {"targets": [f"127.0.0.1:{port + index}"], "labels": {"datastore": name}}
+            for index, name in enumerate(names)
+        ]
+        if local:
+            jobs.append({"job_name": job, "static_configs": local})
     return jobs
+
+
+def shipyard_address(stack: Stack, target: Target) -> str:
+    """Where Prometheus finds `shipyard serve`: its Service in the cluster, else `shipyard_target`."""
+    alerts = stack.alerts
+    if target != "kubernetes":
+        return alerts.shipyard_target
+    if alerts.shipyard_service is not None:
+        return alerts.shipyard_service
+    port = alerts.shipyard_target.rsplit(":", 1)[1]
+    return f"{SHIPYARD_SERVICE}.{stack.k8s_namespace}.svc:{port}"
 
 
 def scrape_config(stack: Stack, target: Target = "local") -> dict[str, Any]:
@@ -177,15 +255,28 @@ def scrape_config(stack: Stack, target: Target = "local") -> dict[str, Any]:
     alerts = stack.alerts
     interval = duration(alerts.scrape_interval)
     jobs: list[dict[str, Any]] = []
-    for name in http_services(stack):
-        port = stack.services[name].port
-        assert port is not None  # http_services keeps only services with a port
-        jobs.append(_kubernetes_job(stack, name, port) if target == "kubernetes" else _local_job(name))
+    for name in metrics_services(stack):
+        service = stack.services[name]
+        assert service.port is not None  # metrics_services keeps only services with a port
+        assert service.metrics is not None  # and with metrics
+        path = service.metrics.path
+        jobs.append(
+            _kubernetes_job(stack, name, service.port, path)
+            if target == "kubernetes"
+            else _local_job(name, path)
+        )
     if target == "local" and http_services(stack) and alerts.haproxy_target:
         jobs.append({"job_name": HAPROXY_JOB, "static_configs": [{"targets": [alerts.haproxy_target]}]})
     jobs += _exporter_jobs(stack, target)
-    jobs.append({"job_name": SHIPYARD_JOB, "static_configs": [{"targets": [alerts.shipyard_target]}]})
-    alertmanager = "alertmanager.monitoring.svc:9093" if target == "kubernetes" else "127.0.0.1:9093"
+    jobs.append(
+        {"job_name": SHIPYARD_JOB, "static_configs": [{"targets": [shipyard_address(stack, target)]}]}
+    )
+    # prometheus-operator gives every Alertmanager it runs the `alertmanager-operated` Service.
+    alertmanager = (
+        f"alertmanager-operated.{prometheus_namespace(stack)}.svc:9093"
+        if target == "kubernetes"
+        else "127.0.0.1:9093"
+    )
     return {
         "global": {
             "scrape_interval": interval,

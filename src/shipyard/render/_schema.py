@@ -30,6 +30,8 @@ from jsonschema import _keywords
 from referencing import Registry, Resource
 
 from ..errors import RenderError
+from ._argo_checks import check_argo_objects
+from ._crds import CEL_KEYWORD, MAP_KEYS_KEYWORD, cel_rules, custom_resource, map_keys, strict_schema
 
 DEFAULT_KUBE_VERSION = "1.33"
 _DEFINITIONS_URI = "https://kubernetes.io/api/_definitions.json"
@@ -197,6 +199,8 @@ _Validator: Any = jsonschema.validators.extend(
         "additionalProperties": _additional_properties,
         "items": _items,
         "oneOf": _one_of,
+        CEL_KEYWORD: cel_rules,
+        MAP_KEYS_KEYWORD: map_keys,
     },
 )
 
@@ -221,19 +225,14 @@ class _SchemaSet:
         namespace = self._definitions[_OBJECT_META]["properties"]["namespace"]
         self._namespace_is_free = set(namespace) <= {"type", "description"} and "string" in namespace["type"]
 
-    def known_valid(self, obj: Mapping[str, Any], namespace_is_free: bool) -> tuple[bool, str]:
+    def known_valid(self, obj: Mapping[str, Any]) -> tuple[bool, str]:
         """Whether an equal object was found valid before, and the key to remember it by.
 
         The key is the object's repr, which tells True from 1 and a tuple from a list as the
         schemas do; an equal object built in another order merely misses the cache.
         """
         meta = obj.get("metadata")
-        if (
-            namespace_is_free
-            and self._namespace_is_free
-            and isinstance(meta, dict)
-            and type(meta.get("namespace")) is str
-        ):
+        if self._namespace_is_free and isinstance(meta, dict) and type(meta.get("namespace")) is str:
             obj = {**obj, "metadata": {**meta, "namespace": ""}}
         key = repr(obj)
         return key in self._valid, key
@@ -250,9 +249,10 @@ class _SchemaSet:
         return self._validators[key]
 
     def _compile(self, kind: str, api_version: str) -> Any:
-        bundled = _bundled_schema(kind, api_version)
-        if bundled is not None:
-            return _Validator(_inline_local(bundled, bundled.get("$defs", {})))
+        custom = custom_resource(kind, api_version)
+        if custom is not None:
+            schema = strict_schema(custom, api_version, self._definition(_OBJECT_META))
+            return _Validator(schema, registry=self._registry)
         # rbac.authorization.k8s.io/v1 -> rbac-v1, v1 -> v1 (kubernetes-validate's file naming)
         group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
         path = self._folder.joinpath(f"{kind.lower()}-{group_version}.json")
@@ -296,28 +296,6 @@ def _schema_set(version: str) -> _SchemaSet:
     return _SchemaSet(version)
 
 
-@functools.cache
-def _bundled_schema(kind: str, api_version: str) -> dict[str, Any] | None:
-    """Schemas shipped with shipyard for custom resources it renders (ExternalSecret)."""
-    group = api_version.replace("/", "-")
-    path = resources.files("shipyard.render").joinpath("schemas", f"{kind.lower()}-{group}.json")
-    if not path.is_file():
-        return None
-    loaded: dict[str, Any] = json.loads(path.read_text("utf-8"))
-    return loaded
-
-
-def _inline_local(node: Any, definitions: dict[str, Any]) -> Any:
-    """A bundled schema with its local `#/$defs/...` references replaced by their targets."""
-    if isinstance(node, list):
-        return [_inline_local(item, definitions) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if "$ref" in node:
-        return _inline_local(definitions[str(node["$ref"]).rsplit("/", 1)[1]], definitions)
-    return {key: _inline_local(value, definitions) for key, value in node.items() if key != "$defs"}
-
-
 def validate_objects(
     objects: Iterable[Mapping[str, Any]], *, kube_version: str = DEFAULT_KUBE_VERSION
 ) -> None:
@@ -338,12 +316,13 @@ def validate_objects(
                 raise RenderError(
                     f"{kind}/{name}: no schema for {kind} {api_version} in Kubernetes {kube_version}"
                 )
-            bundled = _bundled_schema(kind, api_version) is not None
-            seen, key = schemas.known_valid(obj, namespace_is_free=not bundled)
+            seen, key = schemas.known_valid(obj)
             if seen:
                 continue
             errors = sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.path)))
             if not errors:
+                # The API server would store it; Argo's controller may still refuse a Rollout.
+                check_argo_objects([obj])
                 schemas.remember_valid(key)
             else:
                 problems = [f"{_field_path(e.absolute_path)}: {e.message}" for e in errors]

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Set
 
 from pydantic import ValidationError
 
-from ._model import PlainHost, Postgres, Resources, Stack
+from ._model import INGRESS_COMPONENTS, PlainHost, Postgres, Resources, Stack
 from ._units import byte_count, millicores
 from .flags import FlagSet
 
@@ -24,6 +24,7 @@ def check_stack(stack: Stack, assumed: Set[str] = frozenset()) -> list[Problem]:
     them are not reported again as unknown.
     """
     return [
+        *_name_clashes(stack),
         *_replicas(stack),
         *_resources(stack),
         *_dependencies(stack, assumed),
@@ -31,7 +32,80 @@ def check_stack(stack: Stack, assumed: Set[str] = frozenset()) -> list[Problem]:
         *_references(stack, assumed),
         *_flags(stack),
         *_high_availability(stack),
+        *_datastore_modes(stack),
+        *_shared_volumes(stack),
+        *_writable_paths(stack),
+        *_backup_schedules(stack, assumed),
+        *_ingress_controller(stack),
     ]
+
+
+def _ingress_controller(stack: Stack) -> Iterator[Problem]:
+    """The platform runs one ingress controller: a component of the other one is a mistake
+    (its namespace would not be the one NetworkPolicies admit)."""
+    chosen = stack.platform.ingress_controller
+    for controller, component in INGRESS_COMPONENTS.items():
+        if controller != chosen and component in stack.platform.components:
+            yield (
+                ("platform", "components", component),
+                f"{component!r} runs the {controller} ingress controller, but"
+                f" platform.ingress_controller is {chosen!r}; set platform.ingress_controller:"
+                f" {controller} or remove this component",
+            )
+
+
+_SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
+
+
+def _shared_volumes(stack: Stack) -> Iterator[Problem]:
+    """A Deployment's pods all mount the same claim of each volume. A ReadWriteOnce volume attaches
+    to one node: the pods scheduled on another hang in ContainerCreating (Multi-Attach error); a
+    ReadWriteOncePod volume admits one pod at all. Both are refused where a Deployment may run
+    more than one pod: several replicas, or an autoscaler (which adds them under load). One replica
+    is let through: its rolling update surges a second pod, which waits until the old one is gone
+    if it lands on another node, and that is all.
+
+    The message names the environment: an overlay that scales a service up makes the problem
+    its own, while the line points at the volume."""
+    where = f" in {stack.environment}" if stack.environment else ""
+    for name, service in stack.services.items():
+        if service.workload != "deployment":
+            continue  # a StatefulSet gives each pod its own claim
+        if service.autoscaling is not None:
+            why = f"is autoscaled (up to {service.autoscaling.max} pods)"
+        elif service.replicas >= 2:
+            why = f"runs {service.replicas} replicas"
+        else:
+            continue
+        for volume_name, volume in service.volumes.items():
+            if volume.access_mode not in _SINGLE_NODE_MODES:
+                continue
+            yield (
+                ("services", name, "volumes", volume_name, "access_mode"),
+                f"{volume.access_mode} volume {volume_name!r} on a Deployment that {why}{where}:"
+                " every pod mounts the same claim, and pods on another node cannot attach it; use"
+                " access_mode: ReadWriteMany (a storage class that offers it, e.g. EFS or NFS), or"
+                f" workload: statefulset (a claim per pod), or replicas: 1 without autoscaling",
+            )
+
+
+def _writable_paths(stack: Stack) -> Iterator[Problem]:
+    """Each writable directory once, and never where a volume is mounted (two mounts at one path
+    are refused by the API server)."""
+    for name, service in stack.services.items():
+        mounts = {volume.mount: volume_name for volume_name, volume in service.volumes.items()}
+        seen: set[str] = set()
+        for index, writable in enumerate(service.writable):
+            path = ("services", name, "writable", index)
+            if writable.path in seen:
+                yield path, f"{writable.path} is listed twice"
+            elif writable.path in mounts:
+                yield (
+                    path,
+                    f"{writable.path} is where volume {mounts[writable.path]!r} is mounted: it is"
+                    " writable already; remove it here",
+                )
+            seen.add(writable.path)
 
 
 def _flags(stack: Stack) -> Iterator[Problem]:
@@ -82,10 +156,26 @@ def _resources(stack: Stack) -> Iterator[Problem]:
                 yield (*base, "requests", field), f"{unit} request {request} is above its limit {limit}"
 
 
+def _name_clashes(stack: Stack) -> Iterator[Problem]:
+    """Services and datastores share one namespace: depends_on, in-cluster host names and the
+    Kubernetes objects rendered for each (a Service named after each) all use the bare name."""
+    for name in sorted(set(stack.services) & set(stack.datastores)):
+        yield (
+            ("services", name),
+            f"datastores.{name} has the same name: a service and a datastore cannot share one"
+            f" (depends_on, host names and Kubernetes objects would mean both); rename one of them",
+        )
+
+
 def _dependencies(stack: Stack, assumed: Set[str]) -> Iterator[Problem]:
     known = set(stack.services) | set(stack.datastores) | assumed
+    # A name that is both a service and a datastore means either: `_name_clashes` reports it,
+    # and reading it as the service here would report self-dependencies and cycles that are not.
+    ambiguous = set(stack.services) & set(stack.datastores)
     for name, service in stack.services.items():
         for index, dependency in enumerate(service.depends_on):
+            if dependency in ambiguous:
+                continue
             if dependency == name:
                 yield ("services", name, "depends_on", index), f"{name!r} cannot depend on itself"
             elif dependency not in known:
@@ -94,7 +184,10 @@ def _dependencies(stack: Stack, assumed: Set[str]) -> Iterator[Problem]:
                     f"no service or datastore named {dependency!r}; known: {', '.join(sorted(known))}",
                 )
     cycle = _find_cycle(
-        {n: [d for d in s.depends_on if d in stack.services] for n, s in stack.services.items()}
+        {
+            n: [d for d in s.depends_on if d in stack.services and d not in ambiguous]
+            for n, s in stack.services.items()
+        }
     )
     if cycle:
         yield ("services", cycle[0], "depends_on"), "depends_on forms a cycle: " + " -> ".join(cycle)
@@ -154,6 +247,184 @@ def _references(stack: Stack, assumed: Set[str]) -> Iterator[Problem]:
                     ("backup", "sources", "volumes", index),
                     f"{volume!r} is not `service/volume` of a declared volume, nor an absolute path",
                 )
+
+
+def _backup_schedules(stack: Stack, assumed: Set[str]) -> Iterator[Problem]:
+    """A `backup.schedules` entry that would fail on every run (nothing of its kind to back up, an
+    incremental with no pgBackRest setup), and volumes no backup pod can mount beside their service."""
+    backup = stack.backup
+    if backup is None:
+        return
+    kinds = {stack.datastores[n].kind for n in backup.sources.datastores if n in stack.datastores}
+    if any(n in assumed for n in backup.sources.datastores):
+        kinds |= {"postgresql", "redis"}  # broken, and reported already: do not report twice
+    wanted = {
+        "database": ("postgresql" in kinds, "a PostgreSQL datastore in backup.sources.datastores"),
+        "redis": ("redis" in kinds, "a Redis datastore in backup.sources.datastores"),
+        "files": (bool(backup.sources.volumes), "a volume in backup.sources.volumes"),
+    }
+    anything = bool(kinds or backup.sources.volumes)
+    wanted |= {k: (anything, "a datastore or volume in backup.sources") for k in ("full", "verify")}
+    postgres = {n: s for n, s in stack.datastores.items() if isinstance(s, Postgres)}
+    for kind in backup.schedules:
+        path = ("backup", "schedules", kind)
+        if kind in wanted and not wanted[kind][0]:
+            yield path, f"a `{kind}` backup needs {wanted[kind][1]}: it would fail on every run"
+        if kind != "incremental":
+            continue
+        if backup.pitr is None:
+            yield (
+                path,
+                "an incremental backup is pgBackRest's and needs backup.pitr (its repository); add"
+                " backup.pitr, or remove the schedule (each run would fail)",
+            )
+        elif len(postgres) != 1:
+            yield path, "a scheduled incremental backup needs exactly one PostgreSQL datastore to back up"
+        elif next(iter(postgres.values())).local.data_dir is None:
+            name = next(iter(postgres))
+            yield (
+                path,
+                f"pgBackRest reads PostgreSQL's data directory: set datastores.{name}.local.data_dir,"
+                " or remove the schedule (each run would fail)",
+            )
+    rwo_owner: str | None = None
+    for index, volume in enumerate(backup.sources.volumes):
+        service_name, _, volume_name = volume.partition("/")
+        service = stack.services.get(service_name)
+        if volume.startswith("/") or service is None or volume_name not in service.volumes:
+            continue  # a plain-host path, or not a volume (reported by _references)
+        mode = service.volumes[volume_name].access_mode
+        field = ("backup", "sources", "volumes", index)
+        if mode == "ReadWriteOncePod":
+            yield field, f"{volume!r} is ReadWriteOncePod: no backup pod may mount it beside {service_name}"
+        elif mode == "ReadWriteOnce":
+            if rwo_owner is not None and rwo_owner != service_name:
+                yield (
+                    field,
+                    f"{volume!r} and a volume of {rwo_owner!r} are ReadWriteOnce: each is attached to"
+                    " its own service's node, so one backup pod cannot mount both; make one"
+                    " ReadWriteMany, or back up one service's volumes",
+                )
+            rwo_owner = rwo_owner or service_name
+
+
+CNPG_PORT = 5432
+"""The port CloudNativePG's instances listen on; a Cluster cannot change it."""
+CNPG_FIXED_PARAMETERS = frozenset(
+    {
+        "allow_system_table_mods",
+        "archive_cleanup_command",
+        "archive_command",
+        "archive_mode",
+        "config_file",
+        "data_directory",
+        "external_pid_file",
+        "hba_file",
+        "hot_standby",
+        "ident_file",
+        "listen_addresses",
+        "log_destination",
+        "log_directory",
+        "log_file_mode",
+        "log_filename",
+        "log_rotation_age",
+        "log_rotation_size",
+        "log_truncate_on_rotation",
+        "logging_collector",
+        "port",
+        "primary_conninfo",
+        "primary_slot_name",
+        "promote_trigger_file",
+        "recovery_end_command",
+        "recovery_min_apply_delay",
+        "recovery_target",
+        "recovery_target_action",
+        "recovery_target_inclusive",
+        "recovery_target_lsn",
+        "recovery_target_name",
+        "recovery_target_time",
+        "recovery_target_timeline",
+        "recovery_target_xid",
+        "restore_command",
+        "shared_preload_libraries",
+        "ssl",
+        "ssl_ca_file",
+        "ssl_cert_file",
+        "ssl_key_file",
+        "synchronous_standby_names",
+        "unix_socket_directories",
+        "unix_socket_group",
+        "unix_socket_permissions",
+    }
+)
+"""postgresql.conf settings CloudNativePG owns (its documented fixed parameters): its admission
+webhook refuses a Cluster that sets one, so `validate` refuses it first."""
+
+
+def _datastore_modes(stack: Stack) -> Iterator[Problem]:
+    """`mode` against the rest of a datastore: a section for another mode, plain-host HA under an
+    operator or a provider, and what CloudNativePG cannot do. Plain hosts ignore `mode` (they run
+    `local`), so nothing here concerns them."""
+    for name, store in stack.datastores.items():
+        base: tuple[str | int, ...] = ("datastores", name)
+        if store.external is not None and store.mode != "external":
+            yield (
+                (*base, "external"),
+                f"external is set but mode is {store.mode}: set mode: external, or remove external",
+            )
+        if store.mode == "external" and store.replicas > 0:
+            yield (
+                (*base, "replicas"),
+                "an external datastore's replicas are the provider's (RDS read replicas, ElastiCache"
+                " nodes), not rendered: set replicas: 0",
+            )
+        if not isinstance(store, Postgres):
+            continue
+        if store.cloudnative_pg is not None and store.mode != "cloudnative-pg":
+            yield (
+                (*base, "cloudnative_pg"),
+                f"cloudnative_pg is set but mode is {store.mode}: set mode: cloudnative-pg, or remove"
+                " cloudnative_pg (an overlay removes it with cloudnative_pg: ~)",
+            )
+        if store.mode != "statefulset" and store.ha == "patroni":
+            who = (
+                "the CloudNativePG operator fails over by itself"
+                if store.mode == "cloudnative-pg"
+                else "an external database fails over as its provider does"
+            )
+            yield (
+                (*base, "ha"),
+                f"ha: patroni with mode: {store.mode}: {who}; Patroni would run a second, competing"
+                " primary on plain hosts. Remove ha: patroni, or use mode: statefulset",
+            )
+        if store.mode != "cloudnative-pg":
+            continue
+        if store.port != CNPG_PORT:
+            yield (
+                (*base, "port"),
+                f"mode: cloudnative-pg listens on {CNPG_PORT} only; set port: {CNPG_PORT} (a plain"
+                " host's own port goes in local.port)",
+            )
+        if store.replica_resources is not None:
+            yield (
+                (*base, "replica_resources"),
+                "mode: cloudnative-pg gives every instance the same resources (any may become the"
+                " primary): remove replica_resources and size `resources` for the primary",
+            )
+        for setting in sorted(store.settings):
+            if setting in CNPG_FIXED_PARAMETERS:
+                yield (
+                    (*base, "settings", setting),
+                    f"{setting} is set by the CloudNativePG operator and cannot be changed in a"
+                    " Cluster: remove it",
+                )
+        if store.password is not None and store.password.key != "password":
+            yield (
+                (*base, "password"),
+                f"mode: cloudnative-pg reads the owner's password from key `password` of a"
+                f" basic-auth Secret: use {{secretRef: {store.password.name}/password}} (the Secret"
+                f" also holds `username: {store.user}`)",
+            )
 
 
 PATRONI_REST_PORT = 8008

@@ -8,11 +8,13 @@ Cross-field rules that need the whole stack (names that must exist, cycles, uniq
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .. import __version__
 from ._secrets import SECRET_REF
 from ._units import ByteQuantity, CpuQuantity, CronSchedule, Duration
 
@@ -130,7 +132,8 @@ class Ingress(Model):
     path: str = Field("/", pattern=r"^/")
     tls: bool = True
     cluster_issuer: str = "letsencrypt-prod"
-    class_name: str = "nginx"
+    class_name: str | None = None
+    """The IngressClass; default: the class of `platform.ingress_controller` (nginx or traefik)."""
     rate_limit_rps: Annotated[int, Field(ge=1)] | None = None
     rate_limit_rpm: Annotated[int, Field(ge=1)] | None = None
     body_size: ByteQuantity | None = None
@@ -150,6 +153,86 @@ class Volume(Model):
         "ReadWriteOnce"
     )
     storage_class: str | None = None
+
+
+class ServiceMetrics(Model):
+    """Where a service serves its Prometheus metrics: on its own port (the Service's `http`)."""
+
+    path: str = Field("/metrics", pattern=r"^/")
+
+
+class WritableDir(Model):
+    """A directory the service writes to, as an `emptyDir` mounted there: with
+    `readOnlyRootFilesystem` (always on) the image's own files cannot be written. Written as a
+    path (`/app/.next/cache`) or `{path, size_limit}`."""
+
+    path: str = Field(pattern=r"^(/[^/\x00]+)+$")
+    """An absolute path, no trailing slash."""
+    size_limit: ByteQuantity | None = None
+    """The most it may hold; past it the kubelet evicts the pod. None: bounded by the node's disk."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, data: Any) -> Any:
+        return {"path": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _plain(self) -> WritableDir:
+        if any(part in (".", "..") for part in self.path.split("/")):
+            raise ValueError(f"{self.path!r}: give the path without . or .. parts")
+        return self
+
+
+class ServiceAccount(Model):
+    token: bool = False
+    """Mount the ServiceAccount's API token into the pods: only for an app that calls the
+    Kubernetes API itself. Off, a compromised pod holds no credentials for the API server."""
+
+
+EgressHost = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$")
+]
+
+
+class EgressTarget(Model):
+    """Somewhere outside the stack a service may connect to: a host name or a CIDR, on ports.
+
+    Written as `host:port` (`api.mainnet-beta.solana.com:443`) or `{host | cidr, ports, protocol}`.
+    A NetworkPolicy cannot name a host: a `host` is allowed as every public address on its ports
+    (never the private ranges, where the cluster and the cloud's metadata service are), and kept by
+    name in the policy's annotation. A `cidr` is exactly that block, less `except`.
+    """
+
+    host: EgressHost | None = None
+    cidr: str | None = None
+    except_: list[str] = Field([], alias="except")
+    """Blocks inside `cidr` still refused."""
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(min_length=1)
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            host, colon, port = data.rpartition(":")
+            if not colon or not port.isdigit():
+                raise ValueError(f"{data!r}: write host:port (e.g. api.example.com:443)")
+            return {"host": host, "ports": [int(port)]}
+        return data
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> EgressTarget:
+        if (self.host is None) == (self.cidr is None):
+            raise ValueError("give host or cidr (one of them)")
+        if self.except_ and self.cidr is None:
+            raise ValueError("except narrows a cidr: give cidr")
+        for block in [self.cidr, *self.except_]:
+            if block is not None:
+                try:
+                    ipaddress.ip_network(block)
+                except ValueError:
+                    raise ValueError(f"{block!r} is not a CIDR block (e.g. 10.0.0.0/16)") from None
+        return self
 
 
 class Service(Model):
@@ -172,6 +255,31 @@ class Service(Model):
     depends_on: list[Name] = []
     drain: Duration = 20
     """How long a stopping instance keeps serving in-flight requests (preStop sleep)."""
+    workload: Literal["deployment", "statefulset"] = "deployment"
+    """`statefulset`: one claim per pod from each volume (volumeClaimTemplates) and stable pod names,
+    for a service that keeps its own state (an IPFS node). A Deployment's pods all mount the same
+    claim of each volume."""
+    run_as_user: Annotated[int, Field(ge=1)] | None = None
+    """The uid the containers run as (pod `runAsUser`; 0 is what `runAsNonRoot` refuses). Give it
+    when the image's Dockerfile names its user (`USER nextjs`): the kubelet cannot tell that a name
+    is not root and refuses the container ("image has non-numeric user ... cannot verify user is
+    non-root"); the uid makes it start (seed 000's `nextjs` is 1001). Give it also when the image
+    has no USER at all: it would run as root, which is refused too."""
+    run_as_group: Annotated[int, Field(ge=1)] | None = None
+    """The gid the containers run as (pod `runAsGroup`); the image's when not given."""
+    fs_group: Annotated[int, Field(ge=1)] | None = None
+    """The group that owns the volumes (pod `fsGroup`): how a non-root user gets to write them."""
+    writable: list[WritableDir] = []
+    """Directories the app writes to, each an emptyDir (`/tmp` always is one, listed or not), e.g.
+    `[/app/.next/cache]` for Next.js."""
+    service_account: ServiceAccount = ServiceAccount()
+    """The service's own ServiceAccount (named like the service), with no API token unless asked."""
+    egress: list[EgressTarget] = []
+    """What outside the stack the pods may connect to, on Kubernetes. DNS and what `depends_on`
+    names are always allowed; anything else is refused."""
+    metrics: ServiceMetrics | None = ServiceMetrics()
+    """Scraped by Prometheus (a scrape job, a ServiceMonitor) when it has a port; null: it serves
+    no metrics, and nothing scrapes it."""
 
     @model_validator(mode="before")
     @classmethod
@@ -290,6 +398,131 @@ class PlainHost(Model):
     """Patroni's REST API on this node (`ha: patroni`), on `host`; 8008 when not given."""
 
 
+def _exporter_resources() -> Resources:
+    return Resources(requests=Amounts(cpu="50m", memory="64Mi"), limits=Amounts(cpu="200m", memory="128Mi"))
+
+
+class Exporter(Model):
+    """The Prometheus exporter rendered beside a datastore on Kubernetes (postgres_exporter,
+    redis_exporter): its own Deployment and Service, counted by `capacity` as a row of its own."""
+
+    image: str | None = None
+    """Default: the exporter image shipyard pins (render/_exporters.py)."""
+    resources: Resources = Field(default_factory=_exporter_resources)
+
+
+DatastoreMode = Literal["statefulset", "cloudnative-pg", "external"]
+"""How a datastore runs on Kubernetes: a StatefulSet shipyard renders, a CloudNativePG `Cluster`
+(PostgreSQL only) the operator runs, or a managed service outside the cluster (RDS, Aurora,
+ElastiCache) that shipyard only connects to. Plain hosts (the local target) use `local` whatever
+the mode."""
+
+RetentionPolicy = Annotated[str, Field(pattern=r"^[1-9][0-9]*[dwm]$")]
+"""Barman's retention window: a count of days, weeks or months (`30d`, `4w`, `6m`)."""
+
+
+class BarmanBackup(Model):
+    """CloudNativePG's own backups: continuous WAL archiving and scheduled base backups to S3
+    (barman-cloud), which restore a new Cluster to any point in the retention window.
+
+    Credentials are references to a Secret's keys (read by the operator's pods, never rendered),
+    or `iam_role: true` when the pods' ServiceAccount has an IAM role (IRSA) that may write the bucket.
+    """
+
+    destination: str = Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?$")
+    """`s3://bucket/path`: where base backups and WAL go (the Cluster's name is added below it)."""
+    endpoint_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    """An S3-compatible endpoint (MinIO, R2, …); AWS's own when not given."""
+    access_key_id: SecretRef | None = None
+    secret_access_key: SecretRef | None = None
+    region: SecretRef | None = None
+    iam_role: bool = False
+    schedule: CronSchedule = "0 3 * * *"
+    """When a base backup is taken (UTC, five fields; rendered with CloudNativePG's seconds field)."""
+    retention: RetentionPolicy = "30d"
+    target: Literal["primary", "prefer-standby"] = "prefer-standby"
+    """Which instance takes the base backup: a standby spares the primary the I/O."""
+    compression: Literal["gzip", "bzip2", "snappy"] | None = "gzip"
+
+    @model_validator(mode="after")
+    def _credentials(self) -> BarmanBackup:
+        keys = (self.access_key_id is not None, self.secret_access_key is not None)
+        if keys[0] != keys[1]:
+            raise ValueError("give access_key_id and secret_access_key together")
+        if keys[0] == self.iam_role:
+            raise ValueError(
+                "give the S3 credentials as access_key_id and secret_access_key (secretRef), or"
+                " iam_role: true when the pods' ServiceAccount has an IAM role; one of the two"
+            )
+        return self
+
+
+class PgBouncer(Model):
+    """A CloudNativePG `Pooler`: PgBouncer pods in front of the primary (`<name>-pooler-rw`), which
+    services then connect to instead of the Cluster's `<name>-rw` Service."""
+
+    instances: Annotated[int, Field(ge=1, le=20)] = 2
+    pool_mode: Literal["session", "transaction"] = "session"
+    """`transaction` multiplexes far more clients, but breaks session state (SET, advisory locks,
+    prepared statements on old drivers); `session` is CloudNativePG's default."""
+    max_client_conn: Annotated[int, Field(ge=1)] | None = None
+    default_pool_size: Annotated[int, Field(ge=1)] | None = None
+    resources: Resources = Resources()
+
+
+class CloudNativePg(Model):
+    """`mode: cloudnative-pg`: the CloudNativePG operator (installed in the cluster) runs
+    1 + `replicas` instances with automatic failover, from a `Cluster` shipyard renders."""
+
+    backup: BarmanBackup | None = None
+    pooler: PgBouncer | None = None
+    anti_affinity: Literal["preferred", "required"] = "preferred"
+    """Instances on different nodes: `required` leaves an instance pending rather than share a node."""
+    operator_namespace: Name = "cnpg-system"
+    """Where the operator runs: its pods must reach the instances' status port (8000) and 5432."""
+
+
+HostName = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$")
+]
+
+
+class ExternalDatastore(Model):
+    """`mode: external`: a managed database outside the cluster (RDS, Aurora, ElastiCache). Nothing
+    is rendered to run it; services connect to `host` on the datastore's `port`, with the
+    datastore's credentials (references, as for every mode)."""
+
+    host: HostName
+    cidr: str | None = None
+    """The addresses `host` resolves to (e.g. the database subnets, `10.0.16.0/20`): egress
+    NetworkPolicies admit connections there. When not given, egress is allowed to the port on any
+    address (a NetworkPolicy cannot name a host)."""
+    instance_class: str | None = Field(None, min_length=1)
+    """The provider's instance class (`db.r6g.large`, `cache.t4g.small`): `cost` prices it from the
+    catalog that lists it. Not given: not priced (said in the estimate's notes)."""
+    multi_az: bool = False
+    """A standby in a second zone, billed as a second instance."""
+
+    @model_validator(mode="after")
+    def _network(self) -> ExternalDatastore:
+        if self.cidr is not None:
+            try:
+                ipaddress.ip_network(self.cidr)
+            except ValueError as exc:
+                raise ValueError(f"cidr {self.cidr!r} is not a network address: {exc}") from None
+        return self
+
+
+class ExternalPostgres(ExternalDatastore):
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "require"
+    """libpq's `sslmode` (PGSSLMODE, and `?sslmode=` in DATABASE_URL): RDS and Aurora accept TLS."""
+
+
+class ExternalRedis(ExternalDatastore):
+    tls: bool = True
+    """Connect with TLS (`rediss://`): ElastiCache with in-transit encryption needs it."""
+
+
 class Postgres(Model):
     kind: Literal["postgresql"]
     version: Annotated[str, Field(pattern=r"^1[0-9]$")] = "15"
@@ -299,7 +532,9 @@ class Postgres(Model):
     resources: Resources = Resources()
     replica_resources: Resources | None = None
     """Resources of each replica; the primary's when not given."""
-    storage: Storage
+    storage: Storage | None = None
+    """Each instance's volume (required but for `mode: external`, where it is the managed
+    database's allocated storage, priced by `cost` when given)."""
     settings: dict[Annotated[str, Field(pattern=r"^[a-z_.]+$")], str | int | float | bool] = {}
     database: Name = "app"
     user: Name = "app"
@@ -312,10 +547,32 @@ class Postgres(Model):
     """A streaming replica on a plain host, the target of `shipyard dr failover`."""
     standbys: list[PlainHost] = []
     """More replicas on plain hosts (`ha: patroni` only: Patroni runs a node on each)."""
+    exporter: Exporter | None = Exporter()
+    """postgres_exporter on Kubernetes; null: none (e.g. a managed database watched otherwise)."""
     ha: Literal["none", "patroni"] = "none"
     """`patroni`: Patroni fails over by itself (settings in `patroni`); `none`: `shipyard dr failover`
     is the only way the standby takes over."""
     patroni: Patroni | None = None
+    mode: DatastoreMode = "statefulset"
+    """How it runs on Kubernetes (see DatastoreMode); plain hosts use `local` in every mode."""
+    cloudnative_pg: CloudNativePg | None = None
+    """`mode: cloudnative-pg`'s settings (defaults when not given)."""
+    external: ExternalPostgres | None = None
+    """`mode: external`: where the managed database is."""
+
+    @property
+    def kubernetes_exporter(self) -> Exporter | None:
+        """The exporter rendered beside it on Kubernetes (and counted by `capacity`): none when
+        `exporter` is null or under CloudNativePG, whose instances export their own metrics."""
+        return None if self.mode == "cloudnative-pg" else self.exporter
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> Postgres:
+        if self.mode == "external" and self.external is None:
+            raise ValueError("mode: external needs external: {host: ...}, the managed database's address")
+        if self.mode != "external" and self.storage is None:
+            raise ValueError(f"mode: {self.mode} needs storage: {{size: ...}}, each instance's volume")
+        return self
 
 
 class RedisPersistence(Model):
@@ -344,6 +601,25 @@ class Redis(Model):
     password: SecretRef | None = None
     port: Annotated[int, Field(ge=1, le=65535)] = 6379
     local: PlainHost = PlainHost()
+    exporter: Exporter | None = Exporter()
+    """redis_exporter on Kubernetes; null: none."""
+    replicas: Annotated[int, Field(ge=0, le=5)] = 0
+    """Read replicas on Kubernetes (`<name>-replica`, `redis-server --replicaof` the primary, with
+    `masterauth` from `password`); plain hosts run the primary only."""
+    mode: Literal["statefulset", "external"] = "statefulset"
+    """`external`: a managed Redis (ElastiCache) at `external.host`; nothing is rendered to run it."""
+    external: ExternalRedis | None = None
+
+    @property
+    def kubernetes_exporter(self) -> Exporter | None:
+        """The exporter rendered beside it on Kubernetes (and counted by `capacity`)."""
+        return self.exporter
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> Redis:
+        if self.mode == "external" and self.external is None:
+            raise ValueError("mode: external needs external: {host: ...}, the managed Redis's address")
+        return self
 
 
 Datastore = Annotated[Postgres | Redis, Field(discriminator="kind")]
@@ -357,6 +633,8 @@ class PlatformComponent(Model):
     storage: ByteQuantity | None = None
     namespace: str | None = None
     description: str | None = None
+    retention: Duration | None = None
+    """How long Prometheus or Loki keeps data (`render argocd` sizes their charts with it)."""
 
 
 class Reserve(Model):
@@ -366,9 +644,43 @@ class Reserve(Model):
     memory: ByteQuantity = "0"
 
 
+class PrometheusOperator(Model):
+    """The cluster's Prometheus is run by the Prometheus Operator: `render kubernetes` adds
+    ServiceMonitors, PodMonitors and a PrometheusRule (`prometheus_operator: true` for defaults)."""
+
+    namespace: Name | None = None
+    """Where Prometheus runs; default: the `kube-prometheus-stack` or `prometheus` component's
+    namespace, else `monitoring`. NetworkPolicies admit scrapes from it."""
+    labels: dict[str, str] = {}
+    """Labels the Prometheus resource's monitor and rule selectors match (kube-prometheus-stack
+    selects `release: <its release name>` unless told otherwise)."""
+
+
+INGRESS_COMPONENTS = {"nginx": "ingress-nginx", "traefik": "traefik"}
+"""Each ingress controller and the platform component that runs it."""
+
+
 class Platform(Model):
+    ingress_controller: Literal["nginx", "traefik"] = "nginx"
+    """The controller that carries outside traffic; its namespace is that of the component named
+    after it (`ingress-nginx` or `traefik`), by default the component's name."""
     components: dict[Name, PlatformComponent] = {}
     reserve: Reserve = Reserve()
+    prometheus_operator: PrometheusOperator | None = None
+    """null (default): Prometheus reads the rendered prometheus.yml; the operator's objects are
+    rendered only when this is given."""
+
+    @property
+    def ingress_component(self) -> str:
+        """The component that is the ingress controller: `ingress-nginx` or `traefik`."""
+        return INGRESS_COMPONENTS[self.ingress_controller]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _operator_switch(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("prometheus_operator"), bool):
+            data = {**data, "prometheus_operator": {} if data["prometheus_operator"] else None}
+        return data
 
 
 class CanaryStep(Model):
@@ -460,11 +772,32 @@ class Pitr(Model):
     then restarts from the current WAL and the archive covers the gap. null: no limit."""
 
 
+def default_backup_image() -> str:
+    """shipyard's own image at the running version (built from the repository's Dockerfile)."""
+    return f"shipyard/shipyard:{__version__}"
+
+
+def default_backup_resources() -> Resources:
+    # pg_dump and restic stream; restic's index for a large repository is what needs the memory.
+    return Resources(requests=Amounts(cpu="100m", memory="256Mi"), limits=Amounts(cpu="1", memory="1Gi"))
+
+
+class RepositoryCredentials(Model):
+    """S3 keys for the restic repository, as references (restic's AWS_* variables are set from them)."""
+
+    access_key_id: SecretRef | EnvReference
+    secret_access_key: SecretRef | EnvReference
+    region: str | None = None
+    """AWS_DEFAULT_REGION, when the endpoint needs one."""
+
+
 class Backup(Model):
     repository: str = Field(min_length=1)
     """A local directory or an S3 URL (`s3:https://host/bucket/path`)."""
     password: SecretRef | Annotated[str, Field(pattern=r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*\}$")]
     schedules: dict[ScheduledBackup, CronSchedule] = {}
+    """What runs when. An environment's overlay replaces this set whole, never merges into it:
+    `schedules: {full: "0 3 * * *"}` there runs only that, `schedules: {}` runs none."""
     retention: Retention = Retention()
     sources: BackupSources = BackupSources()
     checks: list[str] = []
@@ -474,8 +807,36 @@ class Backup(Model):
     pack is read within N verifications (N days with a daily `verify` schedule). `verify --full`
     reads them all at once."""
     pitr: Pitr | None = None
-    image: str = "shipyard/shipyard:latest"
-    """The image that runs scheduled backups as Kubernetes CronJobs."""
+    image: str = Field(default_factory=default_backup_image, min_length=1)
+    """The image that runs scheduled backups as Kubernetes CronJobs: shipyard's own (the repository's
+    Dockerfile) at this shipyard's version unless given; pinned by a tag or a digest, never `latest`."""
+    resources: Resources = Field(default_factory=default_backup_resources)
+    """The backup container's requests and limits; an amount not given is the default's."""
+    credentials: RepositoryCredentials | None = None
+    """The S3 keys restic signs requests with, by reference. None: restic reads AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY from shipyard's environment, or the pod's cloud identity in a cluster."""
+    state_store: SecretRef | EnvReference | None = None
+    """Where scheduled backups in a cluster record their sets: a reference to the state store's
+    URL (`postgresql://…`, the one `shipyard serve` uses). None: each run records in a throwaway
+    SQLite file; its set is still listed from the repository (`backup list --from-repository`)."""
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, image: str) -> str:
+        # CKV_K8S_14: an unpinned image changes under a running schedule; a digest pins it too.
+        if "@sha256:" in image:
+            return image
+        name, colon, tag = image.rpartition(":")
+        if not colon or "/" in tag:
+            raise ValueError(
+                f"{image!r} has no tag, so it means `latest`: pin it, e.g. {image}:{__version__}"
+            )
+        if tag == "latest":
+            raise ValueError(
+                f"{image!r}: `latest` changes under a running schedule;"
+                f" pin a version, e.g. {name}:{__version__}"
+            )
+        return image
 
 
 class DrTargets(Model):
@@ -483,7 +844,8 @@ class DrTargets(Model):
     rpo: Duration
     mttr: Duration | None = None
     drills: dict[DrillMode, CronSchedule] = {}
-    """Drills `shipyard serve` runs by itself (e.g. `restore: "0 4 * * 0"`), each reported like `dr test`."""
+    """Drills `shipyard serve` runs by itself (e.g. `restore: "0 4 * * 0"`), each reported like `dr test`.
+    Like `backup.schedules`, an overlay replaces this set whole."""
 
 
 class Slo(Model):
@@ -523,7 +885,10 @@ class Alerts(Model):
     """BackupFailure also fires when the newest backup of a source is older than this."""
     scrape_interval: Duration = 15
     shipyard_target: HostPort = "127.0.0.1:8080"
-    """Where Prometheus scrapes `shipyard serve`'s /metrics (host:port)."""
+    """Where Prometheus scrapes `shipyard serve`'s /metrics (host:port) on plain hosts."""
+    shipyard_service: HostPort | None = None
+    """Where it scrapes shipyard in the cluster (`render prometheus --target kubernetes`): default
+    its Service, `shipyard.<namespace>.svc` on `shipyard_target`'s port."""
     haproxy_target: HostPort | None = None
     """Where the local target's HAProxy serves its Prometheus exporter (host:port, e.g. 127.0.0.1:8405),
     scraped for per-version RED metrics; none when not given (one fixed port per host)."""
@@ -578,6 +943,9 @@ class SecretStore(Model):
     kind: Literal["SecretStore", "ClusterSecretStore"] = "ClusterSecretStore"
     name: Name
     refresh: Duration = 3600
+    provider: dict[str, Any] | None = None
+    """The store's `spec.provider` (e.g. `{vault: {...}}`): given, `render argocd` renders the
+    store itself, checked against External Secrets' CRD; absent, the store must already exist."""
 
 
 class Secrets(Model):
@@ -585,10 +953,69 @@ class Secrets(Model):
     """An external-secrets store; when given, every secretRef is fetched from it."""
 
 
+class GitOpsSync(Model):
+    """Argo CD's automated sync of an environment (`enabled: false`: synced by hand)."""
+
+    enabled: bool = True
+    prune: bool = True
+    """Delete from the cluster what Git no longer has."""
+    self_heal: bool = True
+    """Undo changes made to the cluster outside Git."""
+
+
+class AcmeIssuer(Model):
+    """A cert-manager ClusterIssuer on an ACME server, solving HTTP-01 through the ingress."""
+
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    server: str = Field("https://acme-v02.api.letsencrypt.org/directory", pattern=r"^https://")
+
+
+class GitOps(Model):
+    """Where Argo CD finds the stack (`shipyard render argocd`); set, `deploy --target
+    kubernetes` refuses the environment: a release is a commit."""
+
+    repo: str = Field(pattern=r"^(https://|ssh://|git@)\S+$")
+    revision: str = Field("HEAD", min_length=1)
+    path: str = Field(".", pattern=r"^(\.|[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*)$")
+    """The directory of the repository that holds the `render argocd` tree."""
+    source: Literal["kustomize", "helm"] = "kustomize"
+    automated: GitOpsSync = GitOpsSync()
+    project: Name | None = None
+    """The AppProject of the stack's Applications; the stack's name when not given."""
+    destination: str = Field("https://kubernetes.default.svc", pattern=r"^https://")
+    namespace: Name = "argocd"
+    """Where Argo CD runs: its Applications and AppProjects live there."""
+    argo_rollouts: bool = True
+    """Workloads as Argo Rollouts run by the rollout policy (else Deployments)."""
+    platform: bool = True
+    """Also install the platform add-ons (ingress controller, cert-manager, …) as Applications."""
+    issuers: dict[Name, AcmeIssuer] = {}
+    """ClusterIssuers to create, by the name ingresses give as `cluster_issuer`."""
+
+
+_SEMVER = re.compile(
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(-(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*)?"
+    r"(\+[0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*)?"
+)
+
+
+def _semver(value: str) -> str:
+    if not _SEMVER.fullmatch(value):
+        raise ValueError(f"{value!r} is not a SemVer 2.0 version: write MAJOR.MINOR.PATCH, e.g. 1.4.0")
+    return value
+
+
+SemVer = Annotated[str, AfterValidator(_semver)]
+"""A SemVer 2.0 version (Helm refuses a chart whose `version` is not one)."""
+
+
 class Stack(Model):
     """One environment of the stack, overlay applied."""
 
     name: Name
+    version: SemVer = "0.1.0"
+    """The stack's release version: the Helm chart's `version` and `appVersion`."""
     environment: str = ""
     """Set by the loader from `-e`; not written in the file."""
     namespace: Name | None = None
@@ -597,6 +1024,7 @@ class Stack(Model):
     datastores: dict[Name, Datastore] = {}
     platform: Platform = Platform()
     secrets: Secrets = Secrets()
+    gitops: GitOps | None = None
     rollout: Rollout = Rollout()
     backup: Backup | None = None
     dr: DrTargets | None = None

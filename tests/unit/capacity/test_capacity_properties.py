@@ -94,9 +94,12 @@ def test_totals_at_max_are_at_least_totals_at_min(stack: Stack) -> None:
     assert totals.at_min == sum((row.at_min for row in totals.rows), Amounts())
     assert totals.at_max == sum((row.at_max for row in totals.rows), Amounts())
     assert totals.at_min.storage == totals.at_max.storage
+    assert totals.with_exporters_at_min == sum((row.at_min for row in totals.exporters), totals.at_min)
+    assert totals.with_exporters_at_max == sum((row.at_max for row in totals.exporters), totals.at_max)
     for at in ("min", "max"):
+        # The node pool holds every pod: the components' and the exporters'.
         demand = totals.demand(at)  # type: ignore[arg-type]
-        expected = totals.at_min if at == "min" else totals.at_max
+        expected = totals.with_exporters_at_min if at == "min" else totals.with_exporters_at_max
         assert (demand.cpu, demand.memory) == (expected.cpu_request, expected.memory_request)
 
 

@@ -117,7 +117,7 @@ services:
       limits: {cpu: "1", memory: 512Mi}
     volumes:
       uploads: {size: 5Gi, mount: /data, access_mode: ReadWriteMany}
-      cache: {size: 1Gi, mount: /cache}
+      cache: {size: 1Gi, mount: /cache, access_mode: ReadWriteMany}
   worker:
     role: worker
     image: worker:1
@@ -177,13 +177,19 @@ def test_redis_without_storage_and_no_reserve_row(small: CapacityTotals) -> None
 
 
 def test_demand_lists_pods_and_reserve(production: CapacityTotals) -> None:
+    """The node pool holds the seed's pods and the two exporters' (50m / 64Mi each)."""
     low, high = production.demand("min"), production.demand("max")
     assert (low.reserve_cpu, low.reserve_memory) == (1000, 2 * GIB)
-    assert (low.cpu, low.memory) == (7350, _gib("15.5"))
-    assert (high.cpu, high.memory) == (10850, _gib("22.5"))
-    assert sum(group.count for group in low.pods) == 11
-    assert sum(group.count for group in high.pods) == 18
-    assert {group.spread for group in low.pods if group.name.startswith("postgres")} == {"postgres"}
+    assert (low.cpu, low.memory) == (7350 + 100, _gib("15.5") + 128 * MIB)
+    assert (high.cpu, high.memory) == (10850 + 100, _gib("22.5") + 128 * MIB)
+    assert sum(group.count for group in low.pods) == 11 + 2
+    assert sum(group.count for group in high.pods) == 18 + 2
+    postgres = {group.name: group.spread for group in low.pods if group.name.startswith("postgres")}
+    assert postgres == {
+        "postgres (primary)": "postgres",
+        "postgres (replica)": "postgres",
+        "postgres-exporter": "postgres-exporter",
+    }
 
 
 @pytest.mark.parametrize(

@@ -43,10 +43,46 @@ def test_kustomize_and_helm(command: str, tmp_path: Path, capsys: pytest.Capture
     assert any(out.iterdir())
 
 
-def test_default_output_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("command", ["kustomize", "helm", "argocd"])
+def test_a_tree_is_written_only_where_out_says(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 13: without -o, `render helm|kustomize` wrote into ./rendered/ unasked. One rule now:
+    a stream goes to stdout, a tree of files only into the directory -o names."""
     monkeypatch.chdir(tmp_path)
-    assert _run(["render", "helm", "-f", APRICODE]) == 0
-    assert (tmp_path / "rendered" / "helm" / "Chart.yaml").is_file()
+    assert _run(["render", command, "-f", APRICODE]) == 2
+    captured = capsys.readouterr()
+    assert "name it with -o DIR" in captured.err
+    assert "nothing was written" in captured.err
+    assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["kubernetes", "prometheus", "alertmanager", "grafana"])
+def test_a_stream_without_out_goes_to_stdout(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _run(["render", command, "-f", APRICODE, "-e", "production"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_argocd_to_a_directory_says_what_to_commit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "deploy"
+    assert _run(["render", "argocd", "-f", APRICODE, "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "Wrote " in captured.out
+    assert "apricode-production" in captured.out
+    assert "kubectl apply -n argocd -f" in captured.out
+    assert "note: argo-rollouts: installed with its chart's defaults" in captured.err
+    assert (out / "root.yaml").is_file()
+    assert (out / "stack" / "overlays" / "production" / "kustomization.yaml").is_file()
+    assert _run(["render", "argocd", "-f", APRICODE, "-o", str(out), "-e", "dev"]) == 0
+    assert not (out / "apps" / "apricode-production.yaml").exists()
+    assert (out / "apps" / "apricode-dev.yaml").is_file()
 
 
 def test_unknown_environment_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

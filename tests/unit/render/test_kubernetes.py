@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
-from shipyard.render import KIND_ORDER, build_manifests, dump_all, render_kubernetes
+from shipyard.errors import RenderError
+from shipyard.render import KIND_ORDER, build_manifests, dump_all, render_kubernetes, volume_claim_names
+from shipyard.render._argo import render_argo
 from shipyard.spec import Spec, load_spec
-from unit.render.render_helpers import by_kind, spec_from
+from unit.render.render_helpers import ROOT, by_kind, spec_from
 
 LABELS = (
     "app.kubernetes.io/name",
@@ -308,7 +310,7 @@ services:
     cron:
       nightly: {schedule: "0 3 * * *", command: [./nightly], concurrency: Replace, deadline: 10m}
     volumes:
-      uploads: {size: 5Gi, mount: /srv/uploads, storage_class: standard}
+      uploads: {size: 5Gi, mount: /srv/uploads, access_mode: ReadWriteMany, storage_class: standard}
     depends_on: [main-db, audit-db]
   local-only:
     role: worker
@@ -354,8 +356,9 @@ def test_two_postgres_dependencies_get_prefixed_connection_variables(small: list
 
 def test_volumes_become_claims_mounted_into_the_deployment(small: list[dict[str, Any]]) -> None:
     claim = by_kind(small, "PersistentVolumeClaim")["web-uploads"]
+    # Both replicas mount it: ReadWriteMany (validate refuses ReadWriteOnce shared so).
     assert claim["spec"] == {
-        "accessModes": ["ReadWriteOnce"],
+        "accessModes": ["ReadWriteMany"],
         "resources": {"requests": {"storage": "5Gi"}},
         "storageClassName": "standard",
     }
@@ -399,8 +402,13 @@ def test_ingress_controller_namespace_defaults_to_ingress_nginx() -> None:
     )
     for env, namespace in (("a", "edge"), ("b", "ingress-nginx")):
         policy = by_kind(render_kubernetes(spec.stack(env)), "NetworkPolicy")["allow-web"]
-        selector = policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
-        assert selector == {"kubernetes.io/metadata.name": namespace}
+        selectors = [
+            peer["namespaceSelector"]["matchLabels"]
+            for rule in policy["spec"]["ingress"]
+            for peer in rule["from"]
+            if "namespaceSelector" in peer
+        ]
+        assert selectors == [{"kubernetes.io/metadata.name": namespace}]
     ingress = by_kind(render_kubernetes(spec.stack("a")), "Ingress")["web"]
     assert "tls" not in ingress["spec"]
     assert "annotations" not in ingress["metadata"]
@@ -418,3 +426,138 @@ def test_output_is_byte_identical_across_loads(apricode: Spec) -> None:
         second = dump_all(render_kubernetes(again.stack(env)))
         assert first == second
         assert first.startswith("---\napiVersion: v1\nkind: Namespace\n")
+
+
+def test_copy_primary_has_the_replicas_resources(production: list[dict[str, Any]]) -> None:
+    """The init container that copies the primary has requests and limits (checkov CKV_K8S_10-13).
+
+    They are the replica's own: an init container runs before the others, so the pod's effective
+    request is the larger of the two and equal amounts add nothing to what is scheduled.
+    """
+    replicas = by_kind(production, "StatefulSet")["postgres-replica"]
+    (copy,) = replicas["spec"]["template"]["spec"]["initContainers"]
+    assert copy["name"] == "copy-primary"
+    assert (
+        copy["resources"]
+        == _container(replicas)["resources"]
+        == {
+            "requests": {"cpu": "1", "memory": "2Gi"},
+            "limits": {"cpu": "2", "memory": "4Gi"},
+        }
+    )
+
+
+def test_copy_primary_has_resources_when_the_spec_gives_none() -> None:
+    spec = spec_from(
+        """\
+        name: shop
+        datastores:
+          db: {kind: postgresql, replicas: 1, storage: {size: 1Gi}}
+        """
+    )
+    replicas = by_kind(render_kubernetes(spec.stack("production")), "StatefulSet")["db-replica"]
+    (copy,) = replicas["spec"]["template"]["spec"]["initContainers"]
+    assert set(copy["resources"]) == {"requests", "limits"}
+    assert set(copy["resources"]["requests"]) == set(copy["resources"]["limits"]) == {"cpu", "memory"}
+
+
+STATEFUL = """
+name: shop
+services:
+  node:
+    role: api
+    image: shop/node:1
+    port: 5001
+    workload: statefulset
+    replicas: 3
+    volumes:
+      data: {size: 20Gi, mount: /data, storage_class: gp3}
+      blobs: {size: 5Gi, mount: /blobs}
+environments:
+  prod: {}
+  scaled:
+    services:
+      node: {autoscaling: {min: 2, max: 6, cpu_percent: 70}}
+"""
+
+
+def test_a_statefulset_service_gets_a_claim_per_pod_and_a_governing_service() -> None:
+    objects = render_kubernetes(spec_from(STATEFUL).stack("prod"))
+    assert not by_kind(objects, "Deployment")
+    assert not by_kind(objects, "PersistentVolumeClaim")  # no claim shared by the pods
+    node = by_kind(objects, "StatefulSet")["node"]
+    spec = node["spec"]
+    assert spec["replicas"] == 3
+    assert spec["serviceName"] == "node-pods"
+    assert [t["metadata"]["name"] for t in spec["volumeClaimTemplates"]] == ["blobs", "data"]
+    assert spec["volumeClaimTemplates"][1]["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "20Gi"}},
+        "storageClassName": "gp3",
+    }
+    pod = spec["template"]["spec"]
+    # The claims are the templates': no volume of the pod names a claim.
+    assert all("persistentVolumeClaim" not in v for v in pod["volumes"])
+    assert {"name": "data", "mountPath": "/data"} in pod["containers"][0]["volumeMounts"]
+    assert pod["serviceAccountName"] == "node"
+    services = by_kind(objects, "Service")
+    assert services["node-pods"]["spec"]["clusterIP"] == "None"
+    assert services["node-pods"]["spec"]["selector"] == spec["selector"]["matchLabels"]
+    assert services["node"]["spec"]["type"] == "ClusterIP"  # what clients connect to
+    assert by_kind(objects, "PodDisruptionBudget")["node"]["spec"]["selector"] == spec["selector"]
+
+
+def test_an_autoscaled_statefulset_is_the_hpas_target() -> None:
+    objects = render_kubernetes(spec_from(STATEFUL).stack("scaled"))
+    node = by_kind(objects, "StatefulSet")["node"]
+    assert "replicas" not in node["spec"]  # the HPA's
+    assert by_kind(objects, "HorizontalPodAutoscaler")["node"]["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": "node",
+    }
+
+
+def test_argo_rollouts_leave_a_statefulset_alone() -> None:
+    stack = spec_from(STATEFUL).stack("prod")
+    objects = build_manifests(stack, argo=True).objects
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "StatefulSet"] == ["node"]
+    assert not [o for o in objects if o["kind"] == "Rollout"]
+    with pytest.raises(RenderError, match="StatefulSet"):
+        render_argo(stack, "node")
+
+
+def test_the_claims_of_a_volume_by_workload() -> None:
+    stack = spec_from(STATEFUL).stack("prod")
+    assert volume_claim_names("node", stack.services["node"], "data") == [
+        "data-node-0",
+        "data-node-1",
+        "data-node-2",
+    ]
+    deployment_service = stack.services["node"].model_copy(update={"workload": "deployment"})
+    assert volume_claim_names("node", deployment_service, "data") == ["node-data"]
+
+
+def test_normaldances_ipfs_node_is_a_statefulset() -> None:
+    normaldance = load_spec(ROOT / "examples" / "normaldance" / "shipyard.yaml")
+    for env in normaldance.environments:
+        objects = render_kubernetes(normaldance.stack(env))
+        ipfs = by_kind(objects, "StatefulSet")["ipfs"]
+        (claim,) = ipfs["spec"]["volumeClaimTemplates"]
+        assert claim["metadata"]["name"] == "ipfs-data"
+        assert claim["spec"]["resources"] == {"requests": {"storage": "200Gi"}}
+        assert "ipfs" not in by_kind(objects, "Deployment")
+        assert "ipfs-ipfs-data" not in by_kind(objects, "PersistentVolumeClaim")
+
+
+def test_a_service_without_cron_jobs_is_admitted_from_its_own_pods() -> None:
+    # normaldance's api has no cron job; a pod calling its own Service (a cache warm-up, salespot's
+    # /feature-flags) was dropped by the default deny, though its egress policy allowed the call.
+    stack = load_spec(ROOT / "examples" / "normaldance" / "shipyard.yaml").stack("production")
+    policies = by_kind(render_kubernetes(stack), "NetworkPolicy")
+    own = {
+        "podSelector": {
+            "matchLabels": {"app.kubernetes.io/name": "api", "app.kubernetes.io/part-of": "normaldance"}
+        }
+    }
+    assert any(own in rule["from"] for rule in policies["allow-api"]["spec"]["ingress"])

@@ -485,3 +485,20 @@ def test_written_twice_is_identical(tmp_path: Path) -> None:
     write_monitoring(spec, "grafana", tmp_path / "b")
     for path in sorted((tmp_path / "a").rglob("*.json")):
         assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes()
+
+
+def test_the_cluster_scrape_config_sends_alerts_to_the_operators_alertmanager() -> None:
+    # `alertmanager.monitoring.svc` was never rendered by anything; prometheus-operator names the
+    # Service of every Alertmanager it runs `alertmanager-operated`, in Prometheus' namespace.
+    spec = spec_from(
+        """
+        name: tiny
+        services: {web: {role: web, image: "tiny:1", port: 80}}
+        platform: {components: {prometheus: {namespace: observability}}}
+        alerts: {shipyard_service: "shipyard.ops.svc:8080"}
+        environments: {a: {}}
+        """
+    )
+    config = scrape_config(spec.stack("a"), "kubernetes")
+    targets = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["alertmanager-operated.observability.svc:9093"]

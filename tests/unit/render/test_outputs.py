@@ -42,7 +42,8 @@ def test_helm_layout(apricode: Spec) -> None:
         "name": "apricode",
         "description": "The apricode stack, rendered by shipyard from shipyard.yaml.",
         "type": "application",
-        "version": "0.1.0",
+        "version": "0.1.0",  # the spec's `version` (default 0.1.0)
+        "appVersion": "0.1.0",
     }
     values = yaml.safe_load(files["values.yaml"])
     assert values["deployments"]["app"]["kind"] == "Deployment"

@@ -53,10 +53,12 @@ def test_a_bad_enum_value_is_refused(objects: list[dict[str, Any]]) -> None:
         validate_objects([hpa])
 
 
-def test_the_bundled_external_secret_schema_is_strict(objects: list[dict[str, Any]]) -> None:
+def test_the_external_secret_crd_refuses_an_unknown_field(objects: list[dict[str, Any]]) -> None:
     secret = _named(objects, "ExternalSecret", "apricode-app")
-    secret["spec"]["dataFrom"] = []
-    with pytest.raises(RenderError, match=r"ExternalSecret/apricode-app .*'dataFrom' was unexpected"):
+    secret["spec"]["dataFrom"] = []  # a field of the real CRD
+    validate_objects([secret])
+    secret["spec"]["dataFromm"] = []
+    with pytest.raises(RenderError, match=r"ExternalSecret/apricode-app .*'dataFromm' was unexpected"):
         validate_objects([secret])
 
 
@@ -139,9 +141,10 @@ def test_the_fast_path_never_changes_a_verdict(objects: list[dict[str, Any]], da
 def test_remembered_valid_objects_do_not_hide_invalid_ones(objects: list[dict[str, Any]]) -> None:
     secret = _named(objects, "ExternalSecret", "apricode-app")
     validate_objects([secret])
-    # the bundled schema constrains the namespace, so another namespace is checked again
-    secret["metadata"]["namespace"] = "Not_A_Namespace"
-    with pytest.raises(RenderError, match=r"metadata\.namespace"):
+    secret["metadata"]["namespace"] = "elsewhere"
+    validate_objects([secret])
+    secret["spec"]["refreshInterval"] = 3600
+    with pytest.raises(RenderError, match=r"ExternalSecret/apricode-app .*spec\.refreshInterval"):
         validate_objects([secret])
     service = _named(objects, "Service", "app")
     validate_objects([service])

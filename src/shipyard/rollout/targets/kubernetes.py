@@ -498,7 +498,7 @@ class ArgoRolloutsDriver:
         try:
             return call()
         except ApiException as error:
-            if error.status == 404 and _names_an_object(error):
+            if error.status == 404 and names_an_object(error):
                 raise _MissingError(_api_error(what, error)) from None
             raise TargetError(_api_error(what, error)) from None
         except urllib3.exceptions.HTTPError as error:
@@ -514,7 +514,7 @@ class _MissingError(TargetError):
     http_status = 404
 
 
-def _names_an_object(error: ApiException) -> bool:
+def names_an_object(error: ApiException) -> bool:
     # A missing object's 404 carries `details.name`; a missing kind (no CRD) says only
     # "the server could not find the requested resource".
     try:
