@@ -9,7 +9,9 @@ kept (method, path with query, headers, JSON body) so a test sees exactly what t
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import tempfile
 import threading
 import uuid
 import zlib
@@ -120,6 +122,26 @@ def write_kubeconfig(path: Path, contexts: dict[str, str], current: str) -> Path
         "current-context": current,
     }
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# --- the apricode example, released by `deploy --target kubernetes` ----------------------------
+
+_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@functools.cache
+def apricode_without_gitops() -> Path:
+    """examples/apricode without its `gitops:` sections: the same stack released by `deploy
+    --target kubernetes`, which shipyard refuses where Argo CD syncs the environment."""
+    spec = yaml.safe_load((_EXAMPLES / "apricode" / "shipyard.yaml").read_text())
+    spec.pop("gitops", None)
+    for overlay in spec.get("environments", {}).values():
+        if isinstance(overlay, dict):
+            overlay.pop("gitops", None)
+    folder = Path(tempfile.mkdtemp(prefix="apricode-no-gitops-"))
+    path = folder / "shipyard.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 

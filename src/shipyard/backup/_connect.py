@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BackupError, UserError
-from ..render._backups import KUBERNETES_TARGET, TARGET_ENV, VOLUMES_ENV, VOLUMES_ROOT, volume_path
-from ..render._common import cluster_host
+from ..render import KUBERNETES_TARGET, TARGET_ENV, VOLUMES_ENV, VOLUMES_ROOT, cluster_host, volume_path
 from ..spec import BACKUP_WHATS, ENV_REFERENCE, Postgres, Redis, SecretRef, Stack
 
 

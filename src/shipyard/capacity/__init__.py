@@ -38,7 +38,7 @@ from ._fit import (
     node_reservation,
     size_pool,
 )
-from ._format import format_cores, format_gib, format_money, limits_note
+from ._format import format_cores, format_gib, format_money, limits_note, second_total_label
 from ._report import (
     amounts_data,
     comparison_data,
@@ -97,6 +97,7 @@ __all__ = [
     "node_reservation",
     "parse_catalog",
     "pool_data",
+    "second_total_label",
     "size_pool",
     "totals_data",
 ]

@@ -33,3 +33,11 @@ def limits_note(rows_without_limit: int) -> str:
     if not rows_without_limit:
         return ""
     return f"({rows_without_limit} {'row' if rows_without_limit == 1 else 'rows'} without a limit)"
+
+
+def second_total_label(exporters: bool, control_plane: bool) -> str:
+    """The second total's label: what it adds to seed 004's TOTAL."""
+    added = " and ".join(
+        part for part, given in (("exporters", exporters), ("shipyard", control_plane)) if given
+    )
+    return f"TOTAL + {added}"

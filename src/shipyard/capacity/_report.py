@@ -79,6 +79,11 @@ def totals_data(totals: CapacityTotals) -> dict[str, Any]:
             "at_min": amounts_data(totals.with_exporters_at_min),
             "at_max": amounts_data(totals.with_exporters_at_max),
         },
+        "control_plane": [_row_data(row) for row in totals.control_plane],
+        "total_with_exporters_and_shipyard": {
+            "at_min": amounts_data(totals.second_at_min),
+            "at_max": amounts_data(totals.second_at_max),
+        },
         "limits_missing": [
             {"component": row.name, "limits": list(row.pod.limits_missing)}
             for row in totals.limits_missing

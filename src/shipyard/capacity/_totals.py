@@ -8,8 +8,10 @@ and migration init containers run now and then; they are listed as transient wor
 added to the steady totals.
 
 The datastores' exporters (rendered beside each datastore on Kubernetes) are rows of their own,
-outside the first totals, which stay the components' own (seed 004's table); a second total,
-`with_exporters_at_min`/`_at_max`, adds them, and the node pool holds their pods too.
+outside the first totals, which stay the components' own (seed 004's table); so are shipyard's own
+server's pods (`control_plane`, rendered by render/_control_plane.py). The second total,
+`second_at_min`/`_at_max`, adds both (`with_exporters_at_*` the exporters alone), and the node pool
+holds their pods too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Literal
 
 from ..spec import Postgres, Redis, Resources, Stack, byte_count, millicores
 
-ComponentKind = Literal["service", "datastore", "platform", "reserve", "exporter"]
+ComponentKind = Literal["service", "datastore", "platform", "reserve", "exporter", "control-plane"]
 At = Literal["min", "max"]
 
 
@@ -156,6 +158,8 @@ class CapacityTotals:
     has_ingress: bool
     exporters: tuple[ComponentRow, ...] = ()
     """One row per datastore exporter rendered on Kubernetes."""
+    control_plane: tuple[ComponentRow, ...] = ()
+    """shipyard's own server (`control_plane`), a row when the spec has one."""
     managed: tuple[ManagedDatastore, ...] = ()
     """Datastores outside the cluster (`mode: external`), priced by `cost`, not counted here."""
 
@@ -168,12 +172,26 @@ class CapacityTotals:
         return sum((row.at_max for row in self.exporters), self.at_max)
 
     @property
+    def second_rows(self) -> tuple[ComponentRow, ...]:
+        """The rows outside seed 004's table: the exporters, then shipyard's server."""
+        return (*self.exporters, *self.control_plane)
+
+    @property
+    def second_at_min(self) -> Amounts:
+        """The second total: the rows' totals with the exporters and shipyard's server."""
+        return sum((row.at_min for row in self.second_rows), self.at_min)
+
+    @property
+    def second_at_max(self) -> Amounts:
+        return sum((row.at_max for row in self.second_rows), self.at_max)
+
+    @property
     def limits_missing(self) -> tuple[ComponentRow, ...]:
         """The rows (exporters included) with pods that have no CPU or no memory limit: the limits
         totals leave out whatever those pods may use."""
         return tuple(
             row
-            for row in (*self.rows, *self.exporters)
+            for row in (*self.rows, *self.second_rows)
             if row.pod is not None and row.pod.limits_missing and row.replicas_max > 0
         )
 
@@ -181,7 +199,7 @@ class CapacityTotals:
         """The pods to place (the exporters' too) and the reserve, at minimum or maximum replicas."""
         groups: list[PodGroup] = []
         reserve_cpu = reserve_memory = 0
-        for row in (*self.rows, *self.exporters):
+        for row in (*self.rows, *self.second_rows):
             count = row.replicas_min if at == "min" else row.replicas_max
             if row.pod is None:
                 reserve_cpu += row.at_min.cpu_request
@@ -355,6 +373,11 @@ def capacity_totals(stack: Stack) -> CapacityTotals:
         for name, store in stack.datastores.items()
         if (exporter := store.kubernetes_exporter) is not None
     ]
+    control_plane = []
+    if (plane := stack.control_plane) is not None:
+        # Its Deployment's pods (render/_control_plane.py): a component of its own.
+        pod = Pod.of(plane.filled_resources)
+        control_plane.append(_row("shipyard", "control-plane", pod, (plane.replicas,) * 2, storage=0))
     for name, component in stack.platform.components.items():
         # Each replica of a platform component has its own volume (a StatefulSet's claim), as
         # each PostgreSQL replica holds its own copy.
@@ -376,5 +399,6 @@ def capacity_totals(stack: Stack) -> CapacityTotals:
         at_max=at_max,
         has_ingress=any(service.ingress is not None for service in stack.services.values()),
         exporters=tuple(exporters),
+        control_plane=tuple(control_plane),
         managed=tuple(m for name, store in stack.datastores.items() if (m := _managed(name, store))),
     )

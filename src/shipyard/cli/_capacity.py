@@ -32,6 +32,7 @@ from ..capacity import (
     limits_note,
     load_catalog,
     pool_data,
+    second_total_label,
     totals_data,
 )
 from ..spec import Spec, Stack
@@ -236,12 +237,13 @@ def _totals_table(totals: CapacityTotals, at: str) -> Table:
     add_rows(totals.rows)
     table.add_section()
     total("TOTAL", totals.at_min if at == "min" else totals.at_max, totals.rows)
-    if totals.exporters:
+    if totals.second_rows:
         table.add_section()
-        add_rows(totals.exporters)
+        add_rows(totals.second_rows)
         table.add_section()
-        with_exporters = totals.with_exporters_at_min if at == "min" else totals.with_exporters_at_max
-        total("TOTAL + exporters", with_exporters, (*totals.rows, *totals.exporters))
+        second = totals.second_at_min if at == "min" else totals.second_at_max
+        label = second_total_label(bool(totals.exporters), bool(totals.control_plane))
+        total(label, second, (*totals.rows, *totals.second_rows))
     return table
 
 

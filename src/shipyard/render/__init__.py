@@ -10,7 +10,8 @@ is written, and the Kustomize and Helm outputs are derived from the very objects
 from ._alertmanager import alertmanager_config, secret_file
 from ._argo import argo_rollouts, canary_service_name, preview_service_name
 from ._argocd import ArgoApplication, ArgoTree, argocd_tree
-from ._backups import scheduled_request
+from ._backups import KUBERNETES_TARGET, TARGET_ENV, VOLUMES_ENV, VOLUMES_ROOT, scheduled_request, volume_path
+from ._common import cluster_host
 from ._crds import CustomResource, custom_resource, custom_resources
 from ._grafana import dashboard
 from ._kubernetes import (
@@ -69,8 +70,12 @@ __all__ = [
     "DEFAULT_KUBE_VERSION",
     "ETCD_USER",
     "KIND_ORDER",
+    "KUBERNETES_TARGET",
     "PATRONI_PASSWORD_ENV",
     "SECRET_ROLES",
+    "TARGET_ENV",
+    "VOLUMES_ENV",
+    "VOLUMES_ROOT",
     "ArgoApplication",
     "ArgoTree",
     "CustomResource",
@@ -93,6 +98,7 @@ __all__ = [
     "argocd_tree",
     "build_manifests",
     "canary_service_name",
+    "cluster_host",
     "config_map_name",
     "custom_resource",
     "custom_resources",
@@ -132,6 +138,7 @@ __all__ = [
     "validate_objects",
     "volume_claim_name",
     "volume_claim_names",
+    "volume_path",
     "write_kubernetes",
     "write_monitoring",
     "write_tree",

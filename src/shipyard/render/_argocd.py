@@ -199,9 +199,8 @@ def _project(
     cluster_kinds: list[tuple[str, str]],
     namespace_kinds: list[tuple[str, str]] | None = None,
 ) -> Object:
-    # The description goes in an annotation: the packaged CRD schema (render/_crds.py) drops
-    # every key named `description`, the AppProject's own field included.
     spec: dict[str, Any] = {
+        "description": description,
         "sourceRepos": sorted(set(repos)),
         "destinations": [{"server": s, "namespace": n} for s, n in sorted(set(destinations))],
         "clusterResourceWhitelist": [{"group": g, "kind": k} for g, k in sorted(set(cluster_kinds))],
@@ -211,7 +210,6 @@ def _project(
             {"group": g, "kind": k} for g, k in sorted(set(namespace_kinds))
         ]
     meta = _meta(name, gitops.namespace, stack, WAVE_PROJECTS)
-    meta["annotations"]["shipyard.dev/description"] = description
     return {"apiVersion": API_VERSION, "kind": "AppProject", "metadata": meta, "spec": spec}
 
 

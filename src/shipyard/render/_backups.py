@@ -8,7 +8,8 @@ schedule read in UTC as `shipyard serve`'s scheduler reads it.
 
 What the job needs, and where it comes from:
 
-- **The spec.** A ConfigMap rendered here (`shipyard-backup-spec`) holds the environment's stack
+- **The spec.** A ConfigMap rendered here (`shipyard-spec`, shared with the control plane's
+  `shipyard serve`, render/_control_plane.py) holds the environment's stack
   as a one-environment spec file (feature flags left out: backups do not read them), mounted
   read-only at `/etc/shipyard/shipyard.yaml` and named by `$SHIPYARD_SPEC`. The image then stays
   the same for every stack, and the spec the job runs is the one rendered beside it.
@@ -22,8 +23,9 @@ What the job needs, and where it comes from:
   Secret), `{secretRef: name/key}` as NAME_KEY (`SecretRef.env_name`). Values are never rendered.
   Each job gets only what its kind reads: the restic password and S3 keys
   (`backup.credentials`), and the passwords of the datastores it dumps.
-- **The state store.** `backup.state_store` (a reference to the URL `shipyard serve` uses) as
-  `$SHIPYARD_DATABASE_URL`: the server then lists the sets, checks their freshness and alerts.
+- **The state store.** `backup.state_store` (a reference to the URL `shipyard serve` uses), else
+  `control_plane.state_store` (`Stack.backup_state_store`), as `$SHIPYARD_DATABASE_URL`: the
+  server then lists the sets, checks their freshness and alerts.
   Without it each run records in a throwaway SQLite file under `/tmp`; the set's manifest is
   still written into the repository, where `shipyard backup list --from-repository` finds it,
   and a `verify` job first imports the repository's sets into its own throwaway store (an init
@@ -58,8 +60,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import RenderError
-from ..spec import BACKUP_WHATS, ENV_REFERENCE, Postgres, Resources, SecretRef, Stack
-from ..spec._model import Amounts, default_backup_resources
+from ..spec import (
+    BACKUP_WHATS,
+    ENV_REFERENCE,
+    Amounts,
+    Postgres,
+    Resources,
+    SecretRef,
+    Stack,
+    default_backup_resources,
+)
 from ._common import (
     COMPONENT_LABEL,
     PART_OF_LABEL,
@@ -73,7 +83,7 @@ from ._common import (
     selector,
 )
 from ._datastores import CACHE, PRIMARY
-from ._egress import DNS_NAMESPACE, DNS_POD_LABELS, DNS_PORT, datastore_destinations
+from ._egress import datastore_destinations, dns_egress
 from ._env import SecretUses, postgres_password
 from ._workloads import volume_claim_names
 from ._yaml import dump
@@ -98,7 +108,9 @@ SPEC_ENV = "SHIPYARD_SPEC"
 """The job entry point's spec path variable (jobs/_runner.SPEC_ENV; a test holds them equal)."""
 SPEC_DIR = "/etc/shipyard"
 SPEC_FILE = "shipyard.yaml"
-SPEC_CONFIG_MAP = "shipyard-backup-spec"
+SPEC_CONFIG_MAP = "shipyard-spec"
+"""The one ConfigMap holding the spec, for the backup jobs and the control plane alike."""
+SPEC_COMPONENT = "shipyard"
 STATE_DIR = "/tmp/shipyard"
 """shipyard's state directory in the pod (restic's cache, the throwaway state store)."""
 BACKUP_UID = 10001
@@ -258,11 +270,12 @@ def _env(stack: Stack, kind: str, uses: SecretUses) -> list[dict[str, Any]]:
     if backup.credentials is not None:
         env += _secret_env(backup.credentials.access_key_id, uses)
         env += _secret_env(backup.credentials.secret_access_key, uses)
-    if backup.state_store is not None:
+    state_store = stack.backup_state_store
+    if state_store is not None:
         env += [
             {
                 "name": "SHIPYARD_DATABASE_URL",
-                "valueFrom": _secret_env(backup.state_store, uses)[0]["valueFrom"],
+                "valueFrom": _secret_env(state_store, uses)[0]["valueFrom"],
             }
         ]
     for name in stores:
@@ -336,7 +349,7 @@ def backup_cronjobs(stack: Stack, uses: SecretUses | None = None) -> list[Object
                 *pod_volumes,
             ],
         }
-        if kind == "verify" and backup.state_store is None:
+        if kind == "verify" and stack.backup_state_store is None:
             # A throwaway state store knows no set: record the repository's first (from their
             # manifests), then verify the newest as the server would.
             command = [
@@ -379,11 +392,17 @@ def backup_cronjobs(stack: Stack, uses: SecretUses | None = None) -> list[Object
     return jobs
 
 
-def backup_spec_config_map(stack: Stack) -> Object:
+def has_scheduled_backups(stack: Stack) -> bool:
+    """Whether backup CronJobs are rendered (and with them the spec ConfigMap, in `backup_objects`)."""
+    return stack.backup is not None and bool(stack.backup.schedules)
+
+
+def spec_config_map(stack: Stack) -> Object:
+    """The spec ConfigMap (`SPEC_CONFIG_MAP`): one object, read by the backup jobs and the control plane."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(stack, SPEC_CONFIG_MAP, BACKUP_COMPONENT),
+        "metadata": metadata(stack, SPEC_CONFIG_MAP, SPEC_COMPONENT),
         "data": {SPEC_FILE: spec_document(stack)},
     }
 
@@ -402,7 +421,7 @@ def _backup_pods(stack: Stack) -> dict[str, str]:
     return {COMPONENT_LABEL: BACKUP_COMPONENT, PART_OF_LABEL: stack.name}
 
 
-def _store_pods(stack: Stack, name: str) -> dict[str, str] | None:
+def store_pods(stack: Stack, name: str) -> dict[str, str] | None:
     """The labels of datastore `name`'s writable pods, or None when it runs outside the cluster."""
     store = stack.datastores[name]
     if store.mode == "external":
@@ -412,6 +431,27 @@ def _store_pods(stack: Stack, name: str) -> dict[str, str] | None:
     return selector(stack, name, PRIMARY if isinstance(store, Postgres) else CACHE)
 
 
+def admit_to_datastore(stack: Stack, name: str, client: str, peer: dict[str, Any]) -> Object | None:
+    """`allow-<client>-to-<name>`: datastore `name`'s writable pods admit `peer` on its port
+    (ingress is denied by default); None when it runs outside the cluster."""
+    store = stack.datastores[name]
+    pods = store_pods(stack, name)
+    if pods is None:
+        return None
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(
+            stack, f"allow-{client}-to-{name}", PRIMARY if isinstance(store, Postgres) else CACHE
+        ),
+        "spec": {
+            "podSelector": {"matchLabels": pods},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [peer], "ports": [{"port": store.port, "protocol": "TCP"}]}],
+        },
+    }
+
+
 def backup_network_policies(stack: Stack) -> list[Object]:
     """Admit the backup jobs' pods to the datastores they back up (ingress is denied by default),
     and let them out only to DNS, those datastores and the repository's endpoint."""
@@ -419,42 +459,14 @@ def backup_network_policies(stack: Stack) -> list[Object]:
     if backup is None or not backup.schedules:
         return []
     policies = []
-    egress: list[dict[str, Any]] = [
-        {
-            "to": [
-                {
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": DNS_NAMESPACE}},
-                    "podSelector": {"matchLabels": DNS_POD_LABELS},
-                }
-            ],
-            "ports": [{"port": DNS_PORT, "protocol": "UDP"}, {"port": DNS_PORT, "protocol": "TCP"}],
-        }
-    ]
-    for name in sorted(set(backup.sources.datastores)):
-        store = stack.datastores.get(name)
-        if store is None:
-            continue
-        port = [{"port": store.port, "protocol": "TCP"}]
+    egress: list[dict[str, Any]] = [dns_egress()]
+    clients = {"podSelector": {"matchLabels": _backup_pods(stack)}}
+    for name in sorted(set(backup.sources.datastores) & set(stack.datastores)):
         egress += datastore_destinations(stack, name)  # the one place that says where it is
-        pods = _store_pods(stack, name)
-        if pods is None:
-            continue  # outside the cluster: no pods to admit the backups into
-        component = PRIMARY if isinstance(store, Postgres) else CACHE
-        policies.append(
-            {
-                "apiVersion": "networking.k8s.io/v1",
-                "kind": "NetworkPolicy",
-                "metadata": metadata(stack, f"allow-backup-to-{name}", component),
-                "spec": {
-                    "podSelector": {"matchLabels": pods},
-                    "policyTypes": ["Ingress"],
-                    "ingress": [
-                        {"from": [{"podSelector": {"matchLabels": _backup_pods(stack)}}], "ports": port}
-                    ],
-                },
-            }
-        )
-    egress.append(_repository_egress(backup.repository))
+        admission = admit_to_datastore(stack, name, "backup", clients)
+        if admission is not None:
+            policies.append(admission)
+    egress.append(repository_egress(backup.repository))
     policies.append(
         {
             "apiVersion": "networking.k8s.io/v1",
@@ -470,7 +482,7 @@ def backup_network_policies(stack: Stack) -> list[Object]:
     return policies
 
 
-def _repository_egress(repository: str) -> dict[str, Any]:
+def repository_egress(repository: str) -> dict[str, Any]:
     """The repository's endpoint: its port on every public address, or the address it names.
 
     A NetworkPolicy cannot name a host; S3's addresses change. The private ranges stay closed (the
@@ -497,7 +509,7 @@ def backup_objects(stack: Stack, uses: SecretUses | None = None) -> list[Object]
         return []
     return [
         *jobs,
-        backup_spec_config_map(stack),
+        spec_config_map(stack),
         backup_service_account(stack),
         *backup_network_policies(stack),
     ]

@@ -87,7 +87,8 @@ def datastore_destinations(stack: Stack, name: str) -> list[dict[str, Any]]:
     return [{"to": peers, "ports": port}]
 
 
-def _dns() -> dict[str, Any]:
+def dns_egress() -> dict[str, Any]:
+    """The egress rule every pod with an egress policy needs: the cluster's DNS."""
     resolver = {
         "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: DNS_NAMESPACE}},
         "podSelector": {"matchLabels": DNS_POD_LABELS},
@@ -118,7 +119,7 @@ def egress_policies(stack: Stack, rendered_services: list[str]) -> list[Object]:
     policies = []
     for name in sorted(rendered_services):
         service = stack.services[name]
-        rules: list[dict[str, Any]] = [_dns()]
+        rules: list[dict[str, Any]] = [dns_egress()]
         if service.port is not None:
             rules.append({"to": [_pods(stack, name)], "ports": _tcp(service.port)})
         for dependency in sorted(set(service.depends_on)):

@@ -19,6 +19,7 @@ from ._common import (
     Object,
     metadata,
 )
+from ._control_plane import control_plane_objects
 from ._datastores import postgres_objects, redis_objects
 from ._egress import egress_policies
 from ._env import SecretUses, service_env
@@ -143,6 +144,7 @@ def build_manifests(
             objects += redis_objects(stack, name, store, uses)
     objects += exporter_objects(stack, uses)
     objects += backup_objects(stack, uses)
+    objects += control_plane_objects(stack, uses)
     objects += network_policies(stack, rendered)
     objects += egress_policies(stack, rendered)
     objects += operator_objects(stack, rendered)

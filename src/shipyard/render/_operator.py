@@ -17,6 +17,7 @@ from typing import Any
 
 from ..spec import Stack
 from ._common import Object, metadata, selector
+from ._control_plane import CONTROL_PLANE_NAME, control_plane_selector
 from ._exporters import (
     CLOUDNATIVE_PG,
     EXPORTER,
@@ -26,7 +27,15 @@ from ._exporters import (
     datastore_mode,
     exporters,
 )
-from ._prometheus import POSTGRES_JOB, REDIS_JOB, duration, metrics_services, regex_literal, rule_groups
+from ._prometheus import (
+    POSTGRES_JOB,
+    REDIS_JOB,
+    SHIPYARD_JOB,
+    duration,
+    metrics_services,
+    regex_literal,
+    rule_groups,
+)
 from ._workloads import PORT_NAME
 
 API_VERSION = "monitoring.coreos.com/v1"
@@ -140,6 +149,17 @@ def operator_objects(stack: Stack, rendered_services: list[str]) -> list[Object]
     for name, store in sorted(stack.datastores.items()):
         if datastore_mode(store) == CLOUDNATIVE_PG:
             objects.append(_pod_monitor(stack, name))
+    if stack.control_plane is not None:  # shipyard itself, as job `shipyard` (render/_control_plane.py)
+        objects.append(
+            _service_monitor(
+                stack,
+                CONTROL_PLANE_NAME,
+                control_plane_selector(stack),
+                PORT_NAME,
+                METRICS_PATH,
+                _labels(job=SHIPYARD_JOB),
+            )
+        )
     groups = rule_groups(stack)["groups"]
     if groups:
         objects.append(

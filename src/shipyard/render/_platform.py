@@ -325,6 +325,13 @@ def plan_platform(stacks: list[Stack], sizing: Stack) -> PlatformPlan:
                 values["grafana"] = {"enabled": False}
         else:
             values = _values(addon, component)
+        if addon == "argo-rollouts" and sizing.platform.ingress_controller == "traefik":
+            # Argo Rollouts' controller looks for TraefikServices in the traefik.containo.us group
+            # unless told otherwise (before 1.10); Traefik 3 serves them only as traefik.io.
+            values["controller"]["extraArgs"] = [
+                "--traefik-api-group=traefik.io",
+                "--traefik-api-version=traefik.io/v1alpha1",
+            ]
         plan.addons.append(Addon(addon, CHARTS[addon], _namespace(addon, component), values, reason))
     if grafana_key is not None and grafana_key[0]:
         component = components[grafana_key[0]]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
+from ..errors import RenderError
 from ..spec import AlertRule, Postgres, Redis, Slo, Stack  # not (yet) exported by shipyard.spec
 from ._exporters import (
     CLOUDNATIVE_PG,
@@ -239,14 +240,22 @@ def _exporter_jobs(stack: Stack, target: Target) -> list[dict[str, Any]]:
 
 
 def shipyard_address(stack: Stack, target: Target) -> str:
-    """Where Prometheus finds `shipyard serve`: its Service in the cluster, else `shipyard_target`."""
+    """Where Prometheus finds `shipyard serve`: on plain hosts `alerts.shipyard_target`; in the
+    cluster the control plane's Service (render/_control_plane.py) when `control_plane` is set,
+    else `alerts.shipyard_service`. Never a Service that is not rendered: neither set is refused."""
     alerts = stack.alerts
     if target != "kubernetes":
         return alerts.shipyard_target
+    if stack.control_plane is not None:
+        return f"{SHIPYARD_SERVICE}.{stack.k8s_namespace}.svc:{stack.control_plane.port}"
     if alerts.shipyard_service is not None:
         return alerts.shipyard_service
-    port = alerts.shipyard_target.rsplit(":", 1)[1]
-    return f"{SHIPYARD_SERVICE}.{stack.k8s_namespace}.svc:{port}"
+    raise RenderError(
+        f"render prometheus --target kubernetes ({stack.environment or stack.name}): nothing says where"
+        " shipyard runs, so its scrape job would point at nothing; set `control_plane:` to run shipyard"
+        " in the cluster (its Service `shipyard` is rendered and scraped), or `alerts.shipyard_service:"
+        " host:port` to say where it runs"
+    )
 
 
 def scrape_config(stack: Stack, target: Target = "local") -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -391,15 +392,17 @@ def scheduled_runs(sessions: sessionmaker[Session], job: str | None = None) -> l
         ]
 
 
-def planned_requests(stack: Stack) -> list[tuple[str, str, Request]]:
+def planned_requests(stack: Stack, *, cluster_backups: bool = False) -> list[tuple[str, str, Request]]:
     """(name, schedule, ops request) of every run the spec schedules: its backups and
     verifications (the same requests its Kubernetes CronJobs run), its drills, and the upkeep
-    they need."""
+    they need. `cluster_backups`: the backups' CronJobs run them (the server is the control plane
+    in the cluster), so the server leaves them out rather than run each twice."""
     planned: list[tuple[str, str, Request]] = []
     if stack.backup is not None:
         for kind, schedule in sorted(stack.backup.schedules.items()):
-            planned.append((f"backup-{kind}", schedule, parse_request(scheduled_request(kind))))
-        if stack.backup.pitr is not None and stack.backup.pitr.stream:
+            if not cluster_backups:
+                planned.append((f"backup-{kind}", schedule, parse_request(scheduled_request(kind))))
+        if stack.backup.pitr is not None and stack.backup.pitr.stream and not cluster_backups:
             # pg_receivewal reconnects by itself, but nothing else restarts it if it dies (a
             # reboot): starting a running stream does nothing.
             planned.append(("pitr-stream", "* * * * *", StartWalStream()))
@@ -421,7 +424,9 @@ def scheduled_jobs(runner: JobRunner) -> list[ScheduledJob]:
     def fire(name: str, request: Request) -> Callable[[dt.datetime], object]:
         return lambda _fire_time: runner.run(request, actor=f"schedule:{name}")
 
+    # render/_backups.TARGET_ENV: set in the cluster's pods, where CronJobs run the backups.
+    cluster_backups = os.environ.get("SHIPYARD_TARGET") == "kubernetes"
     return [
         ScheduledJob(name, schedule, fire(name, request))
-        for name, schedule, request in planned_requests(runner.stack())
+        for name, schedule, request in planned_requests(runner.stack(), cluster_backups=cluster_backups)
     ]

@@ -8,6 +8,7 @@ from ._model import (
     AcmeIssuer,
     AlertRule,
     Alerts,
+    Amounts,
     Analysis,
     Audit,
     Autoscaling,
@@ -17,6 +18,7 @@ from ._model import (
     CanaryStep,
     Channel,
     CloudNativePg,
+    ControlPlane,
     CronJob,
     DatastoreMode,
     DrillMode,
@@ -48,6 +50,7 @@ from ._model import (
     Stack,
     Storage,
     Volume,
+    default_backup_resources,
 )
 from ._secrets import ENV_REFERENCE
 from ._units import GIB, byte_count, format_cpu, millicores, seconds
@@ -64,6 +67,7 @@ __all__ = [
     "AcmeIssuer",
     "AlertRule",
     "Alerts",
+    "Amounts",
     "Analysis",
     "Audit",
     "Autoscaling",
@@ -73,6 +77,7 @@ __all__ = [
     "CanaryStep",
     "Channel",
     "CloudNativePg",
+    "ControlPlane",
     "CronJob",
     "DatastoreMode",
     "DrTargets",
@@ -106,6 +111,7 @@ __all__ = [
     "Storage",
     "Volume",
     "byte_count",
+    "default_backup_resources",
     "format_cpu",
     "load_spec",
     "load_spec_text",

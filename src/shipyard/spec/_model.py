@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .. import __version__
 from ._secrets import SECRET_REF
@@ -772,9 +772,32 @@ class Pitr(Model):
     then restarts from the current WAL and the archive covers the gap. null: no limit."""
 
 
-def default_backup_image() -> str:
-    """shipyard's own image at the running version (built from the repository's Dockerfile)."""
+def default_shipyard_image() -> str:
+    """shipyard's own image at the running version (built from the repository's Dockerfile): the
+    default of `backup.image` and `control_plane.image` alike."""
     return f"shipyard/shipyard:{__version__}"
+
+
+default_backup_image = default_shipyard_image
+"""The name tests/integration/render/test_dockerfile.py knows it by."""
+
+
+def _pinned_image(image: str) -> str:
+    # CKV_K8S_14: an unpinned image changes under a running schedule; a digest pins it too.
+    if "@sha256:" in image:
+        return image
+    name, colon, tag = image.rpartition(":")
+    if not colon or "/" in tag:
+        raise ValueError(f"{image!r} has no tag, so it means `latest`: pin it, e.g. {image}:{__version__}")
+    if tag == "latest":
+        raise ValueError(
+            f"{image!r}: `latest` changes under a running schedule; pin a version, e.g. {name}:{__version__}"
+        )
+    return image
+
+
+PinnedImage = Annotated[str, Field(min_length=1), AfterValidator(_pinned_image)]
+"""An image pinned by a tag or a digest, never `latest` (shipyard's own image, wherever it runs)."""
 
 
 def default_backup_resources() -> Resources:
@@ -807,7 +830,7 @@ class Backup(Model):
     pack is read within N verifications (N days with a daily `verify` schedule). `verify --full`
     reads them all at once."""
     pitr: Pitr | None = None
-    image: str = Field(default_factory=default_backup_image, min_length=1)
+    image: PinnedImage = Field(default_factory=default_shipyard_image)
     """The image that runs scheduled backups as Kubernetes CronJobs: shipyard's own (the repository's
     Dockerfile) at this shipyard's version unless given; pinned by a tag or a digest, never `latest`."""
     resources: Resources = Field(default_factory=default_backup_resources)
@@ -817,26 +840,63 @@ class Backup(Model):
     AWS_SECRET_ACCESS_KEY from shipyard's environment, or the pod's cloud identity in a cluster."""
     state_store: SecretRef | EnvReference | None = None
     """Where scheduled backups in a cluster record their sets: a reference to the state store's
-    URL (`postgresql://…`, the one `shipyard serve` uses). None: each run records in a throwaway
-    SQLite file; its set is still listed from the repository (`backup list --from-repository`)."""
+    URL (`postgresql://…`, the one `shipyard serve` uses). Not given: `control_plane.state_store`,
+    the server's own (`Stack.backup_state_store`). Neither: each run records in a throwaway SQLite
+    file; its set is still listed from the repository (`backup list --from-repository`)."""
 
-    @field_validator("image")
-    @classmethod
-    def _pinned(cls, image: str) -> str:
-        # CKV_K8S_14: an unpinned image changes under a running schedule; a digest pins it too.
-        if "@sha256:" in image:
-            return image
-        name, colon, tag = image.rpartition(":")
-        if not colon or "/" in tag:
+
+def default_control_plane_resources() -> Resources:
+    # The server runs the drills itself (a restore into a scratch PostgreSQL, pg_dump and restic
+    # streaming), so it is sized as a backup job is.
+    return default_backup_resources()
+
+
+class ControlPlane(Model):
+    """shipyard's own server (`shipyard serve`) in the stack's namespace on Kubernetes: the flag
+    API, the dashboard, /metrics (what Prometheus scrapes as job `shipyard`), drills and Argo
+    Rollouts steering. Rendered by render/_control_plane.py."""
+
+    image: PinnedImage = Field(default_factory=default_shipyard_image)
+    """shipyard's own image, as `backup.image`: this shipyard's version unless given, never `latest`."""
+    replicas: Annotated[int, Field(ge=1, le=10)] = 1
+    port: Annotated[int, Field(ge=1024, le=65535)] = 8080
+    """The port `shipyard serve` listens on and its Service serves (named `http`)."""
+    resources: Resources = Field(default_factory=default_control_plane_resources)
+    """The server container's requests and limits; an amount not given is the default's."""
+    state_store: SecretRef | None = None
+    """The server's state store: a reference to a PostgreSQL URL (`postgresql://…`), read as
+    `$SHIPYARD_DATABASE_URL`. Also where scheduled backups record their sets when
+    `backup.state_store` is not given (one state store for both). None: a SQLite file in the pod's
+    `/tmp`, lost when the pod goes (one replica only)."""
+    state_store_port: Annotated[int, Field(ge=1, le=65535)] = 5432
+    """The state store's port, which the server's egress NetworkPolicy opens (the URL itself is a
+    secret, never read at render time)."""
+    ingress: Ingress | None = None
+    """Outside access to the dashboard and API, through the stack's ingress controller."""
+
+    @property
+    def filled_resources(self) -> Resources:
+        """`resources`, each amount not given the default's: what the pods request (render) and
+        what `capacity` counts."""
+        given, default = self.resources, default_control_plane_resources()
+
+        def filled(mine: Amounts, fallback: Amounts) -> Amounts:
+            return Amounts(cpu=mine.cpu or fallback.cpu, memory=mine.memory or fallback.memory)
+
+        return Resources(
+            requests=filled(given.requests, default.requests), limits=filled(given.limits, default.limits)
+        )
+
+    @model_validator(mode="after")
+    def _leases_need_postgres(self) -> ControlPlane:
+        # Two servers share their scheduler's leases (shipyard.locks) and fires only through one
+        # PostgreSQL state store; with a SQLite file each would run every schedule.
+        if self.replicas > 1 and self.state_store is None:
             raise ValueError(
-                f"{image!r} has no tag, so it means `latest`: pin it, e.g. {image}:{__version__}"
+                f"replicas: {self.replicas} needs a PostgreSQL state_store (`state_store: {{secretRef:"
+                " name/key}}`): replicas coordinate their schedules through its leases"
             )
-        if tag == "latest":
-            raise ValueError(
-                f"{image!r}: `latest` changes under a running schedule;"
-                f" pin a version, e.g. {name}:{__version__}"
-            )
-        return image
+        return self
 
 
 class DrTargets(Model):
@@ -887,8 +947,8 @@ class Alerts(Model):
     shipyard_target: HostPort = "127.0.0.1:8080"
     """Where Prometheus scrapes `shipyard serve`'s /metrics (host:port) on plain hosts."""
     shipyard_service: HostPort | None = None
-    """Where it scrapes shipyard in the cluster (`render prometheus --target kubernetes`): default
-    its Service, `shipyard.<namespace>.svc` on `shipyard_target`'s port."""
+    """Where it scrapes shipyard in the cluster (`render prometheus --target kubernetes`) when shipyard
+    runs outside the stack's `control_plane` (whose Service is scraped when it is set)."""
     haproxy_target: HostPort | None = None
     """Where the local target's HAProxy serves its Prometheus exporter (host:port, e.g. 127.0.0.1:8405),
     scraped for per-version RED metrics; none when not given (one fixed port per host)."""
@@ -1027,12 +1087,22 @@ class Stack(Model):
     gitops: GitOps | None = None
     rollout: Rollout = Rollout()
     backup: Backup | None = None
+    control_plane: ControlPlane | None = None
+    """shipyard's own server in the cluster (render/_control_plane.py); none when not given."""
     dr: DrTargets | None = None
     alerts: Alerts = Alerts()
     notifications: dict[Name, Channel] = {}
     audit: Audit = Audit()
     flags: list[dict[str, Any]] | dict[str, Any] = []
     """Feature flags to import (modelled by the flags package)."""
+
+    @property
+    def backup_state_store(self) -> SecretRef | str | None:
+        """Where scheduled backups record their sets: `backup.state_store`, else the control
+        plane's state store (one store for the server and the jobs), else None."""
+        if self.backup is not None and self.backup.state_store is not None:
+            return self.backup.state_store
+        return self.control_plane.state_store if self.control_plane is not None else None
 
     @property
     def k8s_namespace(self) -> str:

@@ -19,10 +19,17 @@ from sqlalchemy import select
 
 from shipyard.cli import _rollout, main
 from shipyard.state import RolloutRow, RolloutStepRow, open_engine, session_factory
-from support.kube_api import TOKEN, RecordedAPI, recorded_api, recording, write_kubeconfig
+from support.kube_api import (
+    TOKEN,
+    RecordedAPI,
+    apricode_without_gitops,
+    recorded_api,
+    recording,
+    write_kubeconfig,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
-APRICODE = ROOT / "examples" / "apricode" / "shipyard.yaml"
+APRICODE = apricode_without_gitops()  # deploy --target kubernetes is refused under GitOps
 ROLLOUT = "/apis/argoproj.io/v1alpha1/namespaces/production/rollouts/app"
 APPLIED = [
     ("/api/v1/namespaces/production/configmaps/app-env", "apply-configmap-app-env.json"),

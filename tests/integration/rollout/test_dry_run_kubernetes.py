@@ -19,10 +19,17 @@ import sqlalchemy as sa
 from shipyard.cli import main
 from shipyard.ops import Workspace
 from shipyard.ops._releases import Deploy, KubeConnection, deploy, refresh_releases
-from support.kube_api import APP_ROLLOUT, RecordedAPI, answer_app_deploy, recorded_api, write_kubeconfig
+from support.kube_api import (
+    APP_ROLLOUT,
+    RecordedAPI,
+    answer_app_deploy,
+    apricode_without_gitops,
+    recorded_api,
+    write_kubeconfig,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
-APRICODE = ROOT / "examples" / "apricode" / "shipyard.yaml"
+APRICODE = apricode_without_gitops()  # deploy --target kubernetes is refused under GitOps
 TABLES = ("rollouts", "rollout_steps", "rollout_commands", "audit_log", "locks", "jobs")
 
 

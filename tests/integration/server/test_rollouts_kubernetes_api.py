@@ -35,12 +35,13 @@ from support.kube_api import (
     TOKEN,
     RecordedAPI,
     answer_app_deploy,
+    apricode_without_gitops,
     recorded_api,
     write_kubeconfig,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
-APRICODE = ROOT / "examples" / "apricode" / "shipyard.yaml"
+APRICODE = apricode_without_gitops()  # deploy --target kubernetes is refused under GitOps
 ROLLOUT = APP_ROLLOUT
 
 

@@ -231,9 +231,15 @@ def test_apricode_table_has_both_totals(capsys: pytest.CaptureFixture[str], apri
     lines = out.splitlines()
     totals = [line.split() for line in lines if line.startswith("TOTAL")]
     assert totals[0] == ["TOTAL", "7.35", "18.5", "15.5", "36", "360"]
-    assert totals[1] == ["TOTAL", "+", "exporters", "7.45", "18.9", "15.63", "36.25", "360"]
+    # The second total adds the two exporters (0.1 cores, 0.25 GiB) and shipyard's server
+    # (`control_plane`, the backup job's defaults: 0.1/1 cores, 0.25/1 GiB).
+    # The label wraps in the table's first column; its figures are on its first line.
+    assert totals[1] == ["TOTAL", "+", "exporters", "7.55", "19.9", "15.88", "37.25", "360"]
+    assert _total_labels(lines)[1] == "TOTAL + exporters and shipyard"
     exporter = next(line for line in lines if line.startswith("postgres-exporter"))
     assert exporter.split() == ["postgres-exporter", "1", "0.05", "0.2", "0.06", "0.13", "-"]
+    server = next(line for line in lines if line.startswith("shipyard "))
+    assert server.split() == ["shipyard", "1", "0.1", "1", "0.25", "1", "-"]
 
 
 def test_json_output_of_the_cli(capsys: pytest.CaptureFixture[str], apricode_spec: Path) -> None:

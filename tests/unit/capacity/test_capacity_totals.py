@@ -177,13 +177,14 @@ def test_redis_without_storage_and_no_reserve_row(small: CapacityTotals) -> None
 
 
 def test_demand_lists_pods_and_reserve(production: CapacityTotals) -> None:
-    """The node pool holds the seed's pods and the two exporters' (50m / 64Mi each)."""
+    """The node pool holds the seed's pods, the two exporters' (50m / 64Mi each) and shipyard's
+    server's (`control_plane`: 100m / 256Mi)."""
     low, high = production.demand("min"), production.demand("max")
     assert (low.reserve_cpu, low.reserve_memory) == (1000, 2 * GIB)
-    assert (low.cpu, low.memory) == (7350 + 100, _gib("15.5") + 128 * MIB)
-    assert (high.cpu, high.memory) == (10850 + 100, _gib("22.5") + 128 * MIB)
-    assert sum(group.count for group in low.pods) == 11 + 2
-    assert sum(group.count for group in high.pods) == 18 + 2
+    assert (low.cpu, low.memory) == (7350 + 100 + 100, _gib("15.5") + 128 * MIB + 256 * MIB)
+    assert (high.cpu, high.memory) == (10850 + 100 + 100, _gib("22.5") + 128 * MIB + 256 * MIB)
+    assert sum(group.count for group in low.pods) == 11 + 2 + 1
+    assert sum(group.count for group in high.pods) == 18 + 2 + 1
     postgres = {group.name: group.spread for group in low.pods if group.name.startswith("postgres")}
     assert postgres == {
         "postgres (primary)": "postgres",

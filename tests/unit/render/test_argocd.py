@@ -15,8 +15,8 @@ import yaml
 from shipyard.cli import main
 from shipyard.errors import RenderError, SpecError
 from shipyard.render import argocd_tree, validate_objects, write_tree
-from shipyard.render._platform import CHARTS, CRD_PROVIDERS
-from shipyard.spec import Spec, load_spec_text
+from shipyard.render._platform import CHARTS, CRD_PROVIDERS, plan_platform
+from shipyard.spec import Spec, load_spec, load_spec_text
 from unit.render.render_helpers import ROOT
 
 EXAMPLES = ROOT / "examples"
@@ -321,3 +321,13 @@ def test_deploy_to_kubernetes_is_refused_where_argo_cd_syncs(
     err = capsys.readouterr().err
     assert "synced by Argo CD" in err
     assert "shipyard render argocd" in err
+
+
+def test_argo_rollouts_looks_for_traefik_services_where_traefik_3_serves_them() -> None:
+    spec = load_spec(ROOT / "examples" / "normaldance" / "shipyard.yaml")
+    stacks = [spec.stack(env) for env in spec.environments]
+    rollouts = next(a for a in plan_platform(stacks, stacks[-1]).addons if a.name == "argo-rollouts")
+    assert rollouts.values["controller"]["extraArgs"] == [
+        "--traefik-api-group=traefik.io",
+        "--traefik-api-version=traefik.io/v1alpha1",
+    ]

@@ -28,6 +28,7 @@ datastores:
 platform:
   components:
     prometheus: {namespace: observability}
+control_plane: {}
 environments:
   production: {}
 """
@@ -81,8 +82,11 @@ def test_shipyard_is_found_through_its_service() -> None:
     assert _jobs(stack)["shipyard"]["static_configs"] == [{"targets": ["shipyard.shop-production.svc:8080"]}]
     local = {job["job_name"]: job for job in scrape_config(stack, "local")["scrape_configs"]}
     assert local["shipyard"]["static_configs"] == [{"targets": ["127.0.0.1:8080"]}]
+    # shipyard outside the stack's control plane: where `alerts.shipyard_service` says.
     moved = _stack(
-        STACK.replace("platform:", "alerts: {shipyard_service: 'shipyard.ops.svc:9000'}\nplatform:")
+        STACK.replace("control_plane: {}\n", "").replace(
+            "platform:", "alerts: {shipyard_service: 'shipyard.ops.svc:9000'}\nplatform:"
+        )
     )
     assert _jobs(moved)["shipyard"]["static_configs"] == [{"targets": ["shipyard.ops.svc:9000"]}]
 

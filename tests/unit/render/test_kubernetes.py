@@ -140,7 +140,14 @@ def test_env_plain_values_in_configmap_and_secrets_as_references(production: lis
 def test_external_secrets_fetch_every_referenced_key_from_the_store(production: list[dict[str, Any]]) -> None:
     secrets = by_kind(production, "ExternalSecret")
     # apricode-backup: the restic repository password the backup CronJobs read.
-    assert set(secrets) == {"apricode-app", "apricode-postgres", "apricode-backup"}
+    # apricode-shipyard and apricode-alerts: the control plane's state store and Slack webhook.
+    assert set(secrets) == {
+        "apricode-app",
+        "apricode-postgres",
+        "apricode-backup",
+        "apricode-shipyard",
+        "apricode-alerts",
+    }
     app = secrets["apricode-app"]
     assert app["apiVersion"] == "external-secrets.io/v1"
     assert app["spec"]["secretStoreRef"] == {"kind": "ClusterSecretStore", "name": "vault"}

@@ -67,6 +67,7 @@ notifications:
   bot: {kind: telegram, token: {secretRef: alerts/bot-token}, chat_id: "-100123", min_severity: page}
   mail: {kind: email, to: [a@shop.example, b@shop.example], smtp_host: smtp.shop.example, smtp_port: 2525,
          smtp_user: alerts, smtp_password: "${env:SMTP_PASSWORD}", sender: alerts@shop.example}
+control_plane: {}  # shipyard in the cluster: what `--target kubernetes` scrapes
 environments:
   production: {}
 """

@@ -109,7 +109,7 @@ def _paths(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 def _plain_validator(kind: str, api_version: str) -> jsonschema.Draft202012Validator:
     folder = _schema_root().joinpath("v1.33.0-local-strict")
-    group_version = api_version.replace(".k8s.io", "").replace("/", "-")
+    group_version = api_version.replace(".authorization.k8s.io", "").replace(".k8s.io", "").replace("/", "-")
     schema = json.loads(folder.joinpath(f"{kind.lower()}-{group_version}.json").read_text())
     definitions = json.loads(folder.joinpath("_definitions.json").read_text())
     registry: Registry[Any] = Registry().with_resource(
