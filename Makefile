@@ -11,6 +11,9 @@ MOTO := .venv-moto/bin/moto_server
 # checkov (tests/integration/render/test_checkov.py) pins dependencies of its own too. Pinned
 # exactly: a new release adds checks, and the committed allowlist is checked against this one's.
 CHECKOV := .venv-checkov/.installed
+# The official OpenFeature SDKs and providers from npm (tests/integration/flags/test_ofrep_node.py),
+# pinned by tests/node/package-lock.json.
+NODE_TESTS := tests/node/node_modules/.installed
 DEMO_OUT ?= out/demo
 
 .PHONY: help install test lint typecheck unit demo bench clean
@@ -46,12 +49,16 @@ $(CHECKOV):
 	.venv-checkov/bin/pip install --quiet --disable-pip-version-check 'checkov==3.3.30'
 	@touch $(CHECKOV)
 
+$(NODE_TESTS): tests/node/package.json tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+	@touch $(NODE_TESTS)
+
 unit: install
 	@# The pure tests only: no server, no network, no datastore or proxy process (those are in
 	@# tests/integration). Two workers: about 25 s here instead of about 40 s on one.
 	$(VENV)/bin/pytest -q -n 2 tests/unit
 
-test: install $(MOTO) $(CHECKOV) lint typecheck
+test: install $(MOTO) $(CHECKOV) $(NODE_TESTS) lint typecheck
 	@# A file's tests (and its servers) stay on one worker. Three workers on two cores: the long
 	@# tests mostly wait (a channel down for a minute, a scheduler watched for a minute).
 	$(VENV)/bin/pytest -q -n 3 --dist loadfile --durations=25

@@ -15,7 +15,8 @@ inherits 500 by accident (`tests/unit/test_errors.py` holds this tree against th
     │   ├── NoNodeTypeFitsError    2     422   no node type of a provider can hold the stack's pods
     │   ├── RenderError            2     422   a rendered object failed its schema (names the object)
     │   ├── NotFoundError          2     404   no such object (a flag, a token, a job, a release)
-    │   ├── ConflictError          2     409   the object changed since it was read
+    │   ├── ConflictError          2     409   the write clashes with the object's state (the key exists)
+    │   │   └── PreconditionFailedError 2  412   an If-Match names a version the object is not at
     │   └── InvalidObjectError     2     422   an object (a flag, a rule) fails its rules
     ├── TargetError                1     502   a target (HAProxy, a process, a cluster) failed or is down
     │   ├── HAProxyUnreachable     1     502   (rollout.targets.haproxy) nothing answers on the admin socket
@@ -131,9 +132,19 @@ class NotFoundError(UserError):
 
 
 class ConflictError(UserError):
-    """A write based on a stale version (If-Match), or one that clashes with an existing object."""
+    """A write that clashes with the object's state: it exists already, or changed under the write."""
 
     http_status = 409
+
+
+class PreconditionFailedError(ConflictError):
+    """A write whose If-Match names a version the object is not at (or an object that is gone).
+
+    RFC 9110 §13.1.1 answers a false If-Match with 412, not 409. A ConflictError still, so that code
+    catching a stale write (the SDK, the CLI) catches it under either name.
+    """
+
+    http_status = 412
 
 
 class InvalidObjectError(UserError):

@@ -96,8 +96,9 @@ class FlagServer:
     def log_path(self) -> Path:
         return self.database.with_name("serve.log")
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the server and wait until /healthz answers."""
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the server and wait until /healthz answers (a loaded machine, e.g. CI beside
+        `stress-ng`, took over 30 s to import and start it)."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("the flag server is already running")
         log = self.log_path.open("ab")

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ._hashing import ROLLOUT_SEED, VARIANT_SEED, bucket, in_rollout, murmur3_32
     from ._live import LiveFlagSet
     from ._store import AuditEntry, FlagChange, FlagDocuments, FlagStore, Stored, apply_merge_patch
+    from ._wire import flag_to_snake, flag_to_wire, flagset_to_wire, segment_to_wire
 
 # The names are loaded on first use (PEP 562): `import shipyard.flags` (the SDK's package) stays
 # cheap, and the model's pydantic and PyYAML are imported only by what uses a flag or the model.
@@ -114,6 +115,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Stored",
         "apply_merge_patch",
     ),
+    "_wire": ("flag_to_snake", "flag_to_wire", "flagset_to_wire", "segment_to_wire"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -175,9 +177,13 @@ __all__ = [
     "check_references",
     "compile_flagset",
     "evaluation_data",
+    "flag_to_snake",
+    "flag_to_wire",
+    "flagset_to_wire",
     "in_rollout",
     "murmur3_32",
     "regex_problem",
+    "segment_to_wire",
     "semver_key",
     "stale_flags",
 ]

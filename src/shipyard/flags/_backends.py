@@ -13,10 +13,18 @@ from typing import Any, Protocol
 
 import httpx
 
-from ..errors import ConflictError, InvalidObjectError, NotFoundError, ShipyardError, UserError
+from ..errors import (
+    ConflictError,
+    InvalidObjectError,
+    NotFoundError,
+    PreconditionFailedError,
+    ShipyardError,
+    UserError,
+)
 from ..spec.flags import FlagSet
 from ._evaluator import Evaluation, compile_flagset
 from ._store import AuditEntry, FlagStore, Stored
+from ._wire import flag_to_snake, flag_to_wire, flagset_to_wire
 
 
 class FlagBackend(Protocol):
@@ -110,7 +118,11 @@ class LocalBackend:
 
 
 class RemoteBackend:
-    """A shipyard server's flag API, with a bearer token."""
+    """A shipyard server's flag API, with a bearer token.
+
+    The API's bodies are camelCase (seed 003's `defaultValue`); this backend sends them so and
+    hands the ops verbs snake_case documents, as the local store does (`shipyard.flags._wire`).
+    """
 
     def __init__(self, url: str, token: str | None, timeout: float = 10.0) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -132,6 +144,8 @@ class RemoteBackend:
         status = response.status_code
         if status == 404:
             raise NotFoundError(detail)
+        if status == 412:
+            raise PreconditionFailedError(detail)
         if status == 409:
             raise ConflictError(detail)
         if status == 422:
@@ -146,7 +160,7 @@ class RemoteBackend:
     @staticmethod
     def _stored(response: httpx.Response) -> Stored:
         body = response.json()
-        return Stored(body["flag"], body["version"])
+        return Stored(flag_to_snake(body["flag"]), body["version"])
 
     @staticmethod
     def _if_match(version: int | None) -> dict[str, str]:
@@ -165,15 +179,19 @@ class RemoteBackend:
         raise NotFoundError(f"no segment {name!r}")
 
     def create(self, data: dict[str, Any]) -> Stored:
-        return self._stored(self._call("POST", "/feature-flags", json=data))
+        return self._stored(self._call("POST", "/feature-flags", json=flag_to_wire(data)))
 
     def replace(self, key: str, data: dict[str, Any], if_match: int | None = None) -> Stored:
         return self._stored(
-            self._call("PUT", f"/feature-flags/{key}", json=data, headers=self._if_match(if_match))
+            self._call(
+                "PUT", f"/feature-flags/{key}", json=flag_to_wire(data), headers=self._if_match(if_match)
+            )
         )
 
     def patch(self, key: str, patch: dict[str, Any], if_match: int | None = None) -> Stored:
-        response = self._call("PATCH", f"/feature-flags/{key}", json=patch, headers=self._if_match(if_match))
+        response = self._call(
+            "PATCH", f"/feature-flags/{key}", json=flag_to_wire(patch), headers=self._if_match(if_match)
+        )
         return self._stored(response)
 
     def delete(self, key: str, if_match: int | None = None) -> None:
@@ -192,13 +210,17 @@ class RemoteBackend:
         entries: list[dict[str, Any]] = self._call(
             "GET", f"/feature-flags/{key}/audit", params={"limit": limit}
         ).json()
+        for entry in entries:
+            for side in ("before", "after"):
+                if entry.get(side) is not None:
+                    entry[side] = flag_to_snake(entry[side])
         return entries
 
     def import_set(self, flagset: FlagSet, replace_all: bool = False) -> int:
         response = self._call(
             "POST",
             "/feature-flags/import",
-            json=flagset.to_data(),
+            json=flagset_to_wire(flagset.to_data()),
             params={"replace": str(replace_all).lower()},
         )
         return int(response.json()["version"])

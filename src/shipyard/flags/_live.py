@@ -1,20 +1,36 @@
-"""The flag set as the server serves it: compiled once per version, refreshed in the background.
+"""The flag set as the server serves it: compiled once per version, never older than a write.
 
-Requests never wait for the database: they read the last compiled snapshot. A write in this
-process swaps the snapshot at once; a write by another process (a second server, the CLI on
-the same database) is picked up by the poller within `poll_interval`.
+Every read (`flagset`, `evaluator`, `version`) first asks the store's `VersionProbe` for the
+committed version and reloads when it moved. On SQLite that is `PRAGMA data_version` (a few
+microseconds, no table read), so a worker process reads a write another worker made as soon as
+that write has committed, which is before its response left. On PostgreSQL it is the counter's
+row by key on a connection of the probe's own: one round trip, and the same guarantee across
+servers.
+
+Streams are not driven by reads, so changes are also followed in the background
+(`follow_changes`, run by the server): on PostgreSQL a LISTEN thread woken by the NOTIFY each
+write sends at commit, with a slow poll as a safety net for a lost notification; on SQLite the
+probe every few milliseconds (it costs next to nothing). A write in this process swaps the
+snapshot at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 
 from ..spec.flags import FlagSet
 from ._evaluator import Evaluator, compile_flagset
-from ._store import FlagStore
+from ._store import FlagStore, PostgresProbe, SqliteProbe
+
+log = logging.getLogger(__name__)
+
+SQLITE_FOLLOW_SECONDS = 0.01
+"""How often the background probe runs on SQLite (streams; reads check for themselves)."""
 
 
 class LiveFlagSet:
@@ -23,35 +39,59 @@ class LiveFlagSet:
     def __init__(self, store: FlagStore, poll_interval: float = 0.25) -> None:
         self.store = store
         self.poll_interval = poll_interval
+        """On PostgreSQL, the safety-net poll behind LISTEN/NOTIFY."""
         self._lock = threading.Lock()
-        self._flagset = store.snapshot()
-        self._evaluator = compile_flagset(self._flagset)
+        flagset = store.snapshot()
+        self._current: tuple[FlagSet, Evaluator] = (flagset, compile_flagset(flagset))
+        self._probe = store.probe()
+        self._probe_failed_at = 0.0
         self._waiters: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         store.subscribe(self.refresh)
 
+    def current(self) -> tuple[FlagSet, Evaluator]:
+        """The flag set and its evaluator, at least as new as the last committed write."""
+        current = self._current
+        try:
+            version = self._probe.version()
+        except Exception as exc:
+            # The store is unreachable: serve the last snapshot rather than fail every evaluation
+            # (the write that would make it stale cannot commit either, on a single store).
+            now = time.monotonic()
+            if now - self._probe_failed_at > 10:
+                self._probe_failed_at = now
+                log.warning("flag version check failed (%s); serving version %d", exc, current[0].version)
+            return current
+        if version != current[0].version:
+            self.refresh(version)
+            current = self._current
+        return current
+
     @property
     def flagset(self) -> FlagSet:
-        return self._flagset
+        return self.current()[0]
 
     @property
     def evaluator(self) -> Evaluator:
-        return self._evaluator
+        return self.current()[1]
 
     @property
     def version(self) -> int:
-        return self._flagset.version
+        return self.current()[0].version
 
     def refresh(self, known_version: int | None = None) -> bool:
-        """Reload from the store if it moved on; True when the snapshot changed."""
-        if known_version is not None and known_version <= self._flagset.version:
+        """Reload from the store unless it is at `known_version` already; True when it changed."""
+        if known_version is not None and known_version == self._current[0].version:
             return False
         with self._lock:
-            flagset = self.store.snapshot()
-            if flagset.version == self._flagset.version:
+            # Concurrent readers that saw the same new version reload it once, not each.
+            if known_version is not None and known_version == self._current[0].version:
                 return False
-            self._flagset, self._evaluator = flagset, compile_flagset(flagset)
+            flagset = self.store.snapshot()
+            if flagset.version == self._current[0].version:
+                return False
+            self._current = (flagset, compile_flagset(flagset))
         self._wake()
         return True
 
@@ -62,15 +102,36 @@ class LiveFlagSet:
         for event in list(self._waiters):
             loop.call_soon_threadsafe(event.set)
 
-    async def poll_forever(self) -> None:
+    async def follow_changes(self) -> None:
         """Follow writes made by other processes; run as a background task of the server."""
         self._loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            with contextlib.suppress(Exception):  # a database hiccup must not kill the poller
-                version = await asyncio.to_thread(self.store.version)
-                if version != self._flagset.version:
-                    await asyncio.to_thread(self.refresh)
+        stop = threading.Event()
+        listener: threading.Thread | None = None
+        if isinstance(self._probe, PostgresProbe):
+            listener = threading.Thread(
+                target=self.store.listen,
+                args=(self._notified, stop),
+                name="shipyard-flag-listener",
+                daemon=True,
+            )
+            listener.start()
+        interval = SQLITE_FOLLOW_SECONDS if isinstance(self._probe, SqliteProbe) else self.poll_interval
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                with contextlib.suppress(Exception):  # a database hiccup must not end the follower
+                    await asyncio.to_thread(self.current)
+        finally:
+            stop.set()  # the listener ends within its notify timeout; it is a daemon thread
+
+    poll_forever = follow_changes
+    """The name the server's lifespan starts it by."""
+
+    def _notified(self, version: int | None) -> None:
+        try:
+            self.refresh(version)
+        except Exception as exc:  # the next notification or poll retries
+            log.warning("flag set reload after a notification failed: %s", exc)
 
     def close(self) -> None:
         """End every open stream (the server is stopping); callable from any thread."""
@@ -87,8 +148,9 @@ class LiveFlagSet:
         event = asyncio.Event()
         self._waiters.add(event)
         try:
-            sent = self._flagset.version
-            yield self._flagset
+            flagset = self.current()[0]  # a stream opened after a write starts at that write
+            sent = flagset.version
+            yield flagset
             while not self._closed:
                 try:
                     await asyncio.wait_for(event.wait(), timeout=heartbeat)
@@ -98,8 +160,9 @@ class LiveFlagSet:
                 event.clear()
                 if self._closed:
                     return
-                if self._flagset.version != sent:
-                    sent = self._flagset.version
-                    yield self._flagset
+                flagset = self._current[0]
+                if flagset.version != sent:
+                    sent = flagset.version
+                    yield flagset
         finally:
             self._waiters.discard(event)

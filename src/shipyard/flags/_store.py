@@ -2,7 +2,7 @@
 
 Every change runs in one transaction that (1) bumps the flag set's version counter, which
 serialises writers on every database, (2) updates the row only if its version is the one the
-writer read (compare-and-set: a stale `If-Match` is a ConflictError, not a silent overwrite),
+writer read (compare-and-set: a stale `If-Match` is a PreconditionFailedError, 412, not a silent overwrite),
 (3) validates the whole flag set as it would be after the change (references, prerequisite
 cycles), and (4) writes an audit record with the object before and after.
 
@@ -10,25 +10,37 @@ What a change does is planned by `FlagDocuments` (pure: the flag set as document
 `FlagChange`s out, or the error the write would raise). The store plans against the rows it has
 locked and then applies the plan; a dry run plans against a snapshot and stops there, so that a
 preview and a write can never disagree about what is allowed.
+
+Other processes learn of a change in two ways (`VersionProbe`, `FlagStore.listen`): a cheap check
+of the committed version that a server makes before every read (so a read can never be older
+than a write whose response has come back), and, on PostgreSQL, a NOTIFY on `CHANNEL` sent in the
+writing transaction, which wakes every listening server at commit (streams need no read to start).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import Engine, delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import ConflictError, InvalidObjectError, NotFoundError
+from ..errors import ConflictError, InvalidObjectError, NotFoundError, PreconditionFailedError
 from ..spec.flags import Flag, FlagSet, Segment
 from ..state import AuditRow, Counter, FlagRow, SegmentRow, as_utc, utcnow
 
 COUNTER = "flagset"
+CHANNEL = "shipyard_flags"
+"""The PostgreSQL NOTIFY channel a flag write signals on; the payload is the new version."""
+
+log = logging.getLogger(__name__)
 
 ChangeAction = Literal["create", "update", "delete"]
 ObjectKind = Literal["flag", "segment"]
@@ -105,7 +117,7 @@ class FlagDocuments:
     """The flag set as stored documents (flags by key, segments by name): what changes are planned on.
 
     Each `plan_*` method returns the changes a write would make, or raises the error the write
-    would raise (NotFoundError, ConflictError for a stale `if_match`, InvalidObjectError). It
+    would raise (NotFoundError, PreconditionFailedError for a stale `if_match`, InvalidObjectError). It
     reads and writes nothing.
     """
 
@@ -189,7 +201,7 @@ class FlagDocuments:
         self.check([change])
         if version is None:
             if if_match is not None:
-                raise ConflictError(f"segment {name!r} does not exist (If-Match was given)")
+                raise PreconditionFailedError(f"segment {name!r} does not exist (If-Match was given)")
         else:
             _match(version, if_match, f"segment {name!r}")
         return change
@@ -232,6 +244,45 @@ class FlagStore:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._listeners: list[Callable[[int], object]] = []
+
+    @property
+    def engine(self) -> Engine:
+        bind = self._sessions.kw.get("bind")
+        assert isinstance(bind, Engine), "the flag store's sessions are bound to one engine"
+        return bind
+
+    def probe(self) -> VersionProbe:
+        """A check of the committed version, cheap enough to make before every read."""
+        engine = self.engine
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            return SqliteProbe(str(engine.url.database))
+        if engine.dialect.name == "postgresql":
+            return PostgresProbe(engine)
+        return VersionProbe(self)
+
+    def listen(self, on_change: Callable[[int | None], object], stop: threading.Event) -> None:
+        """Call `on_change(version)` on each NOTIFY until `stop` is set (PostgreSQL; run in a thread).
+
+        `on_change(None)` after each (re)connection: what was committed while nobody listened.
+        A lost connection is retried with backoff; the read-path probe keeps reads correct meanwhile.
+        """
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                connection = _autocommit(self.engine)
+                try:
+                    connection.execute(f"LISTEN {CHANNEL}")
+                    on_change(None)
+                    delay = 0.1
+                    while not stop.is_set():
+                        for note in connection.notifies(timeout=0.5):
+                            on_change(int(note.payload) if note.payload.isdigit() else None)
+                finally:
+                    connection.close()
+            except Exception as exc:  # the database restarting must not end the listener
+                log.warning("flag change listener: %s; reconnecting in %.1f s", type(exc).__name__, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
 
     def subscribe(self, listener: Callable[[int], object]) -> None:
         """Call `listener(version)` after each committed change made through this store."""
@@ -356,11 +407,114 @@ class FlagStore:
             # Bumping the counter first takes the write lock on every database (a row lock on
             # PostgreSQL, the database lock on SQLite), so concurrent writers queue here.
             version = _bump(session)
+            if session.get_bind().dialect.name == "postgresql":
+                # Delivered at commit, to every server listening (and never if this rolls back).
+                session.execute(
+                    text("SELECT pg_notify(:channel, :version)"),
+                    {"channel": CHANNEL, "version": str(version)},
+                )
             yield session, version
 
     def _changed(self, version: int) -> None:
         for listener in self._listeners:
             listener(version)
+
+
+class VersionProbe:
+    """The flag set's committed version, read through the store (the fallback: one query)."""
+
+    def __init__(self, store: FlagStore | None = None) -> None:
+        self._store = store
+
+    def version(self) -> int:
+        assert self._store is not None
+        return self._store.version()
+
+    def close(self) -> None:
+        """Release the probe's connection (if it has one of its own)."""
+
+
+class SqliteProbe(VersionProbe):
+    """SQLite: `PRAGMA data_version` on a connection of its own, the counter only when it moved.
+
+    The pragma's value changes whenever another connection (any process) has committed to the
+    file since this connection last asked, and costs no table read: a few microseconds, so every
+    read can afford it. Unrelated writes (jobs, audit) move it too; the counter then says whether
+    the flag set changed.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        # Autocommit (isolation_level None): no statement may leave a read transaction open, or
+        # this connection would keep seeing the snapshot it started with.
+        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        self._data_version: int | None = None
+        self._version = 0
+
+    def version(self) -> int:
+        with self._lock:
+            data_version = self._connection.execute("PRAGMA data_version").fetchall()[0][0]
+            if data_version != self._data_version:
+                # Read after the pragma: a commit in between moves the pragma again next time.
+                rows = self._connection.execute(
+                    "SELECT value FROM counters WHERE name = ?", (COUNTER,)
+                ).fetchall()
+                self._data_version, self._version = data_version, int(rows[0][0]) if rows else 0
+            return self._version
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+
+class PostgresProbe(VersionProbe):
+    """PostgreSQL: the counter's row by primary key, on a connection of its own (one round trip).
+
+    Servers on other hosts share nothing but the database, so the database is asked: a NOTIFY
+    arrives after the commit, not before the writer's response, and may be lost with a connection.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._connection: Any = None
+
+    def version(self) -> int:
+        with self._lock:
+            for attempt in (1, 2):  # a connection the server dropped is replaced once at once
+                try:
+                    if self._connection is None or self._connection.closed:
+                        self._connection = _autocommit(self._engine)
+                    row = self._connection.execute(
+                        "SELECT value FROM counters WHERE name = %s", (COUNTER,), prepare=True
+                    ).fetchone()
+                    return int(row[0]) if row else 0
+                except Exception:
+                    if self._connection is not None:
+                        self._connection.close()
+                    self._connection = None
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+
+def _autocommit(engine: Engine) -> Any:
+    """A psycopg connection of the engine's (its connect arguments, its events), out of its pool."""
+    proxy = engine.raw_connection()
+    connection = proxy.driver_connection  # read before detaching: the proxy forgets it then
+    assert connection is not None
+    proxy.detach()
+    connection.rollback()
+    connection.autocommit = True
+    return connection
 
 
 def _counter(session: Session) -> int:
@@ -386,7 +540,9 @@ def _documents(session: Session) -> FlagDocuments:
 
 def _match(current: int, if_match: int | None, what: str) -> None:
     if if_match is not None and if_match != current:
-        raise ConflictError(f"{what} is at version {current}, not {if_match}: read it again and retry")
+        raise PreconditionFailedError(
+            f"{what} is at version {current}, not {if_match}: read it again and retry"
+        )
 
 
 def _locked(session: Session, model: Any, key: str) -> Any:

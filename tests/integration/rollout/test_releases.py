@@ -106,7 +106,10 @@ def test_a_failed_migration_stops_the_release_with_traffic_untouched(tmp_path: P
 
 
 def test_bad_requests_change_nothing(tmp_path: Path) -> None:
-    with release_stack(tmp_path, "canary") as stack:
+    # The first release holds at a pause until promoted, so it surely still runs when the second
+    # deploy is asked for (with timed steps, a loaded machine could finish it in between).
+    steps = "[{weight: 10}, {analysis: 2s}, {pause: until-promoted}, {weight: 100}]"
+    with release_stack(tmp_path, "canary", steps=steps) as stack:
         before = stack.target().status("web").versions
         unknown = stack.cli("deploy", "nope", "--version", "v2")
         live = stack.cli("deploy", "web", "--version", "v1")
@@ -121,6 +124,9 @@ def test_bad_requests_change_nothing(tmp_path: Path) -> None:
             second = stack.cli("deploy", "web", "--version", "v3")
             assert second.returncode != 0
             assert "in progress" in second.stderr
+            assert wait_for(lambda: stack.latest().phase == "paused", DEADLINE_S)
+            promoted = stack.cli("rollout", "promote", "web")
+            assert promoted.returncode == 0, promoted.stdout + promoted.stderr
             assert first.wait(60) == 0
         assert stack.target().status("web").versions == {"v2": 100}
         assert before == {"v1": 100}

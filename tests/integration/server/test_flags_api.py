@@ -94,7 +94,7 @@ def test_optimistic_concurrency_never_loses_an_update(api: Api) -> None:
     first = api.client.patch("/feature-flags/new-checkout", headers=stale, json={"description": "one"})
     second = api.client.patch("/feature-flags/new-checkout", headers=stale, json={"description": "two"})
     assert first.status_code == 200
-    assert second.status_code == 409
+    assert second.status_code == 412  # RFC 9110 §13.1.1: a false If-Match (409 before issue 14)
     assert second.headers["content-type"] == "application/problem+json"
     assert (
         api.client.get("/feature-flags/new-checkout", headers=api.reader).json()["flag"]["description"]

@@ -14,7 +14,7 @@ from ...flags import LiveFlagSet
 from ...jobs import JobRunner
 from ...rollout import KubeConnection
 from .._auth import TokenAuth
-from . import audit, backups, drills, flags, rollouts
+from . import audit, backups, drills, flags, ofrep, rollouts
 from . import jobs as job_routes
 
 
@@ -32,6 +32,7 @@ def mount(
     app.include_router(
         flags.build_router(live, admin=auth.admin, client=auth.client, default_environment=environment)
     )
+    app.include_router(ofrep.build_router(live, auth=auth, default_environment=environment))
     app.include_router(job_routes.build_router(runner, admin=auth.admin))
     app.include_router(rollouts.build_router(sessions, runner, admin=auth.admin, kube=kube))
     for module in (backups, drills):
@@ -39,4 +40,4 @@ def mount(
     app.include_router(audit.build_router(sessions, admin=auth.admin))
 
 
-__all__ = ["audit", "backups", "drills", "flags", "job_routes", "mount", "rollouts"]
+__all__ = ["audit", "backups", "drills", "flags", "job_routes", "mount", "ofrep", "rollouts"]

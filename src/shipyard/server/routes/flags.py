@@ -6,7 +6,7 @@
     GET    /feature-flags/stream           Server-Sent Events: the flag set, then every new version
     POST   /feature-flags/evaluate         evaluate many flags for one context
     GET    /feature-flags/{key}            one flag (ETag = the flag's version)
-    PUT    /feature-flags/{key}            replace it (If-Match: a stale version is 409)  (admin)
+    PUT    /feature-flags/{key}            replace it (If-Match: a stale version is 412)  (admin)
     PATCH  /feature-flags/{key}            JSON merge patch (RFC 7396)                    (admin)
     DELETE /feature-flags/{key}                                                           (admin)
     GET    /feature-flags/{key}/value      evaluate: ?userId=&role=&environment=, other params are attributes
@@ -19,6 +19,11 @@ come from the live snapshot or the store. Errors are raised as `shipyard.errors`
 server turns them into RFC 9457 problem+json. Authentication is injected by the server (`admin`
 and `client` dependencies, each returning the actor).
 
+Bodies are camelCase both ways, as seed 003 writes them (`defaultValue`): `shipyard.flags._wire`
+renames field names at this edge, and files, the store and Python keep snake_case. snake_case bodies
+are still accepted for one release (clients older than issue 14 send them). A failed `If-Match` is
+412 (RFC 9110 §13.1.1); 409 is kept for a real conflict (creating a key that exists).
+
 No `from __future__ import annotations` here: FastAPI must see the dependency aliases built
 inside `build_router` as real objects, not strings.
 """
@@ -27,13 +32,26 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ... import ops
-from ...errors import ConflictError, NotFoundError
-from ...flags import AuditEntry, ErrorCode, FlagSet, LiveFlagSet, LocalBackend, evaluation_data
+from ...errors import InvalidObjectError, NotFoundError, PreconditionFailedError
+from ...flags import (
+    AuditEntry,
+    ErrorCode,
+    Flag,
+    FlagSet,
+    LiveFlagSet,
+    LocalBackend,
+    Segment,
+    evaluation_data,
+    flag_to_snake,
+    flag_to_wire,
+    flagset_to_wire,
+    segment_to_wire,
+)
 from ...ops import (
     CreateFlag,
     DeleteFlag,
@@ -48,20 +66,25 @@ from ...ops import (
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+# The response models document the bodies (the OpenAPI document shows the flag model's camelCase
+# aliases); the routes build the bodies themselves with `shipyard.flags._wire`, defaults left out
+# as in the flag files, rather than validating every stored flag again on the way out.
+
+
 class FlagSetOut(BaseModel):
     version: int
-    flags: list[dict[str, Any]]
-    segments: list[dict[str, Any]]
+    flags: list[Flag]
+    segments: list[Segment]
 
 
 class FlagOut(BaseModel):
     version: int
-    flag: dict[str, Any]
+    flag: Flag
 
 
 class SegmentOut(BaseModel):
     version: int
-    segment: dict[str, Any]
+    segment: Segment
 
 
 class EvaluationOut(BaseModel):
@@ -101,9 +124,68 @@ class AuditOut(BaseModel):
 
 
 def _flagset_body(flagset: FlagSet) -> dict[str, Any]:
-    """The flag set as the list route and the stream both send it (empty lists included)."""
+    """The flag set as the list route and the stream both send it (empty lists included), camelCase."""
     data = flagset.to_data()
-    return {"version": flagset.version, "flags": data.get("flags", []), "segments": data.get("segments", [])}
+    return flagset_to_wire(
+        {"version": flagset.version, "flags": data.get("flags", []), "segments": data.get("segments", [])}
+    )
+
+
+def _json(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON object. Read here rather than by a `Body()` parameter so that the OpenAPI
+    document can describe the body with the flag model (each route's `openapi_extra`) while the
+    flag verbs keep validating it, with their field-by-field problems."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidObjectError(f"the request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidObjectError("the request body must be a JSON object")
+    return body
+
+
+_CAMEL = (
+    "Field names are camelCase, as seed 003 writes them (`defaultValue`), in requests and responses. "
+    "snake_case names (`default_value`) are still accepted in requests for one release, for clients "
+    "older than this one; responses are camelCase only."
+)
+
+
+def _body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """`openapi_extra` for a route whose JSON body `_json_object` reads."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+_FLAG_BODY = _body({"$ref": "#/components/schemas/Flag"}, "A flag. " + _CAMEL)
+_PATCH_BODY = _body(
+    {"type": "object", "additionalProperties": True},
+    "A JSON merge patch (RFC 7396) of the flag: the fields to change, null to remove one. " + _CAMEL,
+)
+_SEGMENT_BODY = _body({"$ref": "#/components/schemas/Segment"}, "A segment. " + _CAMEL)
+_IMPORT_BODY = _body(
+    {"type": "object", "additionalProperties": True},
+    "A flag set: `{flags: [...], segments: [...]}` (the `shipyard flags export` format). " + _CAMEL,
+)
+_PRECONDITION: dict[int | str, dict[str, Any]] = {
+    412: {"description": "Precondition Failed: If-Match names a version the object is not at"}
+}
+_CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "Conflict: a flag with this key exists"}}
 
 
 def _etag(version: int) -> str:
@@ -116,7 +198,10 @@ def _if_match(value: str | None) -> int | None:
         return None
     text = value.strip().removeprefix("W/").strip('"')
     if not text.isdigit():
-        raise ConflictError(f"If-Match {value!r} is not a version this server issued (expected e.g. '\"3\"')")
+        # An entity tag this server never issued matches no version: the condition is false (412).
+        raise PreconditionFailedError(
+            f"If-Match {value!r} is not a version this server issued (expected e.g. '\"3\"')"
+        )
     return int(text)
 
 
@@ -139,8 +224,8 @@ def _audit_out(entry: AuditEntry) -> AuditOut:
         actor=entry.actor,
         action=entry.action,
         target=entry.target,
-        before=entry.before,
-        after=entry.after,
+        before=flag_to_wire(entry.before) if entry.before is not None else None,
+        after=flag_to_wire(entry.after) if entry.after is not None else None,
     )
 
 
@@ -166,7 +251,7 @@ def build_router(
     Admin = Annotated[str, Depends(admin)]
     Client = Annotated[str, Depends(client)]
     IfMatch = Annotated[str | None, Header(alias="If-Match")]
-    JsonBody = Annotated[dict[str, Any], Body()]
+    JsonBody = Annotated[dict[str, Any], Depends(_json_object)]
 
     def backend(actor: str) -> LocalBackend:
         return LocalBackend(store, actor)
@@ -174,11 +259,11 @@ def build_router(
     def ws(actor: str) -> Workspace:
         return _workspace(actor, default_environment)
 
-    def flag_response(changed: FlagChanged, response: Response) -> FlagOut:
+    def flag_response(changed: FlagChanged, status_code: int = 200, **headers: str) -> Response:
         assert changed.version is not None  # a create or an update leaves a versioned flag
         assert changed.after is not None
-        response.headers["ETag"] = _etag(changed.version)
-        return FlagOut(version=changed.version, flag=changed.after)
+        body = {"version": changed.version, "flag": flag_to_wire(changed.after)}
+        return _json(body, status_code, {"ETag": _etag(changed.version), **headers})
 
     @router.get("/feature-flags", response_model=FlagSetOut, responses={304: {"description": "Not modified"}})
     def list_flags(
@@ -192,17 +277,20 @@ def build_router(
             t.strip().removeprefix("W/") for t in if_none_match.split(",")
         ]:
             return Response(status_code=304, headers={"ETag": etag})
-        response.headers["ETag"] = etag
-        data = flagset.to_data()
-        return FlagSetOut(
-            version=flagset.version, flags=data.get("flags", []), segments=data.get("segments", [])
-        )
+        return _json(_flagset_body(flagset), headers={"ETag": etag})
 
-    @router.post("/feature-flags", response_model=FlagOut, status_code=201)
-    def create_flag(actor: Admin, body: JsonBody, response: Response) -> FlagOut:
-        changed = ops.create_flag(ws(actor), CreateFlag(flag=body), backend=backend(actor))
-        response.headers["Location"] = f"/feature-flags/{changed.key}"
-        return flag_response(changed, response)
+    @router.post(
+        "/feature-flags",
+        response_model=FlagOut,
+        status_code=201,
+        responses=_CONFLICT,
+        openapi_extra=_FLAG_BODY,
+        description="Create a flag, e.g. seed 003's `{key, type, defaultValue, description}`. " + _CAMEL,
+    )
+    def create_flag(actor: Admin, body: JsonBody) -> Response:
+        request = CreateFlag(flag=flag_to_snake(body))
+        changed = ops.create_flag(ws(actor), request, backend=backend(actor))
+        return flag_response(changed, 201, Location=f"/feature-flags/{changed.key}")
 
     @router.get(
         "/feature-flags/stream",
@@ -222,7 +310,7 @@ def build_router(
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
-    @router.post("/feature-flags/import", response_model=ImportOut)
+    @router.post("/feature-flags/import", response_model=ImportOut, openapi_extra=_IMPORT_BODY)
     def import_flags(actor: Admin, body: JsonBody, replace: Annotated[bool, Query()] = False) -> ImportOut:
         """Write a whole flag set (the export format) in one transaction; `replace` deletes the rest."""
         request = ImportFlags(flags=body, replace=replace)
@@ -231,7 +319,9 @@ def build_router(
 
     @router.post("/feature-flags/evaluate", response_model=EvaluateOut, response_model_by_alias=True)
     def evaluate_many(_: Client, body: EvaluateIn) -> EvaluateOut:
-        evaluator, version = live.evaluator, live.version
+        # One snapshot for the whole answer: its evaluator and its version go together.
+        flagset, evaluator = live.current()
+        version = flagset.version
         environment = body.environment or default_environment
         keys = body.keys if body.keys is not None else list(evaluator.keys)
         results = {
@@ -241,26 +331,35 @@ def build_router(
         return EvaluateOut(flagSetVersion=version, environment=environment, results=results)
 
     @router.get("/feature-flags/{key}", response_model=FlagOut)
-    def get_flag(_: Client, key: str, response: Response) -> FlagOut:
+    def get_flag(_: Client, key: str) -> Response:
         stored = store.get(key)
-        response.headers["ETag"] = _etag(stored.version)
-        return FlagOut(version=stored.version, flag=stored.data)
+        body = {"version": stored.version, "flag": flag_to_wire(stored.data)}
+        return _json(body, headers={"ETag": _etag(stored.version)})
 
-    @router.put("/feature-flags/{key}", response_model=FlagOut)
-    def replace_flag(
-        actor: Admin, key: str, body: JsonBody, response: Response, if_match: IfMatch = None
-    ) -> FlagOut:
-        request = SetFlag(key=key, definition=body, if_match=_if_match(if_match))
-        return flag_response(ops.set_flag(ws(actor), request, backend=backend(actor)), response)
+    @router.put(
+        "/feature-flags/{key}",
+        response_model=FlagOut,
+        responses=_PRECONDITION,
+        openapi_extra=_FLAG_BODY,
+        description="Replace the flag (If-Match: its version, else 412). " + _CAMEL,
+    )
+    def replace_flag(actor: Admin, key: str, body: JsonBody, if_match: IfMatch = None) -> Response:
+        request = SetFlag(key=key, definition=flag_to_snake(body), if_match=_if_match(if_match))
+        return flag_response(ops.set_flag(ws(actor), request, backend=backend(actor)))
 
-    @router.patch("/feature-flags/{key}", response_model=FlagOut)
-    def patch_flag(
-        actor: Admin, key: str, body: JsonBody, response: Response, if_match: IfMatch = None
-    ) -> FlagOut:
-        request = SetFlag(key=key, merge_patch=body, if_match=_if_match(if_match))
-        return flag_response(ops.set_flag(ws(actor), request, backend=backend(actor)), response)
+    @router.patch(
+        "/feature-flags/{key}",
+        response_model=FlagOut,
+        responses=_PRECONDITION,
+        openapi_extra=_PATCH_BODY,
+        description="Change some of the flag's fields (If-Match: its version, else 412). " + _CAMEL,
+    )
+    def patch_flag(actor: Admin, key: str, body: JsonBody, if_match: IfMatch = None) -> Response:
+        # Renamed before the merge: a camelCase field replaces the stored snake_case one.
+        request = SetFlag(key=key, merge_patch=flag_to_snake(body), if_match=_if_match(if_match))
+        return flag_response(ops.set_flag(ws(actor), request, backend=backend(actor)))
 
-    @router.delete("/feature-flags/{key}", status_code=204)
+    @router.delete("/feature-flags/{key}", status_code=204, responses=_PRECONDITION)
     def delete_flag(actor: Admin, key: str, if_match: IfMatch = None) -> Response:
         request = DeleteFlag(key=key, if_match=_if_match(if_match))
         ops.delete_flag(ws(actor), request, backend=backend(actor))
@@ -283,13 +382,14 @@ def build_router(
             context["role"] = role
         env = environment or default_environment
         context.setdefault("environment", env)
-        evaluation = live.evaluator.evaluate(key, context, env)
+        flagset, evaluator = live.current()  # one snapshot: the value and its version go together
+        evaluation = evaluator.evaluate(key, context, env)
         if evaluation.error_code == ErrorCode.FLAG_NOT_FOUND:
             raise NotFoundError(f"no flag {key!r}")
         # The hottest route: serialise the plain dict directly rather than through the response
         # model (the model still documents the shape in the OpenAPI schema).
         return Response(
-            json.dumps(evaluation_data(key, evaluation, live.version), separators=(",", ":")),
+            json.dumps(evaluation_data(key, evaluation, flagset.version), separators=(",", ":")),
             media_type="application/json",
         )
 
@@ -301,22 +401,27 @@ def build_router(
         return [_audit_out(entry) for entry in entries]
 
     @router.get("/feature-segments", response_model=list[SegmentOut])
-    def list_segments(_: Client) -> list[SegmentOut]:
+    def list_segments(_: Client) -> Response:
         data = live.flagset.to_data().get("segments", [])
-        return [SegmentOut(version=store.get_segment(s["name"]).version, segment=s) for s in data]
+        return _json(
+            [{"version": store.get_segment(s["name"]).version, "segment": segment_to_wire(s)} for s in data]
+        )
 
-    @router.put("/feature-segments/{name}", response_model=SegmentOut)
-    def put_segment(
-        actor: Admin, name: str, body: JsonBody, response: Response, if_match: IfMatch = None
-    ) -> SegmentOut:
+    @router.put(
+        "/feature-segments/{name}",
+        response_model=SegmentOut,
+        responses=_PRECONDITION,
+        openapi_extra=_SEGMENT_BODY,
+    )
+    def put_segment(actor: Admin, name: str, body: JsonBody, if_match: IfMatch = None) -> Response:
         request = PutSegment(name=name, segment=body, if_match=_if_match(if_match))
         changed = ops.put_segment(ws(actor), request, backend=backend(actor))
         assert changed.version is not None  # a put leaves a versioned segment
         assert changed.after is not None
-        response.headers["ETag"] = _etag(changed.version)
-        return SegmentOut(version=changed.version, segment=changed.after)
+        body = {"version": changed.version, "segment": segment_to_wire(changed.after)}
+        return _json(body, headers={"ETag": _etag(changed.version)})
 
-    @router.delete("/feature-segments/{name}", status_code=204)
+    @router.delete("/feature-segments/{name}", status_code=204, responses=_PRECONDITION)
     def delete_segment(actor: Admin, name: str, if_match: IfMatch = None) -> Response:
         request = DeleteSegment(name=name, if_match=_if_match(if_match))
         ops.delete_segment(ws(actor), request, backend=backend(actor))

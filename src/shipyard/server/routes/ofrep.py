@@ -1,0 +1,295 @@
+"""The OpenFeature Remote Evaluation Protocol (OFREP v1): any OpenFeature SDK's OFREP provider.
+
+    POST /ofrep/v1/evaluate/flags/{key}   one flag for one context (server SDKs: a NestJS app)
+    POST /ofrep/v1/evaluate/flags         every flag for one context (web SDKs: a Next.js page);
+                                          ETag, and 304 on a matching If-None-Match
+
+Both take `{"context": {...}}` and answer with the protocol's shapes: `{key, value, reason,
+variant, metadata}` on success, `{key, errorCode, errorDetails}` on failure. Evaluation is the
+server's one evaluator (the live flag set the seed-003 routes use), so every API gives the same
+answer for the same context.
+
+How shipyard's notions map onto the protocol's:
+- The context's `targetingKey` becomes the `userId` attribute (the default stickiness of
+  rollouts and splits, and what user-id rules test), as shipyard's own OpenFeature provider does;
+  every other context attribute passes through unchanged.
+- The environment is the context's `environment` attribute when it is a string, else the
+  `X-Shipyard-Environment` header (set once in a provider's `headers`), else the server's
+  `--env`. Tokens are not bound to an environment: a client token may evaluate any of them.
+- Authentication is a client (or admin) token, as `Authorization: Bearer <token>` or, as the
+  protocol also allows, `X-API-Key: <token>`; 401 without a valid one, 403 for a lesser scope.
+- Reasons are shipyard's (STATIC, TARGETING_MATCH, SPLIT, DEFAULT, DISABLED: all OpenFeature
+  reasons). `variant` is the split's or the rule's variant name; a value served without one is
+  named after where it came from: `default` (the flag's or the environment's value), `disabled`,
+  or `rule` (a matching rule that names no variant). Python's OFREP provider requires the field.
+- `metadata` carries the flag's `type`, `kind`, `owner` and `description` (the latter two only
+  when set), the `environment` evaluated and the `flagSetVersion`; the bulk answer's own
+  `metadata` has the last two.
+- Errors: a body that is not JSON is 400 PARSE_ERROR; a context that is not an object is 400
+  INVALID_CONTEXT; an unknown flag is 404 FLAG_NOT_FOUND; an evaluation that failed inside the
+  evaluator is 500 GENERAL. shipyard never rate-limits (no 429) and never requires a targeting
+  key (a rollout without its stickiness attribute does not match, or buckets at random, as the
+  rule says), so TARGETING_KEY_MISSING is never sent.
+- The bulk ETag is the flag set's version with a digest of the environment and the context: it
+  changes when any flag or segment changes, and a client whose context changed is never told
+  "not modified" about another context's answer.
+
+No `from __future__ import annotations` here: FastAPI must see the dependency aliases built
+inside `build_router` as real objects, not strings.
+"""
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response
+
+from ...flags import ErrorCode, Evaluation, FlagSet, LiveFlagSet, Reason
+from .._auth import TokenAuth
+
+PREFIX = "/ofrep/v1"
+ENVIRONMENT_HEADER = "X-Shipyard-Environment"
+
+# A web page on another origin (a Next.js app) calls these routes from the browser: any origin may,
+# since the token travels in a header (never a cookie) and a client token only reads flags.
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
+PREFLIGHT_HEADERS = {
+    **CORS_HEADERS,
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": ", ".join(
+        ("Authorization", "Content-Type", "If-None-Match", "X-API-Key", ENVIRONMENT_HEADER)
+    ),
+    "Access-Control-Max-Age": "600",
+}
+
+_UNNAMED_VARIANT = {
+    Reason.STATIC: "default",
+    Reason.DEFAULT: "default",
+    Reason.DISABLED: "disabled",
+    Reason.TARGETING_MATCH: "rule",
+    Reason.SPLIT: "rule",
+}
+
+_CONTEXT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "context": {
+            "type": "object",
+            "description": "The evaluation context: `targetingKey` (the user's id) and any attributes",
+            "additionalProperties": True,
+        }
+    },
+}
+_REQUEST_BODY = {"requestBody": {"content": {"application/json": {"schema": _CONTEXT_SCHEMA}}}}
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: ErrorCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return Response(
+        payload, status_code=status, media_type="application/json", headers=headers or CORS_HEADERS
+    )
+
+
+def _context(raw: bytes) -> dict[str, Any]:
+    """The request's context as shipyard's evaluator reads it, or _BadRequest."""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadRequest(ErrorCode.PARSE_ERROR, f"the request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _BadRequest(ErrorCode.INVALID_CONTEXT, 'the request body must be an object: {"context": {...}}')
+    context = body.get("context")
+    if context is None:
+        return {}
+    if not isinstance(context, dict):
+        raise _BadRequest(
+            ErrorCode.INVALID_CONTEXT, f"context must be an object, not {type(context).__name__}"
+        )
+    targeting_key = context.get("targetingKey")
+    if isinstance(targeting_key, str):
+        context = {**context, "userId": targeting_key}
+    return context
+
+
+def _environment(context: dict[str, Any], header: str | None, default: str) -> str:
+    named = context.get("environment")
+    if isinstance(named, str) and named:
+        return named
+    return header or default
+
+
+class _Metadata:
+    """Each flag's OFREP metadata, built once per flag-set version and environment."""
+
+    def __init__(self) -> None:
+        self._version = -1
+        self._by_env: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def of(self, flagset: FlagSet, environment: str) -> dict[str, dict[str, Any]]:
+        if flagset.version != self._version:
+            self._version, self._by_env = flagset.version, {}
+        found = self._by_env.get(environment)
+        if found is None:
+            found = {}
+            for flag in flagset.flags:
+                data: dict[str, Any] = {"type": flag.type, "kind": flag.kind}
+                if flag.owner:
+                    data["owner"] = flag.owner
+                if flag.description:
+                    data["description"] = flag.description
+                data["environment"] = environment
+                data["flagSetVersion"] = flagset.version
+                found[flag.key] = data
+            if len(self._by_env) > 100:  # environments are few; a hostile caller may name many
+                self._by_env.clear()
+            self._by_env[environment] = found
+        return found
+
+
+def _result(key: str, evaluation: Evaluation, metadata: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and the OFREP body of one evaluation."""
+    code = evaluation.error_code
+    if code is None:
+        variant = evaluation.variant or _UNNAMED_VARIANT.get(evaluation.reason, "default")
+        body: dict[str, Any] = {
+            "key": key,
+            "value": evaluation.value,
+            "reason": str(evaluation.reason),
+            "variant": variant,
+        }
+        if metadata is not None:
+            body["metadata"] = metadata
+        return 200, body
+    details = evaluation.error_message or str(code)
+    status = 404 if code == ErrorCode.FLAG_NOT_FOUND else 500 if code == ErrorCode.GENERAL else 400
+    return status, {"key": key, "errorCode": str(code), "errorDetails": details}
+
+
+def _etag(version: int, environment: str, context: dict[str, Any]) -> str:
+    canonical = json.dumps([environment, context], sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return f'"{version}-{digest}"'
+
+
+def _matches(etag: str, if_none_match: str | None) -> bool:
+    if if_none_match is None:
+        return False
+    return any(tag.strip().removeprefix("W/") in (etag, "*") for tag in if_none_match.split(","))
+
+
+def build_router(live: LiveFlagSet, *, auth: TokenAuth, default_environment: str = "production") -> APIRouter:
+    """The OFREP router over one live flag set; `auth` checks the client token."""
+    router = APIRouter(prefix=PREFIX, tags=["OpenFeature Remote Evaluation Protocol"])
+    metadata = _Metadata()
+
+    async def authorize(request: Request, authorization: str | None, api_key: str | None) -> Response | None:
+        """None when the request's token may evaluate; else the 401/403 (with CORS headers)."""
+        if authorization is None and api_key:
+            authorization = f"Bearer {api_key}"
+        try:
+            await auth.client(request, authorization)
+        except HTTPException as exc:
+            body = {"errorDetails": str(exc.detail)}
+            return _json(body, exc.status_code, headers={**(exc.headers or {}), **CORS_HEADERS})
+        return None
+
+    Authorization = Annotated[str | None, Header()]
+    ApiKey = Annotated[str | None, Header(alias="X-API-Key")]
+    EnvironmentHeader = Annotated[str | None, Header(alias=ENVIRONMENT_HEADER)]
+
+    def failure(exc: _BadRequest, key: str | None = None) -> Response:
+        body: dict[str, Any] = {"errorCode": str(exc.code), "errorDetails": exc.details}
+        if key is not None:
+            body = {"key": key, **body}
+        return _json(body, 400)
+
+    responses: dict[int | str, dict[str, Any]] = {
+        400: {"description": "PARSE_ERROR or INVALID_CONTEXT: `{key, errorCode, errorDetails}`"},
+        401: {"description": "No valid token"},
+        403: {"description": "The token may not evaluate flags"},
+    }
+
+    @router.post(
+        "/evaluate/flags/{key}",
+        response_class=Response,
+        openapi_extra=_REQUEST_BODY,
+        responses={
+            200: {"description": "`{key, value, reason, variant, metadata}`"},
+            404: {"description": "FLAG_NOT_FOUND: `{key, errorCode, errorDetails}`"},
+            **responses,
+        },
+    )
+    async def evaluate_flag(
+        key: str,
+        request: Request,
+        authorization: Authorization = None,
+        api_key: ApiKey = None,
+        env_header: EnvironmentHeader = None,
+    ) -> Response:
+        """Evaluate one flag for the body's context."""
+        if (refused := await authorize(request, authorization, api_key)) is not None:
+            return refused
+        try:
+            context = _context(await request.body())
+        except _BadRequest as exc:
+            return failure(exc, key)
+        environment = _environment(context, env_header, default_environment)
+        flagset, evaluator = live.current()  # one snapshot, one version check
+        evaluation = evaluator.evaluate(key, context, environment)
+        flag_metadata = None if evaluation.error_code else metadata.of(flagset, environment).get(key)
+        status, body = _result(key, evaluation, flag_metadata)
+        return _json(body, status)
+
+    @router.post(
+        "/evaluate/flags",
+        response_class=Response,
+        openapi_extra=_REQUEST_BODY,
+        responses={
+            200: {"description": "`{flags: [...], metadata}`, with an ETag"},
+            304: {"description": "Not modified: the If-None-Match ETag is current"},
+            **responses,
+        },
+    )
+    async def evaluate_flags(
+        request: Request,
+        authorization: Authorization = None,
+        api_key: ApiKey = None,
+        env_header: EnvironmentHeader = None,
+        if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    ) -> Response:
+        """Evaluate every flag for the body's context (what a browser SDK caches and polls)."""
+        if (refused := await authorize(request, authorization, api_key)) is not None:
+            return refused
+        try:
+            context = _context(await request.body())
+        except _BadRequest as exc:
+            return failure(exc)
+        environment = _environment(context, env_header, default_environment)
+        flagset, evaluator = live.current()  # one snapshot, one version check
+        etag = _etag(flagset.version, environment, context)
+        if _matches(etag, if_none_match):
+            return Response(status_code=304, headers={"ETag": etag, **CORS_HEADERS})
+        by_key = metadata.of(flagset, environment)
+        flags = []
+        for key in evaluator.keys:
+            evaluation = evaluator.evaluate(key, context, environment)
+            flags.append(_result(key, evaluation, by_key.get(key))[1])
+        body = {"flags": flags, "metadata": {"environment": environment, "flagSetVersion": flagset.version}}
+        return _json(body, headers={"ETag": etag, **CORS_HEADERS})
+
+    @router.options("/evaluate/flags", include_in_schema=False)
+    @router.options("/evaluate/flags/{key}", include_in_schema=False)
+    async def preflight() -> Response:
+        """CORS preflight: a browser asks before it sends the Authorization header cross-origin."""
+        return Response(status_code=204, headers=PREFLIGHT_HEADERS)
+
+    return router
