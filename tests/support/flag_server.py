@@ -83,6 +83,8 @@ class FlagServer:
     process: subprocess.Popen[bytes] | None = None
     killed: int = 0
     """How many stops needed SIGKILL (SIGTERM did not end the process in time)."""
+    ready_path: str = "/healthz"
+    """What `start` waits for: the server answers it with 200."""
 
     @property
     def url(self) -> str:
@@ -96,28 +98,32 @@ class FlagServer:
     def log_path(self) -> Path:
         return self.database.with_name("serve.log")
 
+    def serve_argv(self) -> list[str]:
+        return [
+            SHIPYARD,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--database-url",
+            self.database_url,
+            "--env",
+            self.environment,
+        ]
+
+    def serve_env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
     def start(self, timeout: float = 90.0) -> None:
-        """Start the server and wait until /healthz answers (a loaded machine, e.g. CI beside
+        """Start the server and wait until `ready_path` answers (a loaded machine, e.g. CI beside
         `stress-ng`, took over 30 s to import and start it)."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("the flag server is already running")
+        self.database.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [
-                SHIPYARD,
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--database-url",
-                self.database_url,
-                "--env",
-                self.environment,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            self.serve_argv(), stdout=log, stderr=subprocess.STDOUT, env=self.serve_env()
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -125,11 +131,13 @@ class FlagServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"shipyard serve exited with {self.process.returncode}: {self.log()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=1.0).status_code == 200:
                     return
             time.sleep(0.05)
         self.stop()
-        raise TimeoutError(f"shipyard serve did not answer /healthz within {timeout} s: {self.log()}")
+        raise TimeoutError(
+            f"shipyard serve did not answer {self.ready_path} within {timeout} s: {self.log()}"
+        )
 
     def stop(self, grace: float = 1.0) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds (open event streams can hold it up)."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import threading
@@ -54,36 +53,17 @@ class ServeProcess(FlagServer):
     store_url: str = ""
     workers: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    ready_path: str = "/readyz"
 
     @property
     def database_url(self) -> str:
         return self.store_url or f"sqlite:///{self.database}"
 
-    def start(self, timeout: float = 60.0) -> None:
-        self.database.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        argv = [SHIPYARD, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        argv += [
-            "--database-url",
-            self.database_url,
-            "--env",
-            self.environment,
-            "--workers",
-            str(self.workers),
-        ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
-        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"shipyard serve exited with {self.process.returncode}: {self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"shipyard serve did not become ready within {timeout} s: {self.log()}")
+    def serve_argv(self) -> list[str]:
+        return [*super().serve_argv(), "--workers", str(self.workers)]
+
+    def serve_env(self) -> dict[str, str]:
+        return {**super().serve_env(), **self.extra_env}
 
     def stop(self, grace: float = 5.0) -> None:
         super().stop(grace)
