@@ -43,7 +43,6 @@ from ..errors import DrError, TargetError, UserError
 from ..host import group_members, pid_alive, proc_stat, tail, write_atomic
 from ..render import ETCD_USER as ETCD_PATRONI_USER
 from ..render import (
-    PATRONI_PASSWORD_ENV,
     SECRET_ROLES,
     EtcdNode,
     HaLayout,
@@ -761,9 +760,3 @@ def sigkill(pids: list[int]) -> None:
 def _running(view: ClusterView, member: str) -> bool:
     found = view.member(member)
     return found is not None and (found.is_leader or found.is_running_replica)
-
-
-def password_variables(layout: HaLayout) -> dict[str, str]:
-    """Each password's PATRONI_* variable → the spec's field that fills it (for messages)."""
-    fields = {secret.role: secret.field for secret in layout.secrets}
-    return {variable: fields[role] for role, variable in PATRONI_PASSWORD_ENV.items()}

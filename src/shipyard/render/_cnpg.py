@@ -31,7 +31,6 @@ CLUSTER_LABEL = "cnpg.io/cluster"
 POOLER_LABEL = "cnpg.io/poolerName"
 STATUS_PORT = 8000
 """The instance manager's status endpoint, which the operator polls on every pod."""
-PGBOUNCER_METRICS_PORT = 9127
 DATABASE = "database"
 POOLER = "database-pooler"
 
