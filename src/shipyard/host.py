@@ -123,11 +123,23 @@ def terminate_group(pgid: int, grace_s: float, *, poll_s: float = 0.05) -> bool:
         if not group_members(pgid):
             return True
         time.sleep(poll_s)
-    signal_group(pgid, signal.SIGKILL)
-    kill_deadline = time.monotonic() + 5
-    while group_members(pgid) and time.monotonic() < kill_deadline:
-        time.sleep(poll_s)
+    kill_group(pgid, poll_s=poll_s)
     return False
+
+
+def kill_group(pgid: int, *, wait_s: float = 5.0, poll_s: float = 0.05) -> bool:
+    """SIGKILL process group `pgid` and wait up to `wait_s` until none of it runs.
+
+    A kill is delivered asynchronously: right after killpg() returns, the group's processes can
+    still be running on a busy machine. Returns True if the group is gone.
+    """
+    signal_group(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while group_members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True
 
 
 # --- files ------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from ...errors import TargetError
 from ...host import (
     TAIL_LINES,
     group_members,
+    kill_group,
     pid_alive,
     read_json,
     read_pidfile,
@@ -395,9 +396,10 @@ def run_command(command: str, env: Mapping[str, str], workdir: Path, timeout_s: 
             timed_out = True
             signal_group(proc.pid, signal.SIGKILL)
             code = proc.wait()
-        # Children that outlived the shell keep nothing of ours, but must not keep running.
+        # Children that outlived the shell keep nothing of ours, but must not keep running; the
+        # caller (a migration, a hook) goes on only once they are gone.
         if group_members(proc.pid):
-            signal_group(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid)
         out.seek(0, os.SEEK_END)
         out.seek(max(0, out.tell() - 64 * 1024))
         lines = out.read().decode("utf-8", "replace").splitlines()[-TAIL_LINES:]
