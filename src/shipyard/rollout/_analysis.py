@@ -29,6 +29,20 @@ INCONCLUSIVE before that. Consequences, with the default policy (2 %, min 20 req
 * a candidate somewhat above the limit that the window cannot yet prove bad (5 errors in 100,
   p = 0.05) passes this window; at the next, larger weight the same rate is proven within seconds.
 
+What the window measured: requests and errors are HAProxy's exact counters, latencies come from
+its request log, which can lose lines. The `log_loss` check compares the two: with more than
+`max_log_loss` (5 %) of a window's lines missing, on the candidate's side or the stable's, no
+latency check passes and the window is INCONCLUSIVE (the strategy observes it afresh, then pauses
+for an operator: never a pass). A latency FAIL stays sound with lines missing: the slow requests
+seen are tested against every request counted, and the missing ones can only add slow ones.
+
+Latency limits: `p99_ratio` compares the candidate with the stable in the same window (p99 at most
+`max_p99_ratio` x the stable's + `p99_margin_ms`, so a 2 ms stable does not fail a 5 ms
+candidate); `p99_ms` is the policy's `max_p99_ms` or, unset, `max_p99_ratio` x the stable's p99
+measured before the release (`baseline_p99_ms`) + the margin: a bar the stable's own noise during
+the release cannot raise, and the only latency check once a blue-green switch leaves the stable
+no traffic to compare with.
+
 Prometheus checks in the policy (`prometheus: [{name, query, max}]`) are queries, so they are not
 judged here: `analyse` reports each as INCONCLUSIVE "skipped: no Prometheus URL (set
 SHIPYARD_PROMETHEUS_URL)", which never sets the verdict (a skipped check neither blocks nor
@@ -56,6 +70,9 @@ MIN_EVIDENCE = 3
 """Bad requests (errors, or slow ones) a FAIL needs at least, whatever the p-value, unless the limit is 0."""
 
 QUANTILE = 0.99
+BASELINE_FACTOR = 2.0
+"""How many times the stable's p99 before the release the default `max_p99_ms` is, when the
+policy has no `max_p99_ratio` to use instead."""
 SKIPPED = "skipped: "
 """How the detail of a check that was not evaluated starts; such checks do not set the verdict."""
 
@@ -169,21 +186,66 @@ def _counts(sample: Sample) -> tuple[int, ...]:
 # --- the checks --------------------------------------------------------------------------------------
 
 
-def analyse(candidate: Sample, stable: Sample | None, policy: AnalysisPolicy) -> Analysis:
+def analyse(
+    candidate: Sample,
+    stable: Sample | None,
+    policy: AnalysisPolicy,
+    *,
+    baseline_p99_ms: float | None = None,
+) -> Analysis:
     """Judge one window of the candidate's traffic (and the stable's, to compare) against `policy`.
 
     `candidate` and `stable` are window samples (a later cumulative sample minus an earlier one);
-    `stable` is None on a first deploy, which skips the comparisons with it.
+    `stable` is None on a first deploy, which skips the comparisons with it. `baseline_p99_ms`: the
+    stable's p99 before the release, from which an unset `max_p99_ms` is derived.
     """
     n = max(0, candidate.requests)
     stable_n = max(0, stable.requests) if stable is not None else 0
-    checks = [_error_rate(candidate, stable, policy)]
-    if policy.max_p99_ms is not None:
-        checks.append(_p99_ms(candidate, policy.max_p99_ms, policy))
+    latency: list[Check] = []
+    limit_ms, derived = _p99_limit(policy, baseline_p99_ms)
+    if limit_ms is not None:
+        latency.append(_p99_ms(candidate, limit_ms, derived, policy))
     if policy.max_p99_ratio is not None:
-        checks.append(_p99_ratio(candidate, stable, policy.max_p99_ratio, policy))
+        latency.append(_p99_ratio(candidate, stable, policy.max_p99_ratio, policy))
+    # Errors are counted exactly by the proxy; only latency comes from the log, so what the log
+    # missed matters only to a latency check.
+    checks = [_error_rate(candidate, stable, policy)]
+    if latency:
+        checks += [_log_loss(candidate, stable, policy), *latency]
     checks += skipped_prometheus_checks(policy.prometheus)
     return Analysis(verdict_of(checks), tuple(checks), candidate_requests=n, stable_requests=stable_n)
+
+
+def baseline_limit_ms(policy: AnalysisPolicy, baseline_p99_ms: float) -> float:
+    """The `max_p99_ms` derived from the stable's p99 before the release."""
+    factor = policy.max_p99_ratio if policy.max_p99_ratio is not None else BASELINE_FACTOR
+    return factor * baseline_p99_ms + policy.p99_margin_ms
+
+
+def _p99_limit(policy: AnalysisPolicy, baseline_p99_ms: float | None) -> tuple[float | None, str]:
+    """The absolute p99 limit: the policy's, else derived from the baseline; and how it was derived."""
+    if policy.max_p99_ms is not None:
+        return policy.max_p99_ms, ""
+    if baseline_p99_ms is None:
+        return None, ""
+    derived = f" (from the stable's p99 {_ms(baseline_p99_ms)} ms before the release)"
+    return baseline_limit_ms(policy, baseline_p99_ms), derived
+
+
+def log_loss(sample: Sample) -> float:
+    """The share of a window's requests (HAProxy's exact count) whose log line was not received."""
+    n = max(0, sample.requests)
+    return max(0, n - logged(sample)) / n if n else 0.0
+
+
+def logged(sample: Sample) -> int:
+    """How many of a window's requests were seen in the request log (their latencies are known)."""
+    return sum(_counts(sample))
+
+
+def lossy(sample: Sample | None, policy: AnalysisPolicy) -> bool:
+    """Whether too many of a window's log lines are missing to know its latency."""
+    return sample is not None and log_loss(sample) > policy.max_log_loss
 
 
 def skipped_prometheus_checks(checks: Iterable[PrometheusCheck]) -> list[Check]:
@@ -251,14 +313,33 @@ def _proven(bad: float, p_value: float, limit: float) -> bool:
 
 
 def _slow_verdict(candidate: Sample, threshold_ms: float, policy: AnalysisPolicy) -> Verdict:
-    """FAIL when the window proves more than 1 % of the candidate's requests slower than the threshold."""
-    total = sum(_counts(candidate))
-    slow = min(slower_than(candidate, threshold_ms), float(total))
+    """FAIL when the window proves more than 1 % of the candidate's requests slower than the threshold.
+
+    Sound whatever log lines were lost: the slow requests seen are a lower bound of the slow ones,
+    and they are tested against every request HAProxy counted (at least the logged ones). A PASS
+    needs the latencies of all but `max_log_loss` of the requests: with more missing, INCONCLUSIVE.
+    """
+    seen = logged(candidate)
+    total = max(seen, candidate.requests)
+    slow = min(slower_than(candidate, threshold_ms), float(seen))
     if _proven(slow, binomial_sf(slow, total, 1 - QUANTILE), 1 - QUANTILE):
         return Verdict.FAIL
-    if total < policy.min_requests:
+    if seen < policy.min_requests or lossy(candidate, policy):
         return Verdict.INCONCLUSIVE
     return Verdict.PASS
+
+
+def _undecided(candidate: Sample, policy: AnalysisPolicy, name: str) -> str:
+    """Why a latency check of the candidate is INCONCLUSIVE."""
+    seen = logged(candidate)
+    if seen < policy.min_requests:
+        return f"{name}: {seen} requests < min_requests {policy.min_requests}"
+    return f"{name}: {_loss_words(candidate)} > max_log_loss {policy.max_log_loss:g}"
+
+
+def _loss_words(sample: Sample) -> str:
+    missing = max(0, sample.requests - logged(sample))
+    return f"log lines of {missing} of {sample.requests} requests missing ({log_loss(sample):.1%})"
 
 
 def _relation(value: float | None, limit: float) -> str:
@@ -269,38 +350,56 @@ def _unproven(verdict: Verdict, value: float | None, limit: float) -> str:
     return ", not significant" if verdict is Verdict.PASS and value is not None and value > limit else ""
 
 
-def _p99_ms(candidate: Sample, limit_ms: float, policy: AnalysisPolicy) -> Check:
+def _log_loss(candidate: Sample, stable: Sample | None, policy: AnalysisPolicy) -> Check:
+    """What the window measured: INCONCLUSIVE when too many log lines (latencies) are missing."""
+    loss = log_loss(candidate)
+    stable_loss = log_loss(stable) if stable is not None else None
+    bound = policy.max_log_loss
+    parts = [f"candidate: {_loss_words(candidate)}"]
+    if stable is not None:
+        parts.append(f"stable: {_loss_words(stable)}")
+    verdict = Verdict.INCONCLUSIVE if lossy(candidate, policy) or lossy(stable, policy) else Verdict.PASS
+    detail = f"log_loss {'>' if verdict is Verdict.INCONCLUSIVE else '<='} {bound:g}: {'; '.join(parts)}"
+    return Check("log_loss", verdict, loss, stable_loss, bound, detail)
+
+
+def _p99_ms(candidate: Sample, limit_ms: float, derived: str, policy: AnalysisPolicy) -> Check:
     p99 = quantile_ms(candidate, QUANTILE)
     verdict = _slow_verdict(candidate, limit_ms, policy)
     if verdict is Verdict.INCONCLUSIVE:
-        total = sum(_counts(candidate))
-        detail = f"p99_ms: {total} requests < min_requests {policy.min_requests}"
+        detail = _undecided(candidate, policy, "p99_ms")
     else:
         detail = (
-            f"p99_ms {_ms(p99)} {_relation(p99, limit_ms)} {limit_ms:g}{_unproven(verdict, p99, limit_ms)}"
+            f"p99_ms {_ms(p99)} {_relation(p99, limit_ms)} {limit_ms:.4g}{derived}"
+            f"{_unproven(verdict, p99, limit_ms)}"
         )
     return Check("p99_ms", verdict, p99, None, limit_ms, detail)
 
 
 def _p99_ratio(candidate: Sample, stable: Sample | None, ratio: float, policy: AnalysisPolicy) -> Check:
+    """The candidate's p99 against the stable's in the same window: at most ratio x it + the margin."""
     p99 = quantile_ms(candidate, QUANTILE)
-    stable_n = max(0, stable.requests) if stable is not None else 0
+    stable_seen = logged(stable) if stable is not None else 0
     stable_p99 = quantile_ms(stable, QUANTILE) if stable is not None else None
     if stable is None:
         why = "no stable version to compare with"
-    elif stable_p99 is None or stable_n < policy.min_requests:
-        why = f"the stable version served {stable_n} requests < min_requests {policy.min_requests}"
+    elif stable_p99 is None or stable_seen < policy.min_requests:
+        why = f"the stable version served {stable_seen} requests < min_requests {policy.min_requests}"
     else:
-        limit_ms = ratio * stable_p99
+        margin = policy.p99_margin_ms
+        limit_ms = ratio * stable_p99 + margin
         verdict = _slow_verdict(candidate, limit_ms, policy)
-        if verdict is Verdict.INCONCLUSIVE:
-            total = sum(_counts(candidate))
-            detail = f"p99_ratio: {total} requests < min_requests {policy.min_requests}"
+        plus = f" + {margin:g} ms" if margin else ""
+        if verdict is Verdict.PASS and lossy(stable, policy):
+            verdict = Verdict.INCONCLUSIVE
+            detail = f"p99_ratio: the stable's {_loss_words(stable)} > max_log_loss {policy.max_log_loss:g}"
+        elif verdict is Verdict.INCONCLUSIVE:
+            detail = _undecided(candidate, policy, "p99_ratio")
         else:
             measured = f"{p99 / stable_p99:.2f}" if p99 is not None and stable_p99 > 0 else "-"
             detail = (
-                f"p99_ratio {measured} {_relation(p99, limit_ms)} {ratio:g}"
-                f" (p99 {_ms(p99)} ms, stable {_ms(stable_p99)} ms){_unproven(verdict, p99, limit_ms)}"
+                f"p99_ratio {measured}: p99 {_ms(p99)} ms {_relation(p99, limit_ms)} {ratio:g} x stable"
+                f" {_ms(stable_p99)} ms{plus}{_unproven(verdict, p99, limit_ms)}"
             )
         return Check("p99_ratio", verdict, p99, stable_p99, ratio, detail)
     return Check("p99_ratio", Verdict.INCONCLUSIVE, p99, stable_p99, ratio, f"{SKIPPED}{why}")

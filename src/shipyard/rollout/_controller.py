@@ -11,6 +11,12 @@ Every analysis interval it also runs the policy's Prometheus checks against the 
 by `prometheus_url` (default: $SHIPYARD_PROMETHEUS_URL) and merges them into the analysis, so a
 Prometheus check over its max fails a window (and rolls back) like a built-in check; with no URL
 they stay "skipped" and decide nothing.
+
+While it waits (an analysis interval, a health check) it looks every POLL_S for a queued command
+and for a crash of the candidate: a promote, pause or abort applies within a fraction of a
+second, and a candidate whose app exits at any time after it started fails the release at once,
+quoting the end of its log. Before the candidate takes traffic, it measures the stable version's
+p99 (its traffic while the candidate starts): the default `max_p99_ms` is derived from it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,16 @@ from ..locks import Lease, LockHeldError, holder
 from ..monitor import Event, Notifier
 from ..spec import Stack
 from ..state import RolloutCommandRow, RolloutRow, RolloutStepRow, as_utc, record_audit, utcnow
-from ._analysis import PROMETHEUS_URL_ENV, analyse, merge_checks
+from ._analysis import (
+    PROMETHEUS_URL_ENV,
+    QUANTILE,
+    analyse,
+    baseline_limit_ms,
+    logged,
+    lossy,
+    merge_checks,
+    quantile_ms,
+)
 from ._model import (
     Action,
     Command,
@@ -45,12 +60,24 @@ from ._model import (
     Outcome,
     Prepare,
     Retire,
+    Sample,
     SetWeights,
     StrategyName,
     WaitHealthy,
 )
 from ._prometheus import PrometheusChecks, ReleaseContext, check_url
-from ._strategy import Plan, RolloutState, is_finished, next_action, on_command, on_outcome, start
+from ._strategy import (
+    Plan,
+    RolloutState,
+    is_finished,
+    next_action,
+    on_command,
+    on_crash,
+    on_outcome,
+    record_baseline,
+    start,
+    watches_crashes,
+)
 from .targets._base import Target
 
 HOLD_STEP_ENV = "SHIPYARD_TEST_HOLD_STEP"
@@ -58,6 +85,12 @@ HOLD_STEP_ENV = "SHIPYARD_TEST_HOLD_STEP"
 HOLD_STEP_SECONDS = 3.0
 
 COMMANDS: tuple[Command, ...] = ("promote", "abort", "pause", "resume", "retry", "rollback")
+
+POLL_S = 0.2
+"""How often the controller looks for a queued command and a crashed candidate while it waits (an
+analysis interval, a health check): a promote, pause or abort applies within this, not at the end
+of the interval, and a crash fails the release as soon."""
+HEALTH_POLL_S = 0.25
 
 
 def lock_name(service: str) -> str:
@@ -165,11 +198,12 @@ class Controller:
 
     def run(self, rollout_id: int) -> RolloutState:
         """Carry the release through to its end (or until this process is stopped)."""
+        self._baseline_from: Sample | None = None
         try:
             state = self._load(rollout_id)
             while not is_finished(state):
                 self._lease.renew()
-                state = self._apply_commands(rollout_id, state)
+                state, _ = self._interrupt(rollout_id, state, None)
                 if is_finished(state):
                     break
                 action = next_action(state, self.clock())
@@ -185,10 +219,13 @@ class Controller:
     def _step(self, rollout_id: int, state: RolloutState, action: Action) -> RolloutState:
         seq, started = self._record_start(rollout_id, action)
         service = state.plan.service
+        state = self._baseline(rollout_id, state, action)
         try:
             if isinstance(action, Observe | Hold):
                 return self._watch(rollout_id, state, action, seq)
-            outcome = self._execute(state, action, started)
+            if isinstance(action, WaitHealthy):
+                return self._wait_healthy(rollout_id, state, action, seq, started)
+            outcome = self._execute(state, action)
         except TargetError as exc:
             outcome = Failed(str(exc))
         self._record_end(seq, outcome)
@@ -200,7 +237,7 @@ class Controller:
             )
         return state
 
-    def _execute(self, state: RolloutState, action: Action, started: float) -> Outcome:
+    def _execute(self, state: RolloutState, action: Action) -> Outcome:
         target, plan = self.target, state.plan
         service = plan.service
         if isinstance(action, Prepare):
@@ -217,18 +254,126 @@ class Controller:
         if isinstance(action, Retire):
             target.retire(service, action.version)
             return Done()
-        if isinstance(action, WaitHealthy):
-            # The deadline counts from when the step first started, also across a resume.
-            deadline = started + action.timeout_s
-            while True:
-                health = target.health(service, action.version)
-                if health.ready:
-                    return HealthChecked(health, timed_out=False)
-                if self.clock() >= deadline:
-                    return HealthChecked(health, timed_out=True)
-                self._lease.renew()
-                self.sleep(0.25)
         raise RolloutError(f"the controller cannot carry out {type(action).__name__}")  # pragma: no cover
+
+    def _wait_healthy(
+        self, rollout_id: int, state: RolloutState, action: WaitHealthy, seq: int, started: float
+    ) -> RolloutState:
+        """Poll the candidate's health until it is ready or the deadline passes, which counts from
+        when the step first started (also across a resume); a command or a crash cuts it short."""
+        deadline = started + action.timeout_s
+        while True:
+            try:
+                health = self.target.health(state.plan.service, action.version)
+            except TargetError as exc:
+                outcome: Outcome = Failed(str(exc))
+                break
+            if health.ready or self.clock() >= deadline:
+                outcome = HealthChecked(health, timed_out=not health.ready)
+                break
+            self._lease.renew()
+            if self._wait(rollout_id, state, HEALTH_POLL_S):
+                state, cut = self._interrupt(rollout_id, state, action)
+                if cut is not None:
+                    self._record_end(seq, cut)
+                    return state
+        self._record_end(seq, outcome)
+        state = on_outcome(state, outcome, self.clock(), action=action)
+        self._save(rollout_id, state)
+        return state
+
+    # --- waiting, and what interrupts it -----------------------------------------------------
+
+    def _wait(self, rollout_id: int, state: RolloutState, seconds: float) -> bool:
+        """Sleep `seconds`, waking early (True) when a command is queued or the candidate crashed."""
+        deadline = self.clock() + seconds
+        while True:
+            left = deadline - self.clock()
+            if left <= 0:
+                return False
+            self.sleep(min(POLL_S, left))
+            if self._command_queued(rollout_id) or self._crash(state) is not None:
+                return True
+
+    def _interrupt(
+        self, rollout_id: int, state: RolloutState, action: Action | None
+    ) -> tuple[RolloutState, Outcome | None]:
+        """Apply what may have come while `action` was under way: a crash of the candidate (the
+        release fails) and the queued commands. Returns the state, and the outcome to record for
+        `action` when it is no longer the one to carry on (None: carry on)."""
+        crash = self._crash(state)
+        if crash is not None:
+            crashed = on_crash(state, crash, self.clock())
+            if crashed is not state:
+                self._save(rollout_id, crashed)
+                return crashed, Failed(crash)
+        after = self._apply_commands(rollout_id, state)
+        if after is not state and next_action(after, self.clock()) != action:
+            return after, Done()
+        return after, None
+
+    def _crash(self, state: RolloutState) -> str | None:
+        """The candidate's crash while the release may act on it (see `on_crash`), else None."""
+        plan = state.plan
+        if not watches_crashes(state):
+            return None
+        try:
+            return self.target.crashed(plan.service, plan.candidate)
+        except TargetError:
+            return None  # the target's state cannot be read now: the next look may
+
+    def _command_queued(self, rollout_id: int) -> bool:
+        with self.sessions() as session:
+            return (
+                session.scalar(
+                    select(RolloutCommandRow.id)
+                    .where(RolloutCommandRow.rollout_id == rollout_id, RolloutCommandRow.applied_at.is_(None))
+                    .limit(1)
+                )
+                is not None
+            )
+
+    # --- the stable's baseline -----------------------------------------------------------------
+
+    def _baseline(self, rollout_id: int, state: RolloutState, action: Action) -> RolloutState:
+        """Measure the stable version's p99 between this run's first step and the candidate's first
+        traffic, when the policy has no `max_p99_ms` (it is derived from this baseline)."""
+        plan = state.plan
+        policy = plan.policy.analysis
+        if plan.stable is None or policy.max_p99_ms is not None or state.weights.candidate > 0:
+            return state
+        switching = isinstance(action, SetWeights) and action.weights.candidate > 0
+        try:
+            now_sample = self.target.sample(plan.service, plan.stable)
+        except TargetError:
+            return state
+        if not switching:
+            if self._baseline_from is None:
+                self._baseline_from = now_sample
+            return state
+        if self._baseline_from is None:
+            return state  # resumed at the switch: nothing was measured before it
+        window = now_sample - self._baseline_from
+        self._baseline_from = None
+        seen = logged(window)
+        p99 = quantile_ms(window, QUANTILE)
+        measured = f"{plan.stable}'s p99 before {plan.candidate} took traffic"
+        if p99 is None or seen < policy.min_requests:
+            detail = (
+                f"{measured}: {seen} requests < min_requests {policy.min_requests}, no max_p99_ms derived"
+            )
+            p99 = None
+        elif lossy(window, policy):
+            detail = f"{measured}: too many log lines missing, no max_p99_ms derived"
+            p99 = None
+        else:
+            limit = baseline_limit_ms(policy, p99)
+            detail = f"{measured}: {p99:.0f} ms over {seen} requests; max_p99_ms {limit:.0f}"
+        state = record_baseline(state, p99, detail, self.clock())
+        self._save(rollout_id, state)
+        return state
+
+    # --- analysing ------------------------------------------------------------------------------
 
     def _watch(self, rollout_id: int, state: RolloutState, action: Observe | Hold, seq: int) -> RolloutState:
         """Analyse every interval while observing or holding, until the strategy moves on."""
@@ -256,33 +401,37 @@ class Controller:
         prometheus: PrometheusChecks,
         context: ReleaseContext,
     ) -> tuple[RolloutState, Outcome]:
-        """The body of `_watch`: returns the state and the outcome to record for the step."""
+        """The body of `_watch`: returns the state and the outcome to record for the step.
+
+        It waits an interval at a time, but a queued command or a crash of the candidate cuts the
+        wait short (`_wait`). A window that ends inconclusive and is to be observed again (the
+        action stays the same) starts afresh from the samples at its end.
+        """
         plan = state.plan
         service = plan.service
         started = self.clock()
         base_candidate = self.target.sample(service, plan.candidate)
         base_stable = self.target.sample(service, plan.stable) if plan.stable else None
-        outcome: Outcome = Done()
         while True:
-            self.sleep(action.interval_s)
+            self._wait(rollout_id, state, action.interval_s)
             self._lease.renew()
-            before = state
-            state = self._apply_commands(rollout_id, state)
-            if state is not before and next_action(state, self.clock()) != action:
-                outcome = Done()
-                break
+            state, cut = self._interrupt(rollout_id, state, action)
+            if cut is not None:
+                return state, cut
             now = self.clock()
-            candidate = self.target.sample(service, plan.candidate) - base_candidate
-            stable = (
-                self.target.sample(service, plan.stable) - base_stable
-                if plan.stable and base_stable
-                else None
+            now_candidate = self.target.sample(service, plan.candidate)
+            now_stable = self.target.sample(service, plan.stable) if plan.stable else None
+            stable = now_stable - base_stable if now_stable is not None and base_stable is not None else None
+            analysis = analyse(
+                now_candidate - base_candidate,
+                stable,
+                plan.policy.analysis,
+                baseline_p99_ms=state.baseline_p99_ms,
             )
-            analysis = analyse(candidate, stable, plan.policy.analysis)
             if prometheus.client is not None and prometheus.checks:
                 analysis = merge_checks(analysis, prometheus.evaluate(context))
             complete = isinstance(action, Observe) and now - started >= action.duration_s
-            outcome = Observed(analysis, complete)
+            outcome: Outcome = Observed(analysis, complete)
             state = on_outcome(state, outcome, now, action=action)
             if isinstance(action, Hold) and action.until is not None and now >= action.until:
                 # Ignored by the strategy when the analysis above already moved it on (a rollback).
@@ -290,8 +439,9 @@ class Controller:
                 outcome = Done()
             self._save(rollout_id, state)
             if is_finished(state) or next_action(state, self.clock()) != action:
-                break
-        return state, outcome
+                return state, outcome
+            if complete:  # observed again: a fresh window
+                started, base_candidate, base_stable = now, now_candidate, now_stable
 
     def _finish(self, rollout_id: int, state: RolloutState, action: Finish) -> RolloutState:
         seq, _ = self._record_start(rollout_id, action)

@@ -29,10 +29,13 @@ class Sample:
     """
 
     requests: int = 0
+    """Requests answered, as the proxy counted them (exact)."""
     errors: int = 0
     """Responses with a 5xx status (or the proxy's own errors attributed to this version)."""
     latency_buckets: tuple[int, ...] = (0,) * len(LATENCY_BUCKETS_MS)
-    """Requests per LATENCY_BUCKETS_MS bucket (not cumulative across buckets)."""
+    """Requests per LATENCY_BUCKETS_MS bucket (not cumulative across buckets). They come from a
+    request log that may lose lines, so they may add up to fewer than `requests`: the analysis
+    compares the two (`_analysis.log_loss`) and does not judge latency on a window missing many."""
 
     def __sub__(self, earlier: Sample) -> Sample:
         return Sample(

@@ -258,6 +258,11 @@ class RolloutState:
     paused_by: PausedBy | None = None
     failures: int = 0
     """Failed analyses so far (rolled back when more than failure_limit)."""
+    inconclusive: int = 0
+    """Inconclusive windows in a row at the current step (paused at analysis.max_inconclusive)."""
+    baseline_p99_ms: float | None = None
+    """The stable version's p99 before the candidate took traffic (the default `max_p99_ms` is
+    derived from it); None until measured, or when too little was measured."""
     analysis: Analysis | None = None
     """The latest analysis."""
     outcome: FinishOutcome | None = None
@@ -285,6 +290,8 @@ class RolloutState:
             "hold_until": self.hold_until,
             "paused_by": self.paused_by,
             "failures": self.failures,
+            "inconclusive": self.inconclusive,
+            "baseline_p99_ms": self.baseline_p99_ms,
             "analysis": None if self.analysis is None else _analysis_data(self.analysis),
             "outcome": self.outcome,
             "reason": self.reason,
@@ -317,6 +324,9 @@ class RolloutState:
                 hold_until=None if data["hold_until"] is None else float(data["hold_until"]),
                 paused_by=cast("PausedBy | None", paused_by),
                 failures=int(data["failures"]),
+                # Absent from states stored before these were kept: none yet.
+                inconclusive=int(data.get("inconclusive", 0)),
+                baseline_p99_ms=_optional_float(data.get("baseline_p99_ms")),
                 analysis=None if data["analysis"] is None else _analysis_from(data["analysis"]),
                 outcome=cast("FinishOutcome | None", outcome),
                 reason=str(data["reason"]),
@@ -328,6 +338,10 @@ class RolloutState:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RolloutError(f"the stored state of a release is unreadable: {exc!r}") from None
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _weights_data(weights: Weights) -> dict[str, int]:
@@ -544,10 +558,47 @@ def _observed(state: RolloutState, observed: Observed, now: float, *, window: bo
             # A first deploy has nothing to go back to, so waiting for a decision would only
             # hold the release open: with no traffic yet (a new service), it goes on.
             return _advance(state, now, "analysis inconclusive", reason + "; first deploy: going on")
+        # Never a pass: the window is observed afresh (a burst of lost log lines, a lull in traffic
+        # pass), and after max_inconclusive such windows in a row the release pauses for an
+        # operator (promote, retry, abort). A FAIL meanwhile still rolls back.
+        count, limit = state.inconclusive + 1, state.plan.policy.analysis.max_inconclusive
+        state = replace(state, inconclusive=count)
+        if count < limit:
+            reason += f" (window {count} of {limit}: observing again)"
+            return _record(state, now, "analysis inconclusive", reason, analysis.checks)
+        reason += f" ({count} inconclusive windows in a row)"
         state = replace(state, phase=Phase.PAUSED, paused_by="inconclusive", reason=reason)
         return _record(state, now, "analysis inconclusive", reason, analysis.checks)
     summary = "; ".join(c.detail or f"{c.name} {c.verdict}" for c in analysis.checks)
     return _advance(state, now, "analysis passed", summary, analysis.checks)
+
+
+def on_crash(state: RolloutState, crash: str, now: float) -> RolloutState:
+    """The state after the candidate's instances crashed (`crash`: which, how, the log's end): the
+    release fails and goes back to the stable version at once, whatever step it was at.
+
+    Unchanged where a crash is not the release's to act on: before the candidate runs (Prepare
+    reports an app that exits at once itself), while retiring the stable version (the candidate
+    serves everything by then: there is nothing left to go back to), going back, or finished.
+    """
+    if not watches_crashes(state):
+        return state
+    reason = f"{state.plan.candidate} crashed: {crash}"
+    return _unwind(state, now, "failed", reason, "candidate crashed")
+
+
+def watches_crashes(state: RolloutState) -> bool:
+    """Whether a crash of the candidate now fails the release (see `on_crash`)."""
+    if state.phase in FINISHED_PHASES or state.phase is Phase.ROLLING_BACK:
+        return False
+    return plan_steps(state.plan)[state.step].kind not in ("migrate", "prepare", "retire_stable")
+
+
+def record_baseline(state: RolloutState, p99_ms: float | None, detail: str, now: float) -> RolloutState:
+    """The state with the stable's p99 measured before the candidate took traffic (None: not enough
+    was measured, and no `max_p99_ms` is derived); `detail` says what was measured."""
+    state = replace(state, baseline_p99_ms=p99_ms)
+    return _record(state, now, "baseline measured", detail)
 
 
 def _inconclusive(analysis: Analysis, plan: Plan) -> str:
@@ -634,7 +685,7 @@ def _enter(state: RolloutState, index: int, now: float) -> RolloutState:
     """The state at the start of step `index` (or succeeded, past the last step)."""
     plan = state.plan
     steps = plan_steps(plan)
-    state = replace(state, step=index, paused_by=None, hold_until=None)
+    state = replace(state, step=index, paused_by=None, hold_until=None, inconclusive=0)
     if index >= len(steps):
         reason = f"{plan.candidate} serves all traffic"
         if plan.stable is None:

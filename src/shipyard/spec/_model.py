@@ -710,9 +710,19 @@ class Analysis(Model):
     window: Duration = 10
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.02
     max_p99_ms: Annotated[float, Field(gt=0)] | None = None
+    """Unset: derived from the stable version's p99 before the release (its traffic while the
+    candidate starts) as `max_p99_ratio` x that p99 + `p99_margin_ms`."""
     max_p99_ratio: Annotated[float, Field(gt=1)] | None = 2.0
     """The new version's p99 may be at most this many times the stable version's."""
     min_requests: Annotated[int, Field(ge=1)] = 20
+    p99_margin_ms: Annotated[float, Field(ge=0)] = 25
+    """Added to every derived p99 limit (`max_p99_ratio` x the stable's p99, and the default
+    `max_p99_ms`), so a stable version answering in 2 ms does not fail a candidate at 5 ms."""
+    max_log_loss: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """The largest share of a window's requests whose log line may be missing: above it the
+    latency of the window is unknown, and the window is inconclusive (never passed)."""
+    max_inconclusive: Annotated[int, Field(ge=1)] = 3
+    """Inconclusive windows in a row (each observed afresh) before a release pauses for an operator."""
     failure_limit: Annotated[int, Field(ge=0)] = 0
     """Failed checks tolerated before rolling back."""
     prometheus: list[PrometheusCheck] = []

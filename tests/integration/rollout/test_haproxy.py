@@ -1,11 +1,16 @@
-"""HAProxy for real: rendered configs checked by `haproxy -c`, and the request-log sampler reading
-datagrams from its socket. (What needs neither is in tests/unit/rollout/test_haproxy.py.)"""
+"""HAProxy for real: rendered configs checked by `haproxy -c`, dynamic servers against servers written
+in the config, connection reuse under load, and the request-log sampler reading datagrams from its
+socket. (What needs neither is in tests/unit/rollout/test_haproxy.py.)"""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,12 +18,22 @@ import pytest
 from shipyard.errors import TargetError
 from shipyard.rollout.targets.haproxy import (
     NO_SERVER,
+    HAProxyClient,
+    ProxyPaths,
     TrafficSampler,
+    backend_name,
     check_config_text,
+    parse_show_stat,
+    readiness_probe,
     render_haproxy_config,
+    server_options,
+    start_haproxy,
+    stop_haproxy,
 )
-from shipyard.spec import load_spec
-from support.haproxy import HAPROXY, demo_stack
+from shipyard.spec import Stack, load_spec
+from support.demo_app import running_demo_app
+from support.haproxy import HAPROXY, demo_stack, get_versions, wait_until
+from support.servers import free_port
 from unit.rollout.test_haproxy import LOG_LINES
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -53,6 +68,114 @@ def test_a_config_haproxy_refuses_raises_its_message() -> None:
         check_config_text(text, HAPROXY or "haproxy")
     assert "balance only supports" in caught.value.message
     assert "[NOTICE]" not in caught.value.message
+
+
+# --- servers: written in the config, or added at run time ----------------------------------------
+
+BACKEND = backend_name("web")
+
+
+@contextlib.contextmanager
+def _haproxy(
+    stack: Stack, config_servers: dict[str, int] | None = None
+) -> Iterator[tuple[HAProxyClient, int]]:
+    """HAProxy on `stack`'s rendered config, plus `config_servers` (name → port) written in its web
+    backend as an operator would: under the rendered `default-server` line. Its client and port."""
+    if HAPROXY is None:
+        raise RuntimeError("HAProxy is not installed; run `make install` (it installs Debian's haproxy)")
+    directory = Path(tempfile.mkdtemp(prefix="sy-haproxy-"))
+    paths = ProxyPaths(directory)
+    port = free_port()
+    text = render_haproxy_config(stack, directory, ports={"web": port})
+    default_server = next(line for line in text.splitlines() if "default-server" in line)
+    written = "".join(f"\n    server {name} 127.0.0.1:{p}" for name, p in (config_servers or {}).items())
+    paths.config.write_text(text.replace(default_server, default_server + written))
+    try:
+        start_haproxy(paths, HAPROXY)
+        yield HAProxyClient(paths.admin_socket), port
+    finally:
+        stop_haproxy(paths)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _add_dynamic_server(client: HAProxyClient, stack: Stack, name: str, port: int) -> None:
+    """As the local target adds an instance: `add server` with server_options, then weighted."""
+    client.add_server(BACKEND, name, "127.0.0.1", port, server_options(readiness_probe(stack, "web")))
+    client.set_weight(BACKEND, name, 1)
+
+
+def _healthy(client: HAProxyClient, *names: str) -> bool:
+    states = {s.server: s for s in client.servers_state(BACKEND)}
+    return all(name in states and states[name].healthy for name in names)
+
+
+def _table(text: str, key: str) -> dict[str, dict[str, str]]:
+    """A runtime API table headed by `# column column ...`: its rows keyed by their `key` column."""
+    lines = [line for line in text.splitlines() if line.strip() and line != "1"]  # "1": a format version
+    header = lines[0].lstrip("# ").split()
+    rows = [dict(zip(header, line.split(), strict=False)) for line in lines[1:]]
+    return {row[key]: row for row in rows}
+
+
+def _stat_rows(client: HAProxyClient) -> dict[str, dict[str, str]]:
+    """`show stat` of the web backend's servers, by server name."""
+    rows = parse_show_stat(client.command(f"show stat {BACKEND} 4 -1"))
+    return {row["svname"]: row for row in rows if row["type"] == "2"}
+
+
+def _settings(row: dict[str, str], columns: tuple[str, ...]) -> dict[str, str]:
+    return {column: row[column] for column in columns}
+
+
+# What `show stat` shows of a server's settings (the rest are counters, names and addresses).
+STAT_SETTINGS = (
+    "status", "weight", "slim", "qlimit", "throttle", "tracked", "check_status", "check_code",
+    "check_rise", "check_fall", "check_health", "agent_status", "mode",
+)  # fmt: skip
+# Not srv_iweight, the initial weight: a server is added at weight 0, to take traffic only once steered.
+STATE_SETTINGS = (
+    "srv_op_state", "srv_admin_state", "srv_uweight", "srv_check_result", "srv_check_state",
+    "srv_agent_state", "srv_use_ssl", "srv_check_port", "srv_agent_port",
+)  # fmt: skip
+CONN_SETTINGS = ("purge_delay", "idle_lim")  # pool-purge-delay (ms) and pool-max-conn
+
+
+@needs_haproxy
+def test_a_server_added_at_run_time_has_the_options_of_one_written_in_the_config() -> None:
+    stack = demo_stack(free_port())
+    with (
+        running_demo_app("v1") as written_app,
+        running_demo_app("v1") as added_app,
+        _haproxy(stack, {"written": written_app.port}) as (client, _),
+    ):
+        _add_dynamic_server(client, stack, "added", added_app.port)
+        assert wait_until(lambda: _healthy(client, "written", "added"), 30), client.servers_state(BACKEND)
+        stat = _stat_rows(client)
+        state = _table(client.command(f"show servers state {BACKEND}"), "srv_name")
+        pools = _table(client.command(f"show servers conn {BACKEND}"), "bkname/svname")
+    written_pool, added_pool = pools[f"{BACKEND}/written"], pools[f"{BACKEND}/added"]
+    assert written_pool["idle_lim"] == "-1"  # unbounded: a config server's default
+    assert _settings(added_pool, CONN_SETTINGS) == _settings(written_pool, CONN_SETTINGS)
+    assert _settings(stat["added"], STAT_SETTINGS) == _settings(stat["written"], STAT_SETTINGS)
+    assert _settings(state["added"], STATE_SETTINGS) == _settings(state["written"], STATE_SETTINGS)
+
+
+@needs_haproxy
+def test_haproxy_reuses_its_connections_to_a_server_added_at_run_time() -> None:
+    clients, requests_each = 8, 100
+    stack = demo_stack(free_port())
+    with running_demo_app("v1") as app, _haproxy(stack) as (client, port):
+        _add_dynamic_server(client, stack, "added", app.port)
+        assert wait_until(lambda: _healthy(client, "added"), 30), client.servers_state(BACKEND)
+        with ThreadPoolExecutor(clients) as pool:  # keep-alive clients, all at once
+            batches = list(pool.map(lambda _: get_versions(port, requests_each), range(clients)))
+        row = _stat_rows(client)["added"]
+    assert [answer for batch in batches for answer in batch] == [(200, "v1")] * clients * requests_each
+    requests = clients * requests_each
+    # A server connection per request (no pool) makes `connect` = requests and `reuse` = 0; with the
+    # pool, a connection serves many requests.
+    assert int(row["reuse"]) >= requests // 2, row
+    assert int(row["connect"]) <= requests // 2, row
 
 
 # --- the request log -------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ def test_the_demo_config_says_what_the_switch_needs() -> None:
         "option httpchk",
         "http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host localhost",
         "timeout check 1s",
-        "default-server check inter 1000 downinter 1000 fastinter 1000 rise 1 fall 1 pool-purge-delay 1s",
+        "default-server check inter 1000 downinter 1000 fastinter 1000 rise 1 fall 1"
+        " pool-max-conn -1 pool-purge-delay 1s",
     ):
         assert f"    {line}\n" in text, line
     assert "\n    server " not in text  # servers come at run time only

@@ -22,7 +22,7 @@ from shipyard.rollout._analysis import (
     merge_checks,
     skipped_prometheus_checks,
 )
-from shipyard.rollout._model import Sample, Verdict
+from shipyard.rollout._model import Verdict
 from shipyard.rollout._prometheus import (
     PrometheusChecks,
     ReleaseContext,
@@ -33,6 +33,7 @@ from shipyard.rollout._prometheus import (
     substitute,
 )
 from shipyard.spec import Analysis as Policy
+from unit.rollout.rollout_kit import sample
 
 CONTEXT = ReleaseContext("api", "production", "v2", "v1", window_s=10)
 
@@ -170,8 +171,8 @@ def test_without_a_url_the_checks_are_skipped_and_change_no_verdict() -> None:
     (check,) = skipped
     assert check.verdict is Verdict.INCONCLUSIVE
     assert check.detail == f"{SKIPPED}no Prometheus URL (set {PROMETHEUS_URL_ENV})"
-    passing = analyse(Sample(500, 0), Sample(5000, 0), policy)
+    passing = analyse(sample(500), sample(5000), policy)
     assert passing.verdict is Verdict.PASS
     assert merge_checks(passing, skipped).verdict is Verdict.PASS
-    failing = analyse(Sample(500, 200), Sample(5000, 0), policy)
+    failing = analyse(sample(500, 200), sample(5000), policy)
     assert merge_checks(failing, skipped).verdict is Verdict.FAIL

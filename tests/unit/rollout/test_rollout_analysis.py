@@ -157,7 +157,7 @@ def test_p99_ratio_fails_a_candidate_three_times_slower() -> None:
     assert ratio.threshold == 2.0
     assert ratio.candidate == pytest.approx(299, abs=1)
     assert ratio.stable == pytest.approx(100, abs=1)
-    assert ratio.detail == "p99_ratio 3.00 > 2 (p99 299 ms, stable 100 ms)"
+    assert ratio.detail == "p99_ratio 3.00: p99 299 ms > 2 x stable 100 ms + 25 ms"
 
 
 def test_p99_ratio_passes_a_candidate_one_and_a_half_times_slower() -> None:
@@ -186,7 +186,7 @@ def test_p99_ratio_is_skipped_when_the_stable_served_too_little() -> None:
 def test_p99_ms_is_an_absolute_limit() -> None:
     policy = Policy(max_p99_ms=250, max_p99_ratio=None)
     slow = analyse(sample(100, latency_ms=400), None, policy)
-    assert [c.name for c in slow.checks] == ["error_rate", "p99_ms"]
+    assert [c.name for c in slow.checks] == ["error_rate", "log_loss", "p99_ms"]
     assert slow.verdict is Verdict.FAIL
     assert slow.reason() == "p99_ms 498 > 250"
     fast = analyse(sample(100, latency_ms=180), None, policy)
@@ -299,3 +299,88 @@ def test_analyse_never_raises_and_its_verdict_follows_its_checks(
 
 def test_alpha_is_the_documented_significance() -> None:
     assert ALPHA == 0.001
+
+
+# --- what the window measured: lost log lines, the baseline, the margin ------------------------------
+
+
+def logged_only(window: Sample, served: int) -> Sample:
+    """`window`'s logged latencies, for `served` requests HAProxy counted (the rest lost their line)."""
+    return Sample(served, window.errors, window.latency_buckets)
+
+
+def test_a_window_missing_more_than_max_log_loss_of_its_lines_is_inconclusive() -> None:
+    fast = sample(900, latency_ms=10)
+    result = analyse(logged_only(fast, 1000), sample(4000, latency_ms=10), DEFAULT)
+    loss = check(result.checks, "log_loss")
+    assert loss.verdict is Verdict.INCONCLUSIVE
+    assert loss.candidate == pytest.approx(0.1)
+    assert loss.detail.startswith(
+        "log_loss > 0.05: candidate: log lines of 100 of 1000 requests missing (10.0%)"
+    )
+    assert check(result.checks, "p99_ratio").verdict is Verdict.INCONCLUSIVE
+    assert "max_log_loss" in check(result.checks, "p99_ratio").detail
+    assert result.verdict is Verdict.INCONCLUSIVE  # never a pass
+    # within the bound, the same window passes
+    assert analyse(logged_only(fast, 940), sample(4000, latency_ms=10), DEFAULT).verdict is Verdict.PASS
+
+
+def test_a_lossy_stable_makes_the_comparison_inconclusive() -> None:
+    result = analyse(sample(500, latency_ms=10), logged_only(sample(3000, latency_ms=10), 4000), DEFAULT)
+    assert check(result.checks, "p99_ratio").verdict is Verdict.INCONCLUSIVE
+    assert (
+        "the stable's log lines of 1000 of 4000 requests missing" in check(result.checks, "p99_ratio").detail
+    )
+    assert result.verdict is Verdict.INCONCLUSIVE
+
+
+def test_a_slow_canary_is_failed_even_when_most_lines_were_lost() -> None:
+    # 70 % of the lines lost: the slow ones seen are a lower bound, tested against all served.
+    seen = sample(300, latency_ms=320)
+    result = analyse(logged_only(seen, 1000), sample(4000, latency_ms=10), DEFAULT)
+    assert result.verdict is Verdict.FAIL
+    assert check(result.checks, "p99_ratio").verdict is Verdict.FAIL
+
+
+@given(
+    slow=st.integers(0, 200),
+    fast=st.integers(0, 2000),
+    lost=st.integers(0, 2000),
+)
+@settings(max_examples=300, deadline=None)
+def test_losing_lines_never_turns_a_fail_into_a_pass_or_a_pass_into_a_fail(
+    slow: int, fast: int, lost: int
+) -> None:
+    """A FAIL with lines missing is a FAIL with them all (sound); missing lines never make a PASS."""
+    window = mixed(fast, slow, fast_ms=10, slow_ms=400)
+    stable = sample(4000, latency_ms=10)
+    whole = analyse(window, stable, DEFAULT).verdict
+    partial = analyse(logged_only(window, window.requests + lost), stable, DEFAULT).verdict
+    if partial is Verdict.FAIL:
+        assert whole is Verdict.FAIL
+    if lost > DEFAULT.max_log_loss * (window.requests + lost):
+        assert partial is not Verdict.PASS
+
+
+def test_the_default_max_p99_ms_comes_from_the_stables_baseline() -> None:
+    policy = Policy()  # no max_p99_ms: derived as max_p99_ratio x baseline + p99_margin_ms
+    slow = analyse(sample(200, latency_ms=320), None, policy, baseline_p99_ms=20)
+    p99 = check(slow.checks, "p99_ms")
+    assert p99.threshold == 2 * 20 + 25
+    assert p99.verdict is Verdict.FAIL
+    assert p99.detail.endswith("> 65 (from the stable's p99 20 ms before the release)")
+    assert analyse(sample(200, latency_ms=40), None, policy, baseline_p99_ms=20).verdict is Verdict.PASS
+    # an explicit max_p99_ms wins; no baseline, no derived check
+    assert (
+        check(
+            analyse(sample(200), None, Policy(max_p99_ms=500), baseline_p99_ms=20).checks, "p99_ms"
+        ).threshold
+        == 500
+    )
+    assert "p99_ms" not in [c.name for c in analyse(sample(200), None, policy).checks]
+
+
+def test_the_margin_spares_a_candidate_a_few_ms_slower_than_a_very_fast_stable() -> None:
+    stable = sample(4000, latency_ms=2)
+    assert analyse(sample(500, latency_ms=6), stable, DEFAULT).verdict is Verdict.PASS
+    assert analyse(sample(500, latency_ms=6), stable, Policy(p99_margin_ms=0)).verdict is Verdict.FAIL

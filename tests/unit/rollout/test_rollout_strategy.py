@@ -36,8 +36,10 @@ from shipyard.rollout._strategy import (
     is_finished,
     next_action,
     on_command,
+    on_crash,
     on_outcome,
     plan_steps,
+    record_baseline,
     start,
 )
 from unit.rollout.rollout_kit import (
@@ -341,11 +343,20 @@ def test_interim_analyses_change_nothing_but_the_latest_analysis() -> None:
     assert after.analysis == passing(40)
 
 
-def test_an_inconclusive_window_pauses_until_promote_or_retry() -> None:
+def test_inconclusive_windows_are_observed_again_then_pause_until_promote_or_retry() -> None:
     state, now = at(start(make_plan(), 0.0), Observe)
+    # the first max_inconclusive - 1 (default 3) inconclusive windows are observed afresh
+    for window in (1, 2):
+        state, action = advance(state, Observed(inconclusive(12), complete=True), now)
+        assert action == Observe(10.0, 2.0)
+        assert state.phase is Phase.ANALYSING
+        assert state.inconclusive == window
+        assert state.history[-1].reason == (
+            f"inconclusive: 12 requests < min_requests 20 (window {window} of 3: observing again)"
+        )
     state, action = advance(state, Observed(inconclusive(12), complete=True), now)
     assert state.phase is Phase.PAUSED
-    assert state.reason == "inconclusive: 12 requests < min_requests 20"
+    assert state.reason == "inconclusive: 12 requests < min_requests 20 (3 inconclusive windows in a row)"
     assert action == Hold(None, 2.0)
     # still watched: a failure while paused rolls back
     _, action = advance(state, Observed(failing(), complete=False), now + 2)
@@ -359,6 +370,25 @@ def test_an_inconclusive_window_pauses_until_promote_or_retry() -> None:
     assert next_action(promoted, now) == SetWeights(W(75, 25))
     with pytest.raises(RolloutError, match="allowed now: promote, retry, rollback, abort"):
         on_command(state, "resume", now)
+
+
+def test_a_passed_window_after_an_inconclusive_one_moves_on_and_resets_the_count() -> None:
+    state, now = at(start(make_plan(), 0.0), Observe)
+    state, _ = advance(state, Observed(inconclusive(12), complete=True), now)
+    state, action = advance(state, Observed(passing(), complete=True), now + 10)
+    assert action == SetWeights(W(75, 25))
+    assert state.inconclusive == 0
+    assert RolloutState.from_data(state.to_data()) == state
+
+
+def test_a_state_stored_before_inconclusive_and_baseline_were_kept_still_loads() -> None:
+    state, now = at(start(make_plan(), 0.0), Observe)
+    state = record_baseline(state, 12.5, "v1 p99 12.5 ms over 400 requests", now)
+    data = state.to_data()
+    assert RolloutState.from_data(data).baseline_p99_ms == 12.5
+    old = {k: v for k, v in data.items() if k not in ("inconclusive", "baseline_p99_ms")}
+    loaded = RolloutState.from_data(old)
+    assert (loaded.inconclusive, loaded.baseline_p99_ms) == (0, None)
 
 
 def test_an_inconclusive_interim_analysis_does_not_pause() -> None:
@@ -706,3 +736,23 @@ def test_promote_after_full_weight_without_a_warm_hold_still_retires_the_stable(
     assert kinds(actions) == ["Retire", "Finish"]
     assert state.outcome == "succeeded"
     assert state.stable_retired
+
+
+def test_a_crash_of_the_candidate_fails_the_release_wherever_it_runs() -> None:
+    crash = "instance api.v2_1 exited with code 3; last lines of its log:\nboom"
+    fresh = start(make_plan(), 0.0)
+    assert on_crash(fresh, crash, 0.0) is fresh  # Prepare reports an app that exits at once itself
+    for kind in (WaitHealthy, Observe):
+        state, now = at(fresh, kind)
+        crashed = on_crash(state, crash, now)
+        assert crashed.outcome == "failed"
+        assert crashed.reason == f"v2 crashed: {crash}"
+        assert crashed.history[-1].what == "candidate crashed"
+        assert next_action(crashed, now) == (SetWeights(W(100, 0)) if kind is Observe else Retire("v2"))
+    # going back already, or retiring the stable (the candidate serves all): nothing more to do
+    state, now = at(fresh, Observe)
+    back = on_crash(state, crash, now)
+    assert on_crash(back, crash, now) is back
+    retiring, now = at(fresh, Retire)
+    assert next_action(retiring, now) == Retire("v1")
+    assert on_crash(retiring, crash, now) is retiring

@@ -37,6 +37,11 @@ class Target(Protocol):
         """Route `service`'s traffic: version -> percent (the percentages sum to 100)."""
         ...
 
+    def crashed(self, service: str, version: str) -> str | None:
+        """Why `version` is not running as it was started: an instance exited without being asked
+        to (restarted or not), with the end of its log; None if none did. Cheap: called often."""
+        ...
+
     def sample(self, service: str, version: str) -> Sample:
         """Cumulative counters of `version`'s traffic since its instances started."""
         ...

@@ -91,6 +91,19 @@ class Instance:
     """The supervisor runs and so does the app (False while it waits to restart a crashed app)."""
     restarts: int
     log: Path
+    last_exit_code: int | None = None
+    """The exit code of the app's last exit that was not asked for (a crash); None if none."""
+    crash_log: str = ""
+    """The end of the log when it last crashed."""
+
+    def crash(self) -> str | None:
+        """The app's last crash in words, with its log's end; None if it never crashed."""
+        if self.last_exit_code is None:
+            return None
+        plural = "s" if self.restarts != 1 else ""
+        restarted = f", restarted {self.restarts} time{plural}" if self.restarts else ""
+        lines = f"; last lines of {self.log}:\n{self.crash_log}" if self.crash_log else ""
+        return f"instance {self.name} exited with code {self.last_exit_code}{restarted}{lines}"
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,8 @@ class Supervisor:
             alive=app_alive,
             restarts=int(data.get("restarts", 0)),
             log=paths.log,
+            last_exit_code=None if data.get("last_exit_code") is None else int(data["last_exit_code"]),
+            crash_log=str(data.get("crash_log", "")),
         )
 
     def _supervisor_alive(self, paths: Paths) -> bool:

@@ -4,9 +4,10 @@ Started by `Supervisor.start` in a session of its own, with the app's environmen
 reads the instance's spec from STATE_DIR/NAME.json, then:
 
 - runs the command with /bin/sh -c in a new process group, output appended to NAME.log;
-- when the app exits without being asked to, kills what is left of its process group, waits
-  (backoff: 0.5 s doubling to 30 s, back to 0.5 s once an app ran for 10 s) and starts it again,
-  counting restarts in NAME.json;
+- when the app exits without being asked to, records its exit code and the end of its log
+  (`last_exit_code`, `crash_log`) in NAME.json at once (a release watching the instance fails on
+  it), kills what is left of its process group, waits (backoff: 0.5 s doubling to 30 s, back to
+  0.5 s once an app ran for 10 s) and starts it again, counting restarts in NAME.json;
 - on SIGTERM (or SIGINT) sends SIGTERM to the app's process group, waits up to the grace period
   for the group to empty, SIGKILLs what is left, records the state "stopped" and exits;
 - exits the same way if NAME.json disappears (its state directory was removed: nobody could stop
@@ -29,7 +30,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ...host import group_members, read_json, signal_group, terminate_group, write_json, write_pidfile
+from ...host import (
+    group_members,
+    read_json,
+    signal_group,
+    tail,
+    terminate_group,
+    write_json,
+    write_pidfile,
+)
 from ._processes import Paths
 
 MIN_BACKOFF_S = 0.5
@@ -138,8 +147,16 @@ class _Supervise:
             if ran >= STABLE_S:
                 backoff = MIN_BACKOFF_S
             self.paths.app_pid.unlink(missing_ok=True)
-            self.update(state="backoff", app_pid=None, last_exit_code=code, last_exit_at=time.time())
             self.log(f"app exited with code {code} after {ran:.1f}s; restarting in {backoff:g}s")
+            # The log's end as the app left it (a restarted app writes on): what a release that
+            # fails on this crash quotes.
+            self.update(
+                state="backoff",
+                app_pid=None,
+                last_exit_code=code,
+                last_exit_at=time.time(),
+                crash_log=tail(self.paths.log),
+            )
             deadline = time.monotonic() + backoff
             while self.stop_reason is None and time.monotonic() < deadline:
                 self._wait(min(CHECK_STATE_S, deadline - time.monotonic()))

@@ -300,10 +300,24 @@ class LocalTarget:
             self._apply_weights(service, shares, require_healthy=True)
             self._save_weights(service, shares)
 
+    def crashed(self, service: str, version: str) -> str | None:
+        """The crashes of `version`'s instances as their supervisors recorded them (exit code, and
+        the log's end at the time), or None. Reads the supervisor's records only, not HAProxy."""
+        crashes = [
+            crash
+            for instance in self._instances(service)
+            if _version_of(instance.name) == version and (crash := instance.crash())
+        ]
+        return "; ".join(crashes) or None
+
     def sample(self, service: str, version: str) -> Sample:
-        """Requests and 5xx from HAProxy's own per-server counters (exact); the latency histogram
-        from its request log (every logged request; a log datagram HAProxy could not deliver is
-        missing from the histogram only)."""
+        """Requests answered and 5xx from HAProxy's own per-server counters (exact); the latency
+        histogram from its request log (a log datagram HAProxy could not deliver is missing from
+        the histogram only, which the analysis sees by comparing the two).
+
+        The counters are read first and the log after, emptying its queue: every request the
+        counters count as answered has had its line sent by then, so a line missing is a lost one.
+        """
         svc = self._service(service)
         if svc.role == "worker":
             return Sample()
@@ -311,6 +325,7 @@ class LocalTarget:
             self.ensure_proxy()
             backend = backend_name(service)
             self._observe(backend, self.client.show_stat(backend))
+            self.sampler.flush()
             requests = errors = 0
             for (be, server), (reqs, errs) in self._counts.items():
                 if be == backend and _server_version(server) == version:
@@ -322,15 +337,20 @@ class LocalTarget:
     def _observe(self, backend: str, stats: list[ServerStat]) -> None:
         """Fold HAProxy's per-server counters into cumulative counts that never go down: a server
         deleted keeps its last counts, and one whose counters restarted (HAProxy restarted, or the
-        server was deleted and added again) continues from them."""
+        server was deleted and added again) continues from them.
+
+        A request counts once answered (`stot - scur`: sessions opened less those in flight), as
+        its log line is sent then: a request still in flight has no line yet, and is not missing.
+        """
         for stat in stats:
             key = (backend, stat.server)
+            answered = max(0, stat.stot - stat.scur)
             seen = self._seen.get(key, (0, 0))
             base = self._base.get(key, (0, 0))
-            if stat.stot < seen[0] or stat.hrsp_5xx < seen[1]:
+            if answered < seen[0] or stat.hrsp_5xx < seen[1]:
                 base = self._base[key] = (base[0] + seen[0], base[1] + seen[1])
-            self._seen[key] = (stat.stot, stat.hrsp_5xx)
-            self._counts[key] = (base[0] + stat.stot, base[1] + stat.hrsp_5xx)
+            self._seen[key] = (answered, stat.hrsp_5xx)
+            self._counts[key] = (base[0] + answered, base[1] + stat.hrsp_5xx)
 
     def retire(self, service: str, version: str) -> None:
         svc = self._service(service)
