@@ -148,6 +148,10 @@ _SECRET_VARIABLE = re.compile(
 )
 
 
+_MAX_CACHED_TEXT = 512
+_MAX_CACHED_TEXTS = 4096
+
+
 class SecretRegistry:
     """Values masked wherever they appear (thread-safe; values only ever get added)."""
 
@@ -155,6 +159,11 @@ class SecretRegistry:
         self._lock = threading.Lock()
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        # text → (the pattern it was masked with, the masked text): a busy server's log lines
+        # repeat the same methods, paths, routes and actors, and masking is the dearest part of a
+        # line. An entry is good only while the pattern is the same object (adding a secret
+        # replaces it), so a cached text is never shown unmasked.
+        self._redacted: dict[str, tuple[re.Pattern[str] | None, str]] = {}
         for value in values:
             self.add(value)
 
@@ -184,6 +193,19 @@ class SecretRegistry:
         pattern = self._pattern
         return pattern.sub(MASK, text) if pattern is not None else text
 
+    def redact(self, text: str) -> str:
+        """`text` with these secrets and every known secret shape masked (see `redact`)."""
+        pattern = self._pattern
+        cached = self._redacted.get(text)
+        if cached is not None and cached[0] is pattern:
+            return cached[1]
+        masked = _mask_shapes(pattern.sub(MASK, text) if pattern is not None else text)
+        if len(text) <= _MAX_CACHED_TEXT:
+            if len(self._redacted) >= _MAX_CACHED_TEXTS:
+                self._redacted.clear()  # simpler than an LRU, and a busy line set refills at once
+            self._redacted[text] = (pattern, masked)
+        return masked
+
 
 SECRETS = SecretRegistry()
 """The process's registry, which the filters of `configure_logging()` and `make_handler()` use."""
@@ -208,8 +230,7 @@ def register_environment_secrets(environ: Mapping[str, str] | None = None) -> in
 
 def redact(text: str, secrets: SecretRegistry | None = None) -> str:
     """`text` with registered secrets and every known secret shape masked."""
-    text = (SECRETS if secrets is None else secrets).mask(text)
-    return _mask_shapes(text)
+    return (SECRETS if secrets is None else secrets).redact(text)
 
 
 def _plain(value: Any, secrets: SecretRegistry, depth: int = 0) -> Any:

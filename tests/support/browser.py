@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,3 +65,27 @@ def chromium_page(tmp_path: Path, name: str, *, timeout_ms: float = 20_000) -> I
             yield Browser(page, directory, artefacts)
         finally:
             browser.close()
+
+
+def bundle_page(script: Path, directory: Path, *, timeout_s: float = 60.0) -> None:
+    """`directory/index.html`, a page loading `script` bundled for the browser by esbuild (from the
+    npm packages next to `script`, tests/node) as `flags.js`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            str(script.parent / "node_modules" / ".bin" / "esbuild"),
+            str(script),
+            "--bundle",
+            "--format=iife",
+            "--platform=browser",
+            f"--outfile={directory / 'flags.js'}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=timeout_s,
+    )
+    (directory / "index.html").write_text(
+        '<!doctype html><html><head><meta charset="utf-8"><title>flags</title>'
+        '<link rel="icon" href="data:,">'  # no favicon request (its 404 would be a console error)
+        '<script src="flags.js"></script></head><body><main id="app">flags</main></body></html>'
+    )

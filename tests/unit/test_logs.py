@@ -507,3 +507,24 @@ def test_importing_shipyard_logs_loads_no_web_or_database_stack() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert result.stdout.strip() == "[]"
+
+
+def test_a_text_redacted_before_its_secret_was_registered_is_masked_after() -> None:
+    # `redact` remembers the texts it masked; a secret added later must still be masked in them.
+    registry = SecretRegistry()
+    line = "GET /feature-flags/hunter2-but-longer 404"
+    assert logs.redact(line, registry) == line
+    assert logs.redact(line, registry) == line  # now from the cache
+    registry.add("hunter2-but-longer")
+    assert logs.redact(line, registry) == f"GET /feature-flags/{logs.MASK} 404"
+
+
+@given(st.lists(st.text(min_size=0, max_size=40), max_size=20), st.text(min_size=8, max_size=20))
+def test_cached_redaction_equals_masking_afresh(texts: list[str], secret: str) -> None:
+    registry = SecretRegistry()
+    for text in texts:
+        logs.redact(text, registry)
+    registry.add(secret)
+    for text in [*texts, *texts]:
+        fresh = logs._mask_shapes(registry.mask(text))
+        assert logs.redact(text, registry) == fresh

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from .. import ops
 from ..errors import InvalidObjectError, UserError
-from ..flags import FlagBackend, FlagStore, LocalBackend, RemoteBackend, stale_flags
+from ..flags import FlagBackend, FlagStore, LocalBackend, RemoteBackend, new_key_problem, stale_flags
+from ..flags._formats import FormatName, flag_format
 from ..ops import Workspace
 from ..spec import load_spec
 from ..state import open_engine, session_factory
@@ -28,6 +29,7 @@ from ._app import (
     OutputOption,
     actor,
     console,
+    console_err,
     emit,
 )
 
@@ -195,6 +197,8 @@ def create(
             data["owner"] = owner
     else:
         raise UserError("give the flag's key, or --file with its definition")
+    if problem := new_key_problem(data.get("key")):  # imported flags may keep Unleash's names
+        raise InvalidObjectError(problem, [("key", problem)])
     ws = workspace(database_url)
     request = ops.CreateFlag(flag=data, dry_run=dry_run)
     result = ops.create_flag(ws, request, backend=change_backend(url, token, ws))
@@ -308,18 +312,59 @@ def _changed_fields(before: dict[str, Any] | None, after: dict[str, Any] | None)
     return ", ".join(sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))) or "-"
 
 
+FormatEnvironmentOption = Annotated[
+    str,
+    typer.Option(
+        "--env",
+        "-e",
+        "--environment",
+        help="The environment a one-environment format (unleash, flagd) holds.",
+    ),
+]
+
+
+def _invalid(where: str, exc: InvalidObjectError) -> UserError:
+    """An InvalidObjectError as the CLI shows it: the message, then each problem on its own line."""
+    lines = [f"  {field}: {message}" if field else f"  {message}" for field, message in exc.problems]
+    return UserError("\n".join([f"{where}: {exc.message}" + (":" if lines else ""), *lines]))
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        console_err.print(f"warning: {warning}", markup=False)
+
+
 @flags_app.command("export")
 def export(
     file: Annotated[
         Path | None, typer.Argument(help="Write here (default: stdout); .json writes JSON.")
     ] = None,
+    to: Annotated[
+        FormatName,
+        typer.Option(
+            "--to",
+            help="shipyard (YAML, or JSON for a .json file), unleash (Unleash's admin export), flagd, "
+            "or openfeature-json (the OpenFeature CLI's flag manifest); the others are JSON.",
+        ),
+    ] = FormatName.shipyard,
+    environment: FormatEnvironmentOption = "production",
     url: UrlOption = None,
     token: TokenOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """The whole flag set in the import format (the spec's `flags:` section takes it too)."""
+    """The whole flag set in the import format, or in another tool's (--to), all or nothing."""
     flagset = backend(url, token, database_url).snapshot()
-    text = json.dumps(flagset.to_data(), indent=2) if file and file.suffix == ".json" else flagset.to_yaml()
+    try:
+        exported = flag_format(to).write(flagset, environment)
+    except InvalidObjectError as exc:
+        raise _invalid(f"--to {to.value}", exc) from None
+    if to is not FormatName.shipyard:
+        text = json.dumps(exported.document, indent=2, ensure_ascii=False)
+    elif file and file.suffix == ".json":
+        text = json.dumps(exported.document, indent=2)
+    else:
+        text = flagset.to_yaml()
+    _warn(exported.warnings)
     if file is None:
         typer.echo(text.rstrip())
     else:
@@ -327,9 +372,28 @@ def export(
         console.print(f"wrote {len(flagset.flags)} flags and {len(flagset.segments)} segments to {file}")
 
 
+def _read_document(file: Path) -> Any:
+    """A YAML or JSON file's content (JSON is YAML)."""
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{file}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{file}: not valid YAML or JSON: {exc}") from None
+
+
 @flags_app.command("import")
 def import_(
     file: Path,
+    source: Annotated[
+        FormatName,
+        typer.Option(
+            "--from",
+            help="shipyard (a flag set, or a shipyard.yaml's flags), unleash (an admin export or the "
+            "client API's state), flagd, or openfeature-json (a flag manifest: types and defaults).",
+        ),
+    ] = FormatName.shipyard,
+    environment: FormatEnvironmentOption = "production",
     replace: Annotated[bool, typer.Option("--replace", help="Delete flags the file does not hold.")] = False,
     dry_run: DryRunOption = False,
     url: UrlOption = None,
@@ -337,28 +401,32 @@ def import_(
     database_url: DatabaseOption = None,
     output: ChangeOutputOption = Output.table,
 ) -> None:
-    """Import a flag set file (YAML or JSON), or the `flags:` of a shipyard.yaml, all or nothing."""
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{file}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{file}: not valid YAML: {exc}") from None
-    if isinstance(data, dict) and "name" in data and "flags" in data:
-        # A stack spec: validated whole (its flags included), then its flags section imported.
-        spec = load_spec(file)
-        data = spec.stack(spec.environments[0]).flags
-    if not isinstance(data, dict | list | None):
-        raise UserError(f"{file}: not a valid flag set: expected a mapping or a list of flags")
+    """Import a flag file, all or nothing: a construct with no equivalent fails the whole import.
+
+    A one-environment format (unleash, flagd) is read into --env; the flags there keep their other
+    environments.
+    """
+    data = _read_document(file)
+    if source is FormatName.shipyard:
+        if isinstance(data, dict) and "name" in data and "flags" in data:
+            # A stack spec: validated whole (its flags included), then its flags section imported.
+            spec = load_spec(file)
+            data = spec.stack(spec.environments[0]).flags
+        if not isinstance(data, dict | list | None):
+            raise UserError(f"{file}: not a valid flag set: expected a mapping or a list of flags")
+    elif not isinstance(data, dict):
+        raise UserError(f"{file}: not a {source.value} document: expected a JSON object")
     ws = workspace(database_url)
-    request = ops.ImportFlags(flags=data or {}, replace=replace, dry_run=dry_run)
+    request = ops.ImportFlags(
+        flags=data or {}, source=source, environment=environment, replace=replace, dry_run=dry_run
+    )
     try:
         result = ops.import_flags(ws, request, backend=change_backend(url, token, ws))
     except InvalidObjectError as exc:
-        problems = "; ".join(f"{field}: {message}" if field else message for field, message in exc.problems)
-        raise UserError(f"{file}: not a valid flag set: {problems or exc.message}") from None
+        raise _invalid(str(file), exc) from None
     if emit(result.model_dump(mode="json"), output):
         return
+    _warn(result.warnings)
     if not result.dry_run:
         console.print(
             f"imported {result.flags} flags from {file}; flag set version {result.version}", markup=False
@@ -508,6 +576,13 @@ def serve(
             help="Log lines on stderr: json, text, or auto (json unless stderr is a terminal).",
         ),
     ] = LogFormat.auto,
+    log_evaluations: Annotated[
+        bool,
+        typer.Option(
+            "--log-evaluations",
+            help="Write an access line for every flag evaluation that succeeds too (failures always are).",
+        ),
+    ] = False,
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
 ) -> None:
@@ -520,6 +595,12 @@ def serve(
     from ..rollout import KubeConnection  # noqa: PLC0415
 
     kube = KubeConnection(str(kubeconfig) if kubeconfig else None, context)
-    config = ServerConfig(database_url=database_url, environment=environment, spec=spec, kube=kube)
+    config = ServerConfig(
+        database_url=database_url,
+        environment=environment,
+        spec=spec,
+        kube=kube,
+        log_evaluations=log_evaluations,
+    )
     log_json = None if log_format is LogFormat.auto else log_format is LogFormat.json
     run_server(config, host, port, workers, log_level=log_level.value, log_json=log_json)

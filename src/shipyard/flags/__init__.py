@@ -16,11 +16,13 @@ if TYPE_CHECKING:
     from ..spec.flag_values import MAX_MATCH_INPUT, MAX_PATTERN_LENGTH, regex_problem, semver_key
     from ..spec.flags import (
         EXPECTED_LIFETIME_DAYS,
+        NO_VARIANT,
         OPERATORS,
         Condition,
         Flag,
         FlagEnvironment,
         FlagIssue,
+        FlagKey,
         FlagKind,
         FlagSet,
         FlagType,
@@ -32,7 +34,10 @@ if TYPE_CHECKING:
         Split,
         StaleFlag,
         Variant,
+        VariantOverride,
+        VariantPayload,
         check_references,
+        new_key_problem,
         stale_flags,
     )
     from ._backends import FlagBackend, LocalBackend, RemoteBackend, audit_data, evaluation_data
@@ -48,6 +53,16 @@ if TYPE_CHECKING:
     from ._hashing import ROLLOUT_SEED, VARIANT_SEED, bucket, in_rollout, murmur3_32
     from ._live import LiveFlagSet
     from ._store import AuditEntry, FlagChange, FlagDocuments, FlagStore, Stored, apply_merge_patch
+    from ._unleash import unleash_context, unleash_enabled, unleash_variant
+    from ._unleash_export import (
+        Omitted,
+        UnleashExport,
+        build_client_features,
+        client_features,
+        export_document,
+        frontend_toggle,
+        prerequisites_hold,
+    )
     from ._wire import flag_to_snake, flag_to_wire, flagset_to_wire, segment_to_wire
 
 # The names are loaded on first use (PEP 562): `import shipyard.flags` (the SDK's package) stays
@@ -72,11 +87,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # The flag model is the spec's (a stack spec's `flags:` section is a flag set).
     "shipyard.spec.flags": (
         "EXPECTED_LIFETIME_DAYS",
+        "NO_VARIANT",
         "OPERATORS",
         "Condition",
         "Flag",
         "FlagEnvironment",
         "FlagIssue",
+        "FlagKey",
         "FlagKind",
         "FlagSet",
         "FlagType",
@@ -88,7 +105,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Split",
         "StaleFlag",
         "Variant",
+        "VariantOverride",
+        "VariantPayload",
         "check_references",
+        "new_key_problem",
         "stale_flags",
     ),
     "shipyard.spec.flag_values": (
@@ -116,6 +136,18 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "apply_merge_patch",
     ),
     "_wire": ("flag_to_snake", "flag_to_wire", "flagset_to_wire", "segment_to_wire"),
+    # Unleash's answers (isEnabled, getVariant) and context for an evaluation (the Unleash APIs, tests).
+    "_unleash": ("unleash_context", "unleash_enabled", "unleash_variant"),
+    # Unleash's client API body and admin export of a flag set (the Unleash-compatible routes, the CLI).
+    "_unleash_export": (
+        "Omitted",
+        "UnleashExport",
+        "build_client_features",
+        "client_features",
+        "export_document",
+        "frontend_toggle",
+        "prerequisites_hold",
+    ),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -138,6 +170,7 @@ __all__ = [
     "EXPECTED_LIFETIME_DAYS",
     "MAX_MATCH_INPUT",
     "MAX_PATTERN_LENGTH",
+    "NO_VARIANT",
     "OPERATORS",
     "ROLLOUT_SEED",
     "VARIANT_SEED",
@@ -154,12 +187,14 @@ __all__ = [
     "FlagDocuments",
     "FlagEnvironment",
     "FlagIssue",
+    "FlagKey",
     "FlagKind",
     "FlagSet",
     "FlagStore",
     "FlagType",
     "LiveFlagSet",
     "LocalBackend",
+    "Omitted",
     "Operator",
     "Prerequisite",
     "Reason",
@@ -170,20 +205,32 @@ __all__ = [
     "Split",
     "StaleFlag",
     "Stored",
+    "UnleashExport",
     "Variant",
+    "VariantOverride",
+    "VariantPayload",
     "apply_merge_patch",
     "audit_data",
     "bucket",
+    "build_client_features",
     "check_references",
+    "client_features",
     "compile_flagset",
     "evaluation_data",
+    "export_document",
     "flag_to_snake",
     "flag_to_wire",
     "flagset_to_wire",
+    "frontend_toggle",
     "in_rollout",
     "murmur3_32",
+    "new_key_problem",
+    "prerequisites_hold",
     "regex_problem",
     "segment_to_wire",
     "semver_key",
     "stale_flags",
+    "unleash_context",
+    "unleash_enabled",
+    "unleash_variant",
 ]

@@ -6,7 +6,13 @@ flag can return, so evaluating allocates nothing: it reads the context dict, has
 per rollout or split, and returns one of the prebuilt results.
 
 Evaluating never raises on a bad context: a missing attribute or a value of the wrong type makes a
-condition false, and anything unexpected becomes an Evaluation with reason ERROR.
+condition false (`not_in` and `neq` true: they are "not in"), and anything unexpected becomes an
+Evaluation with reason ERROR.
+
+Every construct behaves as in Unleash's Node SDK (the client specification's tests run through it,
+tests/unit/flags/test_unleash_spec.py): bucketing, default and random stickiness, variant overrides,
+one-level prerequisites, inverted and case-insensitive conditions, IN_CIDR, and numbers, versions
+and patterns read as Unleash reads them.
 """
 
 from __future__ import annotations
@@ -16,12 +22,33 @@ import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from ipaddress import ip_address
 from typing import Any
 
 from mmh3 import hash as _mmh3_hash  # ASCII only: see _hashing.hash_text
 
-from ..spec.flag_values import MAX_MATCH_INPUT, parse_datetime, parse_number, safe_regex, semver_key
-from ..spec.flags import Condition, Flag, FlagEnvironment, FlagSet, FlagType, Rule, Segment, Split
+from ..spec.flag_values import (
+    MAX_MATCH_INPUT,
+    js_number,
+    parse_datetime,
+    parse_network,
+    parse_number,
+    python_regex,
+    semver_key,
+)
+from ..spec.flags import (
+    NO_VARIANT,
+    Condition,
+    Flag,
+    FlagEnvironment,
+    FlagSet,
+    FlagType,
+    Prerequisite,
+    Rollout,
+    Rule,
+    Segment,
+    Split,
+)
 from ._hashing import ROLLOUT_SEED, VARIANT_SEED, hash_text
 
 Context = Mapping[str, Any]
@@ -63,31 +90,39 @@ class Evaluation:
     reason: Reason
     error_code: ErrorCode | None = None
     error_message: str | None = None
+    payload: Any = None
+    """The served variant's payload (`{"type": …, "value": …}`, Unleash's), or None."""
 
 
 FlagFn = Callable[[Context], Evaluation]
 RuleFn = Callable[[Context], Evaluation | None]
 
 _NUMBER_CMP: dict[str, Callable[[Any, Any], bool]] = {
-    "lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge,
+    "lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge, "num_eq": operator.eq,
     "semver_lt": operator.lt, "semver_eq": operator.eq, "semver_gt": operator.gt,
+    "semver_lte": operator.le, "semver_gte": operator.ge,
     "before": operator.lt, "after": operator.gt,
 }  # fmt: skip
+
+# Unleash's `default` stickiness: the first of these the context has (a split also tries remoteAddress).
+_DEFAULT_ROLLOUT_IDS = ("userId", "sessionId")
+_DEFAULT_SPLIT_IDS = ("userId", "sessionId", "remoteAddress")
 
 
 # --- conditions ---------------------------------------------------------------------------------
 
 
-def _membership(attr: str, missing: object, values: list[Any], negate: bool) -> Predicate:
-    strs = frozenset(v for v in values if type(v) is str)
+def _membership(attr: str, missing: object, values: list[Any], negate: bool, fold: bool) -> Predicate:
+    """`in` (or, negated, `not_in`): not_in is exactly "not in", so a missing value is not in."""
+    strs = frozenset(v.lower() if fold else v for v in values if type(v) is str)
     bools = frozenset(v for v in values if type(v) is bool)
     nums = frozenset(v for v in values if type(v) in (int, float))
-    if not bools and not nums:
+    if not bools and not nums and not fold:
         if negate:
 
             def not_in_strs(ctx: Context) -> bool:
                 v = ctx.get(attr, missing)
-                return v.__class__ is str and v not in strs
+                return v.__class__ is not str or v not in strs
 
             return not_in_strs
         if len(strs) == 1:
@@ -109,20 +144,32 @@ def _membership(attr: str, missing: object, values: list[Any], negate: bool) -> 
         v = ctx.get(attr, missing)
         t = v.__class__
         if t is str:
-            found = v in strs
+            found = (v.lower() if fold else v) in strs
         elif t is bool:
             found = v in bools
         elif t is int or t is float:
             found = v in nums
         else:
-            return False
+            found = False
         return found is not negate
 
     return member
 
 
-def _string_op(attr: str, missing: object, op: str, value: str | list[str]) -> Predicate:
-    subs = (value,) if isinstance(value, str) else tuple(value)
+def _string_op(attr: str, missing: object, op: str, value: str | list[str], fold: bool) -> Predicate:
+    subs = tuple(s.lower() if fold else s for s in ((value,) if isinstance(value, str) else value))
+    if fold:
+        test: Callable[[str], bool] = {
+            "starts_with": lambda v: v.lower().startswith(subs),
+            "ends_with": lambda v: v.lower().endswith(subs),
+            "contains": lambda v: any(s in v.lower() for s in subs),
+        }[op]
+
+        def folded(ctx: Context) -> bool:
+            v = ctx.get(attr, missing)
+            return v.__class__ is str and test(v)
+
+        return folded
     if op == "starts_with":
 
         def starts(ctx: Context) -> bool:
@@ -146,7 +193,18 @@ def _string_op(attr: str, missing: object, op: str, value: str | list[str]) -> P
 
 
 def _compile_condition(cond: Condition, segments: Mapping[str, Predicate], environment: str) -> Predicate:
-    op, value = cond.op, cond.value
+    test = _compile_test(cond, segments, environment)
+    if not cond.inverted:
+        return test
+
+    def inverted(ctx: Context) -> bool:
+        return not test(ctx)
+
+    return inverted
+
+
+def _compile_test(cond: Condition, segments: Mapping[str, Predicate], environment: str) -> Predicate:
+    op, value, fold = cond.op, cond.value, cond.case_insensitive
     if op == "segment":
         return segments[str(value)]
     attr = str(cond.attribute)
@@ -154,39 +212,49 @@ def _compile_condition(cond: Condition, segments: Mapping[str, Predicate], envir
     missing: object = environment if attr == "environment" else None
     if op in ("in", "not_in"):
         assert isinstance(value, list)
-        return _membership(attr, missing, value, negate=op == "not_in")
+        return _membership(attr, missing, value, op == "not_in", fold)
     if op in ("eq", "neq"):
-        return _membership(attr, missing, [value], negate=op == "neq")
+        return _membership(attr, missing, [value], op == "neq", fold)
     if op in ("contains", "starts_with", "ends_with"):
-        return _string_op(attr, missing, op, value)  # type: ignore[arg-type]
+        return _string_op(attr, missing, op, value, fold)  # type: ignore[arg-type]
     if op == "matches":
-        search = safe_regex(str(value)).search
+        search = python_regex(str(value), ignore_case=fold).search
 
         def matches(ctx: Context) -> bool:
             v = ctx.get(attr, missing)
             return v.__class__ is str and len(v) <= MAX_MATCH_INPUT and search(v) is not None
 
         return matches
+    if op == "in_cidr":
+        assert isinstance(value, list)
+        networks = tuple(n for n in map(parse_network, value) if n is not None)
+
+        def in_cidr(ctx: Context) -> bool:
+            v = ctx.get(attr, missing)
+            if v.__class__ is not str:
+                return False
+            try:
+                address = ip_address(v)
+            except ValueError:
+                return False
+            return any(address in n for n in networks)
+
+        return in_cidr
     cmp = _NUMBER_CMP[op]
-    if op in ("lt", "lte", "gt", "gte"):
+    if op in ("lt", "lte", "gt", "gte", "num_eq"):
         target = parse_number(value)
 
         def number(ctx: Context) -> bool:
-            v = ctx.get(attr, missing)
-            t = v.__class__
-            if t is int or t is float:
-                return cmp(v, target)
-            if t is str:
-                n = parse_number(v)
-                return n is not None and cmp(n, target)
-            return False
+            n = js_number(ctx.get(attr, missing))
+            return n is not None and cmp(n, target)
 
         return number
     if op.startswith("semver_"):
         version = semver_key(value)
 
         def semver(ctx: Context) -> bool:
-            k = semver_key(ctx.get(attr, missing))
+            v = ctx.get(attr, missing)
+            k = semver_key(v.strip()) if v.__class__ is str else None  # node-semver trims
             return k is not None and cmp(k, version)
 
         return semver
@@ -250,16 +318,47 @@ def _compile_segments(segments: list[Segment], environment: str) -> dict[str, Pr
 
 
 def _sticky_value(ctx: Context, attr: str) -> str | None:
+    """The context's id for bucketing: a non-empty string or an integer (as a string), else None."""
     v = ctx.get(attr)
     t = v.__class__
     if t is str:
-        return v
+        return v or None  # Unleash: an empty id is no id
     if t is int:
         return str(v)
     return None
 
 
-def _compile_split(split: Split, group: str, served: list[Evaluation], rng: random.Random) -> RuleFn:
+StickyReader = Callable[[Context], str | None]
+
+
+def _sticky_reader(stickiness: str, default_ids: tuple[str, ...]) -> StickyReader | None:
+    """How to read a context's sticky id; None for `random` stickiness (a random bucket every time)."""
+    if stickiness == "random":
+        return None
+    if stickiness == "default":
+
+        def default_id(ctx: Context) -> str | None:
+            for attr in default_ids:
+                v = _sticky_value(ctx, attr)
+                if v is not None:
+                    return v
+            return None
+
+        return default_id
+
+    def attribute_id(ctx: Context) -> str | None:
+        return _sticky_value(ctx, stickiness)
+
+    return attribute_id
+
+
+def _bucket_text(text: str, seed: int) -> int:
+    return _mmh3_hash(text, seed, False) if text.isascii() else hash_text(text, seed)
+
+
+def _compile_split(
+    split: Split, group: str, served: list[Evaluation], rng: random.Random
+) -> Callable[[Context], Evaluation | None]:
     total = sum(v.weight for v in split.variants)
     table: list[tuple[int, Evaluation]] = []
     bound = 0
@@ -267,12 +366,23 @@ def _compile_split(split: Split, group: str, served: list[Evaluation], rng: rand
         if variant.weight:
             bound += variant.weight
             table.append((bound, result))
-    prefix = f"{split.group_id or group}:"
-    stick, randomly = split.stickiness, split.fallback == "random"
+    prefix = f"{split.group_id if split.group_id is not None else group}:"
+    stick = split.stickiness
+    read = _sticky_reader(stick, _DEFAULT_SPLIT_IDS)
+    randomly = split.fallback == "random" or read is None
+    plain = stick not in ("default", "random")  # an attribute: read inline, the common case
     rows = tuple(table)
 
     def pick(ctx: Context) -> Evaluation | None:
-        v = _sticky_value(ctx, stick)
+        if plain:
+            v: Any = ctx.get(stick)
+            t = v.__class__
+            if t is int:
+                v = str(v)
+            elif t is not str or not v:
+                v = None
+        else:
+            v = read(ctx) if read is not None else None
         if v is not None:
             text = prefix + v
             h = _mmh3_hash(text, VARIANT_SEED, False) if text.isascii() else hash_text(text, VARIANT_SEED)
@@ -286,14 +396,33 @@ def _compile_split(split: Split, group: str, served: list[Evaluation], rng: rand
                 return result
         return rows[-1][1]  # unreachable: the last limit is the total
 
-    return pick
+    overrides = tuple(
+        (o.attribute, frozenset(o.values), result)
+        for variant, result in zip(split.variants, served, strict=True)
+        for o in variant.overrides
+    )
+    if not overrides:
+        return pick
+
+    def pick_overridden(ctx: Context) -> Evaluation | None:
+        # Unleash checks every variant's overrides, in order, before hashing.
+        for attr, values, result in overrides:
+            v = ctx.get(attr)
+            t = v.__class__
+            if (t is str and v in values) or (t is int and str(v) in values):
+                return result
+        return pick(ctx)
+
+    return pick_overridden
 
 
 def _string_membership(conditions: list[Condition]) -> tuple[str, frozenset[str]] | None:
-    """(attribute, strings) when `conditions` is one `in`/`eq` test against strings only."""
+    """(attribute, strings) when `conditions` is one plain `in`/`eq` test against strings only."""
     if len(conditions) != 1:
         return None
     (cond,) = conditions
+    if cond.inverted or cond.case_insensitive:
+        return None
     values = cond.value if cond.op == "in" else [cond.value] if cond.op == "eq" else None
     if not isinstance(values, list) or not all(type(v) is str for v in values):
         return None
@@ -302,23 +431,58 @@ def _string_membership(conditions: list[Condition]) -> tuple[str, frozenset[str]
     return cond.attribute, frozenset(str(v) for v in values)
 
 
+def _rollout_gate(rollout: Rollout, flag_key: str, rng: random.Random) -> Predicate | bool:
+    """Whether a context falls in the rollout: a predicate, or True/False when that never depends on it."""
+    percent = rollout.percent
+    read = _sticky_reader(rollout.stickiness, _DEFAULT_ROLLOUT_IDS)
+    randomly = rollout.fallback == "random" or read is None
+    if percent <= 0:
+        return False  # Unleash: `percentage > 0 && …`
+    if percent >= 100:
+        if randomly:
+            return True
+        assert read is not None
+
+        def has_id(ctx: Context) -> bool:  # 100 %: every context that has an id, as Unleash does
+            return read(ctx) is not None
+
+        return has_id
+    prefix = f"{rollout.group_id if rollout.group_id is not None else flag_key}:"
+    if read is None:
+        return lambda ctx: rng.randrange(100) < percent
+
+    def gate(ctx: Context) -> bool:
+        v = read(ctx)
+        if v is None:
+            return randomly and rng.randrange(100) < percent
+        return _bucket_text(prefix + v, ROLLOUT_SEED) % 100 < percent
+
+    return gate
+
+
 def _compile_rule(
     rule: Rule, cond: Predicate | None, flag_key: str, rng: random.Random, miss: Evaluation | None
 ) -> RuleFn:
     """The rule as one function: its result when it matches the context, `miss` otherwise."""
     rollout = rule.rollout
     reason = Reason.SPLIT if rollout is not None else Reason.TARGETING_MATCH
-    split: RuleFn | None = None
+    split: Callable[[Context], Evaluation | None] | None = None
     result: Evaluation | None = None
     if rule.split is not None:
-        served = [Evaluation(v.value, v.name, Reason.SPLIT) for v in rule.split.variants]
+        served = [
+            Evaluation(v.value, v.name, Reason.SPLIT, payload=v.payload.model_dump() if v.payload else None)
+            for v in rule.split.variants
+        ]
         split = _compile_split(rule.split, flag_key, served, rng)
     else:
         result = Evaluation(rule.value, rule.variant, reason)
 
-    if rollout is not None and rollout.percent < 100:
+    gate = True if rollout is None else _rollout_gate(rollout, flag_key, rng)
+    if gate is False:
+        return lambda ctx: miss
+    if rollout is not None and 0 < rollout.percent < 100 and rollout.stickiness not in ("default", "random"):
         percent, stick = rollout.percent, rollout.stickiness
-        prefix = f"{rollout.group_id or flag_key}:"
+        prefix = f"{rollout.group_id if rollout.group_id is not None else flag_key}:"
         randomly = rollout.fallback == "random"
         only = _string_membership(rule.conditions)
         if result is not None and only is not None:
@@ -334,7 +498,7 @@ def _compile_rule(
                 t = v.__class__
                 if t is int:
                     v = str(v)
-                elif t is not str:
+                elif t is not str or not v:
                     return hit if randomly and rng.randrange(100) < percent else miss
                 text = prefix + v
                 h = _mmh3_hash(text, ROLLOUT_SEED, False) if text.isascii() else hash_text(text, ROLLOUT_SEED)
@@ -352,34 +516,15 @@ def _compile_rule(
                 t = v.__class__
                 if t is int:
                     v = str(v)
-                elif t is not str:
+                elif t is not str or not v:
                     return hit if randomly and rng.randrange(100) < percent else miss
                 text = prefix + v
                 h = _mmh3_hash(text, ROLLOUT_SEED, False) if text.isascii() else hash_text(text, ROLLOUT_SEED)
                 return hit if h % 100 < percent else miss
 
             return rollout_value
-
-        def gate(ctx: Context) -> bool:
-            v: Any = ctx.get(stick)
-            t = v.__class__
-            if t is int:
-                v = str(v)
-            elif t is not str:
-                return randomly and rng.randrange(100) < percent
-            text = prefix + v
-            h = _mmh3_hash(text, ROLLOUT_SEED, False) if text.isascii() else hash_text(text, ROLLOUT_SEED)
-            return h % 100 < percent
-
+    if gate is not True:
         cond = _conjunction([cond, gate]) if cond is not None else gate
-    elif rollout is not None and rollout.fallback == "no_match":
-        # 100 %: every context that has the stickiness attribute, as Unleash does.
-        stick_all = rollout.stickiness
-
-        def has_stickiness(ctx: Context) -> bool:
-            return _sticky_value(ctx, stick_all) is not None
-
-        cond = _conjunction([cond, has_stickiness]) if cond is not None else has_stickiness
 
     if split is not None:
         serve = split
@@ -465,31 +610,55 @@ class _EnvironmentCompiler:
             return _Compiled(body, frozenset(), is_boolean, False)
 
         failed = Evaluation(flag.default_value, None, Reason.DEFAULT)
-        checks = [self._prerequisite(p.flag, p.variant) for p in flag.prerequisites]
-        if any(check is None for check in checks):  # a prerequisite that is always off
+        checks = [self._prerequisite(p) for p in flag.prerequisites]
+        if any(check is False for check in checks):  # a prerequisite that never holds
             return _Compiled(lambda ctx: failed, frozenset({id(failed)}), is_boolean, True)
-        check = _conjunction([c for c in checks if c is not None])
-        assert check is not None
+        check = _conjunction([c for c in checks if c is not True])  # type: ignore[misc]
+        if check is None:  # every prerequisite always holds
+            return _Compiled(body, frozenset(), is_boolean, False)
 
         def gated(ctx: Context) -> Evaluation:
             return body(ctx) if check(ctx) else failed
 
         return _Compiled(gated, frozenset({id(failed)}), is_boolean, False)
 
-    def _prerequisite(self, key: str, variant: str | None) -> Predicate | None:
-        """A predicate for "flag `key` is on (or serves `variant`)"; None when it never is."""
-        required = self.compile(key)
+    def _prerequisite(self, pre: Prerequisite) -> Predicate | bool:
+        """A predicate for "the prerequisite holds", or True/False when it always/never does.
+
+        As Unleash's dependencies: one level deep (a required flag that has prerequisites of its own
+        never satisfies one), "on" meaning what isEnabled says, a variant what getVariant names
+        (NO_VARIANT when on without one), and `enabled: false` requiring the flag to be off.
+        """
+        if self.flags[pre.flag].prerequisites:
+            return False
+        required = self.compile(pre.flag)
         if required.always_off:
-            return None
-        fn, off = required.fn, required.off
-        if variant is not None:
+            return not pre.enabled
+        fn, off, is_boolean = required.fn, required.off, required.is_boolean
+        if not pre.enabled:
+            if is_boolean:
+
+                def is_off(ctx: Context) -> bool:
+                    r = fn(ctx)
+                    return r.value is not True or id(r) in off
+
+                return is_off
+
+            def is_disabled(ctx: Context) -> bool:
+                return id(fn(ctx)) in off
+
+            return is_disabled
+        if pre.variants:
+            names = frozenset(pre.variants)
 
             def serves_variant(ctx: Context) -> bool:
                 r = fn(ctx)
-                return r.variant == variant and id(r) not in off
+                if id(r) in off or (is_boolean and r.value is not True):
+                    return False
+                return (r.variant if r.variant is not None else NO_VARIANT) in names
 
             return serves_variant
-        if required.is_boolean:
+        if is_boolean:
 
             def is_on(ctx: Context) -> bool:
                 r = fn(ctx)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from .. import tokens
-from ..errors import InvalidObjectError, NotFoundError, UserError
-from ..flags import FlagBackend, FlagChange, FlagDocuments, FlagSet, FlagStore, LocalBackend, Stored
+from ..errors import NotFoundError, UserError
+from ..flags import FlagBackend, FlagChange, FlagDocuments, FlagStore, LocalBackend, Stored
+from ..flags._conversion import merge_import
+from ..flags._formats import FormatName, flag_format
 from ..state import as_utc
 from ..tokens import Scope
 from ._base import Request, Result
@@ -90,10 +92,15 @@ class DeleteFlag(Request):
 
 
 class ImportFlags(Request):
-    """Write a whole flag set (the export format, or a bare list of flags) in one transaction."""
+    """Write a flag set in one transaction: shipyard's own (the export format, or a bare list of
+    flags), or another format's document (`source`), converted all or nothing."""
 
     kind: Literal["flags-import"] = "flags-import"
     flags: Document | list[Any]
+    source: FormatName = FormatName.shipyard
+    """The document's format; a format of one environment (unleash, flagd) is read into
+    `environment`, and the flags there keep their other environments."""
+    environment: str = "production"
     replace: bool = False
     """Delete the flags and segments the set does not hold."""
     dry_run: bool = False
@@ -195,6 +202,9 @@ class FlagsImported(Result):
     segments: int
     """Segments in the imported set."""
     replace: bool
+    source: FormatName = FormatName.shipyard
+    warnings: list[str] = Field(default_factory=list)
+    """What the source holds that shipyard does not import (nothing an evaluation depends on)."""
     version: int
     """The flag set's version after the import (in a dry run, the version now)."""
     changes: list[ObjectChange] | None = None
@@ -306,25 +316,28 @@ def delete_flag(ws: Workspace, request: DeleteFlag, *, backend: FlagBackend | No
 
 
 def import_flags(ws: Workspace, request: ImportFlags, *, backend: FlagBackend | None = None) -> FlagsImported:
-    try:
-        flagset = FlagSet.from_data(request.flags)
-    except ValidationError as exc:
-        problems = [
-            (".".join(str(p) for p in e["loc"]), str(e["msg"]).removeprefix("Value error, "))
-            for e in exc.errors()
-        ]
-        raise InvalidObjectError("the flag set is not valid", problems) from None
+    imported = flag_format(request.source).read(request.flags, request.environment)
     flags = backend or flag_backend(ws)
-    counts = {"flags": len(flagset.flags), "segments": len(flagset.segments), "replace": request.replace}
-    if request.dry_run:
-        current = flags.snapshot()
+    partial = imported.environments is not None or imported.fields is not None
+    current = flags.snapshot() if request.dry_run or partial else None
+    # A source that describes part of each flag (one environment) is merged into the flags there.
+    flagset = merge_import(current, imported) if current is not None else imported.flagset
+    result = FlagsImported(
+        flags=len(imported.flagset.flags),
+        segments=len(imported.flagset.segments),
+        replace=request.replace,
+        source=request.source,
+        warnings=imported.warnings,
+        version=0,
+    )
+    if current is not None and request.dry_run:
         planned = FlagDocuments.of(current).plan_import(flagset, replace_all=request.replace)
         changes = [
             ObjectChange(action=c.action, target_kind=c.kind, key=c.target, before=c.before, after=c.after)
             for c in planned
         ]
-        return FlagsImported(**counts, version=current.version, changes=changes, dry_run=True)
-    return FlagsImported(**counts, version=flags.import_set(flagset, replace_all=request.replace))
+        return result.model_copy(update={"version": current.version, "changes": changes, "dry_run": True})
+    return result.model_copy(update={"version": flags.import_set(flagset, replace_all=request.replace)})
 
 
 def put_segment(ws: Workspace, request: PutSegment, *, backend: FlagBackend | None = None) -> FlagChanged:

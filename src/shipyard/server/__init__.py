@@ -17,6 +17,7 @@ def app_from_environment() -> FastAPI:
             database_url=os.environ.get("SHIPYARD_SERVE_DATABASE_URL") or None,
             environment=os.environ.get("SHIPYARD_SERVE_ENVIRONMENT", "production"),
             spec=Path(spec) if (spec := os.environ.get("SHIPYARD_SERVE_SPEC")) else None,
+            log_evaluations=os.environ.get("SHIPYARD_SERVE_LOG_EVALUATIONS") == "1",
             kube=KubeConnection(
                 os.environ.get("SHIPYARD_SERVE_KUBECONFIG") or None,
                 os.environ.get("SHIPYARD_SERVE_KUBE_CONTEXT") or None,

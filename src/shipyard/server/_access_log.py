@@ -8,6 +8,12 @@ dashboard's session cookie), the actor behind it (`token:<name>`). Headers and b
 The actor is the one the route's own authentication found (`_auth.record_actor`): the log never
 checks a token itself.
 
+Flag evaluations that succeed (EVALUATION_ROUTES answering 2xx or 304) are not logged unless the
+server is told to (`serve --log-evaluations`): an SDK's traffic is thousands of identical reads a
+second, the access line would cost more than the evaluation itself, and
+`shipyard_http_request_duration_seconds` counts them by route and status anyway. Their failures
+(401, 404, …) are always logged. Unleash's proxy and Edge do not log evaluations either.
+
 Plain ASGI (no task per request, unlike BaseHTTPMiddleware); installed outermost, so that a 413
 from the body limit is logged too.
 """
@@ -28,6 +34,15 @@ MAX_PATH_CHARS = 2048
 MAX_QUERY_CHARS = 256
 _NAME = re.compile(r"[A-Za-z0-9_.\[\]-]{1,64}")
 
+EVALUATION_ROUTES = frozenset({
+    "/feature-flags/{key}/value",
+    "/ofrep/v1/evaluate/flags/{key}",
+    "/ofrep/v1/evaluate/flags",
+    "/api/frontend",
+    "/api/client/features",
+})  # fmt: skip
+"""The routes SDKs poll or call per evaluation (see the module's docstring)."""
+
 
 def query_keys(query: bytes) -> str | None:
     """`a=***&b=***` for the query string `query`: the names of its parameters, never a value; a
@@ -42,6 +57,11 @@ def query_keys(query: bytes) -> str | None:
     return "&".join(shown)[:MAX_QUERY_CHARS]
 
 
+def _route(scope: Scope) -> str | None:
+    """The template of the route that answered (FastAPI's or a fast route's), if any."""
+    return getattr(scope.get("route"), "path", None)
+
+
 def _actor(scope: Scope) -> str | None:
     """`token:<name>` when the route authenticated the request (`_auth.record_actor`), else None."""
     state = scope.get("state")
@@ -52,9 +72,10 @@ def _actor(scope: Scope) -> str | None:
 class AccessLog:
     """Logs every HTTP request once its response has ended (or failed)."""
 
-    def __init__(self, app: ASGIApp, logger: str = LOGGER) -> None:
+    def __init__(self, app: ASGIApp, logger: str = LOGGER, *, log_evaluations: bool = False) -> None:
         self.app = app
         self.log = logging.getLogger(logger)
+        self.log_evaluations = log_evaluations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.log.isEnabledFor(logging.INFO):
@@ -79,6 +100,8 @@ class AccessLog:
             self._write(scope, status or 500, started, None, error=type(exc).__name__)
             raise
         final = status or 500
+        if final < 400 and not self.log_evaluations and _route(scope) in EVALUATION_ROUTES:
+            return
         self._write(scope, final, started, _actor(scope))
 
     def _write(
@@ -98,7 +121,7 @@ class AccessLog:
         query = query_keys(scope.get("query_string", b""))
         if query is not None:
             fields["query"] = query
-        route = getattr(scope.get("route"), "path", None)
+        route = _route(scope)
         if route is not None:
             fields["route"] = route
         if actor is not None:
@@ -109,4 +132,9 @@ class AccessLog:
         by = f" {actor}" if actor is not None else ""
         failed = f" ({error})" if error is not None else ""
         message = f"{method} {where} {status} {duration_ms:.1f}ms {fields['client'] or '-'}{by}{failed}"
-        self.log.info(message, extra={**fields, IN_MESSAGE: True})
+        # `log.info` less its search of the stack for the caller's file and line, which an access
+        # line never shows (a few microseconds of every request).
+        fields[IN_MESSAGE] = True
+        self.log.handle(
+            self.log.makeRecord(self.log.name, logging.INFO, __file__, 0, message, (), None, extra=fields)
+        )

@@ -36,6 +36,7 @@ from . import routes
 from ._access_log import AccessLog
 from ._auth import TokenAuth
 from ._dashboard import mount_dashboard
+from ._fast import FastRoutes
 from ._scheduler import ScheduledJob, Scheduler, scheduled_jobs
 
 PROBLEM = "application/problem+json"
@@ -58,6 +59,11 @@ class ServerConfig:
     the pod's service account, as kubectl finds it)."""
     job_log_dir: Path | None = None
     """Where jobs' output goes (default: `$SHIPYARD_STATE_DIR/jobs`, i.e. `.shipyard/jobs`)."""
+    log_evaluations: bool = False
+    """Log flag evaluations that succeed too (`_access_log.EVALUATION_ROUTES`); failures always are."""
+    fast_routes: bool = True
+    """Answer the evaluation routes below FastAPI (`_fast`); False leaves every request to
+    FastAPI's routes, which answer the same (the tests compare the two)."""
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
@@ -79,7 +85,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        declared = next((v for k, v in scope.get("headers") or () if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await problem(413, "Payload Too Large", f"the body may be at most {self.limit} bytes")(
                 scope, receive, send
@@ -114,6 +120,9 @@ class Measure:
         self.app = app
         self.requests = requests
         self.evaluations = evaluations
+        # The histogram's child per (method, route, status), looked up once: `labels()` checks
+        # and locks on every call. Routes are templates, so the combinations are few.
+        self._children: dict[tuple[str, str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -132,7 +141,13 @@ class Measure:
             await self.app(scope, receive, record_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.requests.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
+            labels = (scope["method"], route, str(status))
+            child = self._children.get(labels)
+            if child is None:
+                if len(self._children) > 10_000:  # any method name may be sent; keep the dict small
+                    self._children.clear()
+                child = self._children[labels] = self.requests.labels(*labels)
+            child.observe(time.perf_counter() - started)
             if route == "/feature-flags/{key}/value" and status == 200:
                 self.evaluations.inc()
 
@@ -258,7 +273,15 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         kube=config.kube,
     )
     mount_dashboard(app)
+    if config.fast_routes:
+        # Innermost: a fast answer is still size-checked, measured and logged like any other.
+        fast_routes = [
+            routes.flags.value_fast_route(live, auth, config.environment),
+            routes.ofrep.evaluate_fast_route(live, auth, config.environment),
+            *routes.unleash.fast_routes(app.state.unleash_api),
+        ]
+        app.add_middleware(FastRoutes, routes=fast_routes)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(Measure, requests=requests, evaluations=evaluations)
-    app.add_middleware(AccessLog)
+    app.add_middleware(AccessLog, log_evaluations=config.log_evaluations)
     return app

@@ -76,6 +76,7 @@ def serve(
         os.environ["SHIPYARD_SERVE_DATABASE_URL"] = config.database_url or ""
         os.environ["SHIPYARD_SERVE_ENVIRONMENT"] = config.environment
         os.environ["SHIPYARD_SERVE_SPEC"] = str(config.spec or "")
+        os.environ["SHIPYARD_SERVE_LOG_EVALUATIONS"] = "1" if config.log_evaluations else ""
         kube = config.kube or KubeConnection()
         os.environ["SHIPYARD_SERVE_KUBECONFIG"] = kube.kubeconfig or ""
         os.environ["SHIPYARD_SERVE_KUBE_CONTEXT"] = kube.context or ""

@@ -12,7 +12,9 @@ Semantics, in evaluation order, for one flag in one environment:
 
 1. the flag has no configuration for the environment, or it is not `enabled`: the flag's
    `default_value`, reason DISABLED;
-2. a prerequisite does not hold: `default_value`, reason DEFAULT;
+2. a prerequisite does not hold: `default_value`, reason DEFAULT. As in Unleash, prerequisites are
+   one level deep: a prerequisite on a flag that has prerequisites of its own never holds (so a
+   cycle of prerequisites is no error: it never holds);
 3. the environment has no rules: its `value` (or `default_value`), reason STATIC;
 4. the first rule whose conditions all hold (and whose rollout, if any, includes the context)
    decides: its `value` (reason TARGETING_MATCH, or SPLIT when a rollout gated it) or a variant
@@ -23,6 +25,7 @@ Semantics, in evaluation order, for one flag in one environment:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,17 +35,20 @@ import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from .flag_values import parse_datetime, parse_number, regex_problem, semver_key
+from .flag_values import parse_datetime, parse_network, parse_number, regex_problem, semver_key
 
 __all__ = [
     "EXPECTED_LIFETIME_DAYS",
+    "NO_VARIANT",
     "OPERATORS",
+    "STRING_OPERATORS",
     "AttributeName",
     "Condition",
     "EnvironmentName",
     "Flag",
     "FlagEnvironment",
     "FlagIssue",
+    "FlagKey",
     "FlagKind",
     "FlagSet",
     "FlagType",
@@ -56,13 +62,38 @@ __all__ = [
     "StaleFlag",
     "Variant",
     "VariantName",
+    "VariantOverride",
+    "VariantPayload",
     "check_references",
+    "new_key_problem",
     "stale_flags",
     "type_problem",
 ]
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?$")]
-"""A flag key, segment name or tag: lowercase letters and digits with `-`, `_`, `.` inside, ≤ 100."""
+"""A segment name or tag, and the key of a flag created new (API, CLI): lowercase letters and digits
+with `-`, `_`, `.` inside, ≤ 100."""
+
+FlagKey = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f-\x9f/]+$")]
+"""A flag's key: Unleash's names too (`Feature.A`, UTF-8), 1–100 characters, no control character or
+`/`. Flags created new through the API or the CLI are held to `Slug`; imported flags keep their names."""
+
+_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?")
+
+
+def new_key_problem(key: object) -> str | None:
+    """Why `key` cannot be the key of a flag created new (API, CLI), or None: those keys are slugs.
+
+    A flag's key may be any FlagKey (an imported Unleash name keeps its spelling); a new one is
+    lowercase letters and digits with `-`, `_`, `.` inside, at most 100 characters.
+    """
+    if isinstance(key, str) and _SLUG.fullmatch(key):
+        return None
+    return (
+        f"{key!r} is not a key for a new flag: use lowercase letters and digits, with '-', '_' or '.' "
+        "inside, at most 100 characters (e.g. new-checkout)"
+    )
+
 
 EnvironmentName = Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")]
 AttributeName = Annotated[str, Field(pattern=r"^[A-Za-z_$][A-Za-z0-9_.$-]{0,99}$")]
@@ -77,8 +108,15 @@ Operator = Literal[
     "semver_lt", "semver_eq", "semver_gt",
     "before", "after",
     "segment",
+    "in_cidr", "num_eq", "semver_gte", "semver_lte",
 ]  # fmt: skip
 OPERATORS: tuple[str, ...] = get_args(Operator)
+STRING_OPERATORS = frozenset({"in", "not_in", "eq", "neq", "contains", "starts_with", "ends_with", "matches"})
+"""The operators that honour `case_insensitive`."""
+
+NO_VARIANT = "disabled"
+"""The variant name a flag reports when it is on without a variant (Unleash's); prerequisites may
+require it (`variants: [disabled]`: the flag is on and serves no named variant)."""
 
 EXPECTED_LIFETIME_DAYS: dict[str, int | None] = {
     "release": 40,
@@ -124,13 +162,18 @@ def type_problem(flag_type: FlagType, value: object) -> str | None:
 class Condition(_Model):
     """One test of the context: `attribute op value`, or `op: segment` with a segment name as value.
 
-    A missing attribute, or a context value of the wrong type, makes every condition false
-    (`not_in` and `neq` included).
+    A missing attribute, or a context value of the wrong type, makes a condition false, except for
+    `not_in` and `neq`, which are exactly "not in" and "not eq" (Unleash's NOT_IN): true then.
+    Numeric strings are read as JavaScript's `Number()` reads them (`" 12 "`, `"1e3"`, and `""` as 0),
+    as Unleash's SDKs do. `case_insensitive` compares strings lowercased (STRING_OPERATORS only);
+    `inverted` negates the whole condition, after every other rule (Unleash's `inverted`).
     """
 
     attribute: AttributeName | None = None
     op: Operator
     value: JsonValue
+    case_insensitive: Annotated[bool, Field(strict=True)] = False
+    inverted: Annotated[bool, Field(strict=True)] = False
 
     @model_validator(mode="after")
     def _check_operand(self) -> Condition:
@@ -143,6 +186,8 @@ class Condition(_Model):
             return self
         if self.attribute is None:
             raise ValueError(f"the {op!r} operator needs an attribute")
+        if self.case_insensitive and op not in STRING_OPERATORS:
+            raise ValueError(f"'case_insensitive' applies to string operators, not to {op!r}")
         if op in ("in", "not_in"):
             if type(value) is not list or not all(_is_scalar(v) for v in value):
                 raise ValueError(f"{op!r} takes a list of strings, numbers or booleans")
@@ -160,9 +205,17 @@ class Condition(_Model):
             problem = regex_problem(value)
             if problem:
                 raise ValueError(f"unsafe or invalid pattern {value!r}: {problem}")
-        elif op in ("lt", "lte", "gt", "gte"):
+        elif op in ("lt", "lte", "gt", "gte", "num_eq"):
             if type(value) is bool or parse_number(value) is None:
                 raise ValueError(f"{op!r} takes a number")
+        elif op == "in_cidr":
+            if type(value) is not list or not all(type(v) is str for v in value):
+                raise ValueError(
+                    "'in_cidr' takes a list of IP addresses or CIDR blocks (10.0.0.0/8, 2001:db8::/32)"
+                )
+            bad = [v for v in value if parse_network(v) is None]
+            if bad:
+                raise ValueError(f"'in_cidr': {', '.join(map(repr, bad))} is not an IP address or CIDR block")
         elif op.startswith("semver_"):
             if semver_key(value) is None:
                 raise ValueError(f"{op!r} takes a semantic version such as 1.4.0 or 2.0.0-rc.1")
@@ -177,11 +230,13 @@ class Condition(_Model):
 
 class _Sticky(_Model):
     stickiness: AttributeName = "userId"
-    """The context attribute whose value decides the bucket; a string or an integer."""
-    group_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """The context attribute whose value decides the bucket (a non-empty string or an integer), or one
+    of two reserved names, Unleash's: `default` (`userId`, else `sessionId`, and for a split else
+    `remoteAddress`) and `random` (a random bucket every time)."""
+    group_id: Annotated[str, Field(max_length=200)] | None = None
     """Hash group; defaults to the flag key (so a flag's buckets are independent of other flags')."""
     fallback: Literal["no_match", "random"] = "no_match"
-    """When the stickiness attribute is missing: the rule does not match, or a random bucket."""
+    """When the stickiness attribute is missing (or empty): the rule does not match, or a random bucket."""
 
 
 class Rollout(_Sticky):
@@ -190,10 +245,27 @@ class Rollout(_Sticky):
     percent: Annotated[int, Field(ge=0, le=100, strict=True)]
 
 
+class VariantPayload(_Model):
+    """Unleash's variant payload, reported with the variant: a typed string."""
+
+    type: Literal["string", "json", "csv", "number"]
+    value: str
+
+
+class VariantOverride(_Model):
+    """Serve the variant, without hashing, to contexts whose `attribute` is one of `values`."""
+
+    attribute: AttributeName
+    values: list[str]
+
+
 class Variant(_Model):
     name: VariantName
     value: JsonValue
     weight: Annotated[int, Field(ge=0, le=1_000_000, strict=True)]
+    payload: VariantPayload | None = None
+    overrides: list[VariantOverride] = []
+    """Checked before hashing, variant by variant in order: the first match is served (Unleash's)."""
 
 
 class Split(_Sticky):
@@ -247,14 +319,32 @@ class FlagEnvironment(_Model):
 
 
 class Prerequisite(_Model):
-    """The flag is evaluated only when `flag` is on (or serves `variant`) for the same context."""
+    """The flag is evaluated only when `flag` is on (and serves one of `variants`, if any) for the same
+    context, or, with `enabled: false`, only when `flag` is off.
 
-    flag: Slug
-    variant: VariantName | None = None
+    One level deep, as Unleash's dependencies: a prerequisite on a flag that has prerequisites never
+    holds. `variants` may name NO_VARIANT ("disabled"): on without a named variant. The older
+    `variant: x` is read as `variants: [x]`.
+    """
+
+    flag: FlagKey
+    variants: list[VariantName] = []
+    enabled: Annotated[bool, Field(strict=True)] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_variant(cls, data: object) -> object:
+        if isinstance(data, dict) and "variant" in data:
+            data = dict(data)
+            single = data.pop("variant")
+            if "variants" in data:
+                raise ValueError("give 'variants' (a list) or the older 'variant', not both")
+            data["variants"] = [] if single is None else [single]
+        return data
 
 
 class Flag(_Model):
-    key: Slug
+    key: FlagKey
     description: Annotated[str, Field(max_length=2000)] = ""
     type: FlagType = "boolean"
     default_value: JsonValue
@@ -359,7 +449,7 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 
 def check_references(flags: Iterable[Flag], segments: Iterable[Segment]) -> list[FlagIssue]:
-    """Every unknown segment, unknown prerequisite or variant, and cycle among flags and segments."""
+    """Every unknown segment, unknown prerequisite or variant, and cycle among segments."""
     flags, segments = list(flags), list(segments)
     issues: list[FlagIssue] = []
     by_key = {f.key: f for f in flags}
@@ -398,20 +488,18 @@ def check_references(flags: Iterable[Flag], segments: Iterable[Segment]) -> list
                 issues.append(FlagIssue(
                     path, f"flag {flag.key!r} requires unknown flag {pre.flag!r}", flag=flag.key
                 ))  # fmt: skip
-            elif pre.variant is not None and pre.variant not in target.variant_names():
-                issues.append(FlagIssue(
-                    path,
-                    f"flag {flag.key!r} requires variant {pre.variant!r} of flag {pre.flag!r}, "
-                    f"which never serves it",
-                    flag=flag.key,
-                ))  # fmt: skip
-    pre_graph = {f.key: [p.flag for p in f.prerequisites] for f in flags}
-    if cycle := _find_cycle(pre_graph):
-        issues.append(FlagIssue(
-            f"flags[{[f.key for f in flags].index(cycle[0])}].prerequisites",
-            "flags require each other in a cycle: " + " → ".join(cycle),
-            flag=cycle[0],
-        ))  # fmt: skip
+                continue
+            served = target.variant_names() | {NO_VARIANT}
+            for variant in pre.variants:
+                if variant not in served:
+                    issues.append(FlagIssue(
+                        path,
+                        f"flag {flag.key!r} requires variant {variant!r} of flag {pre.flag!r}, "
+                        f"which never serves it",
+                        flag=flag.key,
+                    ))  # fmt: skip
+    # Prerequisites are one level deep (a prerequisite on a flag with prerequisites never holds), so
+    # a cycle among them is no error: unlike segments, nothing follows it.
     return issues
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from shipyard.flags import Evaluator, FlagSet, compile_flagset
-from support.browser import chromium_page
+from support.browser import bundle_page, chromium_page
 from support.flag_server import FlagServer, StateTemplate, running_flag_server
 from support.servers import free_port
 
@@ -155,35 +155,12 @@ def static_site(directory: Path) -> Iterator[str]:
         server.server_close()
 
 
-def bundle(directory: Path) -> None:
-    """The page's script: the web SDK, the provider and tests/node/ofrep-web.js, by esbuild."""
-    directory.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            str(NODE_DIR / "node_modules" / ".bin" / "esbuild"),
-            str(NODE_DIR / "ofrep-web.js"),
-            "--bundle",
-            "--format=iife",
-            "--platform=browser",
-            f"--outfile={directory / 'flags.js'}",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=TIMEOUT_S,
-    )
-    (directory / "index.html").write_text(
-        '<!doctype html><html><head><meta charset="utf-8"><title>flags</title>'
-        '<link rel="icon" href="data:,">'  # no favicon request (its 404 would be a console error)
-        '<script src="flags.js"></script></head><body><main id="app">flags</main></body></html>'
-    )
-
-
 def test_browser_web_sdk_gives_shipyards_answers_and_sees_a_change(
     flag_server: FlagServer, tmp_path: Path
 ) -> None:
     evaluator = load_flags(flag_server)
     site = tmp_path / "site"
-    bundle(site)
+    bundle_page(NODE_DIR / "ofrep-web.js", site)
     poll_ms = 300
     with static_site(site) as origin, chromium_page(tmp_path, "ofrep-web") as browser:
         page = browser.page

@@ -189,7 +189,9 @@ def test_prerequisite_on_a_non_boolean_flag_requires_it_enabled() -> None:
     assert prerequisite_set({"enabled": False}, "string").evaluate("child", {}, ENV).value is False
 
 
-def test_prerequisites_chain() -> None:
+def test_prerequisites_are_one_level_deep() -> None:
+    # Unleash does not follow transitive dependencies: a prerequisite on a flag that has prerequisites
+    # of its own never holds (the issue calls honouring the chain a defect), whatever a and b answer.
     ev = compiled([
         {"key": "a", "default_value": False, "environments": {ENV: {"enabled": True, "rules": [
             {"conditions": [ADMIN], "value": True}]}}},
@@ -197,31 +199,124 @@ def test_prerequisites_chain() -> None:
          "environments": {ENV: {"enabled": True, "value": True}}},
         {"key": "c", "default_value": True, "prerequisites": [{"flag": "b"}],
          "environments": {ENV: {"enabled": True, "value": False}}},
+        {"key": "d", "default_value": False, "prerequisites": [{"flag": "b", "enabled": False}],
+         "environments": {ENV: {"enabled": True, "value": True}}},
     ])  # fmt: skip
-    assert [ev.evaluate(k, {"role": "ADMIN"}, ENV).value for k in "abc"] == [True, True, False]
-    assert [ev.evaluate(k, {"role": "USER"}, ENV).value for k in "abc"] == [False, False, True]
+    assert [ev.evaluate(k, {"role": "ADMIN"}, ENV).value for k in "abcd"] == [True, True, True, False]
+    assert [ev.evaluate(k, {"role": "USER"}, ENV).value for k in "abcd"] == [False, False, True, False]
     # c's failed prerequisite serves c's default (True), reason DEFAULT
-    assert ev.evaluate("c", {"role": "USER"}, ENV).reason == Reason.DEFAULT
+    assert ev.evaluate("c", {"role": "ADMIN"}, ENV) == Evaluation(True, None, Reason.DEFAULT)
 
 
-def test_a_failed_prerequisite_counts_as_off_even_when_the_default_is_true() -> None:
-    def chain(a_env: dict[str, Any]) -> Any:
-        return compiled([
-            {"key": "a", "default_value": False, "environments": {ENV: a_env}},
-            {"key": "b", "default_value": True, "prerequisites": [{"flag": "a"}],
-             "environments": {ENV: {"enabled": True, "value": True}}},
-            {"key": "c", "default_value": False, "prerequisites": [{"flag": "b"}],
-             "environments": {ENV: {"enabled": True, "value": True}}},
-        ])  # fmt: skip
+def test_a_prerequisite_cycle_never_holds() -> None:
+    ev = compiled([
+        {"key": "a", "default_value": False, "prerequisites": [{"flag": "b"}],
+         "environments": {ENV: {"enabled": True, "value": True}}},
+        {"key": "b", "default_value": False, "prerequisites": [{"flag": "a"}],
+         "environments": {ENV: {"enabled": True, "value": True}}},
+        {"key": "self", "default_value": False, "prerequisites": [{"flag": "self"}],
+         "environments": {ENV: {"enabled": True, "value": True}}},
+    ])  # fmt: skip
+    for key in ("a", "b", "self"):
+        assert ev.evaluate(key, {}, ENV) == Evaluation(False, None, Reason.DEFAULT)
 
-    ev = chain({"enabled": False})  # decided at compile time
-    assert ev.evaluate("b", {}, ENV) == Evaluation(True, None, Reason.DEFAULT)
-    assert ev.evaluate("c", {}, ENV) == Evaluation(False, None, Reason.DEFAULT)
-    ev = chain({"enabled": True, "rules": [{"conditions": [ADMIN], "value": True}]})  # decided per context
-    assert ev.evaluate("b", {"role": "USER"}, ENV) == Evaluation(True, None, Reason.DEFAULT)
-    assert ev.evaluate("c", {"role": "USER"}, ENV) == Evaluation(False, None, Reason.DEFAULT)
-    assert ev.evaluate("b", {"role": "ADMIN"}, ENV) == Evaluation(True, None, Reason.STATIC)
-    assert ev.evaluate("c", {"role": "ADMIN"}, ENV) == Evaluation(True, None, Reason.STATIC)
+
+@pytest.mark.parametrize(
+    ("parent_env", "holds_when_admin", "holds_when_user"),
+    [
+        ({"enabled": False, "value": True}, True, True),  # decided at compile time
+        ({"enabled": True, "value": True}, False, False),
+        ({"enabled": True, "rules": [{"conditions": [ADMIN], "value": True}]}, False, True),
+    ],
+)
+def test_a_prerequisite_may_require_its_flag_off(
+    parent_env: dict[str, Any], holds_when_admin: bool, holds_when_user: bool
+) -> None:
+    ev = prerequisite_set(parent_env, enabled=False)
+    assert ev.evaluate("child", {"role": "ADMIN"}, ENV).value is holds_when_admin
+    assert ev.evaluate("child", {"role": "USER"}, ENV).value is holds_when_user
+
+
+def test_a_prerequisite_on_variants_takes_any_of_them_and_disabled_means_on_without_one() -> None:
+    split = {
+        "variants": [
+            {"name": "red", "value": True, "weight": 1},
+            {"name": "blue", "value": True, "weight": 1},
+        ]
+    }
+    parent = {"enabled": True, "rules": [{"conditions": [ADMIN], "split": split}, {"value": True}]}
+    for variants, admin_red, admin_blue, user in [
+        (["red"], True, False, False),
+        (["red", "blue"], True, True, False),
+        (["disabled"], False, False, True),  # Unleash's name for on without a variant
+        ([], True, True, True),
+    ]:
+        ev = prerequisite_set(parent, variants=variants)
+        for i in range(60):
+            ctx = {"role": "ADMIN", "userId": str(i)}
+            red = ev.evaluate("parent", ctx, ENV).variant == "red"
+            assert ev.evaluate("child", ctx, ENV).value is (admin_red if red else admin_blue)
+        assert ev.evaluate("child", {"role": "USER"}, ENV).value is user
+
+
+def test_a_prerequisite_on_a_variant_of_a_flag_serving_false_does_not_hold() -> None:
+    # Unleash's getVariant reports feature_enabled false then: the variant does not count.
+    split = {"variants": [{"name": "red", "value": False, "weight": 1}]}
+    ev = prerequisite_set({"enabled": True, "rules": [{"split": split}]}, variants=["red"])
+    assert ev.evaluate("child", {"userId": "1"}, ENV).value is False
+
+
+_PARENT_ENVS = st.sampled_from([
+    {"enabled": False, "value": True},
+    {"enabled": True, "value": True},
+    {"enabled": True, "value": False},
+    {"enabled": True, "rules": [{"conditions": [ADMIN], "value": True}]},
+    {"enabled": True, "rules": [{"conditions": [ADMIN], "split": {"variants": [
+        {"name": "red", "value": True, "weight": 1}, {"name": "blue", "value": True, "weight": 1}]}},
+        {"value": True, "variant": "plain"}]},
+])  # fmt: skip
+
+
+@given(
+    _PARENT_ENVS,
+    st.booleans(),
+    st.lists(st.sampled_from(["red", "blue", "plain", "disabled"]), max_size=3, unique=True),
+    st.booleans(),
+    st.sampled_from(["ADMIN", "USER"]),
+    st.integers(0, 50),
+)
+def test_a_prerequisite_holds_exactly_as_unleash_judges_a_dependency(
+    parent_env: dict[str, Any], enabled: bool, variants: list[str], grandparent: bool, role: str, user: int
+) -> None:
+    # The reference, Unleash's isParentDependencySatisfied: a parent with dependencies never satisfies;
+    # `enabled: false` wants the parent off; otherwise on, and serving one of `variants` if any.
+    served = {
+        "disabled",
+        *(v["name"] for r in parent_env.get("rules", []) for v in r.get("split", {}).get("variants", [])),
+    }
+    served |= {r["variant"] for r in parent_env.get("rules", []) if "variant" in r}
+    variants = [v for v in variants if v in served]  # a variant the parent never serves is refused
+    pre: dict[str, Any] = {"flag": "parent", "enabled": enabled}
+    if enabled and variants:
+        pre["variants"] = variants
+    ev = compiled([
+        {"key": "root", "default_value": False, "environments": {ENV: {"enabled": True, "value": True}}},
+        {"key": "parent", "default_value": False, "environments": {ENV: parent_env},
+         "prerequisites": [{"flag": "root"}] if grandparent else []},
+        {"key": "child", "default_value": False, "prerequisites": [pre],
+         "environments": {ENV: {"enabled": True, "value": True}}},
+    ])  # fmt: skip
+    ctx = {"role": role, "userId": str(user)}
+    parent = ev.evaluate("parent", ctx, ENV)
+    on = parent.value is True and parent.reason not in (Reason.DISABLED, Reason.ERROR)
+    name = parent.variant or "disabled"
+    if grandparent:
+        expected = False
+    elif not enabled:
+        expected = not on
+    else:
+        expected = on and (not variants or name in variants)
+    assert ev.evaluate("child", ctx, ENV).value is expected
 
 
 # --- bulk, environment-bound, consistency ---------------------------------------------------------

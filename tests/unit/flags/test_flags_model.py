@@ -13,6 +13,7 @@ from shipyard.flags import (
     Flag,
     FlagSet,
     check_references,
+    compile_flagset,
     regex_problem,
     stale_flags,
 )
@@ -40,12 +41,20 @@ def errors_of(data: Any) -> str:
 # --- single flags ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["new-checkout", "a", "payments.v2", "x_1", "0day"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "new-checkout", "a", "payments.v2", "x_1", "0day",
+        # Unleash's names (imported flags keep them; flags created new are held to a slug by the
+        # API and the CLI): capitals, edges, spaces, UTF-8
+        "New", "-a", "a-", "a b", "é", "Feature.A", "Feature.UTF-8.😊_φriend_你好_🌍", "x" * 100,
+    ],
+)  # fmt: skip
 def test_valid_keys(key: str) -> None:
     assert Flag.model_validate(flag(key)).key == key
 
 
-@pytest.mark.parametrize("key", ["", "New", "-a", "a-", "a b", "a/b", "é", "x" * 101])
+@pytest.mark.parametrize("key", ["", "a/b", "x" * 101, "a\x00b", "tab\there", "new\nline", "\x7f", "\x85"])
 def test_invalid_keys(key: str) -> None:
     with pytest.raises(ValidationError):
         Flag.model_validate(flag(key))
@@ -139,6 +148,13 @@ def test_rollout_percent_is_an_integer_from_0_to_100(percent: Any) -> None:
         {"attribute": "currentTime", "op": "after", "value": "2025-01-31T12:00:00+01:00"},
         {"attribute": "currentTime", "op": "before", "value": "2025-01-31T12:00:00Z"},
         {"op": "segment", "value": "beta"},
+        {"attribute": "remoteAddress", "op": "in_cidr", "value": ["10.0.0.0/8", "2001:db8::1"]},
+        {"attribute": "age", "op": "num_eq", "value": 12.5},
+        {"attribute": "v", "op": "semver_gte", "value": "1.2.2"},
+        {"attribute": "email", "op": "ends_with", "value": "@A.io", "case_insensitive": True},
+        {"attribute": "role", "op": "in", "value": ["x"], "inverted": True},
+        {"op": "segment", "value": "beta", "inverted": True},
+        {"attribute": "id", "op": "matches", "value": "^(?i)abc$", "caseInsensitive": True},
     ],
 )
 def test_valid_conditions(cond: dict[str, Any]) -> None:
@@ -163,6 +179,11 @@ def test_valid_conditions(cond: dict[str, Any]) -> None:
         ({"attribute": "t", "op": "before", "value": "yesterday"}, "ISO-8601"),
         ({"attribute": "t", "op": "before", "value": "2025-01-31T12:00:00"}, "time zone"),
         ({"attribute": "bad name", "op": "eq", "value": 1}, "pattern"),
+        ({"attribute": "ip", "op": "in_cidr", "value": ["10.0.0.0/8", "10.invalid"]}, "'10.invalid' is not"),
+        ({"attribute": "ip", "op": "in_cidr", "value": "10.0.0.0/8"}, "list of IP addresses"),
+        ({"attribute": "age", "op": "num_eq", "value": "twelve"}, "number"),
+        ({"attribute": "age", "op": "lt", "value": 3, "case_insensitive": True}, "string operators"),
+        ({"attribute": "a", "op": "in", "value": [], "inverted": "yes"}, "bool"),
     ],
 )
 def test_invalid_conditions(cond: dict[str, Any], message: str) -> None:
@@ -182,6 +203,16 @@ def test_invalid_conditions(cond: dict[str, Any], message: str) -> None:
         r"(.*a){12}",
         r"(a)\1",
         r"(?P<x>a)(?P=x)",
+        # what RE2 (Unleash's engine) and Python's re would read differently, or one of them not at all
+        r"^[[:alpha:]]+$",
+        r"^(?=a)b$",
+        r"(?<!a)b",
+        r"a*+",
+        r"\pL",
+        r"(?U)a+",
+        r"(?x)a b",
+        r"\Z",
+        r"[\W]",
     ],
 )
 def test_catastrophic_patterns_are_rejected_at_validation(pattern: str) -> None:
@@ -200,6 +231,31 @@ def test_ordinary_patterns_are_accepted(pattern: str) -> None:
 def test_patterns_that_do_not_compile_or_are_too_long_are_rejected() -> None:
     assert "compile" in (regex_problem("(unclosed") or "")
     assert "longer" in (regex_problem("a" * 501) or "")
+
+
+def test_a_posix_class_is_refused_with_its_range() -> None:
+    assert "write the range, e.g. A-Za-z" in (regex_problem("^[[:alpha:]]+$") or "")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "expected"),
+    [
+        (r"^abc$", "abc\n", False),  # RE2's $ is the end of the text; Python's also matches before \n
+        (r"(?m)^foo$", "x\nfoo\ny", True),
+        (r"^(?i)abc$", "AbC", True),  # RE2 takes flags anywhere; Python only at the start
+        (r"a(?i)b|c", "C", True),  # the flag lasts to the group's end, across |
+        (r"^(?s)a.b$", "a\nb", True),
+        (r"^\d+$", "١٢", False),  # \d, \w, \s and \b are ASCII in RE2
+        (r"^\w+$", "é", False),
+        (r"\bcat\b", "écat", True),
+        (r"^\s$", "\v", False),
+        (r"^x{,3}$", "x{,3}", True),  # not a repeat in RE2
+    ],
+)
+def test_patterns_mean_what_they_mean_in_re2(pattern: str, text: str, expected: bool) -> None:
+    cond = {"attribute": "a", "op": "matches", "value": pattern}
+    ev = compile_flagset(one_flag([{"conditions": [cond], "value": True}]))
+    assert ev.is_enabled("f", {"a": text}, "production") is expected
 
 
 # --- the flag set: references, cycles, forms ----------------------------------------------------
@@ -228,14 +284,16 @@ def test_check_references_reports_structured_issues() -> None:
     assert (issue.flag, issue.environment, issue.rule) == ("a", "production", 0)
 
 
-def test_prerequisite_cycles_are_rejected() -> None:
+def test_prerequisite_cycles_are_accepted_they_never_hold() -> None:
+    # Prerequisites are one level deep, as Unleash's dependencies: a prerequisite on a flag that has
+    # prerequisites never holds, so a cycle is no error (the evaluator tests show it never holds).
     data = [
         flag("a", prerequisites=[{"flag": "b"}]),
         flag("b", prerequisites=[{"flag": "c"}]),
         flag("c", prerequisites=[{"flag": "a"}]),
     ]
-    assert "flags require each other in a cycle: a → b → c → a" in errors_of(data)
-    assert "cycle: a → a" in errors_of([flag("a", prerequisites=[{"flag": "a"}])])
+    assert [f.key for f in FlagSet.from_data(data).flags] == ["a", "b", "c"]
+    assert FlagSet.from_data([flag("a", prerequisites=[{"flag": "a"}])]).flags[0].prerequisites[0].flag == "a"
 
 
 def test_an_acyclic_prerequisite_graph_is_accepted() -> None:
@@ -259,7 +317,43 @@ def test_unknown_prerequisites_and_variants_are_rejected() -> None:
         flag("a", environments=env({"split": split})),
         flag("b", prerequisites=[{"flag": "a", "variant": "red"}]),
     ]
-    assert FlagSet.from_data(ok).flags[1].prerequisites[0].variant == "red"
+    assert FlagSet.from_data(ok).flags[1].prerequisites[0].variants == ["red"]
+    # "disabled" is Unleash's name for on without a variant: any flag can serve it
+    disabled = [flag("a"), flag("b", prerequisites=[{"flag": "a", "variants": ["disabled"]}])]
+    assert FlagSet.from_data(disabled).flags[1].prerequisites[0].variants == ["disabled"]
+
+
+def test_a_prerequisite_reads_the_older_single_variant() -> None:
+    split = {"variants": [{"name": "red", "value": True, "weight": 1}]}
+    both = [flag("a", environments=env({"split": split}))]
+    pre = FlagSet.from_data([*both, flag("b", prerequisites=[{"flag": "a", "variant": "red"}])])
+    assert pre.flags[1].prerequisites[0].variants == ["red"]
+    assert pre.to_data()["flags"][1]["prerequisites"] == [{"flag": "a", "variants": ["red"]}]
+    [none] = (
+        FlagSet.from_data([flag("b", prerequisites=[{"flag": "b", "variant": None}])]).flags[0].prerequisites
+    )
+    assert none.variants == []
+    with pytest.raises(ValidationError, match="not both"):
+        FlagSet.from_data([*both, flag("b", prerequisites=[{"flag": "a", "variant": "red", "variants": []}])])
+
+
+def test_variants_carry_payloads_and_overrides() -> None:
+    variant = {
+        "name": "red", "value": True, "weight": 1, "payload": {"type": "json", "value": '{"a": 1}'},
+        "overrides": [{"attribute": "userId", "values": ["1", "2"]}],
+    }  # fmt: skip
+    data = [flag("a", environments=env({"split": {"variants": [variant]}}))]
+    assert FlagSet.from_data(data).to_data()["flags"][0]["environments"]["production"]["rules"][0]["split"][
+        "variants"
+    ] == [variant]
+    with pytest.raises(ValidationError, match="payload"):
+        FlagSet.from_data([flag("a", environments=env({"split": {"variants": [
+            {**variant, "payload": {"type": "xml", "value": "<a/>"}}]}}))])  # fmt: skip
+
+
+def test_defaults_stay_out_of_the_dict_form() -> None:
+    data = {"flags": [flag("a", environments=env(rule({"attribute": "x", "op": "in", "value": ["1"]})))]}
+    assert FlagSet.from_data(data).to_data() == data
 
 
 def test_segments_referencing_unknown_or_cyclic_segments_are_rejected() -> None:

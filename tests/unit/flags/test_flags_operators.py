@@ -1,7 +1,9 @@
-"""Every condition operator: semantics, missing attributes, wrong types, semver and date-time edges."""
+"""Every condition operator: semantics, missing attributes, wrong types, semver and date-time edges,
+IN_CIDR, case-insensitive and inverted conditions (as Unleash's SDKs evaluate them)."""
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -37,6 +39,8 @@ CASES: list[tuple[str, Any, Any, bool]] = [
     ("not_in", ["USER"], "USER", False),
     ("not_in", [1], 2, True),
     ("not_in", [1], True, True),
+    ("not_in", ["x"], None, True),  # not_in is "not in": a missing value is not in (Unleash's NOT_IN)
+    ("not_in", ["x"], ["x"], True),
     # eq / neq
     ("eq", "pro", "pro", True),
     ("eq", "pro", "Pro", False),
@@ -47,6 +51,7 @@ CASES: list[tuple[str, Any, Any, bool]] = [
     ("neq", "pro", "free", True),
     ("neq", "pro", "pro", False),
     ("neq", 3, 4, True),
+    ("neq", 3, "3", True),
     # strings
     ("contains", "@corp", "ann@corp.io", True),
     ("contains", "@corp", "ann@other.io", False),
@@ -72,6 +77,19 @@ CASES: list[tuple[str, Any, Any, bool]] = [
     ("gt", 0, "ten", False),
     ("gt", 0, 10**400, True),
     ("lt", 0, float("-inf"), True),
+    # numeric strings as JavaScript's Number() reads them (Unleash's SDKs): trimmed, hex, "" is 0
+    ("gt", 10, " 12 ", True),
+    ("gt", 10, "0x10", True),
+    ("lt", 1, "", True),
+    ("gt", 10, "1_000", False),
+    ("gt", 10, "Infinity", True),
+    ("gt", 0, "١٢", False),
+    ("gt", 0, True, False),
+    ("num_eq", 12, "12.0", True),
+    ("num_eq", 12, 12.0, True),
+    ("num_eq", 12.5, "12.5", True),
+    ("num_eq", 12, "13", False),
+    ("num_eq", 12, "twelve", False),
     # semver: precedence per SemVer 2.0
     ("semver_lt", "2.0.0", "1.9.9", True),
     ("semver_lt", "2.0.0", "2.0.0-rc.1", True),
@@ -87,6 +105,24 @@ CASES: list[tuple[str, Any, Any, bool]] = [
     ("semver_eq", "1.2.3", "v1.2.3", False),
     ("semver_eq", "1.2.3", "1.2", False),
     ("semver_gt", "1.0.0", 2, False),
+    ("semver_gte", "1.2.2", "1.2.2", True),
+    ("semver_gte", "1.2.2", "1.2.1", False),
+    ("semver_gte", "2.0.0-alpha.1", "2.0.0-beta.1", True),
+    ("semver_lte", "1.2.2", "1.2.2+build", True),
+    ("semver_lte", "1.2.2", "1.2.3", False),
+    ("semver_eq", "1.2.2", " 1.2.2 ", True),  # node-semver trims
+    # IPv4/IPv6 addresses and CIDR blocks
+    ("in_cidr", ["127.0.0.1"], "127.0.0.1", True),
+    ("in_cidr", ["127.0.0.1"], "127.0.0.2", False),
+    ("in_cidr", ["160.33.0.0/16"], "160.33.0.33", True),
+    ("in_cidr", ["160.33.0.0/16"], "160.34.0.1", False),
+    ("in_cidr", ["10.0.0.7/8"], "10.200.1.1", True),
+    ("in_cidr", ["2001:db8::/32"], "2001:db8:0:1::42", True),
+    ("in_cidr", ["2001:db8::/32"], "2001:db9::1", False),
+    ("in_cidr", ["2001:db8::/32", "10.0.0.0/8"], "10.1.2.3", True),
+    ("in_cidr", ["0.0.0.0/0"], "::1", False),
+    ("in_cidr", ["0.0.0.0/0"], "not an ip", False),
+    ("in_cidr", [], "10.1.2.3", False),
     # date-times, with time zones; a naive context value is UTC
     ("before", "2025-01-01T00:00:00Z", "2025-01-01T01:00:00+02:00", True),
     ("before", "2025-01-01T00:00:00Z", "2025-01-01T00:00:00+00:00", False),
@@ -113,16 +149,68 @@ def test_operator_semantics(op: str, value: Any, context_value: Any, expected: b
 
 OPERAND = {
     "in": ["x", 1], "not_in": ["x", 1], "eq": "x", "neq": "x", "contains": "x", "starts_with": "x",
-    "ends_with": "x", "matches": "x", "lt": 1, "lte": 1, "gt": 1, "gte": 1, "semver_lt": "1.0.0",
-    "semver_eq": "1.0.0", "semver_gt": "1.0.0",
-    "before": "2025-01-01T00:00:00Z", "after": "2025-01-01T00:00:00Z",
+    "ends_with": "x", "matches": "x", "lt": 1, "lte": 1, "gt": 1, "gte": 1, "num_eq": 1,
+    "semver_lt": "1.0.0", "semver_eq": "1.0.0", "semver_gt": "1.0.0", "semver_lte": "1.0.0",
+    "semver_gte": "1.0.0", "before": "2025-01-01T00:00:00Z", "after": "2025-01-01T00:00:00Z",
+    "in_cidr": ["0.0.0.0/0", "::/0"],
 }  # fmt: skip
+NEGATIVE = {"not_in", "neq"}  # exactly "not in" / "not eq": true when the value is missing (Unleash's NOT_IN)
 
 
 @pytest.mark.parametrize("op", [op for op in OPERATORS if op != "segment"])
 @pytest.mark.parametrize("context_value", [MISSING, None, [], {}, ["x"], {"x": 1}])
-def test_missing_attribute_or_wrong_type_is_false_for_every_operator(op: str, context_value: Any) -> None:
-    assert holds(op, OPERAND[op], context_value) is False
+def test_missing_attribute_or_wrong_type_is_false_except_for_the_negations(
+    op: str, context_value: Any
+) -> None:
+    assert holds(op, OPERAND[op], context_value) is (op in NEGATIVE)
+
+
+@pytest.mark.parametrize("op", [op for op in OPERATORS if op != "segment"])
+@pytest.mark.parametrize("context_value", [MISSING, "x", "1.0.0", 1, "2030-01-01T00:00:00Z", "10.0.0.1"])
+def test_inverted_is_exactly_not(op: str, context_value: Any) -> None:
+    context = {} if context_value is MISSING else {"a": context_value}
+    cond = {"attribute": "a", "op": op, "value": OPERAND[op]}
+    assert condition_holds({**cond, "inverted": True}, context) is not condition_holds(cond, context)
+
+
+@given(
+    st.sampled_from(["in", "not_in", "eq", "neq", "contains", "starts_with", "ends_with"]),
+    st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=4),
+    st.text(max_size=8),
+)
+def test_case_insensitive_is_the_same_test_on_lowercased_strings(
+    op: str, values: list[str], text: str
+) -> None:
+    operand: Any = values[0] if op in ("eq", "neq") else values
+    folded: Any = operand.lower() if isinstance(operand, str) else [v.lower() for v in operand]
+    insensitive = {"attribute": "a", "op": op, "value": operand, "case_insensitive": True}
+    plain = {"attribute": "a", "op": op, "value": folded}
+    assert condition_holds(insensitive, {"a": text}) is condition_holds(plain, {"a": text.lower()})
+
+
+def test_case_insensitive_matches() -> None:
+    cond = {"attribute": "a", "op": "matches", "value": "^abc$", "case_insensitive": True}
+    assert condition_holds(cond, {"a": "AbC"})
+    assert not condition_holds({**cond, "case_insensitive": False}, {"a": "AbC"})
+
+
+_NETWORKS = st.one_of(
+    st.builds(lambda a, n: f"{ipaddress.IPv4Address(a)}/{n}", st.integers(0, 2**32 - 1), st.integers(0, 32)),
+    st.builds(
+        lambda a, n: f"{ipaddress.IPv6Address(a)}/{n}", st.integers(0, 2**128 - 1), st.integers(0, 128)
+    ),
+    st.builds(lambda a: str(ipaddress.IPv4Address(a)), st.integers(0, 2**32 - 1)),
+)
+_ADDRESSES = st.one_of(
+    st.builds(lambda a: str(ipaddress.IPv4Address(a)), st.integers(0, 2**32 - 1)),
+    st.builds(lambda a: str(ipaddress.IPv6Address(a)), st.integers(0, 2**128 - 1)),
+)
+
+
+@given(st.lists(_NETWORKS, max_size=4), _ADDRESSES)
+def test_in_cidr_agrees_with_ipaddress(networks: list[str], address: str) -> None:
+    expected = any(ipaddress.ip_address(address) in ipaddress.ip_network(n, strict=False) for n in networks)
+    assert holds("in_cidr", networks, address) is expected
 
 
 def test_every_operator_is_covered() -> None:

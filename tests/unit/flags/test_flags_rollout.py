@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipyard.flags import Reason, bucket, compile_flagset
+from shipyard.flags import VARIANT_SEED, Reason, bucket, compile_flagset
 from unit.flags.flagkit import ENV, evaluate_one, one_flag
 
 RNG = random.Random(7)
@@ -34,7 +34,11 @@ def test_zero_and_hundred_percent(percent: int, share: int) -> None:
     assert all(ev.is_enabled("f", {"userId": u}, ENV) == share for u in RANDOM_USERS[:2000])
 
 
-@given(st.integers(0, 100), st.integers(0, 100), st.lists(st.text(max_size=12), min_size=1, max_size=50))
+@given(
+    st.integers(0, 100),
+    st.integers(0, 100),
+    st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=50),
+)
 def test_changing_percentage_only_moves_users_between_p_and_q(p: int, q: int, users: list[str]) -> None:
     before, after = rollout_flag(p), rollout_flag(q)
     low, high = min(p, q), max(p, q)
@@ -69,7 +73,7 @@ def test_group_id_defaults_to_the_flag_key() -> None:
 
 
 @pytest.mark.parametrize(
-    "context", [{}, {"userId": None}, {"userId": True}, {"userId": 1.5}, {"userId": ["1"]}]
+    "context", [{}, {"userId": None}, {"userId": True}, {"userId": 1.5}, {"userId": ["1"]}, {"userId": ""}]
 )
 def test_missing_or_unusable_stickiness_does_not_match_by_default(context: dict[str, Any]) -> None:
     result = evaluate_one([{"value": True, "rollout": {"percent": 100}}], context)
@@ -147,3 +151,91 @@ def test_rollout_gates_a_split() -> None:
             assert result.variant in {"red", "green", "blue"}
         else:
             assert (result.reason, result.value) == (Reason.DEFAULT, "none")
+
+
+# --- Unleash's default and random stickiness, variant overrides and payloads ----------------------
+
+
+@given(
+    st.sampled_from([None, "", "u1", "alice", 7]),
+    st.sampled_from([None, "", "s1", "sess-9"]),
+    st.sampled_from([None, "", "10.0.0.1"]),
+    st.integers(1, 99),
+)
+def test_default_stickiness_is_user_then_session(user: Any, session: Any, address: Any, percent: int) -> None:
+    context = {
+        k: v
+        for k, v in [("userId", user), ("sessionId", session), ("remoteAddress", address)]
+        if v is not None
+    }
+    rule = {"value": True, "rollout": {"percent": percent, "stickiness": "default"}}
+    ev = compile_flagset(one_flag([rule]))
+    sticky = str(user) if user not in (None, "") else session if session not in (None, "") else None
+    expected = False if sticky is None else bucket("f", sticky) <= percent  # the remote address never counts
+    assert ev.is_enabled("f", context, ENV) is expected
+
+
+@given(
+    st.sampled_from([None, "", "u1", "alice"]),
+    st.sampled_from([None, "", "s1", "sess-9"]),
+    st.sampled_from([None, "", "10.0.0.1", "::1"]),
+)
+def test_a_split_s_default_stickiness_is_user_then_session_then_address(
+    user: Any, session: Any, address: Any
+) -> None:
+    context = {
+        k: v
+        for k, v in [("userId", user), ("sessionId", session), ("remoteAddress", address)]
+        if v is not None
+    }
+    sticky = next((v for v in (user, session, address) if v), None)
+    rule = {"split": {**SPLIT["split"], "stickiness": "default"}}
+    result = evaluate_one([rule], context, flag_type="string", default="none")
+    if sticky is None:
+        assert result.reason == Reason.DEFAULT
+        return
+    target = bucket("f", sticky, 1000, VARIANT_SEED)  # weights 100/200/700 of 1000
+    assert result.variant == ("red" if target <= 100 else "green" if target <= 300 else "blue")
+
+
+def test_random_stickiness_ignores_ids() -> None:
+    rule = {"value": True, "rollout": {"percent": 30, "stickiness": "random"}}
+    ev = compile_flagset(one_flag([rule]), rng=random.Random(5))
+    on = sum(ev.is_enabled("f", {"userId": "always-the-same"}, ENV) for _ in range(20_000))
+    assert 0.28 < on / 20_000 < 0.32
+    everyone = compile_flagset(
+        one_flag([{"value": True, "rollout": {"percent": 100, "stickiness": "random"}}])
+    )
+    assert everyone.is_enabled("f", {}, ENV)
+
+
+def test_overrides_are_served_first_in_order_without_hashing() -> None:
+    variants = [
+        {"name": "red", "value": "red", "weight": 0,
+         "overrides": [{"attribute": "userId", "values": ["1", "2"]}]},
+        {"name": "blue", "value": "blue", "weight": 1, "overrides": [{"attribute": "team", "values": ["a"]}]},
+        {"name": "green", "value": "green", "weight": 1,
+         "overrides": [{"attribute": "userId", "values": ["2", "3"]}]},
+    ]  # fmt: skip
+    ev = compile_flagset(one_flag([{"split": {"variants": variants}}], flag_type="string", default="none"))
+    assert ev.evaluate("f", {"userId": "1"}, ENV).variant == "red"  # even at weight 0
+    assert ev.evaluate("f", {"userId": "2"}, ENV).variant == "red"  # the first variant that matches
+    assert ev.evaluate("f", {"userId": "3"}, ENV).variant == "green"
+    assert ev.evaluate("f", {"userId": 3, "team": "a"}, ENV).variant == "blue"
+    hashed = {ev.evaluate("f", {"userId": u}, ENV).variant for u in RANDOM_USERS[:200]}
+    assert hashed == {"blue", "green"}
+
+
+def test_a_variant_s_payload_is_reported_with_it() -> None:
+    payload = {"type": "json", "value": '{"color": "red"}'}
+    variants = [{"name": "red", "value": True, "weight": 1, "payload": payload}]
+    result = evaluate_one([{"split": {"variants": variants}}], {"userId": "1"})
+    assert (result.variant, result.payload) == ("red", payload)
+    assert evaluate_one([{"value": True}], {}).payload is None
+
+
+def test_an_empty_group_id_is_a_group_of_its_own() -> None:
+    # Unleash's gradualRolloutUserId without a groupId hashes ":<userId>".
+    ev = rollout_flag(50, group_id="")
+    for user in RANDOM_USERS[:500]:
+        assert ev.is_enabled("f", {"userId": user}, ENV) is (bucket("", user) <= 50)

@@ -14,7 +14,7 @@ from ...flags import LiveFlagSet
 from ...jobs import JobRunner
 from ...rollout import KubeConnection
 from .._auth import TokenAuth
-from . import audit, backups, drills, flags, ofrep, rollouts
+from . import audit, backups, drills, flags, ofrep, rollouts, unleash
 from . import jobs as job_routes
 
 
@@ -33,6 +33,9 @@ def mount(
         flags.build_router(live, admin=auth.admin, client=auth.client, default_environment=environment)
     )
     app.include_router(ofrep.build_router(live, auth=auth, default_environment=environment))
+    # Kept on the app for the fast path (`unleash.fast_routes`), which shares its caches.
+    app.state.unleash_api = unleash.UnleashApi(live, auth, environment)
+    app.include_router(unleash.build_router(app.state.unleash_api))
     app.include_router(job_routes.build_router(runner, admin=auth.admin))
     app.include_router(rollouts.build_router(sessions, runner, admin=auth.admin, kube=kube))
     for module in (backups, drills):
@@ -40,4 +43,4 @@ def mount(
     app.include_router(audit.build_router(sessions, admin=auth.admin))
 
 
-__all__ = ["audit", "backups", "drills", "flags", "job_routes", "mount", "ofrep", "rollouts"]
+__all__ = ["audit", "backups", "drills", "flags", "job_routes", "mount", "ofrep", "rollouts", "unleash"]

@@ -46,6 +46,7 @@ from fastapi import APIRouter, Header, HTTPException, Request, Response
 
 from ...flags import ErrorCode, Evaluation, FlagSet, LiveFlagSet, Reason
 from .._auth import TokenAuth
+from .._fast import FastAnswer, FastRequest, FastRoute, json_bytes, json_loads
 
 PREFIX = "/ofrep/v1"
 ENVIRONMENT_HEADER = "X-Shipyard-Environment"
@@ -91,9 +92,8 @@ class _BadRequest(Exception):
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     return Response(
-        payload, status_code=status, media_type="application/json", headers=headers or CORS_HEADERS
+        json_bytes(body), status_code=status, media_type="application/json", headers=headers or CORS_HEADERS
     )
 
 
@@ -102,7 +102,7 @@ def _context(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json_loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _BadRequest(ErrorCode.PARSE_ERROR, f"the request body is not JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -174,6 +174,58 @@ def _result(key: str, evaluation: Evaluation, metadata: dict[str, Any] | None) -
     return status, {"key": key, "errorCode": str(code), "errorDetails": details}
 
 
+def _failure(exc: _BadRequest, key: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"errorCode": str(exc.code), "errorDetails": exc.details}
+    return {"key": key, **body} if key is not None else body
+
+
+class _SingleEvaluation:
+    """`POST /evaluate/flags/{key}` once authorized: its status and body (the FastAPI route and the
+    fast route both answer with it)."""
+
+    def __init__(self, live: LiveFlagSet, default_environment: str) -> None:
+        self.live = live
+        self.default_environment = default_environment
+        self.metadata = _Metadata()
+
+    def answer(self, key: str, raw: bytes, env_header: str | None) -> tuple[int, dict[str, Any]]:
+        try:
+            context = _context(raw)
+        except _BadRequest as exc:
+            return 400, _failure(exc, key)
+        environment = _environment(context, env_header, self.default_environment)
+        flagset, evaluator = self.live.current()  # one snapshot, one version check
+        evaluation = evaluator.evaluate(key, context, environment)
+        flag_metadata = None if evaluation.error_code else self.metadata.of(flagset, environment).get(key)
+        return _result(key, evaluation, flag_metadata)
+
+
+_CORS_RAW_HEADERS = [(name.lower().encode(), value.encode()) for name, value in CORS_HEADERS.items()]
+
+
+def _bearer_or_api_key(authorization: str | None, api_key: str | None) -> str | None:
+    """The Authorization header to check: the protocol also allows `X-API-Key: <token>`."""
+    return f"Bearer {api_key}" if authorization is None and api_key else authorization
+
+
+def evaluate_fast_route(
+    live: LiveFlagSet, auth: TokenAuth, default_environment: str = "production"
+) -> FastRoute:
+    """`POST /evaluate/flags/{key}` for a token verified in the last seconds (`server._fast`)."""
+    single = _SingleEvaluation(live, default_environment)
+
+    def answer(request: FastRequest) -> FastAnswer | None:
+        authorization = _bearer_or_api_key(request.header(b"authorization"), request.header(b"x-api-key"))
+        actor = auth.cached_actor(authorization, "client")
+        if actor is None:
+            return None
+        environment = request.header(ENVIRONMENT_HEADER.lower().encode())
+        status, body = single.answer(request.param, request.body, environment)
+        return FastAnswer(status, json_bytes(body), _CORS_RAW_HEADERS, actor)
+
+    return FastRoute("POST", f"{PREFIX}/evaluate/flags/{{key}}", answer, reads_body=True)
+
+
 def _etag(version: int, environment: str, context: dict[str, Any]) -> str:
     canonical = json.dumps([environment, context], sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -189,14 +241,13 @@ def _matches(etag: str, if_none_match: str | None) -> bool:
 def build_router(live: LiveFlagSet, *, auth: TokenAuth, default_environment: str = "production") -> APIRouter:
     """The OFREP router over one live flag set; `auth` checks the client token."""
     router = APIRouter(prefix=PREFIX, tags=["OpenFeature Remote Evaluation Protocol"])
-    metadata = _Metadata()
+    single = _SingleEvaluation(live, default_environment)
+    metadata = single.metadata
 
     async def authorize(request: Request, authorization: str | None, api_key: str | None) -> Response | None:
         """None when the request's token may evaluate; else the 401/403 (with CORS headers)."""
-        if authorization is None and api_key:
-            authorization = f"Bearer {api_key}"
         try:
-            await auth.client(request, authorization)
+            await auth.client(request, _bearer_or_api_key(authorization, api_key))
         except HTTPException as exc:
             body = {"errorDetails": str(exc.detail)}
             return _json(body, exc.status_code, headers={**(exc.headers or {}), **CORS_HEADERS})
@@ -205,12 +256,6 @@ def build_router(live: LiveFlagSet, *, auth: TokenAuth, default_environment: str
     Authorization = Annotated[str | None, Header()]
     ApiKey = Annotated[str | None, Header(alias="X-API-Key")]
     EnvironmentHeader = Annotated[str | None, Header(alias=ENVIRONMENT_HEADER)]
-
-    def failure(exc: _BadRequest, key: str | None = None) -> Response:
-        body: dict[str, Any] = {"errorCode": str(exc.code), "errorDetails": exc.details}
-        if key is not None:
-            body = {"key": key, **body}
-        return _json(body, 400)
 
     responses: dict[int | str, dict[str, Any]] = {
         400: {"description": "PARSE_ERROR or INVALID_CONTEXT: `{key, errorCode, errorDetails}`"},
@@ -236,17 +281,11 @@ def build_router(live: LiveFlagSet, *, auth: TokenAuth, default_environment: str
         env_header: EnvironmentHeader = None,
     ) -> Response:
         """Evaluate one flag for the body's context."""
+        # Most requests are answered by `evaluate_fast_route` before they get here; this answers
+        # the rest (a token not verified in the last seconds, a refused one) the same way.
         if (refused := await authorize(request, authorization, api_key)) is not None:
             return refused
-        try:
-            context = _context(await request.body())
-        except _BadRequest as exc:
-            return failure(exc, key)
-        environment = _environment(context, env_header, default_environment)
-        flagset, evaluator = live.current()  # one snapshot, one version check
-        evaluation = evaluator.evaluate(key, context, environment)
-        flag_metadata = None if evaluation.error_code else metadata.of(flagset, environment).get(key)
-        status, body = _result(key, evaluation, flag_metadata)
+        status, body = single.answer(key, await request.body(), env_header)
         return _json(body, status)
 
     @router.post(
@@ -272,7 +311,7 @@ def build_router(live: LiveFlagSet, *, auth: TokenAuth, default_environment: str
         try:
             context = _context(await request.body())
         except _BadRequest as exc:
-            return failure(exc)
+            return _json(_failure(exc), 400)
         environment = _environment(context, env_header, default_environment)
         flagset, evaluator = live.current()  # one snapshot, one version check
         etag = _etag(flagset.version, environment, context)
