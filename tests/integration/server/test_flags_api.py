@@ -169,14 +169,20 @@ def test_errors_are_problems(api: Api) -> None:
     assert huge.status_code == 413
 
 
-def test_prerequisite_cycles_are_refused(api: Api) -> None:
-    a = {"key": "a", "default_value": False}
-    b = {"key": "b", "default_value": False, "prerequisites": [{"flag": "a"}]}
+def test_a_prerequisite_cycle_is_accepted_and_never_holds(api: Api) -> None:
+    # As in Unleash, a prerequisite on a flag that has prerequisites itself never holds, so a cycle
+    # evaluates (both flags off) instead of being refused.
+    on = {"production": {"enabled": True, "value": True}}
+    a = {"key": "a", "defaultValue": False, "environments": on}
+    b = {"key": "b", "defaultValue": False, "environments": on, "prerequisites": [{"flag": "a"}]}
     assert api.client.post("/feature-flags", headers=api.admin, json=a).status_code == 201
     assert api.client.post("/feature-flags", headers=api.admin, json=b).status_code == 201
+    assert api.client.get("/feature-flags/b/value", headers=api.reader).json()["value"] is True
     cycle = api.client.patch("/feature-flags/a", headers=api.admin, json={"prerequisites": [{"flag": "b"}]})
-    assert cycle.status_code == 422
-    assert "cycle" in cycle.json()["detail"]
+    assert cycle.status_code == 200
+    for key in ("a", "b"):
+        answer = api.client.get(f"/feature-flags/{key}/value", headers=api.reader).json()
+        assert (answer["value"], answer["reason"]) == (False, "DEFAULT"), key
     assert api.client.delete("/feature-flags/a", headers=api.admin).status_code == 422  # b requires a
 
 
