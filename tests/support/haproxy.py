@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shipyard.rollout.targets.haproxy import (
+    LOG_RING_BYTES,
     HAProxyClient,
     ProxyPaths,
     check_config,
@@ -96,14 +97,22 @@ def running_haproxy(stack: Stack) -> Iterator[RunningProxy]:
 
 @contextlib.contextmanager
 def local_target(
-    environ: MutableMapping[str, str], *, drain_s: int = 10
+    environ: MutableMapping[str, str], *, drain_s: int = 10, log_ring_bytes: int = LOG_RING_BYTES
 ) -> Iterator[tuple[LocalTarget, int, Path]]:
-    """A LocalTarget over a fresh state dir (short path: UNIX sockets live there), torn down after."""
+    """A LocalTarget over a fresh state dir (short path: UNIX sockets live there), torn down after;
+    `log_ring_bytes` smaller than the default makes a reader that pauses lose lines soon."""
     if HAPROXY is None:
         raise RuntimeError("HAProxy is not installed; run `make install` (it installs Debian's haproxy)")
     state = Path(tempfile.mkdtemp(prefix="sy-local-"))
     port = free_port()
-    target = LocalTarget(demo_stack(port, drain_s=drain_s), state, HAPROXY, workdir=DEMO_DIR, environ=environ)
+    target = LocalTarget(
+        demo_stack(port, drain_s=drain_s),
+        state,
+        HAPROXY,
+        workdir=DEMO_DIR,
+        environ=environ,
+        log_ring_bytes=log_ring_bytes,
+    )
     try:
         yield target, port, state
     finally:

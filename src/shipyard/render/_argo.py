@@ -21,10 +21,14 @@ fields; the pod template is checked against Kubernetes' strict PodSpec of the ta
 `v1 PodTemplate`, with the same machinery as every other object.
 
 Analysis reads the ingress controller's metrics (NGINX's or Traefik's) for the Service that carries
-the candidate's traffic: the error rate (5xx / all), the p99 latency and, for a canary, its p99
-against the stable version's. A check with fewer than `min_requests` requests in its window gives
-no value: the measurement is inconclusive, and an analysis whose every measurement is inconclusive
-pauses the rollout (as the local engine pauses instead of deciding). The Prometheus queried is
+the candidate's traffic: the error rate (5xx / all), the p99 latency against `max_p99_ms` and, for
+a canary, its p99 against the stable version's by the local engine's rule (`Analysis.p99_limit`:
+at most `max_p99_ratio` x the stable's p99 + `p99_margin_ms`, both in the same window). The local
+engine's default `max_p99_ms`, derived from the stable's p99 before the release, has no analogue
+here (a query knows no "before the release"): without `max_p99_ms` there is no absolute check. A
+check with fewer than `min_requests` requests in its window gives no value: the measurement is
+inconclusive, and an analysis whose every measurement is inconclusive pauses the rollout (as the
+local engine pauses instead of deciding). The Prometheus queried is
 `rollout.analysis.prometheus_url` when given, else prometheus-operator's `prometheus-operated`.
 
 With Traefik, the Argo Rollouts controller must use Traefik v3's API group `traefik.io`: its
@@ -38,6 +42,7 @@ import copy
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RenderError
@@ -362,14 +367,28 @@ def _argo_query(query: str, stack: Stack, name: str, window: str, field: str) ->
     return _PLACEHOLDER.sub(fill, query)
 
 
+@dataclass(frozen=True)
+class _PromQL:
+    """A PromQL expression, to apply the latency rule (`Analysis.p99_limit`) to."""
+
+    text: str
+
+    def __rmul__(self, factor: float) -> _PromQL:
+        return _PromQL(f"{_number(factor)} * ({self.text})")
+
+    def __add__(self, term: float) -> _PromQL:
+        return _PromQL(f"{self.text} + {_number(term)}")
+
+
 def analysis_template(
     stack: Stack, name: str, service: Service, prometheus: str, *, against_stable: bool
 ) -> Object | None:
     """The service's AnalysisTemplate, or None when it has nothing to measure.
 
     Measured from the ingress controller's metrics when the service has an ingress: error rate,
-    p99 (max_p99_ms) and, `against_stable`, the candidate's p99 over the stable version's
-    (max_p99_ratio); then the policy's own Prometheus checks, each passing at most its `max`.
+    p99 (max_p99_ms) and, `against_stable`, how far the candidate's p99 exceeds its limit from the
+    stable version's p99 (`Analysis.p99_limit`, in seconds: at most 0); then the policy's own
+    Prometheus checks, each passing at most its `max`.
     """
     policy = stack.rollout.analysis
     window = f"{max(policy.window, MIN_RATE_WINDOW)}s"
@@ -395,8 +414,11 @@ def analysis_template(
         if policy.max_p99_ms is not None:
             checks.append((P99_MS, f"{p99(ARG_SERVICE)} {enough}", policy.max_p99_ms / 1000))
         if against_stable and policy.max_p99_ratio is not None:
-            ratio = f"{p99(ARG_SERVICE)} / {p99(ARG_STABLE_SERVICE)} {enough}"
-            checks.append((P99_RATIO, ratio, policy.max_p99_ratio))
+            limit = policy.p99_limit(_PromQL(p99(ARG_STABLE_SERVICE)), per_ms=0.001)
+            # Both versions need min_requests in the window, as in the local engine.
+            stable_enough = f"and on() {requests(ARG_STABLE_SERVICE)} >= {policy.min_requests}"
+            excess = f"{p99(ARG_SERVICE)} - ({limit.text}) {enough} {stable_enough}"
+            checks.append((P99_RATIO, excess, 0))
     for index, check in enumerate(policy.prometheus):
         if check.name in _OWN_METRICS:
             raise RenderError(

@@ -70,9 +70,6 @@ MIN_EVIDENCE = 3
 """Bad requests (errors, or slow ones) a FAIL needs at least, whatever the p-value, unless the limit is 0."""
 
 QUANTILE = 0.99
-BASELINE_FACTOR = 2.0
-"""How many times the stable's p99 before the release the default `max_p99_ms` is, when the
-policy has no `max_p99_ratio` to use instead."""
 SKIPPED = "skipped: "
 """How the detail of a check that was not evaluated starts; such checks do not set the verdict."""
 
@@ -218,8 +215,7 @@ def analyse(
 
 def baseline_limit_ms(policy: AnalysisPolicy, baseline_p99_ms: float) -> float:
     """The `max_p99_ms` derived from the stable's p99 before the release."""
-    factor = policy.max_p99_ratio if policy.max_p99_ratio is not None else BASELINE_FACTOR
-    return factor * baseline_p99_ms + policy.p99_margin_ms
+    return policy.p99_limit(baseline_p99_ms)
 
 
 def _p99_limit(policy: AnalysisPolicy, baseline_p99_ms: float | None) -> tuple[float | None, str]:
@@ -387,7 +383,7 @@ def _p99_ratio(candidate: Sample, stable: Sample | None, ratio: float, policy: A
         why = f"the stable version served {stable_seen} requests < min_requests {policy.min_requests}"
     else:
         margin = policy.p99_margin_ms
-        limit_ms = ratio * stable_p99 + margin
+        limit_ms = policy.p99_limit(stable_p99)  # ratio x stable_p99 + margin
         verdict = _slow_verdict(candidate, limit_ms, policy)
         plus = f" + {margin:g} ms" if margin else ""
         if verdict is Verdict.PASS and lossy(stable, policy):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Protocol, Self, TypeVar, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -705,6 +705,22 @@ class PrometheusCheck(Model):
     max: float
 
 
+BASELINE_FACTOR = 2.0
+"""How many times the stable's p99 before the release the default `max_p99_ms` is, when the
+policy has no `max_p99_ratio` to use instead."""
+
+
+class Latency(Protocol):
+    """What the latency rule scales: a latency, or an expression of one (a PromQL query)."""
+
+    def __rmul__(self, factor: float, /) -> Self: ...
+
+    def __add__(self, term: float, /) -> Self: ...
+
+
+LatencyT = TypeVar("LatencyT", bound=Latency)
+
+
 class Analysis(Model):
     interval: Duration = 2
     window: Duration = 10
@@ -728,6 +744,17 @@ class Analysis(Model):
     prometheus: list[PrometheusCheck] = []
     prometheus_url: str | None = Field(None, pattern=r"^https?://")
     """Where the `prometheus` checks run; `$SHIPYARD_PROMETHEUS_URL` wins when set."""
+
+    def p99_limit(self, reference: LatencyT, *, per_ms: float = 1.0) -> LatencyT:
+        """The latency rule of a release, the one definition the local engine (a number of ms)
+        and Argo's analysis (a PromQL query, in seconds: `per_ms` 0.001) both apply: a candidate's
+        p99 may be at most `max_p99_ratio` x a reference p99 + `p99_margin_ms`.
+
+        The reference is the stable version's p99 in the same window (`max_p99_ratio` set), or
+        before the release for the default `max_p99_ms` (BASELINE_FACTOR x it without a ratio).
+        """
+        factor = self.max_p99_ratio if self.max_p99_ratio is not None else BASELINE_FACTOR
+        return factor * reference + self.p99_margin_ms * per_ms
 
 
 def _default_steps() -> list[CanaryStep]:

@@ -11,6 +11,7 @@ No assertion is on wall time: on a loaded machine windows and counts decide, not
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 import sys
 import textwrap
@@ -21,7 +22,7 @@ from shipyard.host import free_port
 from shipyard.rollout import LoadGenerator
 from shipyard.rollout._analysis import analyse
 from shipyard.rollout._model import Verdict
-from shipyard.rollout.targets.haproxy import DGRAM_QUEUE
+from shipyard.rollout.targets.haproxy import LOG_RING
 from shipyard.rollout.targets.local import LocalTarget
 from shipyard.spec import Analysis as AnalysisPolicy
 from support.demo_app import APP, demo_command
@@ -98,9 +99,14 @@ def test_a_canary_300_ms_slower_is_caught_in_its_first_window_and_never_passed(t
         assert load.report.failed == 0, load.report.failures[:5]
 
 
+SMALL_RING = 64 * 1024
+"""A request-log ring of about 1,700 lines (the default holds 430,000): a reader that stops loses
+lines within seconds at the test's rate."""
+
+
 def test_a_window_whose_log_lines_were_lost_is_inconclusive() -> None:
     environ = demo_environ()
-    with local_target(environ) as (target, port, _state):
+    with local_target(environ, log_ring_bytes=SMALL_RING) as (target, port, _state):
         target.prepare("web", "v1", 1)
         assert wait_until(lambda: target.health("web", "v1").ready, 20)
         target.set_weights("web", {"v1": 100})
@@ -112,13 +118,15 @@ def test_a_window_whose_log_lines_were_lost_is_inconclusive() -> None:
             read = target.sample("web", "v1") - before
             normal = analyse(read, None, AnalysisPolicy(min_requests=20, max_p99_ms=5000))
             assert normal.verdict is Verdict.PASS, normal.checks
-            # The reader stops: HAProxy drops what does not fit in the socket's queue (at most
-            # DGRAM_QUEUE datagrams), so serve well over that many while it is stopped.
+            # The reader stops: HAProxy keeps the lines it has not read until its ring is full, then
+            # drops new ones. Serve until it says it dropped a fifth of those served meanwhile.
             before = target.sample("web", "v1")
             with target.sampler.paused():
                 paused_at = _served(target)
-                assert wait_until(lambda: _served(target) - paused_at >= 4 * DGRAM_QUEUE, 120)
+                assert wait_until(lambda: _dropped(target) > (_served(target) - paused_at) / 5, 120)
+                dropped = _dropped(target)
             lossy = target.sample("web", "v1") - before
+        assert target.sampler.dropped >= dropped  # HAProxy's notice, read once the reader went on
         assert lossy.requests >= 200
         result = analyse(lossy, None, AnalysisPolicy(min_requests=20, max_p99_ms=5000))
         loss = next(c for c in result.checks if c.name == "log_loss")
@@ -133,6 +141,14 @@ def test_a_window_whose_log_lines_were_lost_is_inconclusive() -> None:
 
 def _served(target: LocalTarget) -> int:
     return sum(stat.stot for stat in target.client.show_stat("be_web"))
+
+
+def _dropped(target: LocalTarget) -> int:
+    """The lines HAProxy dropped from the log ring since it last wrote that it had (`show events`)."""
+    sinks = target.client.command("show events")
+    found = re.search(rf" {LOG_RING} : type=buffer, ([0-9]+) dropped", sinks)
+    assert found, sinks
+    return int(found[1])
 
 
 def _crashing_command(tmp: Path) -> str:

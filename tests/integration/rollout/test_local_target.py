@@ -95,7 +95,7 @@ def test_switch_under_load_loses_no_request_and_is_immediate() -> None:
         assert _servers(target) == ["v2_1", "v2_2"]
         assert target.status("web").versions == {"v2": 100}
         # The target counted the same traffic as the clients; the latency histogram comes from
-        # HAProxy's request log (a datagram the kernel could not queue is missing from it only).
+        # HAProxy's request log (a line HAProxy dropped from its full ring is missing from it only).
         v1, v2 = target.sample("web", "v1"), target.sample("web", "v2")
         assert (v1.requests, v2.requests) == (report.by_version["v1"].count, report.by_version["v2"].count)
         assert v1.errors == v2.errors == 0

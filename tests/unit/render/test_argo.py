@@ -111,13 +111,19 @@ def test_apricode_analysis_template_reads_nginx_metrics(specs: dict[str, Spec]) 
     requests = f"sum(increase(nginx_ingress_controller_requests{{{selector}}}[60s]))"
     errors = f'sum(increase(nginx_ingress_controller_requests{{{selector},status=~"5.."}}[60s]))'
     assert prometheus["query"] == f"({errors} or vector(0)) / {requests} and on() {requests} >= 20"
+    # The local engine's rule (Analysis.p99_limit): the canary's p99 at most max_p99_ratio x the
+    # stable's + p99_margin_ms, in the same window; the query gives how far it exceeds that.
     ratio = metrics["p99-ratio"]["provider"]["prometheus"]["query"]
-    assert ratio.startswith(
-        "histogram_quantile(0.99, sum by (le) (rate(nginx_ingress_controller_request_duration_seconds_bucket"
-        f"{{{selector}}}[60s]))) / histogram_quantile(0.99"
+    duration = "nginx_ingress_controller_request_duration_seconds_bucket"
+    stable_selector = 'namespace="production",service="{{args.stable-service}}"'
+    stable_requests = f"sum(increase(nginx_ingress_controller_requests{{{stable_selector}}}[60s]))"
+    assert ratio == (
+        f"histogram_quantile(0.99, sum by (le) (rate({duration}{{{selector}}}[60s])))"
+        f" - (2 * (histogram_quantile(0.99, sum by (le) (rate({duration}{{{stable_selector}}}[60s]))))"
+        f" + 0.025) and on() {requests} >= 20 and on() {stable_requests} >= 20"
     )
-    assert 'service="{{args.stable-service}}"' in ratio
-    assert metrics["p99-ratio"]["successCondition"] == "len(result) > 0 && result[0] <= 2"
+    assert metrics["p99-ratio"]["successCondition"] == "len(result) > 0 && result[0] <= 0"
+    assert metrics["p99-ratio"]["failureCondition"] == "len(result) > 0 && result[0] > 0"
 
 
 def test_without_an_ingress_a_canary_is_replica_weighted_and_analysis_waits(specs: dict[str, Spec]) -> None:
@@ -159,7 +165,7 @@ def test_normaldance_thresholds_and_step_lengths(specs: dict[str, Spec]) -> None
     template = by_kind(objects, "AnalysisTemplate")["api"]
     metrics = {m["name"]: m for m in template["spec"]["metrics"]}
     assert metrics["error-rate"]["successCondition"].endswith("result[0] <= 0.01")
-    assert metrics["p99-ratio"]["successCondition"].endswith("result[0] <= 1.5")
+    assert " - (1.5 * (histogram_quantile(0.99" in metrics["p99-ratio"]["provider"]["prometheus"]["query"]
     assert metrics["error-rate"]["provider"]["prometheus"]["query"].endswith(">= 50")
     steps = by_kind(objects, "Rollout")["api"]["spec"]["strategy"]["canary"]["steps"]
     assert [next(iter(step)) for step in steps] == ["setWeight", "analysis"] * 3 + ["setWeight"]
@@ -243,7 +249,7 @@ def test_traefik_analysis_reads_traefik_metrics(specs: dict[str, Spec]) -> None:
     ratio = metrics["p99-ratio"]["provider"]["prometheus"]["query"]
     assert ratio.startswith(
         "histogram_quantile(0.99, sum by (le) (rate(traefik_service_request_duration_seconds_bucket"
-        f"{{{selector}}}[60s]))) / histogram_quantile(0.99"
+        f"{{{selector}}}[60s]))) - (1.5 * (histogram_quantile(0.99"
     )
     assert 'service=~"production-{{args.stable-service}}-http@kubernetes(crd)?"' in ratio
     assert "nginx" not in json.dumps(template)

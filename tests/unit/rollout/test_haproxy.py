@@ -1,6 +1,7 @@
 """HAProxy control without HAProxy: config rendering, parsing of the runtime API's answers and of
 the request log (captured from a real HAProxy 2.6), names and weights. The configs checked by the
-real `haproxy -c`, and the log sampler on its socket, are in tests/integration/rollout/test_haproxy.py.
+real `haproxy -c`, and the log sampler reading HAProxy's ring, are in
+tests/integration/rollout/test_haproxy.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from shipyard.errors import TargetError
 from shipyard.rollout._model import LATENCY_BUCKETS_MS, bucket_index
 from shipyard.rollout.targets.haproxy import (
     LOG_FORMAT,
+    LOG_RING,
+    LOG_RING_BYTES,
+    MARK_FORMAT,
     NO_SERVER,
     ProxyPaths,
     TrafficSampler,
@@ -92,7 +96,14 @@ def test_the_demo_config_says_what_the_switch_needs() -> None:
     stack = demo_stack(18080)
     text = render_haproxy_config(stack, Path("/tmp/sy/proxy"), ports={"web": 19999})
     assert "stats socket /tmp/sy/proxy/admin.sock mode 600 level admin expose-fd listeners" in text
-    assert "log /tmp/sy/proxy/log.sock len 1024 format raw local0 info" in text
+    # The request log goes to a ring read back over the admin socket, marked through a frontend
+    # of its own (TrafficSampler); the ring's size is the renderer's (a test's small ring).
+    assert f"    log ring@{LOG_RING} len 1024 format raw local0 info\n" in text
+    assert f"\nring {LOG_RING}\n    format raw\n    maxlen 1024\n    size {LOG_RING_BYTES}\n" in text
+    assert "    bind /tmp/sy/proxy/log-marker.sock mode 600\n" in text
+    assert f'    log-format "{MARK_FORMAT}"\n' in text
+    small = render_haproxy_config(stack, Path("/tmp/sy/proxy"), log_ring_bytes=65536)
+    assert "    size 65536\n" in small
     assert f'log-format "{LOG_FORMAT}"' in text
     assert "%b %s %ST %Tr %Ta" in LOG_FORMAT
     assert "bind 127.0.0.1:19999" in text  # the chosen port, not the spec's
@@ -144,7 +155,7 @@ def test_a_deep_state_directory_gets_short_private_socket_paths(tmp_path: Path) 
     # can be deeper, so the sockets move to a short private directory named after the state dir.
     deep = tmp_path / ("d" * 120)
     paths = ProxyPaths(deep)
-    assert paths.admin_socket.parent == paths.log_socket.parent != deep
+    assert paths.admin_socket.parent == paths.marker_socket.parent != deep
     assert len(str(paths.admin_socket)) <= 97
     assert paths.admin_socket.parent.stat().st_mode & 0o777 == 0o700
     assert ProxyPaths(deep).admin_socket == paths.admin_socket  # stable across restarts
@@ -207,23 +218,41 @@ def test_log_lines_are_parsed_and_other_messages_ignored() -> None:
 
 
 def test_the_sampler_counts_per_version_with_a_latency_histogram() -> None:
-    sampler = TrafficSampler(Path("/nonexistent/log.sock"))
+    sampler = TrafficSampler(ProxyPaths(Path("/nonexistent")))
     for line in LOG_LINES:
         sampler.feed(line)
     assert sampler.unparsed == 2
-    v1 = sampler.sample_version("be_web", "v1")
+    counts = sampler.counts()
+    v1 = counts.sample_version("be_web", "v1")
     assert (v1.requests, v1.errors) == (2, 0)
     assert v1.latency_buckets[bucket_index(0)] == 1
     assert v1.latency_buckets[bucket_index(5)] == 1
-    v2 = sampler.sample_version("be_web", "v2")
+    v2 = counts.sample_version("be_web", "v2")
     assert (v2.requests, v2.errors, v2.quantile_ms(0.99)) == (1, 1, 50)
     assert len(v2.latency_buckets) == len(LATENCY_BUCKETS_MS)
-    assert sampler.sample("be_web").requests == 4  # the <NOSRV> one belongs to no version
-    assert sampler.sample_version("be_other", "v1").requests == 0
-    # cumulative: a later sample minus an earlier one is the traffic in between
+    assert counts.sample("be_web").requests == 4  # the <NOSRV> one belongs to no version
+    assert counts.sample("be_web", ["v2_1"]).requests == 1
+    assert counts.sample_version("be_other", "v1").requests == 0
+    assert counts.servers() == [("be_web", NO_SERVER), ("be_web", "v1_1"), ("be_web", "v2_1")]
+    # cumulative: a later sample minus an earlier one is the traffic in between; and a copy
     sampler.feed(b"shipyard be_web v1_2 503 1 1200 0 0 ----")
-    window = sampler.sample_version("be_web", "v1") - v1
+    window = sampler.counts().sample_version("be_web", "v1") - v1
     assert (window.requests, window.errors, window.quantile_ms(0.5)) == (1, 1, 1500)
+    assert counts.sample_version("be_web", "v1") == v1
+    # A sampler that does not run (no HAProxy to read from) flushes to the counts it has.
+    assert sampler.flush().sample("be_web").requests == 5
+
+
+def test_the_sampler_reads_markers_and_drop_notices_without_counting_them() -> None:
+    sampler = TrafficSampler(ProxyPaths(Path("/nonexistent")))
+    sampler.feed(
+        b"shipyard-mark /0123abcd/7",  # another sampler's marker
+        b"1234 events dropped",  # HAProxy's notice after its ring was full
+        b"shipyard be_web v1_1 200 0 0 0 0 ----",
+        b"",
+    )
+    assert (sampler.dropped, sampler.unparsed) == (1234, 0)
+    assert sampler.counts().sample("be_web").requests == 1
 
 
 # --- names and weights -----------------------------------------------------------------------------

@@ -20,18 +20,28 @@ lets HAProxy reuse server connections) is spelled out in the `add server` line (
 dynamic servers do not survive an HAProxy restart, so the local target re-adds them from the
 process supervisor and its saved weights when it has to start HAProxy again.
 
-Traffic is measured from HAProxy's request log, sent as raw datagrams to a UNIX socket that a
-background thread of the controller reads (`TrafficSampler`): per (backend, server) it keeps
-cumulative request, 5xx and latency-histogram counts. The counts live in the controller's
-memory: a controller that restarts starts again from zero, which analysis tolerates (its windows
-are differences of two samples taken by the same controller), and requests logged while no
-controller listens are not counted.
+Traffic is measured from HAProxy's request log. HAProxy writes it into a `ring` buffer in its
+memory (LOG_RING, LOG_RING_BYTES), which a background thread of the controller reads back over the
+admin socket (`show events <ring> -w -n`, a connection kept open; `TrafficSampler`): per (backend,
+server) it keeps cumulative request, 5xx and latency-histogram counts. The counts live in the
+controller's memory: a controller that restarts starts again from zero, which analysis tolerates
+(its windows are differences of two samples taken by the same controller), and requests logged
+while no controller reads are not counted.
 
-A datagram log can lose lines: the kernel queues only `net.unix.max_dgram_qlen` datagrams for a
-reader (10 by default without systemd, which raises it to 512), and HAProxy drops a line that
-does not fit rather than wait. The reader empties the queue before parsing to keep up, and the
-local target takes request and 5xx *counts* from HAProxy's own per-server counters (`show stat`:
-exact), and only the latency histogram from the log, where a lost line costs one observation.
+The ring does not drop lines silently. HAProxy keeps every line a connected reader has not read
+yet; only when the ring is full does it drop new lines, and it counts them and writes "<n> events
+dropped" into the ring once it has room again. LOG_RING_BYTES holds 14 s of lines at 30k req/s, so
+a reader that pauses a few seconds loses none (a UNIX datagram socket, the sink used before, queues
+only `net.unix.max_dgram_qlen` lines for its reader, 10 without systemd, and lost 16-22 % of them at
+9-13k req/s). Lines are still lost when the reader falls further behind or is disconnected (HAProxy
+restarts, or closes a CLI connection that made no progress for its `stats timeout`): so the local
+target takes request and 5xx *counts* from HAProxy's own per-server counters (`show stat`: exact),
+only the latency histogram from the log, and the analysis compares the two in every window.
+
+Which lines belong to the requests a `show stat` counted: after reading the counters, the sampler
+has HAProxy log a marker (a request to a frontend of its own, on a UNIX socket) and takes the
+counts at the marker's line. The ring keeps lines in the order they were written, so every line
+written before the marker has been read by then.
 """
 
 from __future__ import annotations
@@ -40,8 +50,10 @@ import contextlib
 import csv
 import hashlib
 import io
+import itertools
 import os
 import re
+import secrets
 import select
 import signal
 import socket
@@ -59,8 +71,16 @@ from .._model import LATENCY_BUCKETS_MS, Sample, bucket_index
 
 LOG_TAG = "shipyard"
 LOG_FORMAT = f"{LOG_TAG} %b %s %ST %Tr %Ta %TR %rc %tsc"
-"""One datagram per request: backend, server, status, response time, active time, request time,
+"""One line per request: backend, server, status, response time, active time, request time,
 retries, termination state (all times in milliseconds)."""
+MARK_TAG = f"{LOG_TAG}-mark"
+MARK_FORMAT = f"{MARK_TAG} %HU"
+"""The line of a marker request: the tag and the path, which carries the sampler's nonce and token."""
+LOG_RING = "request_log"
+LOG_RING_BYTES = 16 * 1024 * 1024
+"""The request log's ring: a line takes its length + 2 bytes in it (39 for the demo's 37-character
+lines, measured; longer names make longer lines), so 16 MiB hold about 430,000 lines, 14 s at
+30k req/s. HAProxy allocates it at start."""
 
 NO_SERVER = "<NOSRV>"
 _NOT_INSTALLED = "HAProxy is not installed ({} not found): install Debian's haproxy (apt-get install haproxy)"
@@ -164,8 +184,9 @@ class ProxyPaths:
         return self.sockets / "admin.sock"
 
     @property
-    def log_socket(self) -> Path:
-        return self.sockets / "log.sock"
+    def marker_socket(self) -> Path:
+        """The marker frontend's socket: a request there logs a marker line (TrafficSampler.flush)."""
+        return self.sockets / "log-marker.sock"
 
     @property
     def pid_file(self) -> Path:
@@ -230,17 +251,19 @@ def render_haproxy_config(
     ports: Mapping[str, int] | None = None,
     bind_address: str = "127.0.0.1",
     maxconn: int = 4096,
+    log_ring_bytes: int = LOG_RING_BYTES,
 ) -> str:
     """The HAProxy configuration of `stack`'s web and api services; servers are added at run time.
 
     With the spec's `alerts.haproxy_target`, HAProxy's built-in Prometheus exporter answers there
     on `/metrics` (per-server request, 5xx and time counters that Prometheus's rules read).
 
-    `ports` chooses a service's frontend port instead of the spec's. Nothing secret is rendered:
+    `ports` chooses a service's frontend port instead of the spec's; `log_ring_bytes` is the request
+    log ring's size (what a reader may fall behind by before lines are lost). Nothing secret is rendered:
     the config holds names, paths, ports and timings only.
     """
     paths = ProxyPaths(directory)
-    for path in (paths.admin_socket, paths.log_socket):
+    for path in (paths.admin_socket, paths.marker_socket):
         if len(str(path)) > _UNIX_PATH_MAX:
             raise TargetError(f"the state directory's path is too long for a UNIX socket: {path}")
     ports = dict(ports or {})
@@ -250,11 +273,17 @@ def render_haproxy_config(
         "# Servers are added, weighted and removed at run time through the admin socket:",
         "# do not add any here.",
         "global",
-        f"    log {paths.log_socket} len 1024 format raw local0 info",
+        f"    log ring@{LOG_RING} len 1024 format raw local0 info",
         f"    stats socket {paths.admin_socket} mode 600 level admin expose-fd listeners",
         "    stats timeout 30s",
         f"    pidfile {paths.pid_file}",
         f"    maxconn {maxconn}",
+        "",
+        "# the request log, read back over the admin socket (`show events`)",
+        f"ring {LOG_RING}",
+        "    format raw",
+        "    maxlen 1024",
+        f"    size {log_ring_bytes}",
         "",
         "defaults",
         "    mode http",
@@ -273,6 +302,12 @@ def render_haproxy_config(
         "    timeout http-request 10s",
         "    timeout http-keep-alive 10s",
         "    timeout queue 10s",
+        "",
+        "# a request here logs a marker line: the log reader has read every line before it",
+        "frontend log_marker",
+        f"    bind {paths.marker_socket} mode 600",
+        f'    log-format "{MARK_FORMAT}"',
+        "    http-request return status 204",
     ]
     if stack.alerts.haproxy_target:
         lines += [
@@ -703,6 +738,48 @@ class _Counter:
             self.errors += 1
         self.buckets[bucket_index(max(record.active_ms, 0))] += 1
 
+    def copy(self) -> _Counter:
+        twin = _Counter()
+        twin.requests, twin.errors, twin.buckets = self.requests, self.errors, list(self.buckets)
+        return twin
+
+
+class LogCounts:
+    """Cumulative request, 5xx and latency-histogram counts per (backend, server), as read from the
+    request log up to one point of it."""
+
+    def __init__(self, counters: dict[tuple[str, str], _Counter] | None = None) -> None:
+        self._counters = counters if counters is not None else {}
+
+    def add(self, records: Iterable[LogRecord]) -> None:
+        for record in records:
+            counter = self._counters.get((record.backend, record.server))
+            if counter is None:
+                counter = self._counters[(record.backend, record.server)] = _Counter()
+            counter.add(record)
+
+    def copy(self) -> LogCounts:
+        return LogCounts({key: counter.copy() for key, counter in self._counters.items()})
+
+    def sample(self, backend: str, servers: Sequence[str] | None = None) -> Sample:
+        """The counts of `servers` of `backend` (of all its servers when None)."""
+        return _sum(
+            counter
+            for (be, server), counter in self._counters.items()
+            if be == backend and (servers is None or server in servers)
+        )
+
+    def sample_version(self, backend: str, version: str) -> Sample:
+        """The counts of every server of `version` in `backend`, removed ones included."""
+        return _sum(
+            counter
+            for (be, server), counter in self._counters.items()
+            if be == backend and (parse_server_name(server) or ("", 0))[0] == version
+        )
+
+    def servers(self) -> list[tuple[str, str]]:
+        return sorted(self._counters)
+
 
 def _sum(counters: Iterable[_Counter]) -> Sample:
     requests = errors = 0
@@ -715,173 +792,222 @@ def _sum(counters: Iterable[_Counter]) -> Sample:
     return Sample(requests, errors, tuple(buckets))
 
 
-DGRAM_QUEUE = 512
-_DGRAM_QUEUE_SYSCTL = Path("/proc/sys/net/unix/max_dgram_qlen")
-
-
-def raise_dgram_queue(sysctl: Path = _DGRAM_QUEUE_SYSCTL) -> int | None:
-    """Raise the host's datagram queue length to DGRAM_QUEUE if lower and writable; the length now
-    (None when it cannot be read). A host that refuses keeps its value: the analysis counts the
-    lines that are lost then, and judges no window that lost too many."""
-    try:
-        current = int(sysctl.read_text())
-    except (OSError, ValueError):
-        return None
-    if current >= DGRAM_QUEUE or not os.access(sysctl, os.W_OK):
-        return current
-    try:
-        sysctl.write_text(f"{DGRAM_QUEUE}\n")
-    except OSError:
-        return current
-    return DGRAM_QUEUE
+_DROPPED = re.compile(r"(\d+) events dropped")
+"""What HAProxy writes into a ring, once it has room again, after dropping lines for want of it."""
+_MARK = re.compile(rf"{MARK_TAG} /(?P<nonce>[0-9a-f]+)/(?P<token>[0-9]+)")
+_HEARTBEAT_TOKEN = 0
+_RECONNECT_S = 0.05
+_HEARTBEAT_S = 10.0
+"""A marker is logged after this long without a line: HAProxy closes a CLI connection that has
+made no progress for its `stats timeout` (30 s), and a reconnection could miss lines."""
+_MARK_RETRY_S = 0.2
+FLUSH_TIMEOUT_S = 5.0
 
 
 class TrafficSampler:
-    """Reads HAProxy's request log from a UNIX datagram socket in a background thread and keeps
-    cumulative counts per (backend, server).
+    """Follows HAProxy's request log in a background thread and keeps cumulative counts per
+    (backend, server) (`LogCounts`, in memory only).
 
-    Binding replaces any socket file at the path (a previous controller's): HAProxy addresses every
-    log datagram to the path, so the newest reader gets the log. Counts are in memory only.
+    The thread reads the log ring over the admin socket (`show events <ring> -w -n`: the lines
+    written from then on, as they are written) and connects again when the connection ends, as it
+    does when HAProxy restarts. Every sampler connected gets every line: a new controller's reader
+    takes nothing from an old one's.
 
-    Before binding, it raises the host's `net.unix.max_dgram_qlen` to DGRAM_QUEUE (what systemd
-    sets at boot) where it is lower and the host lets it (root): the queue a datagram socket gets
-    is fixed when the socket is made, and 10 datagrams lost 16-22 % of the lines at 9-13k req/s
-    here, 512 none at 28k req/s.
+    `flush` logs a marker (a request to the marker frontend, `paths.marker_socket`, whose line
+    carries this sampler's nonce and a token) and waits for its line: the ring keeps lines in the
+    order they were written, so every line written before the marker has been read then, and the
+    counts are taken at the marker's line. A flush that cannot see its marker (the reader fell too
+    far behind, HAProxy is restarting) gives up after `FLUSH_TIMEOUT_S`, and the reader counts no
+    more lines until it reads a later marker: lines that arrive late must not count in the next
+    window, where they would hide lines lost from it. Giving up only ever costs lines, which the
+    analysis sees as loss.
     """
 
-    def __init__(self, socket_path: Path | str) -> None:
-        self.socket_path = Path(socket_path)
-        self._counters: dict[tuple[str, str], _Counter] = {}
+    def __init__(self, paths: ProxyPaths) -> None:
+        self.paths = paths
+        self._counts = LogCounts()
         self._lock = threading.Lock()
+        """Guards `_counts`."""
         self._reading = threading.Lock()
-        """Held while datagrams are received and counted, so `flush` sees every queued one counted."""
-        self._sock: socket.socket | None = None
+        """Held while a chunk of the log is received and counted."""
+        self._marks = threading.Condition()
+        """Guards the marker state below; notified when an awaited marker is read."""
+        self._nonce = secrets.token_hex(8)
+        self._tokens = itertools.count(1)
+        self._awaited: int | None = None
+        self._reached: LogCounts | None = None
+        self._discard_until = 0
+        self._flushing = threading.Lock()
+        self._tried = threading.Event()
+        self._attached = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._inode = 0
         self.unparsed = 0
+        self.dropped = 0
+        """Lines HAProxy said it dropped (its ring was full: this reader fell behind)."""
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
+        """Follow the log. When HAProxy runs, returns once every line it writes from now on will be
+        counted; when it does not, the reader attaches when it starts (`flush` then to be sure)."""
         if self.running:
             return
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
-        raise_dgram_queue()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            sock.bind(str(self.socket_path))
-            os.chmod(self.socket_path, 0o600)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        except OSError as error:
-            sock.close()
-            raise TargetError(f"cannot listen for HAProxy's log on {self.socket_path}: {error}") from error
-        sock.setblocking(False)
-        self._sock = sock
-        self._inode = os.stat(self.socket_path).st_ino
         self._stop.clear()
+        self._tried.clear()
         self._thread = threading.Thread(target=self._run, name="shipyard-haproxy-log", daemon=True)
         self._thread.start()
+        if self._tried.wait(FLUSH_TIMEOUT_S) and self._attached:
+            self.flush()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
         self._thread = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(self.socket_path).st_ino == self._inode:  # not a newer reader's socket
-                    self.socket_path.unlink()
 
     def _run(self) -> None:
-        sock = self._sock
-        assert sock is not None
         while not self._stop.is_set():
-            try:
-                if not select.select([sock], [], [], 0.2)[0]:
-                    continue
-            except (OSError, ValueError):
-                return
+            sock = self._attach()
+            self._attached = sock is not None
+            self._tried.set()
+            if sock is None:
+                self._stop.wait(_RECONNECT_S)
+                continue
+            with sock:
+                self._follow(sock)
+            self._attached = False
+
+    def _attach(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.paths.admin_socket))
+            sock.sendall(f"show events {LOG_RING} -w -n\n".encode())
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    def _follow(self, sock: socket.socket) -> None:
+        """Count the lines of one connection until it ends (or the sampler stops)."""
+        partial = b""
+        last = time.monotonic()
+        while not self._stop.is_set():
+            if not select.select([sock], [], [], 0.2)[0]:
+                if time.monotonic() - last > _HEARTBEAT_S:
+                    self._mark(_HEARTBEAT_TOKEN)
+                    last = time.monotonic()
+                continue
+            last = time.monotonic()
             with self._reading:
-                if not self._receive(sock):
-                    return
-
-    def _receive(self, sock: socket.socket) -> bool:
-        """Count every datagram queued now; False once the socket is closed."""
-        while True:
-            # Empty the queue (in batches) before parsing: the kernel holds few datagrams for an
-            # unconnected reader (net.unix.max_dgram_qlen), and HAProxy drops what does not fit.
-            batch: list[bytes] = []
-            while len(batch) < 1024:
                 try:
-                    batch.append(sock.recv(4096))
-                except BlockingIOError:
-                    break
+                    data = sock.recv(1 << 20)
                 except OSError:
-                    self.feed(*batch)
-                    return False
-            self.feed(*batch)
-            if len(batch) < 1024:
-                return True
+                    return
+                if not data:
+                    return
+                *lines, partial = (partial + data).split(b"\n")
+                self.feed(*lines)
 
-    def flush(self) -> None:
-        """Count every log line queued now. HAProxy sends a request's line as the request ends, so
-        counters read from HAProxy before a flush count no request whose line is still unread."""
-        sock = self._sock
-        if sock is None:
-            return
-        with self._reading:
-            self._receive(sock)
+    def _mark(self, token: int) -> bool:
+        """Have HAProxy log this sampler's marker `token`; whether it answered."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                sock.connect(str(self.paths.marker_socket))
+                sock.sendall(f"GET /{self._nonce}/{token} HTTP/1.0\r\n\r\n".encode())
+                while sock.recv(4096):
+                    pass
+        except OSError:
+            return False
+        return True
+
+    def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> LogCounts:
+        """The counts with every line HAProxy wrote before this call: a request whose end a `show
+        stat` read before the call counted has its line counted in them. See the class."""
+        if not self.running:
+            return self.counts()
+        with self._flushing:
+            token = next(self._tokens)
+            with self._marks:  # any marker from this one on was logged after the call
+                self._awaited, self._reached = token, None
+            deadline = time.monotonic() + timeout_s
+            while True:
+                self._mark(token)
+                with self._marks:
+                    wait_s = min(_MARK_RETRY_S, max(0.0, deadline - time.monotonic()))
+                    if self._marks.wait_for(lambda: self._reached is not None, wait_s):
+                        reached, self._awaited, self._reached = self._reached, None, None
+                        assert reached is not None
+                        return reached
+                if time.monotonic() >= deadline:
+                    break
+                token = next(self._tokens)  # another: a marker logged while the ring was full is lost
+            with self._reading, self._marks:  # no chunk is being counted meanwhile
+                self._awaited = None
+                self._discard_until = token
+                counts = self.counts()
+        self._check_ring()
+        return counts
+
+    def _check_ring(self) -> None:
+        """Name the cause when HAProxy runs without the log ring (started by an older shipyard)."""
+        with contextlib.suppress(TargetError):
+            sinks = HAProxyClient(self.paths.admin_socket).command("show events")
+            if f" {LOG_RING} :" not in sinks:
+                raise TargetError(
+                    f"HAProxy on {self.paths.admin_socket} has no request-log ring {LOG_RING!r}: it was "
+                    "started with an older configuration. Stop it (its pid is in "
+                    f"{self.paths.pid_file}); the next shipyard command starts it again with the "
+                    "current configuration and adds the running instances back"
+                )
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """Stop reading the log while inside: what a controller that falls behind looks like (HAProxy
-        drops the lines that do not fit in the socket's queue; the analysis must notice)."""
+        """Stop reading the log while inside: what a controller that falls behind looks like
+        (HAProxy keeps the unread lines in its ring and drops new ones once it is full)."""
         with self._reading:
             yield
 
-    def feed(self, *datagrams: str | bytes) -> None:
-        """Count logged requests (one per datagram)."""
-        records = []
-        for data in datagrams:
-            record = parse_log_line(data)
-            if record is None:
+    def feed(self, *lines: str | bytes) -> None:
+        """Count logged requests (one per line) and read markers, in the log's order."""
+        records: list[LogRecord] = []
+        for raw in lines:
+            line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            record = parse_log_line(line)
+            if record is not None:
+                if self._discard_until == 0:
+                    records.append(record)
+            elif mark := _MARK.fullmatch(line.strip()):
+                if mark["nonce"] == self._nonce and int(mark["token"]) != _HEARTBEAT_TOKEN:
+                    self._count(records)
+                    records = []
+                    self._read_mark(int(mark["token"]))
+            elif dropped := _DROPPED.fullmatch(line.strip()):
+                self.dropped += int(dropped[1])
+            elif line.strip():
                 self.unparsed += 1
-            else:
-                records.append(record)
-        with self._lock:
-            for record in records:
-                counter = self._counters.get((record.backend, record.server))
-                if counter is None:
-                    counter = self._counters[(record.backend, record.server)] = _Counter()
-                counter.add(record)
+        self._count(records)
 
-    def sample(self, backend: str, servers: Sequence[str] | None = None) -> Sample:
-        """Cumulative counts of `servers` of `backend` (of all its servers when None)."""
-        with self._lock:
-            return _sum(
-                counter
-                for (be, server), counter in self._counters.items()
-                if be == backend and (servers is None or server in servers)
-            )
+    def _count(self, records: list[LogRecord]) -> None:
+        if records:
+            with self._lock:
+                self._counts.add(records)
 
-    def sample_version(self, backend: str, version: str) -> Sample:
-        """Cumulative counts of every server of `version` in `backend`, removed ones included."""
-        with self._lock:
-            return _sum(
-                counter
-                for (be, server), counter in self._counters.items()
-                if be == backend and (parse_server_name(server) or ("", 0))[0] == version
-            )
+    def _read_mark(self, token: int) -> None:
+        with self._marks:
+            if token >= self._discard_until:
+                self._discard_until = 0
+            if self._awaited is not None and token >= self._awaited and self._reached is None:
+                self._reached = self.counts()
+                self._marks.notify_all()
 
-    def servers(self) -> list[tuple[str, str]]:
+    def counts(self) -> LogCounts:
+        """The counts now (a copy)."""
         with self._lock:
-            return sorted(self._counters)
+            return self._counts.copy()
 
 
 # --- weights -------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@
 
 Everything lives under `state_dir`:
 
-    proxy/          haproxy.cfg, admin.sock (runtime API), log.sock (request log), haproxy.pid
+    proxy/          haproxy.cfg, admin.sock (runtime API, and the request log's ring read back),
+                    log-marker.sock (marks read positions in the log), haproxy.pid
     processes/      the process supervisor's state (one record per instance)
     weights.json    the traffic split last asked for, per service
 
@@ -42,6 +43,7 @@ from ...spec import ENV_REFERENCE, SecretRef, Service, Stack
 from .._model import Health, MigrationResult, Sample, TargetStatus
 from ._processes import Instance, InstanceSpec, Supervisor, run_command
 from .haproxy import (
+    LOG_RING_BYTES,
     HAProxyClient,
     ProxyPaths,
     ServerStat,
@@ -83,11 +85,14 @@ class LocalTarget:
         environ: Mapping[str, str] | None = None,
         migration_timeout_s: float = 600.0,
         delete_timeout_s: float = 10.0,
+        log_ring_bytes: int = LOG_RING_BYTES,
     ) -> None:
         """
         `workdir`: where services' `run` and migration commands run (default: the current directory).
         `ports`: a frontend port per service instead of the spec's `port`.
         `environ`: where `${env:NAME}` references are resolved (default: this process's environment).
+        `log_ring_bytes`: how far, in bytes of log lines, the log reader may fall behind before
+        HAProxy drops lines (the ring is allocated when HAProxy starts).
         """
         self.stack = stack
         self.state_dir = Path(state_dir)
@@ -98,12 +103,13 @@ class LocalTarget:
         self.environ = environ if environ is not None else os.environ
         self.migration_timeout_s = migration_timeout_s
         self.delete_timeout_s = delete_timeout_s
+        self.log_ring_bytes = log_ring_bytes
         self.paths = ProxyPaths(self.state_dir / "proxy")
         self.paths.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.paths.directory, 0o700)
         self.supervisor = Supervisor(self.state_dir / "processes")
         self.client = HAProxyClient(self.paths.admin_socket)
-        self.sampler = TrafficSampler(self.paths.log_socket)
+        self.sampler = TrafficSampler(self.paths)
         self._weights_file = self.state_dir / "weights.json"
         self._lock = threading.RLock()
         # (backend, server) -> (requests, 5xx): cumulative, last raw counters, offset (see _observe)
@@ -115,7 +121,11 @@ class LocalTarget:
 
     def render_config(self) -> str:
         return render_haproxy_config(
-            self.stack, self.paths.directory, ports=self.ports, bind_address=self.bind_address
+            self.stack,
+            self.paths.directory,
+            ports=self.ports,
+            bind_address=self.bind_address,
+            log_ring_bytes=self.log_ring_bytes,
         )
 
     def ensure_proxy(self) -> None:
@@ -148,6 +158,7 @@ class LocalTarget:
                 write_atomic(self.paths.config, self.render_config())
                 check_config(self.paths.config, self.haproxy_bin)
                 start_haproxy(self.paths, self.haproxy_bin)
+            self.sampler.flush()  # the log reader follows the new HAProxy before a server is back
             self._restore()
 
     def stop_proxy(self) -> None:
@@ -312,11 +323,12 @@ class LocalTarget:
 
     def sample(self, service: str, version: str) -> Sample:
         """Requests answered and 5xx from HAProxy's own per-server counters (exact); the latency
-        histogram from its request log (a log datagram HAProxy could not deliver is missing from
-        the histogram only, which the analysis sees by comparing the two).
+        histogram from its request log (a line HAProxy dropped is missing from the histogram only,
+        which the analysis sees by comparing the two).
 
-        The counters are read first and the log after, emptying its queue: every request the
-        counters count as answered has had its line sent by then, so a line missing is a lost one.
+        The counters are read first and the log after, up to a marker logged then: every request
+        the counters count as answered has had its line written before the marker, so a line
+        missing is a lost one.
         """
         svc = self._service(service)
         if svc.role == "worker":
@@ -325,13 +337,13 @@ class LocalTarget:
             self.ensure_proxy()
             backend = backend_name(service)
             self._observe(backend, self.client.show_stat(backend))
-            self.sampler.flush()
+            logged = self.sampler.flush()
             requests = errors = 0
             for (be, server), (reqs, errs) in self._counts.items():
                 if be == backend and _server_version(server) == version:
                     requests += reqs
                     errors += errs
-            latency = self.sampler.sample_version(backend, version).latency_buckets
+            latency = logged.sample_version(backend, version).latency_buckets
             return Sample(requests, errors, latency)
 
     def _observe(self, backend: str, stats: list[ServerStat]) -> None:
