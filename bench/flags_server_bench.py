@@ -259,8 +259,10 @@ def wrk(target: Target, route: str, seconds: int, tmp: Path) -> dict[str, Any]:
 def _prepare_state(src: Path, url: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run(
-        [str(PYTHON), "-c", PREPARE_STATE, url], env=env, capture_output=True, text=True, check=True
+        [str(PYTHON), "-c", PREPARE_STATE, url], env=env, capture_output=True, text=True, check=False
     )
+    if out.returncode != 0:
+        raise SystemExit(f"preparing the state store {url} from {src} failed:\n{out.stderr}")
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -368,11 +370,11 @@ def measure(seconds: int, rounds: int, sources: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as name:
         tmp = Path(name)
         baseline_src = _baseline_sources(tmp)
-        for _ in range(rounds):
-            with shipyard(baseline_src, tmp, "baseline") as target:
+        for round_ in range(rounds):
+            with shipyard(baseline_src, tmp, f"baseline-{round_}") as target:
                 for route in target.routes:
                     runs["baseline"].setdefault(route, []).append(wrk(target, route, seconds, tmp))
-            with shipyard(sources, tmp, "shipyard") as target:
+            with shipyard(sources, tmp, f"shipyard-{round_}") as target:
                 for route in target.routes:
                     runs["shipyard"].setdefault(route, []).append(wrk(target, route, seconds, tmp))
                 # The proxy reads the very flags shipyard serves when shipyard has Unleash's client API.

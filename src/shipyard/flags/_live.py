@@ -1,16 +1,18 @@
 """The flag set as the server serves it: compiled once per version, never older than a write.
 
 Every read (`flagset`, `evaluator`, `version`) first asks the store's `VersionProbe` for the
-committed version and reloads when it moved. On SQLite that is `PRAGMA data_version` (a few
-microseconds, no table read), so a worker process reads a write another worker made as soon as
-that write has committed, which is before its response left. On PostgreSQL it is the counter's
+committed version and reloads when it moved. On SQLite that is a counter in shared memory that
+every write bumps after its commit (`SharedVersion`: nanoseconds), and `PRAGMA data_version` only
+when it moved, so a worker process reads a write another worker made as soon as that write has
+committed, which is before its response left. On PostgreSQL it is the counter's
 row by key on a connection of the probe's own: one round trip, and the same guarantee across
 servers.
 
 Streams are not driven by reads, so changes are also followed in the background
 (`follow_changes`, run by the server): on PostgreSQL a LISTEN thread woken by the NOTIFY each
 write sends at commit, with a slow poll as a safety net for a lost notification; on SQLite the
-probe every few milliseconds (it costs next to nothing). A write in this process swaps the
+pragma itself every few milliseconds (it costs next to nothing), which also finds a commit whose
+writer was killed before it bumped the shared counter. A write in this process swaps the
 snapshot at once.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -50,11 +53,12 @@ class LiveFlagSet:
         self._closed = False
         store.subscribe(self.refresh)
 
-    def current(self) -> tuple[FlagSet, Evaluator]:
-        """The flag set and its evaluator, at least as new as the last committed write."""
+    def current(self, *, thorough: bool = False) -> tuple[FlagSet, Evaluator]:
+        """The flag set and its evaluator, at least as new as the last committed write (`thorough`:
+        see `VersionProbe.version`)."""
         current = self._current
         try:
-            version = self._probe.version()
+            version = self._probe.version(thorough=thorough)
         except Exception as exc:
             # The store is unreachable: serve the last snapshot rather than fail every evaluation
             # (the write that would make it stale cannot commit either, on a single store).
@@ -120,7 +124,7 @@ class LiveFlagSet:
             while True:
                 await asyncio.sleep(interval)
                 with contextlib.suppress(Exception):  # a database hiccup must not end the follower
-                    await asyncio.to_thread(self.current)
+                    await asyncio.to_thread(functools.partial(self.current, thorough=True))
         finally:
             stop.set()  # the listener ends within its notify timeout; it is a daemon thread
 

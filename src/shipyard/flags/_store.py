@@ -15,13 +15,19 @@ Other processes learn of a change in two ways (`VersionProbe`, `FlagStore.listen
 of the committed version that a server makes before every read (so a read can never be older
 than a write whose response has come back), and, on PostgreSQL, a NOTIFY on `CHANNEL` sent in the
 writing transaction, which wakes every listening server at commit (streams need no read to start).
+On SQLite the check before a read is a `SharedVersion` in memory every process maps, which each
+write bumps after its commit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import logging
+import mmap
+import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -244,6 +250,7 @@ class FlagStore:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._listeners: list[Callable[[int], object]] = []
+        self._shared: SharedVersion | Literal[False] | None = None  # False: none can be made
 
     @property
     def engine(self) -> Engine:
@@ -251,11 +258,23 @@ class FlagStore:
         assert isinstance(bind, Engine), "the flag store's sessions are bound to one engine"
         return bind
 
+    def _sqlite_file(self) -> str | None:
+        engine = self.engine
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            return str(engine.url.database)
+        return None
+
+    def _shared_version(self) -> SharedVersion | None:
+        """The SQLite store's SharedVersion (None on other databases, or where it cannot be made)."""
+        if self._shared is None and (path := self._sqlite_file()) is not None:
+            self._shared = SharedVersion.beside(path)
+        return self._shared or None
+
     def probe(self) -> VersionProbe:
         """A check of the committed version, cheap enough to make before every read."""
         engine = self.engine
-        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-            return SqliteProbe(str(engine.url.database))
+        if (path := self._sqlite_file()) is not None:
+            return SqliteProbe(path, self._shared_version())
         if engine.dialect.name == "postgresql":
             return PostgresProbe(engine)
         return VersionProbe(self)
@@ -414,6 +433,9 @@ class FlagStore:
                     {"channel": CHANNEL, "version": str(version)},
                 )
             yield session, version
+        # Committed: every reader's next check sees it (before this write's response leaves).
+        if (shared := self._shared_version()) is not None:
+            shared.bump()
 
     def _changed(self, version: int) -> None:
         for listener in self._listeners:
@@ -426,7 +448,9 @@ class VersionProbe:
     def __init__(self, store: FlagStore | None = None) -> None:
         self._store = store
 
-    def version(self) -> int:
+    def version(self, *, thorough: bool = False) -> int:
+        """The committed version; `thorough`: ask the database even where a cheaper check exists
+        (the server's background follower does, so that nothing can hide a commit for long)."""
         assert self._store is not None
         return self._store.version()
 
@@ -434,16 +458,71 @@ class VersionProbe:
         """Release the probe's connection (if it has one of its own)."""
 
 
-class SqliteProbe(VersionProbe):
-    """SQLite: `PRAGMA data_version` on a connection of its own, the counter only when it moved.
+_U64 = struct.Struct("<Q")
 
-    The pragma's value changes whenever another connection (any process) has committed to the
-    file since this connection last asked, and costs no table read: a few microseconds, so every
-    read can afford it. Unrelated writes (jobs, audit) move it too; the counter then says whether
-    the flag set changed.
+
+class SharedVersion:
+    """A counter in a small file beside a SQLite store, mapped into the memory of every process.
+
+    Each flag write through a FlagStore adds one to it after its commit, under an exclusive
+    `flock` (two writers never store the same number, which a reader would take for no change).
+    A reader compares it with the value it last saw: tens of nanoseconds, where `PRAGMA
+    data_version` costs microseconds, the largest part of an evaluation's cost. A writer killed
+    between its commit and the bump leaves the counter behind; the server's follower asks the
+    database itself every few milliseconds (`VersionProbe.version(thorough=True)`), so such a
+    write is still seen within that.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._map = mmap.mmap(fd, _U64.size)
+
+    @classmethod
+    def beside(cls, database: str) -> SharedVersion | Literal[False]:
+        """The counter of the store at `database` (made when missing); False where the file
+        cannot be made or mapped (a read-only directory): the probe then asks the database."""
+        try:
+            fd = os.open(f"{database}.flags-version", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            log.info("no shared flag version beside %s (%s): reads ask the database", database, exc)
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_size < _U64.size:
+                    os.ftruncate(fd, _U64.size)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            return cls(fd)
+        except (OSError, ValueError) as exc:
+            os.close(fd)
+            log.info("no shared flag version beside %s (%s): reads ask the database", database, exc)
+            return False
+
+    def value(self) -> int:
+        value: int = _U64.unpack_from(self._map, 0)[0]
+        return value
+
+    def bump(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            _U64.pack_into(self._map, 0, (self.value() + 1) % (1 << 64))
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+class SqliteProbe(VersionProbe):
+    """SQLite: the store's SharedVersion, then (when it moved, or when asked to be thorough)
+    `PRAGMA data_version` on a connection of its own, then the counter only when that moved.
+
+    The pragma's value changes whenever another connection (any process) has committed to the
+    file since this connection last asked, and costs no table read, but still a few microseconds;
+    the shared counter costs next to nothing, so a read that finds it unmoved asks nothing more.
+    Unrelated writes (jobs, audit) move the pragma too; the counter then says whether the flag set
+    changed.
+    """
+
+    def __init__(self, path: str, shared: SharedVersion | None = None) -> None:
         super().__init__()
         # Autocommit (isolation_level None): no statement may leave a read transaction open, or
         # this connection would keep seeing the snapshot it started with.
@@ -451,8 +530,16 @@ class SqliteProbe(VersionProbe):
         self._lock = threading.Lock()
         self._data_version: int | None = None
         self._version = 0
+        self._shared = shared
+        self._shared_seen: int | None = None
 
-    def version(self) -> int:
+    def version(self, *, thorough: bool = False) -> int:
+        shared = self._shared
+        seen = None
+        if shared is not None:
+            seen = shared.value()
+            if seen == self._shared_seen and not thorough:
+                return self._version
         with self._lock:
             data_version = self._connection.execute("PRAGMA data_version").fetchall()[0][0]
             if data_version != self._data_version:
@@ -461,6 +548,10 @@ class SqliteProbe(VersionProbe):
                     "SELECT value FROM counters WHERE name = ?", (COUNTER,)
                 ).fetchall()
                 self._data_version, self._version = data_version, int(rows[0][0]) if rows else 0
+            if seen is not None:
+                # Read before the database: a bump made meanwhile makes the next read ask again.
+                # Set after `_version`, which a read that finds `seen` unmoved returns unlocked.
+                self._shared_seen = seen
             return self._version
 
     def close(self) -> None:
@@ -481,7 +572,7 @@ class PostgresProbe(VersionProbe):
         self._lock = threading.Lock()
         self._connection: Any = None
 
-    def version(self) -> int:
+    def version(self, *, thorough: bool = False) -> int:
         with self._lock:
             for attempt in (1, 2):  # a connection the server dropped is replaced once at once
                 try:

@@ -209,6 +209,9 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         version=__version__,
         lifespan=lifespan,
         description="Deployment and operations: feature flags, rollouts, backups, DR.",
+        # shipyard measures itself (`Measure`, /metrics); FastAPI's OpenTelemetry hook would only
+        # read three environment variables per request to find it has nothing to do.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.live = live
     app.state.scheduler = scheduler

@@ -9,6 +9,7 @@ JSON, contexts of every shape. The fast answers must also be measured and logged
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shipyard.server import ServerConfig, create_app
-from shipyard.tokens import create_token
+from shipyard.server import ServerConfig, _auth, create_app
+from shipyard.tokens import create_token, revoke_token
 from support.api import metric_value
 
 pytestmark = pytest.mark.integration
@@ -242,3 +243,36 @@ def test_log_evaluations_logs_every_fast_answer(tmp_path: Path, caplog: pytest.L
         ("/ofrep/v1/evaluate/flags/{key}", 200, "token:web", None),
         (ROUTE, 404, "token:web", None),
     ]
+
+
+def _value(pair: Pair) -> int:
+    return pair.fast.get("/feature-flags/new-checkout/value?userId=1", headers=pair.client).status_code
+
+
+def test_an_expired_token_is_rechecked_in_the_background_and_a_revocation_then_refuses(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _value(pair) == 200  # verified: cached for CACHE_SECONDS
+    with pair.fast.app.state.sessions() as session:  # type: ignore[attr-defined]
+        revoke_token(session, "web")
+    assert _value(pair) == 200  # still trusted: within CACHE_SECONDS
+    later = time.monotonic() + _auth.CACHE_SECONDS + 1
+    monkeypatch.setattr(_auth.time, "monotonic", lambda: later)
+    # Just expired: answered from the cache while one re-check runs; once it is back, refused.
+    statuses = [_value(pair)]
+    deadline = time.time() + 30  # a bound for a broken re-check, not a speed requirement
+    while statuses[-1] == 200 and time.time() < deadline:
+        time.sleep(0.01)
+        statuses.append(_value(pair))
+    assert statuses[0] == 200  # no herd of full checks at the expiry
+    assert statuses[-1] == 401
+    assert set(statuses[:-1]) == {200}
+
+
+def test_a_token_long_past_its_check_takes_the_full_way(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _value(pair) == 200
+    with pair.fast.app.state.sessions() as session:  # type: ignore[attr-defined]
+        revoke_token(session, "web")
+    later = time.monotonic() + _auth.CACHE_SECONDS + _auth.REFRESH_GRACE_SECONDS + 1
+    monkeypatch.setattr(_auth.time, "monotonic", lambda: later)
+    assert _value(pair) == 401  # no stale answer: checked before answering
