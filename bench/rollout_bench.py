@@ -51,6 +51,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
+from sqlalchemy import select  # noqa: E402
+
 from shipyard.host import free_port  # noqa: E402
 from shipyard.rollout._loadgen import LoadGenerator  # noqa: E402
 from shipyard.rollout.targets._processes import InstanceSpec, Supervisor  # noqa: E402
@@ -61,6 +63,7 @@ from shipyard.rollout.targets.haproxy import (  # noqa: E402
     parse_server_name,
     parse_show_stat,
 )
+from shipyard.state import RolloutCommandRow  # noqa: E402
 from support.demo_app import DEMO_DIR, demo_command  # noqa: E402
 from support.releases import ReleaseStack, release_stack  # noqa: E402
 
@@ -454,8 +457,21 @@ def _promote_once(
         queued = time.monotonic()
         weighted = watched.result()
     controller.communicate(timeout=300)
+    # When the CLI had recorded the command: what the controller can act on. Before that, the
+    # time is the CLI's own start (importing it takes seconds on this loaded machine).
+    with stack.sessions()() as session:
+        recorded = session.scalars(
+            select(RolloutCommandRow.created_at)
+            .where(RolloutCommandRow.command == "promote")
+            .order_by(RolloutCommandRow.id.desc())
+            .limit(1)
+        ).first()
     return {
         "seconds_promote_to_weight": round(weighted - asked, 3) if weighted else None,
+        "seconds_command_recorded_to_weight": round(weighted - _mono(recorded), 3)
+        if weighted and recorded
+        else None,
+        "seconds_cli_start_to_command_recorded": round(_mono(recorded) - asked, 3) if recorded else None,
         "seconds_cli_exit_to_weight": round(weighted - queued, 3) if weighted else None,
         "seconds_cli": round(queued - asked, 3),
         "promote_exit_code": promoted.returncode,
@@ -480,7 +496,14 @@ def promote_to_weight(args: argparse.Namespace) -> dict[str, Any]:
                 _promote_once(args, stack, stable, new) for stable, new in itertools.pairwise(versions)
             ]
     times = [s["seconds_promote_to_weight"] for s in samples if s["seconds_promote_to_weight"] is not None]
+    applied = [
+        s["seconds_command_recorded_to_weight"]
+        for s in samples
+        if s["seconds_command_recorded_to_weight"] is not None
+    ]
     return {
+        "median_seconds_command_recorded_to_weight": statistics.median(applied) if applied else None,
+        "max_seconds_command_recorded_to_weight": max(applied) if applied else None,
         "analysis": f"{DEFAULT_CADENCE.strip('{,')} (the spec's defaults), step {{analysis: 120s}}",
         "promote_seconds_into_the_step": args.promote_after,
         "median_seconds_promote_to_weight": statistics.median(times) if times else None,
