@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -64,8 +67,16 @@ def _at_head(engine: Engine) -> bool:
     return bool(current == HEAD_REVISION)
 
 
+_MIGRATION_LOCK = 0x5348_4950_4D49  # "SHIPMI": PostgreSQL's advisory lock key for migrations
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the Alembic migrations shipped in this package."""
+    """Apply the Alembic migrations shipped in this package.
+
+    One process at a time: two commands that open a new store at once would both find no schema
+    and both create it, and SQLite runs DDL outside the transaction, so the second would fail
+    with "table ... already exists". The second waits, then finds the store at head.
+    """
     if revision == "head" and _at_head(engine):
         return
     from alembic import command  # noqa: PLC0415 (see HEAD_REVISION)
@@ -73,9 +84,23 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     config = Config()
     config.set_main_option("script_location", "shipyard.state:migrations")
-    with engine.begin() as connection:
+    with _sqlite_file_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # held until this transaction ends
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        command.upgrade(config, revision)  # at head already when another process got there first
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive flock on `<database>.migrate.lock` beside a SQLite file store."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

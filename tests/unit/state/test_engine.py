@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from alembic.config import Config
@@ -37,3 +40,30 @@ def test_a_store_behind_head_is_upgraded(tmp_path: Path) -> None:
     engine.dispose()
     reopened = open_engine(url)
     assert "jobs" in inspect(reopened).get_table_names()
+
+
+
+_OPEN_AT = """
+import sys, time
+from shipyard.state import open_engine
+while time.time() < float(sys.argv[2]):  # every process starts migrating at the same moment
+    time.sleep(0.001)
+open_engine(sys.argv[1]).dispose()
+"""
+
+
+def test_processes_that_open_a_new_store_at_once_all_get_it_at_head(tmp_path: Path) -> None:
+    # Two shipyard commands in a new directory (a deploy and a status, a test's CLI and its
+    # server) both find no schema; without a lock both create it and the second fails with
+    # "table ... already exists".
+    for attempt in range(5):
+        url = f"sqlite:///{tmp_path / f'state{attempt}.db'}"
+        start_at = str(time.time() + 2)
+        processes = [
+            subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, start_at], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        failures = [p.communicate(timeout=120)[1] for p in processes if p.wait(timeout=120) != 0]
+        assert failures == [], failures
+        with open_engine(url).connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
