@@ -76,6 +76,7 @@ bench: install
 	$(PY) bench/flags_propagation_bench.py --write
 	$(PY) bench/rollout_bench.py --write
 	$(PY) bench/backup_bench.py --write
+	$(PY) bench/schemathesis_full.py --write
 
 clean:
 	rm -rf out rendered .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -204,6 +204,12 @@ def loaded(args: argparse.Namespace, urls: Sequence[str]) -> Iterator[Load]:
         load.stop()
 
 
+def _app_env(args: argparse.Namespace) -> dict[str, str]:
+    """The demo app's CPU per request (WORK_US): 0 is an app that does nothing, where a proxy's own
+    cost is as large as the app's."""
+    return {"WORK_US": str(args.work_us)}
+
+
 def direct_rps(args: argparse.Namespace, ports: Sequence[int]) -> float:
     """The app's own rate: wrk straight on `ports` (the instances a proxy would balance over)."""
     urls = [f"http://127.0.0.1:{port}/" for port in ports]
@@ -273,7 +279,7 @@ def _servers(client: HAProxyClient) -> dict[str, list[ServerState]]:
 def shipyard_release(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp,
-        release_stack(Path(tmp), kind) as stack,
+        release_stack(Path(tmp), kind, env=_app_env(args)) as stack,
     ):
         client = stack.target().client
         direct = direct_rps(args, [s.port for s in _servers(client)["v1"]])
@@ -380,7 +386,12 @@ def nginx_release(args: argparse.Namespace, kind: str) -> dict[str, Any]:
             for n in range(REPLICAS):
                 port = free_port()
                 spec = InstanceSpec(
-                    f"web-{version}-{n}", demo_command(), port, {"VERSION": version}, DEMO_DIR, 2.0
+                    f"web-{version}-{n}",
+                    demo_command(),
+                    port,
+                    {"VERSION": version, **_app_env(args)},
+                    DEMO_DIR,
+                    2.0,
                 )
                 supervisor.start(spec)
                 ports[version].append(port)
@@ -487,7 +498,7 @@ def promote_to_weight(args: argparse.Namespace) -> dict[str, Any]:
     steps = "[{weight: 10}, {analysis: 120s}, {weight: 100}]"
     with (
         tempfile.TemporaryDirectory(prefix="bench-promote-") as tmp,
-        release_stack(Path(tmp), "canary", steps=steps) as stack,
+        release_stack(Path(tmp), "canary", steps=steps, env=_app_env(args)) as stack,
     ):
         stack.spec.write_text(stack.spec.read_text().replace("{interval: 1s, window: 2s,", DEFAULT_CADENCE))
         versions = ["v1", *(f"p{n + 1}" for n in range(args.promotes))]
@@ -585,6 +596,7 @@ def main() -> None:
     parser.add_argument("--promotes", type=int, default=3)
     parser.add_argument("--promote-after", type=float, default=1.0, help="seconds into the analysis step")
     parser.add_argument("--bad-canary-rate", type=int, default=250, help="0: skip the bad canary")
+    parser.add_argument("--work-us", type=int, default=0, help="CPU each app request burns (demo WORK_US)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -601,7 +613,8 @@ def main() -> None:
         "benchmark": "whole releases under closed-loop keep-alive load on loopback: shipyard's HAProxy"
         " against the app direct and seed 003's nginx reload; promote to weight; a bad canary",
         "load": f"wrk -t{args.threads} -c{args.connections}, back-to-back runs of {args.chunk} s",
-        "app": f"examples/demo-app, {REPLICAS} instances per version",
+        "app": f"examples/demo-app, {REPLICAS} instances per version, WORK_US={args.work_us}",
+        "app_work_us": args.work_us,
         "haproxy_over_direct": {kind: r.get("haproxy_over_direct") for kind, r in releases.items()},
         "nginx_over_direct": {kind: r.get("nginx_over_direct") for kind, r in nginx.items()},
         "goals": GOALS,
@@ -627,7 +640,8 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if args.write:
-        RESULTS.write_text(text + "\n")
+        results = RESULTS if not args.work_us else RESULTS.with_name(f"rollout_work_{args.work_us}us.json")
+        results.write_text(text + "\n")
 
 
 def _version(argv: list[str]) -> str | None:

@@ -10,6 +10,8 @@ Environment (all optional but PORT):
     ERROR_RATE        share of work requests answered 500, 0..1; seeded, so a run is repeatable
     ERROR_SEED        seed of that choice                                   (default: VERSION)
     ADDED_LATENCY_MS  added to every work request before it is answered
+    WORK_US           CPU time every work request burns in the loop, in microseconds: what a
+                      real handler spends rendering and encoding (the benchmark's "app work")
     FAIL_HEALTH       "1"/"true"/"yes": /healthz answers 503
     STARTUP_DELAY_S   wait this long before listening (a slow boot)
     IGNORE_SIGTERM    "1"/"true"/"yes": ignore SIGTERM (to show the supervisor's SIGKILL)
@@ -92,6 +94,7 @@ class Config:
         self.version = os.environ.get("VERSION", "dev")
         self.error_rate = min(1.0, max(0.0, _number("ERROR_RATE", 0.0)))
         self.latency_s = max(0.0, _number("ADDED_LATENCY_MS", 0.0)) / 1000
+        self.work_s = max(0.0, _number("WORK_US", 0.0)) / 1_000_000
         self.fail_health = _flag("FAIL_HEALTH")
         self.startup_delay_s = max(0.0, _number("STARTUP_DELAY_S", 0.0))
         self.access_log = _flag("ACCESS_LOG")
@@ -380,6 +383,13 @@ class DemoServer:
         with self.rng_lock:
             return self.rng.random() < self.config.error_rate
 
+    def _work(self) -> None:
+        """Burn WORK_US of CPU (on the loop: a busy handler holds up the others, as in Node)."""
+        if self.config.work_s:
+            until = time.perf_counter() + self.config.work_s
+            while time.perf_counter() < until:
+                pass
+
     def _answer(self, conn: Connection, request: Request) -> tuple[bytes, bool]:
         """The response to `request` and whether the connection closes after it."""
         if request.method not in METHODS:
@@ -390,10 +400,12 @@ class DemoServer:
                 status, payload = 503, {"status": "unhealthy", "reason": reason}
             else:
                 status, payload = 200, {"status": "ok"}
-        elif self.fail_this_one():
-            status, payload = 500, {"error": "injected failure (ERROR_RATE)"}
         else:
-            status, payload = 200, {"path": request.path, "message": "hello from the demo app"}
+            self._work()
+            if self.fail_this_one():
+                status, payload = 500, {"error": "injected failure (ERROR_RATE)"}
+            else:
+                status, payload = 200, {"path": request.path, "message": "hello from the demo app"}
         close = not request.keep_alive or self.draining
         data = self._response(status, payload, close=close, head=request.method == "HEAD")
         if self.config.access_log:

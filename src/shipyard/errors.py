@@ -15,11 +15,12 @@ inherits 500 by accident (`tests/unit/test_errors.py` holds this tree against th
     │   ├── NoNodeTypeFitsError    2     422   no node type of a provider can hold the stack's pods
     │   ├── RenderError            2     422   a rendered object failed its schema (names the object)
     │   ├── NotFoundError          2     404   no such object (a flag, a token, a job, a release)
+    │   │   └── StateStoreMissing  2     404   a read found no state store where it looked (names where)
     │   ├── ConflictError          2     409   the write clashes with the object's state (the key exists)
-    │   │   └── PreconditionFailedError 2  412   an If-Match names a version the object is not at
+    │   │   ├── PreconditionFailedError 2  412   an If-Match names a version the object is not at
+    │   │   └── ReleaseInProgress  2     409   a deploy while another release of the service runs (names it)
     │   └── InvalidObjectError     2     422   an object (a flag, a rule) fails its rules
-    ├── TargetError                1     502   a target (HAProxy, a process, a cluster) failed or is down
-    │   ├── HAProxyUnreachable     1     502   (rollout.targets.haproxy) nothing answers on the admin socket
+    ├── TargetError                1     502   a target (HAProxy, a process, a cluster) failed
     │   └── _MissingError          1     404   (rollout.targets.kubernetes) the cluster has no such object
     ├── RolloutError               1     409   a release cannot go on (another holds the lock, a step failed)
     │   ├── ReleaseStopped         130   503   this process stopped running a release (Ctrl-C, SIGTERM)
@@ -36,7 +37,16 @@ inherits 500 by accident (`tests/unit/test_errors.py` holds this tree against th
     │   └── NotResolvable          1     422   (monitor._channels) a channel's secret is not set here
     ├── LockHeldError              1     409   (locks) someone else holds the lease
     ├── JobFailedError             1     502   a job (a child process) ended in failure
+    ├── UnavailableError           3     503   a component is unreachable (says which, where, what to check)
+    │   ├── StateStoreUnavailable  3     503   the state store's database refuses or does not answer
+    │   ├── HAProxyUnreachable     3     503   (rollout.targets.haproxy) nothing answers on the admin socket ¹
+    │   ├── KubernetesUnreachable  3     503   the Kubernetes API server does not answer ¹
+    │   ├── RepositoryUnreachable  3     503   the repository (S3, rest server, a directory) is unreachable ²
+    │   └── DatastoreUnreachable   3     503   a PostgreSQL or Redis backed up or restored does not answer ³
     └── CatalogError               1     500   a price catalog shipped with shipyard is malformed (our bug)
+
+¹ a TargetError too, ² a RepositoryError too, ³ a BackupError too: code that handles a target's,
+the repository's or a backup's failure handles these as before, and the CLI ends with 3.
 
 No message here holds a secret value: errors about secrets name the field, never its value.
 """
@@ -147,6 +157,19 @@ class PreconditionFailedError(ConflictError):
     http_status = 412
 
 
+class ReleaseInProgress(ConflictError):
+    """A release asked for while another release of the same service runs (a controller holds its
+    lease, or a job has just been started to run one); `rollout_id` is the running release's id
+    (None while the job has not recorded it yet, its `job_id` then)."""
+
+    http_status = 409
+
+    def __init__(self, message: str, *, rollout_id: int | None = None, job_id: int | None = None) -> None:
+        super().__init__(message)
+        self.rollout_id = rollout_id
+        self.job_id = job_id
+
+
 class InvalidObjectError(UserError):
     """An object fails validation; `problems` lists each as (field path, message)."""
 
@@ -155,6 +178,14 @@ class InvalidObjectError(UserError):
     def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.problems = problems or []
+
+
+class StateStoreMissing(NotFoundError):
+    """A command that only reads found no state store where it looked; it creates none (an empty
+    store would answer "nothing yet" for a store that is somewhere else). The message names the
+    SQLite file or the URL (its password hidden) and how to point at or create the store."""
+
+    http_status = 404
 
 
 class TargetError(ShipyardError):
@@ -228,3 +259,42 @@ class JobFailedError(ShipyardError):
     """A job (an ops request run in a child process) ended in failure; the message says how."""
 
     http_status = 502
+
+
+class UnavailableError(ShipyardError):
+    """A real component (a database, a socket, a repository, an API) could not be reached; exit 3.
+
+    The message is one line: the component, its address (never a password) and what to check.
+    """
+
+    exit_code = 3
+    http_status = 503
+
+
+class StateStoreUnavailable(UnavailableError):
+    """The state store's database refused the connection or stopped answering."""
+
+    http_status = 503
+
+
+class KubernetesUnreachable(TargetError, UnavailableError):
+    """The Kubernetes API server did not answer (refused, DNS, timeout); names its URL."""
+
+    exit_code = 3
+    http_status = 503
+
+
+class RepositoryUnreachable(RepositoryError, UnavailableError):
+    """The backup repository could not be reached: its S3 endpoint or rest-server refused or did not
+    answer, or a local repository's directory is not there (an unmounted volume)."""
+
+    exit_code = 3
+    http_status = 503
+
+
+class DatastoreUnreachable(BackupError, UnavailableError):
+    """A PostgreSQL or Redis datastore being backed up or restored refused the connection or did
+    not answer (not a wrong password: that stays a BackupError)."""
+
+    exit_code = 3
+    http_status = 503

@@ -132,7 +132,7 @@ def _canary_and_promote(stack: DashboardStack, browser: Browser) -> None:
         expect(phase).to_have_text("paused", timeout=45_000)
         expect(page.get_by_text("20%").first).to_be_visible()
         browser.shot("canary-paused")
-        page.get_by_role("button", name="Promote").click()
+        page.get_by_role("button", name="Promote", exact=True).click()  # not "Promote fully"
         expect(page.get_by_role("status")).to_contain_text("promote queued")
         expect(page.get_by_test_id("phase-web")).to_have_text("succeeded", timeout=45_000)
         browser.shot("promoted")
@@ -183,6 +183,7 @@ def _activity(stack: DashboardStack, browser: Browser) -> None:
         ("dr.drill", None, "passed"),
     }
     rows = page.locator("table.activity tbody tr")
+    expect(rows.first).to_be_visible()  # the click navigates: read the rows once the page is there
     seen = []
     for index in range(rows.count()):
         cells = rows.nth(index).locator("td").all_inner_texts()

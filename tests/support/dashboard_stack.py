@@ -14,13 +14,11 @@ import os
 import signal
 import subprocess
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
 from shipyard.host import free_port
@@ -29,6 +27,7 @@ from shipyard.state import JobRow, open_engine, session_factory
 from shipyard.tokens import Scope, create_token
 from support.backup_stack import RESTIC_PASSWORD_ENV, SHIPYARD, BackupStack, backup_stack
 from support.demo_app import demo_command
+from support.serve import start_serve, stop_serve, wait_ready
 
 ENVIRONMENT = "test"
 
@@ -136,18 +135,6 @@ def _token(stack: DashboardStack, name: str, scope: Scope) -> str:
         return create_token(session, name, scope, created_by="test")
 
 
-def _wait_ready(url: str, server: subprocess.Popen[str], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"shipyard serve exited {server.returncode}: {log.read_text()[-4000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise AssertionError("shipyard serve did not become ready")
-
-
 @contextlib.contextmanager
 def dashboard_stack() -> Iterator[DashboardStack]:
     """The stack, v1 of `web` live, one full backup set, and `shipyard serve` ready."""
@@ -156,7 +143,7 @@ def dashboard_stack() -> Iterator[DashboardStack]:
         data.spec.write_text(spec_text(data, web_port))
         stack = DashboardStack(data, web_port, free_port(), admin="", client="")
         spec_args = ("-f", str(data.spec), "-e", ENVIRONMENT)
-        server: subprocess.Popen[str] | None = None
+        server: subprocess.Popen[bytes] | None = None
         try:
             stack.admin = _token(stack, "ops", "admin")
             stack.client = _token(stack, "web-app", "client")
@@ -168,30 +155,13 @@ def dashboard_stack() -> Iterator[DashboardStack]:
                 backup = pool.submit(stack.cli, "backup", "full", *spec_args)
                 deploy.result()
                 backup.result()
-            # The server's log goes to a file: a pipe nobody reads would stall it once full (every
-            # request writes an access line).
             log = data.base / "serve.log"
-            with log.open("w") as out:
-                server = subprocess.Popen(
-                    [SHIPYARD, "serve", "--port", str(stack.port), *spec_args],
-                    env=stack.env,
-                    cwd=data.base,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    start_new_session=True,
-                )
-            _wait_ready(stack.url, server, log)
+            server = start_serve(spec_args, port=stack.port, log=log, cwd=data.base, env=stack.env)
+            wait_ready(stack.url, server, log)
             yield stack
         finally:
             if server is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(server.pid, signal.SIGTERM)
-                try:
-                    server.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(server.pid, signal.SIGKILL)
-                    server.wait(5)
+                stop_serve(server)
             _stop_jobs(stack)
             _destroy_target(data)
 

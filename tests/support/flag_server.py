@@ -206,7 +206,7 @@ class FlagServer:
         """How many requests the server answered on `route` with `status` (from its /metrics)."""
         return int(
             self.metric(
-                "shipyard_http_request_duration_seconds_count", method=method, route=route, status=str(status)
+                "shipyard_http_request_duration_seconds_count", method=method, route=route, code=str(status)
             )
         )
 

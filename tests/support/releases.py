@@ -4,13 +4,14 @@ real `shipyard` CLI in subprocesses, with its own state store and state director
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,16 +28,28 @@ from support.demo_app import demo_command, migrate_command
 SHIPYARD = str(Path(sys.executable).parent / "shipyard")
 
 
-def spec_text(port: int, strategy: str, *, steps: str | None = None, health_timeout: str = "15s") -> str:
-    """A one-service stack with short windows, so a whole release takes seconds."""
+def spec_text(
+    port: int,
+    strategy: str,
+    *,
+    steps: str | None = None,
+    health_timeout: str = "15s",
+    env: Mapping[str, str] | None = None,
+    run: str | None = None,
+    analysis: str = "{interval: 1s, window: 2s, max_error_rate: 0.02, max_p99_ratio: 5.0, min_requests: 20}",
+) -> str:
+    """A one-service stack with short windows, so a whole release takes seconds; `env` is added to
+    the app's environment (e.g. the demo app's WORK_US), `run` replaces the demo app."""
     steps = steps or "[{weight: 10}, {analysis: 3s}, {weight: 50}, {analysis: 2s}, {weight: 100}]"
+    indent = "\n" + " " * 14  # the env entries' indentation before dedent
+    extra = "".join(f"{indent}{name}: {json.dumps(value)}" for name, value in (env or {}).items())
     return textwrap.dedent(
         f"""\
         name: releases
         services:
           web:
             role: web
-            run: {demo_command()}
+            run: {run or demo_command()}
             port: {port}
             health:
               readiness: {{path: /healthz, period: 1s, timeout: 1s, failure_threshold: 1}}
@@ -46,14 +59,14 @@ def spec_text(port: int, strategy: str, *, steps: str | None = None, health_time
               ERROR_RATE: "0"
               ERROR_RATE__bad: "0.2"
               FAIL_HEALTH__sick: "1"
-              MIGRATION_FAIL__broken: "3"
+              MIGRATION_FAIL__broken: "3"{extra}
             migration: {migrate_command()}
         rollout:
           strategy: {strategy}
           health_timeout: {health_timeout}
           rollback_window: 1s
           steps: {steps}
-          analysis: {{interval: 1s, window: 2s, max_error_rate: 0.02, max_p99_ratio: 5.0, min_requests: 20}}
+          analysis: {analysis}
         environments:
           test: {{}}
         """

@@ -56,6 +56,32 @@ class Postgres:
         )
         return result.stdout.strip()
 
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: connections are cut), as an outage of the store."""
+        pg_ctl = pg_bin("pg_ctl") or "pg_ctl"
+        subprocess.run(
+            _as_postgres([pg_ctl, "-D", str(self.datadir), "-m", "fast", "-w", "stop"]),
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        """Start it again after `stop()`, on the same port and data."""
+        _pg_start(self.datadir, self.port)
+
+
+def _pg_start(datadir: Path, port: int) -> None:
+    """`pg_ctl start` on a data directory laid out as `postgres_server` makes it."""
+    pg_ctl = pg_bin("pg_ctl") or "pg_ctl"
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {datadir.parent / 'sockets'} -c fsync=off"
+    subprocess.run(
+        _as_postgres(
+            [pg_ctl, "-D", str(datadir), "-o", options, "-l", str(datadir.parent / "log"), "-w", "start"]
+        ),
+        check=True,
+        capture_output=True,
+    )
+
 
 @contextlib.contextmanager
 def postgres_server() -> Iterator[Postgres]:
@@ -78,12 +104,7 @@ def postgres_server() -> Iterator[Postgres]:
         check=True,
         capture_output=True,
     )
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {sockets} -c fsync=off"
-    subprocess.run(
-        _as_postgres([pg_ctl, "-D", str(datadir), "-o", options, "-l", str(base / "log"), "-w", "start"]),
-        check=True,
-        capture_output=True,
-    )
+    _pg_start(datadir, port)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

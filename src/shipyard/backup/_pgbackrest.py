@@ -32,6 +32,7 @@ from psycopg import sql
 
 from shipyard.errors import BackupError, UserError
 from shipyard.spec import Pitr, Postgres, Retention
+from shipyard.state import rfc3339
 
 BackupKind = Literal["full", "diff", "incr"]
 CompressType = Literal["none", "gz", "lz4", "zst", "bz2"]
@@ -645,7 +646,7 @@ class PgBackRest:
         if time is not None and time <= oldest.stopped_at:
             raise UserError(
                 f"cannot restore to {format_target_time(time)}: the oldest restorable time is "
-                f"{oldest.stopped_at.isoformat()} (the end of backup {oldest.label}); pick a later time"
+                f"{rfc3339(oldest.stopped_at)} (the end of backup {oldest.label}); pick a later time"
             )
         if lsn is not None and lsn_value(lsn) < lsn_value(oldest.stop_lsn):
             raise UserError(

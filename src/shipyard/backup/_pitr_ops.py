@@ -27,7 +27,7 @@ from ..errors import BackupError, UserError
 from ..host import free_port
 from ..host import state_dir as host_state_dir
 from ..spec import Postgres, Stack, byte_count
-from ..state import record_audit
+from ..state import record_audit, rfc3339
 from ._pgbackrest import (
     BackupKind,
     PgBackRest,
@@ -322,8 +322,8 @@ def backup_data(backup: PitrBackup) -> dict[str, Any]:
     return {
         "label": backup.label,
         "kind": backup.kind,
-        "started_at": backup.started_at.isoformat(),
-        "stopped_at": backup.stopped_at.isoformat(),
+        "started_at": rfc3339(backup.started_at),
+        "stopped_at": rfc3339(backup.stopped_at),
         "start_lsn": backup.start_lsn,
         "stop_lsn": backup.stop_lsn,
         "wal_start": backup.wal_start,
@@ -396,12 +396,12 @@ def window_data(stanza: PitrStanza, status: PitrStatus) -> dict[str, Any]:
         "datastore": stanza.datastore,
         "status": {"code": status.code, "message": status.message},
         "window": {
-            "from": oldest.isoformat() if oldest else None,
-            "to": newest.isoformat() if newest and oldest else None,
+            "from": rfc3339(oldest) if oldest else None,
+            "to": rfc3339(newest) if newest and oldest else None,
             "from_lsn": status.backups[0].stop_lsn if status.backups else None,
             "archive_min": status.archive_min,
             "archive_max": status.archive_max,
-            "streamed_at": streamed.isoformat() if streamed else None,
+            "streamed_at": rfc3339(streamed) if streamed else None,
         },
         "backups": [backup_data(b) for b in status.backups],
     }
@@ -425,7 +425,7 @@ def check_target(status: PitrStatus, *, time: datetime | None, lsn: str | None) 
         if time <= oldest.stopped_at:
             raise UserError(
                 f"cannot restore to {format_target_time(time)}: the oldest restorable time is "
-                f"{oldest.stopped_at.isoformat()} (the end of backup {oldest.label}); pick a later time"
+                f"{rfc3339(oldest.stopped_at)} (the end of backup {oldest.label}); pick a later time"
             )
     if lsn is not None and lsn_value(lsn) < lsn_value(oldest.stop_lsn):
         raise UserError(

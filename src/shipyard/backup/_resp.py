@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from ..errors import BackupError
+from ..errors import BackupError, DatastoreUnreachable
 
 
 class RespClient:
@@ -18,7 +18,10 @@ class RespClient:
         try:
             self._sock = socket.create_connection((host, port), timeout=timeout_s)
         except OSError as exc:
-            raise BackupError(f"cannot connect to Redis at {self.where}: {exc.strerror or exc}") from None
+            raise DatastoreUnreachable(
+                f"cannot connect to Redis at {self.where}: {exc.strerror or exc}; check the datastore's"
+                " local host and port, and that Redis runs"
+            ) from None
         self._file = self._sock.makefile("rb")
         if password is not None:
             self.call(b"AUTH", password.encode())

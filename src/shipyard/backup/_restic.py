@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal
 
-from shipyard.errors import BackupError, RepositoryError
+from shipyard.errors import BackupError, RepositoryError, RepositoryUnreachable
 from shipyard.host import proc_stat, state_dir
 
 RESTIC_MISSING = "restic is not installed: `apt-get install restic` (or run `make install`)"
@@ -214,7 +214,7 @@ def failure_kind(
     text = stderr.lower()
     if "wrong password or no key found" in text:
         return "password"
-    if any(hint in text for hint in _UNREACHABLE_HINTS):
+    if _says_unreachable(text):
         return "unreachable"
     if any(hint in text for hint in _DENIED_HINTS):
         return "denied"
@@ -239,6 +239,12 @@ _UNREACHABLE_HINTS = (
     "tls handshake",
     "server misbehaving",
 )
+
+
+def _says_unreachable(text: str) -> bool:
+    return any(hint in text.lower() for hint in _UNREACHABLE_HINTS)
+
+
 _DENIED_HINTS = (
     "access denied",
     "signaturedoesnotmatch",
@@ -788,6 +794,12 @@ class ResticRepository:
                 f"wrong password for the restic repository at {where}: "
                 "check the repository password in the backup settings"
             )
+        if kind == "missing" and not _is_remote(self.url) and not Path(self.url).exists():
+            return RepositoryUnreachable(
+                f"cannot reach the restic repository at {where}: there is no such directory; check"
+                " backup.repository, and that the volume holding it is mounted (a backup creates a"
+                " repository that was never made)"
+            )
         if kind == "missing":
             return RepositoryError(
                 f"no restic repository at {where}: initialise it first (init), or fix the repository URL"
@@ -803,7 +815,13 @@ class ResticRepository:
                 f"check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY ({self._tail(stderr)})"
             )
         if kind == "unreachable":
-            return RepositoryError(f"cannot reach the restic repository at {where}: {self._tail(stderr)}")
+            # The line that says why: restic goes on to ask "Is there a repository…?", which misleads.
+            said = [line for line in stderr.splitlines() if _says_unreachable(line)]
+            reason = _redact(said[0].strip(), self._secrets()) if said else self._tail(stderr)
+            return RepositoryUnreachable(
+                f"cannot reach the restic repository at {where}: {reason}; check that its server"
+                " (S3, rest-server) runs and answers there, the network, and backup.repository"
+            )
         return BackupError(f"restic {command} failed (exit {returncode}) at {where}: {self._tail(stderr)}")
 
 

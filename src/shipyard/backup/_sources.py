@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..errors import BackupError
+from ..errors import BackupError, DatastoreUnreachable
 from ._connect import PostgresSource, RedisSource
 from ._tools import find_tool, run_tool
 
@@ -101,12 +101,28 @@ def row_counts(connection: psycopg.Connection[Any]) -> dict[str, int]:
     return counts
 
 
+_POSTGRES_DOWN = (
+    "connection refused",
+    "failed to resolve host",
+    "could not translate host name",
+    "timeout expired",
+    "connection timed out",
+    "no route to host",
+    "network is unreachable",
+    "no such file or directory",  # a UNIX socket nobody listens on
+)
+"""What libpq says when no server answers at the address (a wrong password is an answer)."""
+
+
 def connect_postgres(source: PostgresSource, *, database: str | None = None) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(**source.conninfo(database))  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise BackupError(
+        text = str(exc).strip()
+        # libpq's first line ends with why ("… port 5432 failed: Connection refused"), then a hint.
+        reason = text.splitlines()[0].rpartition(" failed: ")[2] if text else type(exc).__name__
+        down = any(hint in text.lower() for hint in _POSTGRES_DOWN)
+        raise (DatastoreUnreachable if down else BackupError)(
             f"{source.artefact}: cannot connect to PostgreSQL at {source.where()}: {reason};"
             f" check datastores.{source.name}.local (host, port) and that the server runs"
         ) from None
@@ -206,10 +222,20 @@ RESTORE_SESSION_OPTIONS = ("maintenance_work_mem=512MB",)
 
 def redis_cli(source: RedisSource, *args: str, what: str) -> str:
     argv = [find_tool("redis-cli"), "--no-auth-warning", "-h", source.host, "-p", str(source.port), *args]
-    out = run_tool(argv, what=what, env=source.env, timeout_s=120)
-    if out.startswith(("ERR", "NOAUTH", "WRONGPASS", "Could not connect")):
-        raise BackupError(f"{what}: {out.strip().splitlines()[0]}")
-    return out
+    try:
+        out = run_tool(argv, what=what, env=source.env, timeout_s=120)
+    except BackupError as exc:
+        said = exc.message
+    else:
+        if not out.startswith(("ERR", "NOAUTH", "WRONGPASS", "Could not connect")):
+            return out
+        said = f"{what}: {out.strip().splitlines()[0]}"
+    if "Could not connect to Redis" in said:  # redis-cli's words when nothing answers there
+        raise DatastoreUnreachable(
+            f"{what}: cannot connect to Redis at {source.where()}: {said.rpartition(': ')[2]};"
+            f" check datastores.{source.name}.local (host, port) and that Redis runs"
+        )
+    raise BackupError(said)
 
 
 def redis_info(source: RedisSource, section: str) -> dict[str, str]:
@@ -243,6 +269,8 @@ def snapshot_redis(source: RedisSource, rdb_file: Path) -> RedisSnapshot:
     disk needed), with the key count around it and the replication offset it corresponds to."""
     try:
         before = redis_dbsize(source)
+    except DatastoreUnreachable:
+        raise  # it says what to check
     except BackupError as exc:
         raise BackupError(
             f"{exc.message}; check datastores.{source.name}.local (host, port) and that Redis runs"

@@ -22,7 +22,7 @@ from typer._click import Command, Context, HelpFormatter  # the click that typer
 from typer.core import TyperCommand, TyperGroup
 
 from ..errors import ShipyardError
-from ._app import app, console_err
+from ._app import VersionOption, app, console_err
 
 
 class _Lazy(NamedTuple):
@@ -171,7 +171,7 @@ class _LazyGroup(TyperGroup):
 
 
 @app.callback(cls=_LazyGroup)
-def _root() -> None:
+def _root(version: VersionOption = False) -> None:
     # No docstring: the app's `help=` stays its help. A callback makes Typer build a group, of
     # `_LazyGroup`, even though no command is registered on `app` itself.
     pass

@@ -21,7 +21,7 @@ app = typer.Typer(
     name="shipyard",
     help="Deployment and operations from one spec: render, price, release, back up, recover.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 console = Console(highlight=False, soft_wrap=True)
@@ -38,6 +38,25 @@ SpecOption = Annotated[
     Path,
     typer.Option(
         "--file", "-f", envvar="SHIPYARD_SPEC", help="The stack spec.", show_default=True, dir_okay=False
+    ),
+]
+"""Every command takes it (the README promises so, and scripts pass it to each): one that reads
+only the state store (`backup list`, `rollout history`, `flags …`, `notify queue`) accepts it and
+needs no spec there."""
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from .. import __version__  # noqa: PLC0415 - the package's one version (pyproject reads it too)
+
+        typer.echo(f"shipyard {__version__}")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print shipyard's version and exit."
     ),
 ]
 EnvOption = Annotated[str | None, typer.Option("--env", "-e", help="The environment (default: every one).")]
@@ -96,11 +115,11 @@ def one_stack(file: Path, env: str | None) -> Stack:
     return spec.stack(env)
 
 
-def open_sessions(database_url: str | None) -> sessionmaker[Session]:
-    """Sessions on the state store (migrated when behind)."""
-    from ..state import open_engine, session_factory  # noqa: PLC0415 - SQLAlchemy: only for the state store
+def read_sessions(database_url: str | None) -> sessionmaker[Session]:
+    """Sessions on a state store that exists already, for verbs that only read (never creates one)."""
+    from ..state import open_existing, session_factory  # noqa: PLC0415 - SQLAlchemy: only for the state store
 
-    return session_factory(open_engine(database_url))
+    return session_factory(open_existing(database_url))
 
 
 def emit(data: Any, output: Output) -> bool:

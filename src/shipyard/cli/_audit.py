@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from ..ops import AuditQuery, PruneAudit, Workspace, audit_log, prune_audit
-from ..state import AuditEntry
+from ..state import AuditEntry, rfc3339
 from ._app import DEFAULT_SPEC, DatabaseOption, Output, OutputOption, SpecOption, actor, console, emit
+from ._tables import fitted, shown_time, whole, words, wrapped
 
 audit_app = typer.Typer(
     help="The audit trail: every deploy, rollback, flag change, backup, restore, failover and drill.",
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
 def _data(entry: AuditEntry) -> dict[str, object]:
     return {
         "id": entry.id,
-        "at": entry.at.isoformat(),
+        "at": rfc3339(entry.at),
         "actor": entry.actor,
         "action": entry.action,
         "target_kind": entry.target_kind,
@@ -52,29 +52,36 @@ def audit_list(
     limit: Annotated[
         int, typer.Option("--limit", min=1, max=10_000, help="At most this many entries.")
     ] = 100,
+    file: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """The audit log, newest first: time, actor, action, target, outcome."""
     if ctx.invoked_subcommand is not None:
         return
-    ws = Workspace(database_url=database_url, actor=actor())
+    ws = Workspace(database_url=database_url, actor=actor(), reads_only=True)
     query = AuditQuery(since=since, actor=by_actor, action=action, limit=limit)
     entries = audit_log(ws, query).entries
     if emit([_data(entry) for entry in entries], output):
         return
-    table = Table(title=f"audit log ({len(entries)} entries, newest first)", title_justify="left")
-    for column in ("time", "actor", "action", "target", "outcome"):
-        table.add_column(column)
-    for entry in entries:
-        table.add_row(
-            entry.at.strftime("%Y-%m-%d %H:%M:%S"),
+    columns = (
+        whole("time"),
+        wrapped("actor"),
+        wrapped("action"),
+        words("target"),
+        wrapped("outcome", drop=1),
+    )
+    rows = [
+        (
+            shown_time(entry.at),
             escape(entry.actor),
             escape(entry.action),
             escape(f"{entry.target_kind} {entry.target}"),
             escape(entry.outcome),
         )
-    console.print(table)
+        for entry in entries
+    ]
+    console.print(fitted(columns, rows, title=f"audit log ({len(entries)} entries, newest first)"))
 
 
 @audit_app.command("prune")
@@ -99,8 +106,8 @@ def audit_prune(
     data = {
         "removed": result.removed,
         "dry_run": result.dry_run,
-        "before": result.before.isoformat(),
-        "compliance_before": result.compliance_before.isoformat(),
+        "before": rfc3339(result.before),
+        "compliance_before": rfc3339(result.compliance_before),
         "compliance_actions": result.compliance_actions,
     }
     if emit(data, output):

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ..backup import (
     BackupKind,
@@ -79,8 +79,9 @@ from ._app import (
     console,
     console_err,
     emit,
-    open_sessions,
+    read_sessions,
 )
+from ._tables import fitted, shown_time, whole, wrapped
 
 backup_app = typer.Typer(help="Take, list, verify and prune backup sets.", no_args_is_help=True)
 restore_app = typer.Typer(
@@ -180,8 +181,14 @@ def _take(
         return
     # SIGTERM (a supervisor stopping us) ends the backup like Ctrl-C: the set is recorded failed.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    from ..jobs import run_recorded_here  # noqa: PLC0415 - the jobs layer only for runs it records
+
     with _progress(output is Output.table) as (on_progress, on_phase):
-        taken = take_backup(ws, request, parallel=jobs, on_progress=on_progress, on_phase=on_phase).backup_set
+        taken = run_recorded_here(
+            ws,
+            request,
+            lambda: take_backup(ws, request, parallel=jobs, on_progress=on_progress, on_phase=on_phase),
+        ).backup_set
     if emit(_shown(taken), output):
         return
     console.print(f"backup set [bold]{taken.id}[/]: {taken.state} ({len(taken.artefacts)} artefacts)")
@@ -216,9 +223,14 @@ for _kind in BACKUP_WHATS:
 
 
 def _artefact_table(shown: BackupSetView) -> None:
-    table = Table(title=f"artefacts of {shown.id}", title_justify="left")
-    for column in ("artefact", "snapshot", "size", "added", "facts"):
-        table.add_column(column)
+    columns = (
+        whole("artefact"),
+        whole("snapshot"),
+        whole("size", justify="right", drop=3),
+        whole("added", justify="right", drop=2),
+        wrapped("facts", drop=1),
+    )
+    rows: list[tuple[str, ...]] = []
     for artefact in shown.manifest.artefacts if shown.manifest else []:
         if isinstance(artefact, PostgresArtefact):
             facts = f"LSN {artefact.lsn}, {len(artefact.row_counts)} tables"
@@ -226,14 +238,16 @@ def _artefact_table(shown: BackupSetView) -> None:
             facts = f"{artefact.expected_keys()} keys"
         else:
             facts = f"{artefact.files} files"
-        table.add_row(
-            artefact.name,
-            artefact.snapshot_id[:8],
-            byte_size(artefact.raw_bytes),
-            byte_size(artefact.data_added),
-            facts,
+        rows.append(
+            (
+                escape(artefact.name),
+                artefact.snapshot_id[:8],  # restic takes this prefix as the snapshot's id
+                byte_size(artefact.raw_bytes),
+                byte_size(artefact.data_added),
+                facts,
+            )
         )
-    console.print(table)
+    console.print(fitted(columns, rows, title=f"artefacts of {shown.id}"))
 
 
 @backup_app.command("list")
@@ -253,24 +267,35 @@ def list_command(
 ) -> None:
     """Backup sets, newest first, and whether each can be restored (abandoned ones marked failed)."""
     if from_repository:
-        _list_repository(_workspace(file, env, database_url), output)
+        ws = _workspace(file, env, database_url)
+        ws.reads_only = True  # this listing is for a lost store: it makes none
+        _list_repository(ws, output)
         return
-    sets = backup_sets(open_sessions(database_url), stack=stack, environment=env)
+    sets = backup_sets(read_sessions(database_url), stack=stack, environment=env)
     if emit([s.model_dump(mode="json", exclude=_LISTED) for s in sets], output):
         return
     if not sets:
         console.print("no backup sets yet: `shipyard backup full` takes one")
         return
-    table = Table(title="backup sets", title_justify="left")
-    for column in ("id", "stack", "env", "kind", "state", "restorable", "started", "artefacts", "error"):
-        table.add_column(column)
+    columns = (
+        whole("id"),
+        wrapped("stack", drop=3),
+        wrapped("env", drop=2),
+        wrapped("kind"),
+        whole("state"),
+        wrapped("restorable"),
+        whole("started", drop=5),
+        wrapped("artefacts", drop=1),
+        wrapped("error", drop=4),
+    )
+    rows = []
     for s in sets:
         colour = {"verified": "green", "complete": "cyan", "failed": "red"}.get(s.state, "yellow")
-        table.add_row(
-            s.id, s.stack, s.environment, s.kind, f"[{colour}]{s.state}[/]", _restorable(s),
-            s.started_at.isoformat(timespec="seconds"), str(len(s.artefacts)), s.error or "",
-        )  # fmt: skip
-    console.print(table)
+        rows.append((
+            s.id, escape(s.stack), escape(s.environment), s.kind, f"[{colour}]{s.state}[/]",
+            escape(_restorable(s)), shown_time(s.started_at), str(len(s.artefacts)), escape(s.error or ""),
+        ))  # fmt: skip
+    console.print(fitted(columns, rows, title="backup sets"))
 
 
 def _restorable(view: BackupSetView) -> str:
@@ -290,15 +315,28 @@ def _list_repository(ws: Workspace, output: Output) -> None:
     if not listed:
         console.print("the repository holds no set's manifest")
         return
-    table = Table(title="sets in the repository", title_justify="left")
-    for column in ("id", "kind", "finished", "artefacts", "manifest", "state store", "problem"):
-        table.add_column(column)
-    for s in listed:
-        table.add_row(
-            s.id, s.kind or "-", s.finished_at or "-", ", ".join(s.artefacts), s.manifest_file,
-            s.state or "[yellow]not recorded[/]: `shipyard backup import`", s.problem or "",
-        )  # fmt: skip
-    console.print(table)
+    columns = (
+        whole("id"),
+        wrapped("kind"),
+        whole("finished", drop=3),
+        wrapped("artefacts", drop=2),
+        wrapped("manifest", drop=1),
+        wrapped("state store"),
+        wrapped("problem", drop=4),
+    )
+    rows = [
+        (
+            s.id,
+            s.kind or "-",
+            s.finished_at or "-",
+            escape(", ".join(s.artefacts)),
+            escape(s.manifest_file),
+            s.state or "[yellow]not recorded[/]: `shipyard backup import`",
+            escape(s.problem or ""),
+        )
+        for s in listed
+    ]
+    console.print(fitted(columns, rows, title="sets in the repository"))
 
 
 @backup_app.command("import")
@@ -330,18 +368,19 @@ def import_command(
 @backup_app.command("show")
 def show(
     set_id: Annotated[str, typer.Argument(metavar="ID", help="The backup set.")],
+    file: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """One set's manifest: artefacts, snapshots, sizes, checksums, LSN, tool versions, verification."""
-    shown = backup_set(open_sessions(database_url), set_id)
+    shown = backup_set(read_sessions(database_url), set_id)
     if emit(_shown(shown), output):
         return
     console.print(
         f"set [bold]{shown.id}[/] of {shown.stack} ({shown.environment}): {shown.kind},"
         f" {shown.state}{' — ' + shown.error if shown.error else ''}"
     )
-    console.print(f"  started {shown.started_at.isoformat(timespec='seconds')} by {shown.actor}")
+    console.print(f"  started {shown_time(shown.started_at)} by {escape(shown.actor)}")
     tools = shown.manifest.tools if shown.manifest else {}
     console.print("  tools: " + "; ".join(f"{v}" for v in tools.values()))
     _artefact_table(shown)
@@ -377,11 +416,21 @@ def verify_command(
     if full and read_data:
         raise UserError("give --full or --read-data-subset, not both")
     show_steps = output is Output.table
-    outcome = verify(
+    from ..jobs import run_recorded_here  # noqa: PLC0415 - the jobs layer only for runs it records
+
+    ws, request = (
         _workspace(file, env, database_url),
         Verify(set_id=set_id or None, read_data="full" if full else read_data),
-        parallel=jobs,
-        on_step=(lambda text: console.print(f"  {text}")) if show_steps else None,
+    )
+    outcome = run_recorded_here(
+        ws,
+        request,
+        lambda: verify(
+            ws,
+            request,
+            parallel=jobs,
+            on_step=(lambda text: console.print(f"  {text}")) if show_steps else None,
+        ),
     )
     verified = outcome.backup_set
     if emit(_shown(verified), output):
@@ -406,12 +455,24 @@ def freshness(
     """Is each source's newest restorable backup younger than the RPO (`dr.rpo`)? Exit 1 and page if not."""
     checked = check_freshness(_workspace(file, env, database_url), CheckFreshness())
     if not emit([s.model_dump(mode="json") for s in checked.sources], output):
-        table = Table("source", "newest set", "age", "RPO", "")
-        for s in checked.sources:
-            age = "none" if s.age_s is None else f"{s.age_s:.0f} s"
-            verdict = "[red]stale[/]" if s.stale else "[green]ok[/]"
-            table.add_row(s.source, s.newest_set or "-", age, f"{s.limit_s:.0f} s", verdict)
-        console.print(table)
+        rows = [
+            (
+                escape(s.source),
+                s.newest_set or "-",
+                "none" if s.age_s is None else f"{s.age_s:.0f} s",
+                f"{s.limit_s:.0f} s",
+                "[red]stale[/]" if s.stale else "[green]ok[/]",
+            )
+            for s in checked.sources
+        ]
+        columns = (
+            whole("source"),
+            whole("newest set"),
+            whole("age", justify="right"),
+            whole("RPO", justify="right"),
+            whole(""),
+        )
+        console.print(fitted(columns, rows))
     if not checked.ok:
         raise typer.Exit(1)
 
@@ -549,10 +610,6 @@ def _pitr_backup(kind: BackupKind, file: Path, env: str | None, datastore: str |
     )
 
 
-def _utc(iso: str) -> str:
-    return iso.replace("T", " ").removesuffix("+00:00")
-
-
 def _make_pitr_backup(app: typer.Typer, name: str, kind: BackupKind, help_text: str) -> None:
     def command(
         datastore: PitrDatastoreOption = None,
@@ -599,14 +656,26 @@ def pitr_list(
         f"[bold]{window['from']}[/] to [bold]{window['to'] or 'the newest archived WAL'}[/] "
         f"(WAL {window['archive_min']} → {window['archive_max']})"
     )
-    table = Table(title="pgBackRest backups (times UTC)", title_justify="left")
-    table.add_column("label", no_wrap=True)
-    for column in ("type", "started", "restorable from", "stop LSN", "copied"):
-        table.add_column(column)
-    for b in data["backups"]:
-        table.add_row(b["label"], b["kind"], _utc(b["started_at"]), _utc(b["stopped_at"]),
-                      b["stop_lsn"], byte_size(b["backup_size"]))  # fmt: skip
-    console.print(table)
+    columns = (
+        whole("label"),
+        wrapped("type"),
+        whole("started", drop=2),
+        whole("restorable from"),
+        whole("stop LSN"),
+        whole("copied", justify="right", drop=1),
+    )
+    rows = [
+        (
+            b["label"],
+            b["kind"],
+            shown_time(b["started_at"]),
+            shown_time(b["stopped_at"]),
+            b["stop_lsn"],
+            byte_size(b["backup_size"]),
+        )
+        for b in data["backups"]
+    ]
+    console.print(fitted(columns, rows, title="pgBackRest backups"))
 
 
 stream_app = typer.Typer(
@@ -716,7 +785,9 @@ def _restore(
         if plan["safety_backup"]:
             console.print(f"  after a safety backup ({plan['safety_backup']}) of the live data")
         return
-    restored = restore(ws, request, parallel=jobs).restored
+    from ..jobs import run_recorded_here  # noqa: PLC0415 - the jobs layer only for runs it records
+
+    restored = run_recorded_here(ws, request, lambda: restore(ws, request, parallel=jobs)).restored
     if what == "volumes":
         if emit({"restored": [result.as_data() for result in restored]}, output):
             return

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from ..dr import StepResult
 from ..errors import DrError
@@ -39,6 +39,7 @@ from ._app import (
     emit,
 )
 from ._drills import register_drills
+from ._tables import fitted, whole, wrapped
 
 dr_app = typer.Typer(help="Disaster recovery: failover, failback, drills.", no_args_is_help=True)
 
@@ -97,12 +98,12 @@ def register(app: typer.Typer) -> None:
 
 def _print_plan(outcome: FailoverOutcome, output: Output) -> None:
     if not emit(outcome.data(), output):
-        table = Table(title=f"{outcome.action} plan for {outcome.datastore} (dry run)", title_justify="left")
-        for column in ("#", "step", "node", "what"):
-            table.add_column(column)
-        for number, step in enumerate(outcome.steps, 1):
-            table.add_row(str(number), step.kind, step.node, step.detail)
-        console.print(table)
+        columns = (whole("#", justify="right"), whole("step"), whole("node"), wrapped("what"))
+        rows = [
+            (str(number), step.kind, escape(step.node), escape(step.detail))
+            for number, step in enumerate(outcome.steps, 1)
+        ]
+        console.print(fitted(columns, rows, title=f"{outcome.action} plan for {outcome.datastore} (dry run)"))
         for problem in outcome.problems:
             console.print(f"[red]blocked:[/] {problem}")
     if outcome.problems:
@@ -226,23 +227,47 @@ def _print_ha(outcome: HaOutcome, output: Output) -> None:
         console.print(outcome.summary())
         return
     for cluster in outcome.clusters:
-        table = Table(title=f"{cluster.datastore}: processes on this host", title_justify="left")
-        for column in ("process", "kind", "address", "state", "pid", "restarts"):
-            table.add_column(column)
-        for process in cluster.processes:
-            state = "elsewhere" if not process.here else ("running" if process.alive else "stopped")
-            pid = str(process.pid) if process.pid else "-"
-            table.add_row(process.name, process.kind, process.address, state, pid, str(process.restarts))
-        console.print(table)
+        columns = (
+            whole("process"),
+            wrapped("kind", drop=1),
+            whole("address"),
+            wrapped("state"),
+            whole("pid"),
+            wrapped("restarts", justify="right", drop=2),
+        )
+        rows = [
+            (
+                escape(process.name),
+                process.kind,
+                escape(process.address),
+                "elsewhere" if not process.here else ("running" if process.alive else "stopped"),
+                str(process.pid) if process.pid else "-",
+                str(process.restarts),
+            )
+            for process in cluster.processes
+        ]
+        console.print(fitted(columns, rows, title=f"{cluster.datastore}: processes on this host"))
         if cluster.members:
-            members = Table(title=f"{cluster.datastore}: Patroni's view", title_justify="left")
-            for column in ("member", "role", "state", "address", "timeline", "lag"):
-                members.add_column(column)
-            for m in cluster.members:
-                lag = "-" if m.lag is None else f"{m.lag} B"
-                address = f"{m.host}:{m.port}"
-                members.add_row(m.name, m.role, m.state, address, str(m.timeline or "-"), lag)
-            console.print(members)
+            member_columns = (
+                whole("member"),
+                wrapped("role"),
+                wrapped("state"),
+                whole("address"),
+                wrapped("timeline", justify="right", drop=2),
+                whole("lag", justify="right", drop=1),
+            )
+            member_rows = [
+                (
+                    escape(m.name),
+                    m.role,
+                    m.state,
+                    f"{m.host}:{m.port}",
+                    str(m.timeline or "-"),
+                    "-" if m.lag is None else f"{m.lag} B",
+                )
+                for m in cluster.members
+            ]
+            console.print(fitted(member_columns, member_rows, title=f"{cluster.datastore}: Patroni's view"))
         for route, servers in cluster.routes.items():
             shown = ", ".join(f"{server} {state}" for server, state in servers.items())
             console.print(f"HAProxy {route}: {shown}")

@@ -69,7 +69,12 @@ def drill_test(
         if output is Output.table:
             console.print(f"[dim]… {escape(name)}[/]")
 
-    outcome = run_drill(ws, request, on_phase=progress)
+    from ..jobs import run_recorded_here  # noqa: PLC0415 - the jobs layer only for runs it records
+
+    if dry_run:
+        outcome = run_drill(ws, request, on_phase=progress)
+    else:
+        outcome = run_recorded_here(ws, request, lambda: run_drill(ws, request, on_phase=progress))
     if not emit(outcome.data(), output):
         _print_outcome(outcome)
     if not outcome.ok:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.table import Table
+from rich.markup import escape
 
 from .. import ops
 from ..errors import InvalidObjectError, UserError
@@ -19,19 +19,22 @@ from ..flags import FlagBackend, FlagStore, LocalBackend, RemoteBackend, new_key
 from ..flags._formats import FormatName, flag_format
 from ..ops import Workspace
 from ..spec import load_spec
-from ..state import open_engine, session_factory
+from ..state import open_existing, rfc3339, session_factory
 from ..tokens import SCOPES, list_tokens
 from ._app import (
+    DEFAULT_SPEC,
     ContextOption,
     DatabaseOption,
     KubeconfigOption,
     Output,
     OutputOption,
+    SpecOption,
     actor,
     console,
     console_err,
     emit,
 )
+from ._tables import fitted, shown_time, whole, wrapped
 
 flags_app = typer.Typer(
     help="Feature flags: list, change, evaluate, audit, export and import.", no_args_is_help=True
@@ -66,9 +69,11 @@ def register(app: typer.Typer) -> None:
 
 
 def backend(url: str | None, token: str | None, database_url: str | None) -> FlagBackend:
+    """Where a flag verb that only reads looks: a server's API with `--url`, else the state store,
+    which must exist already (a read creates none)."""
     if url:
         return RemoteBackend(url, token)
-    return LocalBackend(FlagStore(session_factory(open_engine(database_url))), actor())
+    return LocalBackend(FlagStore(session_factory(open_existing(database_url))), actor())
 
 
 def workspace(database_url: str | None) -> Workspace:
@@ -121,6 +126,7 @@ def _parse_value(text: str) -> Any:
 def list_(
     url: UrlOption = None,
     token: TokenOption = None,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
@@ -128,22 +134,31 @@ def list_(
     flagset = backend(url, token, database_url).snapshot()
     if emit({"version": flagset.version, **flagset.to_data()}, output):
         return
-    table = Table(title=f"flag set version {flagset.version}", title_justify="left")
-    for column in ("key", "type", "kind", "on in", "rules", "owner", "description"):
-        table.add_column(column)
+    columns = (
+        whole("key"),
+        wrapped("type", drop=3),
+        wrapped("kind", drop=2),
+        wrapped("on in"),
+        wrapped("rules", drop=1),
+        wrapped("owner", drop=4),
+        wrapped("description", drop=5),
+    )
+    rows = []
     for flag in flagset.flags:
         on = [name for name, env in flag.environments.items() if env.enabled]
         rules = sum(len(env.rules) for env in flag.environments.values())
-        table.add_row(
-            flag.key,
-            flag.type,
-            flag.kind,
-            ", ".join(on) or "-",
-            str(rules),
-            flag.owner or "-",
-            flag.description,
+        rows.append(
+            (
+                escape(flag.key),
+                flag.type,
+                flag.kind,
+                escape(", ".join(on)) or "-",
+                str(rules),
+                escape(flag.owner or "-"),
+                escape(flag.description),
+            )
         )
-    console.print(table)
+    console.print(fitted(columns, rows, title=f"flag set version {flagset.version}"))
 
 
 @flags_app.command("get")
@@ -151,6 +166,7 @@ def get(
     key: str,
     url: UrlOption = None,
     token: TokenOption = None,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.yaml,
 ) -> None:
@@ -165,7 +181,7 @@ def get(
 
 @flags_app.command("create")
 def create(
-    key: Annotated[str | None, typer.Argument(help="The flag key (or give --file).")] = None,
+    key: Annotated[str | None, typer.Argument(help="The flag key (or give --definition).")] = None,
     flag_type: Annotated[str, typer.Option("--type", help="boolean|string|number|json")] = "boolean",
     default: Annotated[str, typer.Option("--default", help="The default value (JSON).")] = "false",
     description: Annotated[str, typer.Option("--description")] = "",
@@ -173,18 +189,22 @@ def create(
         str, typer.Option("--kind", help="release|experiment|operational|kill-switch|permission")
     ] = "release",
     owner: Annotated[str | None, typer.Option("--owner")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="A YAML/JSON file with the whole flag.")] = None,
+    definition: Annotated[
+        Path | None,
+        typer.Option("--definition", help="A YAML/JSON file with the whole flag.", dir_okay=False),
+    ] = None,
     dry_run: DryRunOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: ChangeOutputOption = Output.table,
 ) -> None:
     """Create a flag from options or from a file."""
-    if file is not None:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    if definition is not None:
+        data = yaml.safe_load(definition.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
-            raise UserError(f"{file}: expected one flag as a mapping")
+            raise UserError(f"{definition}: expected one flag as a mapping")
     elif key:
         data = {
             "key": key,
@@ -196,7 +216,7 @@ def create(
         if owner:
             data["owner"] = owner
     else:
-        raise UserError("give the flag's key, or --file with its definition")
+        raise UserError("give the flag's key, or --definition with a file of the whole flag")
     if problem := new_key_problem(data.get("key")):  # imported flags may keep Unleash's names
         raise InvalidObjectError(problem, [("key", problem)])
     ws = workspace(database_url)
@@ -217,6 +237,7 @@ def set_(
     dry_run: DryRunOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: ChangeOutputOption = Output.table,
 ) -> None:
@@ -245,6 +266,7 @@ def delete(
     dry_run: DryRunOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: ChangeOutputOption = Output.table,
 ) -> None:
@@ -264,6 +286,7 @@ def eval_(
     ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
@@ -290,6 +313,7 @@ def audit(
     limit: int = 50,
     url: UrlOption = None,
     token: TokenOption = None,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
@@ -297,14 +321,17 @@ def audit(
     entries = backend(url, token, database_url).audit(key, limit)
     if emit(entries, output):
         return
-    table = Table(title=f"audit of {key}", title_justify="left")
-    for column in ("when", "who", "action", "changed"):
-        table.add_column(column)
-    for entry in entries:
-        table.add_row(
-            entry["at"], entry["actor"], entry["action"], _changed_fields(entry["before"], entry["after"])
+    rows = [
+        (
+            shown_time(entry["at"]),
+            escape(entry["actor"]),
+            entry["action"],
+            escape(_changed_fields(entry["before"], entry["after"])),
         )
-    console.print(table)
+        for entry in entries
+    ]
+    columns = (whole("when"), wrapped("who"), wrapped("action"), wrapped("changed"))
+    console.print(fitted(columns, rows, title=f"audit of {escape(key)}"))
 
 
 def _changed_fields(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
@@ -350,6 +377,7 @@ def export(
     environment: FormatEnvironmentOption = "production",
     url: UrlOption = None,
     token: TokenOption = None,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
 ) -> None:
     """The whole flag set in the import format, or in another tool's (--to), all or nothing."""
@@ -398,6 +426,7 @@ def import_(
     dry_run: DryRunOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: ChangeOutputOption = Output.table,
 ) -> None:
@@ -410,8 +439,8 @@ def import_(
     if source is FormatName.shipyard:
         if isinstance(data, dict) and "name" in data and "flags" in data:
             # A stack spec: validated whole (its flags included), then its flags section imported.
-            spec = load_spec(file)
-            data = spec.stack(spec.environments[0]).flags
+            stack_spec = load_spec(file)
+            data = stack_spec.stack(stack_spec.environments[0]).flags
         if not isinstance(data, dict | list | None):
             raise UserError(f"{file}: not a valid flag set: expected a mapping or a list of flags")
     elif not isinstance(data, dict):
@@ -442,6 +471,7 @@ def import_(
 def stale(
     url: UrlOption = None,
     token: TokenOption = None,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
@@ -455,12 +485,17 @@ def stale(
     if not data:
         console.print("no stale flags")
         return
-    table = Table(title="stale flags", title_justify="left")
-    for column in ("key", "kind", "overdue (days)", "owner"):
-        table.add_column(column)
-    for row in data:
-        table.add_row(row["key"], row["kind"], str(row["overdue_days"]), row["owner"] or "-")
-    console.print(table)
+    rows = [
+        (escape(row["key"]), row["kind"], str(row["overdue_days"]), escape(row["owner"] or "-"))
+        for row in data
+    ]
+    columns = (
+        whole("key"),
+        wrapped("kind", drop=1),
+        whole("overdue (days)", justify="right"),
+        wrapped("owner"),
+    )
+    console.print(fitted(columns, rows, title="stale flags"))
 
 
 @token_app.command("create")
@@ -470,6 +505,7 @@ def token_create(
         str, typer.Option("--scope", help="admin (writes) or client (reads, evaluates).")
     ] = "client",
     dry_run: DryRunOption = False,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: ChangeOutputOption = Output.table,
 ) -> None:
@@ -491,39 +527,48 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(database_url: DatabaseOption = None, output: OutputOption = Output.table) -> None:
+def token_list(
+    spec: SpecOption = DEFAULT_SPEC, database_url: DatabaseOption = None, output: OutputOption = Output.table
+) -> None:
     """Tokens by name, scope and state (never their values)."""
-    with session_factory(open_engine(database_url))() as session:
+    with session_factory(open_existing(database_url))() as session:
         rows: list[dict[str, Any]] = [
             {
                 "name": r.name,
                 "scope": r.scope,
                 "prefix": r.prefix,
-                "created_at": r.created_at.isoformat(),
+                "created_at": rfc3339(r.created_at),
                 "revoked": r.revoked_at is not None,
             }
             for r in list_tokens(session)
         ]
     if emit(rows, output):
         return
-    table = Table(title="API tokens", title_justify="left")
-    for column in ("name", "scope", "prefix", "created", "revoked"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            row["name"],
+    columns = (
+        whole("name"),
+        wrapped("scope"),
+        whole("prefix"),
+        whole("created", drop=1),
+        wrapped("revoked"),
+    )
+    cells = [
+        (
+            escape(row["name"]),
             row["scope"],
-            row["prefix"] + "…",
-            row["created_at"],
+            row["prefix"],
+            shown_time(row["created_at"]),
             "yes" if row["revoked"] else "no",
         )
-    console.print(table)
+        for row in rows
+    ]
+    console.print(fitted(columns, cells, title="API tokens"))
 
 
 @token_app.command("revoke")
 def token_revoke(
     name: str,
     dry_run: DryRunOption = False,
+    spec: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: ChangeOutputOption = Output.table,
 ) -> None:
@@ -534,7 +579,7 @@ def token_revoke(
     if not result.dry_run:
         console.print(f"revoked {name}", markup=False)
         return
-    already = f" (revoked already at {result.revoked_before.isoformat()})" if result.revoked_before else ""
+    already = f" (revoked already at {rfc3339(result.revoked_before)})" if result.revoked_before else ""
     console.print(f"{result.summary()}{already}; nothing was changed", markup=False)
 
 

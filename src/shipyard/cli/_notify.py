@@ -32,6 +32,7 @@ from ._app import (
     console,
     emit,
 )
+from ._tables import fitted, shown_time, whole, wrapped
 
 notify_app = typer.Typer(
     help="Notification channels: send a test, see the outbox, deliver what is due.", no_args_is_help=True
@@ -91,11 +92,14 @@ def send_test(
 
 @notify_app.command("queue")
 def queue_command(
+    file: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Messages waiting (pending) or given up (dead), by channel, oldest first."""
-    messages = notification_queue(_workspace(database_url), ListQueue()).messages
+    ws = _workspace(database_url)
+    ws.reads_only = True  # listing the outbox makes no store
+    messages = notification_queue(ws, ListQueue()).messages
     if emit([m.as_data() for m in messages], output):
         return
     if not messages:
@@ -106,6 +110,7 @@ def queue_command(
 
 @notify_app.command("flush")
 def flush_command(
+    file: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     everything: Annotated[
         bool, typer.Option("--all", help="Also try messages whose next try is later (after a fix).")
@@ -153,19 +158,32 @@ def _workspace(database_url: str | None) -> Workspace:
 
 def _table(messages: list[QueuedMessage]) -> Table:
     now = utcnow()
-    table = Table("channel", "id", "event", "severity", "state", "tries", "next try", "last error", "queued")
+    columns = (
+        whole("channel"),
+        whole("id", justify="right"),
+        whole("event"),
+        wrapped("severity", drop=2),
+        wrapped("state"),
+        wrapped("tries", justify="right", drop=1),
+        wrapped("next try"),
+        wrapped("last error"),
+        whole("queued", drop=3),
+    )
+    rows = []
     for m in messages:
         wait = (m.next_attempt_at - now).total_seconds()
         next_try = "-" if m.state != "pending" else ("now" if wait <= 0 else f"in {wait:.0f} s")
-        table.add_row(
-            m.channel,
-            str(m.id),
-            m.event,
-            m.severity,
-            "[red]dead[/]" if m.state == "dead" else m.state,
-            str(m.attempts),
-            next_try,
-            escape(m.last_error or ""),
-            m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        rows.append(
+            (
+                escape(m.channel),
+                str(m.id),
+                escape(m.event),
+                m.severity,
+                "[red]dead[/]" if m.state == "dead" else m.state,
+                str(m.attempts),
+                next_try,
+                escape(m.last_error or ""),
+                shown_time(m.created_at),
+            )
         )
-    return table
+    return fitted(columns, rows)

@@ -35,6 +35,7 @@ from ..ops import (
     Workspace,
     latest_releases,
     refresh_releases,
+    refuse_concurrent_release,
     release_history,
     release_steps,
     release_view,
@@ -58,8 +59,9 @@ from ._app import (
     actor,
     console,
     emit,
-    open_sessions,
+    read_sessions,
 )
+from ._tables import fitted, shown_time, whole, words, wrapped
 
 if TYPE_CHECKING:
     from ..rollout.targets.kubernetes import RolloutStatus
@@ -248,6 +250,7 @@ def deploy(
         _show_plan(deploy_release(ws, request, kube=kube).plan, output)
         return
     if detach:
+        refuse_concurrent_release(ws, service)  # at once, not after the job has started
         _deploy_as_job(ws, request)
         return
     if target is TargetName.kubernetes:
@@ -268,8 +271,13 @@ def deploy(
     def started(rollout_id: int) -> None:
         console.print(f"release {rollout_id}: {service} {version}")
 
+    from ..jobs import run_recorded_here  # noqa: PLC0415 - the jobs layer only for runs it records
+
     ended = _run_here(
-        lambda progress: deploy_release(ws, request, on_started=started, on_progress=progress), watch
+        lambda progress: run_recorded_here(
+            ws, request, lambda: deploy_release(ws, request, on_started=started, on_progress=progress)
+        ),
+        watch,
     )
     _ended(ended.rollout_id, ended.outcome, ended.reason)
 
@@ -306,9 +314,11 @@ def _steer(
     ws: Workspace,
     dry_run: bool,
     output: Output,
+    *,
+    full: bool = False,
 ) -> None:
     local = target is TargetName.local
-    request = Steer(service=service, command=command, target=target.value, dry_run=dry_run)
+    request = Steer(service=service, command=command, full=full, target=target.value, dry_run=dry_run)
     outcome = steer_release(ws, request, kube=kube, wait_s=COMMAND_WAIT_S if local else 0.0)
     if dry_run:
         _show_plan(outcome.plan, output)
@@ -319,7 +329,8 @@ def _steer(
             _watch_kubernetes(ws, service, kube)
         return
     if outcome.controller_running:
-        console.print(f"{command}: {outcome.applied or 'queued; the controller has not picked it up yet'}")
+        said = outcome.applied or "queued; the controller has not picked it up yet"
+        console.print(f"{command}{' --full' if full else ''}: {escape(said)}")
         if not outcome.ok:
             raise typer.Exit(2)
         return
@@ -357,7 +368,14 @@ def _rollback(
     if target is TargetName.kubernetes:
         rollback_release(ws, request, kube=kube)  # refused: not supported on kubernetes yet
         return
-    ended = _run_here(lambda progress: rollback_release(ws, request, on_progress=progress), watch)
+    from ..jobs import run_recorded_here  # noqa: PLC0415 - the jobs layer only for runs it records
+
+    ended = _run_here(
+        lambda progress: run_recorded_here(
+            ws, request, lambda: rollback_release(ws, request, on_progress=progress)
+        ),
+        watch,
+    )
     if ended.outcome is None:  # the controller running the release applied it
         console.print(f"rollback: {escape(ended.reason or 'ok')}")
         return
@@ -389,13 +407,43 @@ def _make_command(name: str, help_text: str) -> None:
 
 
 for _name, _help in (
-    ("promote", "Skip the remaining steps: the new version takes all traffic."),
     ("abort", "Stop the release: all traffic back to the stable version, the new one stopped."),
     ("pause", "Hold the release at its current weights (analysis goes on)."),
     ("retry", "Start a failed, aborted or rolled-back release again."),
     ("rollback", "Switch back to the previous version at once while it is still warm (local target only)."),
 ):
     _make_command(_name, _help)
+
+
+@rollout_app.command("promote")
+def promote(
+    service: Annotated[str, typer.Argument(help="The service whose release to promote.")],
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Skip every remaining step (weights, analyses, pauses): the new version takes all"
+            " traffic at once; only the warm hold and retiring the old version are left.",
+        ),
+    ] = False,
+    watch: WatchOption = False,
+    target: TargetOption = TargetName.local,
+    context: ContextOption = None,
+    kubeconfig: KubeconfigOption = None,
+    dry_run: DryRunOption = False,
+    file: SpecOption = DEFAULT_SPEC,
+    env: NamedEnvOption = "production",
+    database_url: DatabaseOption = None,
+    output: PlanOutputOption = Output.table,
+) -> None:
+    """Go on to the next step: end the analysis, pause or warm hold the release waits at.
+
+    With --full, skip every remaining step instead: the new version takes all traffic at once (as
+    `kubectl argo rollouts promote --full`).
+    """
+    kube = _kube(target, context, kubeconfig)
+    ws = _workspace(file, env, database_url)
+    _steer("promote", service, watch, target, kube, ws, dry_run, output, full=full)
 
 
 @rollout_app.command("resume")
@@ -427,7 +475,14 @@ def resume(
             f"release {current.id} is paused: {escape(current.detail)}. It keeps analysing; decide with"
             f" `shipyard rollout promote {service}` or `shipyard rollout abort {service}`."
         )
-    ended = _run_here(lambda progress: resume_release(ws, request, on_progress=progress), watch)
+    from ..jobs import run_recorded_here  # noqa: PLC0415 - the jobs layer only for runs it records
+
+    ended = _run_here(
+        lambda progress: run_recorded_here(
+            ws, request, lambda: resume_release(ws, request, on_progress=progress)
+        ),
+        watch,
+    )
     _ended(ended.rollout_id, ended.outcome, ended.reason)
 
 
@@ -470,10 +525,12 @@ def status(
         views = refresh_releases(ws, service=service, kube=kube)
     else:
         if service is not None and watch:
-            _watch_local(_workspace(file, env, database_url), service)
+            ws = _workspace(file, env, database_url)
+            ws.reads_only = True  # following a release records nothing: no store is made for it
+            _watch_local(ws, service)
             return
         views = latest_releases(
-            open_sessions(database_url), service=service, target=target.value if target else None
+            read_sessions(database_url), service=service, target=target.value if target else None
         )
     data = [view.data() for view in views]
     if emit(data, output):
@@ -481,31 +538,32 @@ def status(
     if not data:
         console.print("no releases yet")
         return
-    table = Table(title="releases", title_justify="left")
-    for column in (
-        "service",
-        "id",
-        "target",
-        "stable → candidate",
-        "strategy",
-        "phase",
-        "weights",
-        "outcome / reason",
-    ):
-        table.add_column(column)
-    for item in data:
-        weights = item["weights"]
-        table.add_row(
-            item["service"],
+    columns = (
+        whole("service"),
+        whole("id", justify="right"),
+        wrapped("target", drop=2),
+        words("stable → candidate"),
+        wrapped("strategy", drop=1),
+        wrapped("phase"),
+        whole("weights"),
+        wrapped("outcome / reason", drop=3),
+    )
+    rows = [
+        (
+            escape(item["service"]),
             str(item["id"]),
             item["target"],
-            f"{item['stable'] or '-'} → {item['candidate']}",
+            escape(f"{item['stable'] or '-'} → {item['candidate']}"),
             item["strategy"],
             item["phase"],
-            f"{weights.get('stable', '-')}/{weights.get('candidate', '-')}" if weights else "-",
-            " ".join(filter(None, [item["outcome"], item["reason"]])) or "-",
+            f"{item['weights'].get('stable', '-')}/{item['weights'].get('candidate', '-')}"
+            if item["weights"]
+            else "-",
+            escape(" ".join(filter(None, [item["outcome"], item["reason"]])) or "-"),
         )
-    console.print(table)
+        for item in data
+    ]
+    console.print(fitted(columns, rows, title="releases"))
 
 
 def _watch_local(ws: Workspace, service: str) -> None:
@@ -560,45 +618,56 @@ def _watch_kubernetes(ws: Workspace, service: str, kube: KubeConnection | None) 
 def history(
     service: Annotated[str, typer.Argument(help="The service.")],
     steps: Annotated[int | None, typer.Option("--steps", help="Show every step of this release.")] = None,
+    file: SpecOption = DEFAULT_SPEC,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Past releases of a service and how each ended (with the check that rolled it back)."""
-    sessions = open_sessions(database_url)
+    sessions = read_sessions(database_url)
     if steps is not None:
         data = [step.data() for step in release_steps(sessions, steps)]
     else:
         data = [view.data() for view in release_history(sessions, service, limit=1_000_000)]
     if emit(data, output):
         return
-    table = Table(
-        title=f"{'steps of release ' + str(steps) if steps is not None else 'releases of ' + service}"
-    )
     if steps is not None:
-        for column in ("#", "action", "status", "outcome"):
-            table.add_column(column)
-        for item in data:
-            action = {k: v for k, v in item["action"].items() if k != "type"}
-            outcome = item["outcome"] or {}
-            table.add_row(
+        step_columns = (whole("#", justify="right"), wrapped("action"), wrapped("status"), wrapped("outcome"))
+        step_rows = [
+            (
                 str(item["seq"]),
-                f"{item['action'].get('type', '?')} {action}",
+                escape(_step_action(item["action"])),
                 item["status"],
-                str(outcome.get("type", "")),
+                escape(str((item["outcome"] or {}).get("type", ""))),
             )
-    else:
-        for column in ("id", "stable → candidate", "strategy", "outcome", "reason", "started"):
-            table.add_column(column)
-        for item in data:
-            table.add_row(
-                str(item["id"]),
-                f"{item['stable'] or '-'} → {item['candidate']}",
-                item["strategy"],
-                item["outcome"] or item["phase"],
-                item["reason"] or "",
-                item["started"],
-            )
-    console.print(table)
+            for item in data
+        ]
+        console.print(fitted(step_columns, step_rows, title=f"steps of release {steps}"))
+        return
+    columns = (
+        whole("id", justify="right"),
+        words("stable → candidate"),
+        wrapped("strategy", drop=1),
+        wrapped("outcome"),
+        wrapped("reason", drop=2),
+        whole("started", drop=3),
+    )
+    rows = [
+        (
+            str(item["id"]),
+            escape(f"{item['stable'] or '-'} → {item['candidate']}"),
+            item["strategy"],
+            item["outcome"] or item["phase"],
+            escape(item["reason"] or ""),
+            shown_time(item["started_at"]),
+        )
+        for item in data
+    ]
+    console.print(fitted(columns, rows, title=f"releases of {escape(service)}"))
+
+
+def _step_action(action: dict[str, Any]) -> str:
+    """A recorded step's action: its type, then its other fields."""
+    return f"{action.get('type', '?')} { {k: v for k, v in action.items() if k != 'type'} }"
 
 
 class _Progress:
@@ -639,7 +708,9 @@ def _panel(state: RolloutState) -> Table:
         title_justify="left",
         caption=(getattr(last, "reason", "") or "")[:200],
     )
-    for column in ("version", "weight", "error rate", "p99 ms", "requests (last window)"):
+    longest = max(len("version"), len(plan.candidate), len(plan.stable or ""))
+    table.add_column("version", no_wrap=True, min_width=longest)  # a version is never cut
+    for column in ("weight", "error rate", "p99 ms", "requests (last window)"):
         table.add_column(column)
     checks = {c.name: c for c in (state.analysis.checks if state.analysis else ())}
     error, p99 = checks.get("error_rate"), checks.get("p99_ratio") or checks.get("p99_ms")

@@ -6,11 +6,12 @@ from importlib import resources
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
-from ..errors import SpecError, UserError
-from ..spec import load_spec
+from ..errors import SpecError, SpecIssue, UserError
+from ..spec import Spec, load_spec
 from ._app import DEFAULT_SPEC, EnvOption, Output, OutputOption, SpecOption, console, emit
+from ._tables import fitted, whole, wrapped
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +42,7 @@ def validate(
     """Check the spec and every environment's overlay; report every problem at once."""
     try:
         spec = load_spec(file)
+        _check_channel_urls(spec, env)
     except SpecError as exc:
         if output is not Output.table:
             emit({"file": str(file), "valid": False, "issues": [_issue(i) for i in exc.issues]}, output)
@@ -61,12 +63,28 @@ def validate(
     }
     if emit(report, output):
         return
-    table = Table(title=f"{file}: valid", title_justify="left")
-    for column in ("environment", "namespace", "services", "datastores"):
-        table.add_column(column)
-    for name, facts in report["environments"].items():
-        table.add_row(name, facts["namespace"], ", ".join(facts["services"]), ", ".join(facts["datastores"]))
-    console.print(table)
+    columns = (whole("environment"), whole("namespace"), wrapped("services"), wrapped("datastores"))
+    rows = [
+        (name, facts["namespace"], ", ".join(facts["services"]), ", ".join(facts["datastores"]))
+        for name, facts in report["environments"].items()
+    ]
+    console.print(fitted(columns, rows, title=escape(f"{file}: valid")))
+
+
+def _check_channel_urls(spec: Spec, env: str | None) -> None:
+    """The channels' URL references as they resolve here (the loader sees only the references)."""
+    # Here, not at the top: the monitor package loads SQLAlchemy, which `validate --help` and
+    # the listing of commands must not wait for.
+    from ..monitor import channel_url_problems  # noqa: PLC0415
+
+    stacks = [spec.stack(env)] if env else list(spec.stacks())
+    issues = {
+        SpecIssue(spec.file, 0, 0, path, message)
+        for stack in stacks
+        for path, message in channel_url_problems(stack.notifications)
+    }
+    if issues:
+        raise SpecError(list(issues))
 
 
 def _issue(issue: Any) -> dict[str, Any]:

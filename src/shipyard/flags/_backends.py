@@ -22,6 +22,7 @@ from ..errors import (
     UserError,
 )
 from ..spec.flags import FlagSet
+from ..state import rfc3339
 from ._evaluator import Evaluation, compile_flagset
 from ._store import AuditEntry, FlagStore, Stored
 from ._wire import flag_to_snake, flag_to_wire, flagset_to_wire
@@ -57,7 +58,7 @@ def evaluation_data(key: str, evaluation: Evaluation, version: int) -> dict[str,
 def audit_data(entry: AuditEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
-        "at": entry.at.isoformat(),
+        "at": rfc3339(entry.at),
         "actor": entry.actor,
         "action": entry.action,
         "target": entry.target,

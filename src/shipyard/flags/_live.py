@@ -14,12 +14,19 @@ write sends at commit, with a slow poll as a safety net for a lost notification;
 pragma itself every few milliseconds (it costs next to nothing), which also finds a commit whose
 writer was killed before it bumped the shared counter. A write in this process swaps the
 snapshot at once.
+
+When the store stops answering, the last good snapshot goes on being served (a write that would
+make it stale cannot commit either, on a single store) and `stale_since` says since when: the
+server puts it in a header of every evaluation and refuses the reads that need the store. Reads
+then skip the probe for a second at a time, so an outage does not cost each evaluation a failed
+connection; the background follower goes on trying and ends the outage at its first answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import threading
@@ -35,6 +42,9 @@ log = logging.getLogger(__name__)
 SQLITE_FOLLOW_SECONDS = 0.01
 """How often the background probe runs on SQLite (streams; reads check for themselves)."""
 
+UNREACHABLE_RETRY_SECONDS = 1.0
+"""While the store does not answer, how long reads serve the last snapshot without asking it."""
+
 
 class LiveFlagSet:
     """The current flag set and its compiled evaluator, with change notification for streams."""
@@ -48,6 +58,10 @@ class LiveFlagSet:
         self._current: tuple[FlagSet, Evaluator] = (flagset, compile_flagset(flagset))
         self._probe = store.probe()
         self._probe_failed_at = 0.0
+        self._answered_at = time.time()
+        """When the store last answered a version check (wall clock: it is shown)."""
+        self._stale_since: dt.datetime | None = None
+        self._retry_at = 0.0
         self._waiters: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -57,20 +71,40 @@ class LiveFlagSet:
         """The flag set and its evaluator, at least as new as the last committed write (`thorough`:
         see `VersionProbe.version`)."""
         current = self._current
+        if self._stale_since is not None and not thorough and time.monotonic() < self._retry_at:
+            return current  # unreachable a moment ago: not asked again per request
         try:
             version = self._probe.version(thorough=thorough)
+            if version != current[0].version:
+                self.refresh(version)
+                current = self._current
         except Exception as exc:
-            # The store is unreachable: serve the last snapshot rather than fail every evaluation
-            # (the write that would make it stale cannot commit either, on a single store).
-            now = time.monotonic()
-            if now - self._probe_failed_at > 10:
-                self._probe_failed_at = now
-                log.warning("flag version check failed (%s); serving version %d", exc, current[0].version)
+            # The store is unreachable: serve the last snapshot rather than fail every evaluation.
+            self._unreachable(exc)
             return current
-        if version != current[0].version:
-            self.refresh(version)
-            current = self._current
+        self._answered_at = time.time()
+        self._stale_since = None
         return current
+
+    def _unreachable(self, exc: Exception) -> None:
+        now = time.monotonic()
+        self._retry_at = now + UNREACHABLE_RETRY_SECONDS
+        if self._stale_since is None:
+            self._stale_since = dt.datetime.fromtimestamp(self._answered_at, dt.UTC)
+        if now - self._probe_failed_at > 10:
+            self._probe_failed_at = now
+            log.warning(
+                "flag version check failed (%s); serving version %d, read at %s",
+                exc,
+                self._current[0].version,
+                self._stale_since.isoformat(timespec="seconds"),
+            )
+
+    @property
+    def stale_since(self) -> dt.datetime | None:
+        """When the store last answered, while it does not (the snapshot served is from then or
+        before); None while it answers."""
+        return self._stale_since
 
     @property
     def flagset(self) -> FlagSet:

@@ -22,6 +22,7 @@ from ..errors import ShipyardError
 from ..logs import configure_logging, register_environment_secrets
 from ..ops import Result, Workspace
 from ..state import JobRow, open_engine, session_factory
+from ._orphans import JobLease
 from ._requests import OPERATIONS, parse_request, parse_request_json
 from ._runner import ENVIRONMENT_ENV, SPEC_ENV, SUMMARY_CHARS, finish_job
 
@@ -61,6 +62,10 @@ def run_recorded(job_id: int) -> int:
     database_url = os.environ.get("SHIPYARD_DATABASE_URL")
     sessions = session_factory(open_engine(database_url, migrate=False))
     code, summary, result = 1, "the job could not start", None
+    # The child's heartbeat: a server on another host closes the job if both this process and its
+    # server die (`_orphans`), and leaves it alone while this lease is renewed.
+    lease = JobLease(sessions, job_id)
+    lease.start()
     try:
         with sessions() as session:
             row = session.get(JobRow, job_id)
@@ -86,6 +91,7 @@ def run_recorded(job_id: int) -> int:
             finish_job(sessions, job_id, code, summary, result)
         except Exception as exc:  # the server records it instead while it runs
             print(f"could not record the job's outcome: {type(exc).__name__}", file=sys.stderr)
+        lease.stop()  # after the end is recorded: never a moment with neither
     return code
 
 

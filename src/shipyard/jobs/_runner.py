@@ -15,25 +15,38 @@ import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import JobFailedError, NotFoundError, UserError
-from ..host import pid_alive, read_tail
+from ..errors import ConflictError, JobFailedError, NotFoundError, UserError
+from ..host import pid_alive, read_tail, terminate_group
 from ..spec import Stack, load_spec
 from ..state import JobRow, as_utc, record_audit, utcnow
 from ._requests import check_request, describe, subject_of
 
 SUMMARY_CHARS = 300
 STOPPED = "server stopped while it ran"
+CLI_STOPPED = "the CLI that ran it ended without recording how"
+Origin = Literal["cli", "server"]
+CANCELLED = "cancelled"
+"""The state of a job someone cancelled (the others: running, succeeded, failed)."""
+JobState = Literal["running", "succeeded", "failed", "cancelled"]
+"""Every state a job can be in: running until it ends, then one of the other three for good."""
+MAX_JOB_ID = 2**31 - 1
+"""The largest job id there can be (`jobs.id` is a 32-bit INTEGER on PostgreSQL): a larger one
+names no job, and is not sent to the database, which would refuse it as out of range."""
+CANCEL_GRACE_S = 10.0
+"""How long a cancelled job's child has to stop on SIGTERM before it gets SIGKILL."""
 SPEC_ENV = "SHIPYARD_SPEC"
 ENVIRONMENT_ENV = "SHIPYARD_JOB_ENVIRONMENT"
 
@@ -55,16 +68,25 @@ class JobView:
     result: dict[str, Any] | None
     actor: str
     state: str
-    """running | succeeded | failed"""
+    """One of `JobState`: running | succeeded | failed | cancelled"""
     exit_code: int | None
     summary: str | None
     started_at: dt.datetime
     finished_at: dt.datetime | None
+    origin: Origin = "server"
+    """Where it ran: "server" (a child a server started for the API, the dashboard or the
+    scheduler) or "cli" (the CLI's own process, `run_recorded_here`)."""
 
     @property
     def description(self) -> str:
         """The request in one line: `deploy service=web version=v2`."""
         return describe(self.request)
+
+
+def origin_of(owner: str, pid: int | None) -> Origin:
+    """Where a job ran: "cli" when its owner (`host:pid`) is the process that ran it, "server" when
+    a server started a child for it."""
+    return "cli" if pid is not None and owner.rpartition(":")[2] == str(pid) else "server"
 
 
 def _view(row: JobRow) -> JobView:
@@ -79,6 +101,7 @@ def _view(row: JobRow) -> JobView:
         summary=row.summary,
         started_at=as_utc(row.started_at),
         finished_at=as_utc(row.finished_at) if row.finished_at else None,
+        origin=origin_of(row.owner, row.pid),
     )
 
 
@@ -109,9 +132,12 @@ def finish_job(
     exit_code: int,
     summary: str | None = None,
     result: dict[str, Any] | None = None,
+    *,
+    state: str | None = None,
 ) -> bool:
-    """Record a job's end once (whoever comes first: the child or the server); True if this did."""
-    state = "succeeded" if exit_code == 0 else "failed"
+    """Record a job's end once (whoever comes first: the child or the server); True if this did.
+    `state`: as its exit code says (succeeded or failed) unless given (`CANCELLED`)."""
+    state = state or ("succeeded" if exit_code == 0 else "failed")
     with sessions() as session, session.begin():
         row = session.get(JobRow, job_id)
         if row is None:
@@ -139,6 +165,41 @@ def finish_job(
     return True
 
 
+def _is_shipyard(pid: int) -> bool:
+    """`pid` is still a shipyard process (a job's child or a CLI), not another that got its number."""
+    try:
+        return b"shipyard" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid_alive(pid)
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM, then SIGKILL after the grace period: the whole group of a child a server started
+    (it leads its own session), the process alone for a CLI (its group is the operator's shell's)."""
+    try:
+        leads_group = os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return
+    if leads_group:
+        terminate_group(pid, CANCEL_GRACE_S)
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _job_row(session: Session, job_id: int) -> JobRow:
+    """The row of job `job_id`; NotFoundError when there is none (or the id cannot name one)."""
+    row = session.get(JobRow, job_id) if 1 <= job_id <= MAX_JOB_ID else None
+    if row is None:
+        raise NotFoundError(f"job {job_id} does not exist")
+    return row
+
+
 class JobRunner:
     """Starts jobs as child processes and keeps their state in the store."""
 
@@ -161,9 +222,10 @@ class JobRunner:
         self._lock = threading.Lock()
 
     def stack(self) -> Stack:
-        """The served stack (read again each time, so an edited spec counts); UserError without one."""
+        """The served stack (read again each time, so an edited spec counts); ConflictError (409)
+        without one: the request is valid, this server's state (no stack) is what refuses it."""
         if self.spec is None:
-            raise UserError(
+            raise ConflictError(
                 "this server has no stack: start it with `shipyard serve -f SPEC` to run deploys,"
                 " backups, restores and drills"
             )
@@ -250,19 +312,42 @@ class JobRunner:
                 threading.Event().wait(0.05)
         return self.get(job_id)
 
+    def cancel(self, job_id: int, actor: str) -> JobView:
+        """Cancel a running job: its end is recorded at once (cancelled by `actor`, so that the
+        child's own record changes nothing), then its child gets SIGTERM, which stops it as Ctrl-C
+        does (a release stays recorded as it was; `rollout resume` carries it on), and SIGKILL if
+        it has not ended within CANCEL_GRACE_S. ConflictError if the job is not running."""
+        with self._sessions() as session:
+            row = _job_row(session, job_id)
+            state, owner, pid = row.state, row.owner, row.pid
+        if state != "running":
+            raise ConflictError(f"job {job_id} is not running (it {state}): there is nothing to cancel")
+        host = socket.gethostname()
+        if owner.partition(":")[0] != host:
+            raise ConflictError(
+                f"job {job_id} runs on {owner.partition(':')[0]}, not on this server's host {host}:"
+                " cancel it from a server there"
+            )
+        if not finish_job(self._sessions, job_id, 130, f"cancelled by {actor}", state=CANCELLED):
+            return self.get(job_id)  # it ended on its own meanwhile
+        # Who cancelled it (the job's own entry names who started it).
+        record_audit(
+            self._sessions, actor=actor, action="job.cancel", target_kind="job", target=str(job_id),
+            after={"job": job_id, "pid": pid}, outcome="ok",
+        )  # fmt: skip
+        if pid is not None and _is_shipyard(pid):
+            threading.Thread(target=_stop, args=(pid,), name=f"cancel job {job_id}", daemon=True).start()
+        return self.get(job_id)
+
     def process(self, job_id: int) -> tuple[int | None, Path | None]:
         """The job's child (pid) and the file its output goes to."""
         with self._sessions() as session:
-            row = session.get(JobRow, job_id)
-            if row is None:
-                raise NotFoundError(f"job {job_id} does not exist")
+            row = _job_row(session, job_id)
             return row.pid, Path(row.log_path) if row.log_path else None
 
     def get(self, job_id: int) -> JobView:
         with self._sessions() as session:
-            row = session.get(JobRow, job_id)
-            if row is None:
-                raise NotFoundError(f"job {job_id} does not exist")
+            row = _job_row(session, job_id)
             return _view(row)
 
     def recent(self, limit: int = 50, kind: str | None = None) -> list[JobView]:
@@ -276,9 +361,7 @@ class JobRunner:
     def log_tail(self, job_id: int, max_bytes: int = 20000) -> str:
         """The end of a job's output (the child's own output, which redacts its secrets)."""
         with self._sessions() as session:
-            row = session.get(JobRow, job_id)
-            if row is None:
-                raise NotFoundError(f"job {job_id} does not exist")
+            row = _job_row(session, job_id)
             log_path = row.log_path
         return read_tail(Path(log_path), max_bytes) if log_path else ""
 
@@ -299,6 +382,10 @@ class JobRunner:
                     continue
             if pid is not None and pid_alive(pid):
                 continue  # the child goes on and records its own outcome
+            if origin_of(owner, pid) == "cli":
+                if finish_job(self._sessions, job_id, -1, CLI_STOPPED):
+                    closed += 1
+                continue
             last = _last_line(Path(log_path) if log_path else None)
             summary = f"{STOPPED}; last output: {last}"[:SUMMARY_CHARS] if last else STOPPED
             if finish_job(self._sessions, job_id, -1, summary):

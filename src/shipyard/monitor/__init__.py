@@ -6,6 +6,7 @@ with retries, backoff and a circuit breaker per channel.
 """
 
 from ._backoff import Backoff, Breakers, BreakerState, CircuitBreaker
+from ._channel_urls import channel_url_problems
 from ._channels import TELEGRAM_API, DeliveryFailed, NotResolvable, check_resolvable, deliver
 from ._delivery import OutboxDelivery
 from ._event import Event
@@ -29,6 +30,7 @@ __all__ = [
     "OutboxDelivery",
     "QueuedMessage",
     "ShipyardCollector",
+    "channel_url_problems",
     "check_resolvable",
     "deliver",
     "list_queue",

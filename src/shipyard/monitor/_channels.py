@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from ..errors import NotificationError
-from ..spec import Channel
+from ..spec import Channel, url_problem
 from ._event import Event
 from ._secrets import redact, reference_variable, resolve
 
@@ -63,14 +63,23 @@ def deliver(
         return
     if channel.kind == "telegram":
         token = _required(channel.token, "token", environ)
-        base = (channel.api_url or TELEGRAM_API).rstrip("/")
+        base = _allowed((channel.api_url or TELEGRAM_API).rstrip("/"), "api_url")
         response = _post(f"{base}/bot{token}/sendMessage", telegram_body(channel, event), timeout_s)
         _check_telegram(response)
         return
-    url = _required(channel.url, "url", environ)
+    url = _allowed(_required(channel.url, "url", environ), "url")
     body = slack_body(event) if channel.kind == "slack" else webhook_body(event)
     response = _post(url, body, timeout_s)
     raise_for_status(response.status_code, response.headers.get("Retry-After"), _short(response.text))
+
+
+def _allowed(url: str, field_name: str) -> str:
+    """`url` unless `spec.url_problem` refuses it (checked at validation too; a reference may have
+    changed since): then a failure no retry mends."""
+    problem = url_problem(url)
+    if problem is not None:
+        raise DeliveryFailed(f"the channel's {field_name} {problem}", retryable=False)
+    return url
 
 
 def check_resolvable(channel: Channel, environ: Mapping[str, str] | None = None) -> None:

@@ -1,10 +1,15 @@
 """shipyard's own Prometheus metrics, read from the state store (and the spec) at scrape time.
 
 The contract (names, labels, types) is shared with `render prometheus`, which writes the alert
-rules over them: rollouts by outcome and step durations, backup age/size/duration/success per
-source, the last verification, DR targets against the last drill of each mode, and pending
-notifications. Each family costs one bounded query per scrape; the step-duration histogram is
-accumulated incrementally (only steps not seen before are read), so it stays a true counter.
+rules over them: releases by outcome, step durations and each service's newest release (phase,
+traffic split), jobs by kind and outcome, backup age/size/duration/success per source, the last
+verification, DR targets against the last drill of each mode, and pending notifications.
+
+The counters are read from `metric_totals`, which triggers keep when a release, job or step
+finishes (migration 0010): pruning history never makes them go down. Each family costs one
+bounded query per scrape. When the store does not answer, the store-derived series keep their
+last good values (a backup's age still grows: it is computed from the set's time at each scrape)
+and `shipyard_state_store_up` says 0, so that alerts over them go on firing.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -26,9 +32,10 @@ from ..spec import Postgres, Stack
 from ..state import (
     RESTORABLE_SET_STATES,
     BackupSetRow,
+    JobRow,
+    MetricTotalRow,
     NotificationRow,
     RolloutRow,
-    RolloutStepRow,
     as_utc,
     utcnow,
 )
@@ -36,49 +43,30 @@ from ..state import (
 log = logging.getLogger(__name__)
 
 STEP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+"""The step histogram's bounds; migration 0010's triggers count into exactly these (`le` = repr)."""
 SET_SCAN_LIMIT = 200
 """Newest backup sets read per scrape to find each source's newest successful and finished set."""
-STEP_BATCH = 5000
 STANDBY_CACHE_S = 10.0
 """A scrape asks the standby at most this often (Prometheus scrapes every 15 s or so)."""
 STANDBY_TIMEOUT_S = 1.0
 
 
-class _StepHistogram:
-    """Step durations by (service, action), fed with each finished step once."""
+@dataclass(frozen=True)
+class _SourceBackup:
+    """What the store says of one source's newest successful set (the age is derived per scrape)."""
 
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * len(STEP_BUCKETS))
-        self.totals: dict[tuple[str, str], int] = defaultdict(int)
-        self.sums: dict[tuple[str, str], float] = defaultdict(float)
-        self.cursor = 0
-        """Every step with an id up to here has been observed (or will never finish)."""
-        self.seen: set[int] = set()
-        """Finished steps above the cursor already observed (an earlier step was still going on)."""
-
-    def observe(self, key: tuple[str, str], seconds: float) -> None:
-        seconds = max(seconds, 0.0)
-        for index, bound in enumerate(STEP_BUCKETS):
-            if seconds <= bound:
-                self.counts[key][index] += 1
-        self.totals[key] += 1
-        self.sums[key] += seconds
-
-    def family(self) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(
-            "shipyard_rollout_step_duration_seconds",
-            "Duration of the recorded steps of releases",
-            labels=["service", "action"],
-        )
-        for key in sorted(self.totals):
-            buckets = [(_bound(b), float(c)) for b, c in zip(STEP_BUCKETS, self.counts[key], strict=True)]
-            buckets.append(("+Inf", float(self.totals[key])))
-            family.add_metric(list(key), buckets, self.sums[key])
-        return family
+    started: dt.datetime
+    """The set's point in time."""
+    ended: dt.datetime
+    raw_bytes: float | None
+    seconds: float
+    """How long this source took: its artefact's own time, else (older manifests) the set's."""
 
 
-def _bound(value: float) -> str:
-    return repr(value)
+@dataclass(frozen=True)
+class _Backups:
+    succeeded: dict[str, _SourceBackup]
+    last_run_ok: dict[str, bool]
 
 
 class ShipyardCollector(Collector):
@@ -94,8 +82,11 @@ class ShipyardCollector(Collector):
         self._sessions = sessions
         self._stack = stack
         self._now = now
-        self._steps = _StepHistogram()
         self._lock = threading.Lock()
+        self._last: dict[str, list[Metric]] = {}
+        """The last good families of each store-derived part, served while the store is down."""
+        self._backups = _Backups({}, {})
+        self._store_was_up = True
         self._standby_cache: tuple[float, tuple[bool, float | None]] | None = None
 
     def describe(self) -> Iterator[Metric]:
@@ -105,14 +96,29 @@ class ShipyardCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         stack = self._safe_stack()
         families: list[Metric] = []
-        for part in (self._rollouts, self._step_durations, self._backups, self._verification,
-                     self._notifications):  # fmt: skip
-            try:
-                families.extend(part())
-            except Exception:  # one failing family must not take the others (or the scrape) down
-                log.warning("metrics: %s failed", part.__name__, exc_info=True)
+        with self._lock:  # two scrapes at once would race on the last good values
+            up = self._store_answers()
+            parts: list[Callable[[], list[Metric]]] = [
+                self._totals, self._releases, self._running_jobs, self._read_backups, self._verification,
+                self._notifications, self._drills,
+            ]  # fmt: skip
+            for part in parts:
+                if up:
+                    try:
+                        self._last[part.__name__] = part()
+                    except Exception:  # one failing family must not take the others (or the scrape) down
+                        log.warning("metrics: %s failed", part.__name__, exc_info=True)
+                families.extend(self._last.get(part.__name__, ()))
+            families.extend(self._backup_families(self._backups, self._now()))
+        store_up = GaugeMetricFamily(
+            "shipyard_state_store_up",
+            "1 when the state store answered this scrape; 0 while the series read from it keep their"
+            " last good values",
+        )
+        store_up.add_metric([], 1.0 if up else 0.0)
+        families.append(store_up)
         try:
-            families.extend(self._dr(stack))
+            families.extend(self._dr_targets(stack))
             families.extend(self._standby(stack))
         except Exception:
             log.warning("metrics: dr failed", exc_info=True)
@@ -125,83 +131,109 @@ class ShipyardCollector(Collector):
             log.warning("metrics: the spec could not be read", exc_info=True)
             return None
 
-    def _rollouts(self) -> list[Metric]:
-        family = CounterMetricFamily(
+    def _store_answers(self) -> bool:
+        """One cheap query first: a store that is down costs one failed connection, not one per
+        family."""
+        try:
+            with self._sessions() as session:
+                session.execute(select(1))
+        except Exception as exc:
+            # Said once per outage (Prometheus scrapes every few seconds), and in one line.
+            level = logging.WARNING if self._store_was_up else logging.DEBUG
+            log.log(level, "metrics: the state store does not answer (%s); serving the last good values",
+                    type(exc).__name__)  # fmt: skip
+            self._store_was_up = False
+            return False
+        self._store_was_up = True
+        return True
+
+    def _totals(self) -> list[Metric]:
+        rollouts = CounterMetricFamily(
             "shipyard_rollouts", "Finished releases by outcome", labels=["service", "outcome"]
         )
+        jobs = CounterMetricFamily(
+            "shipyard_jobs", "Finished jobs by kind and outcome", labels=["kind", "outcome"]
+        )
+        counts: dict[tuple[str, str], float] = {}
+        sums: dict[tuple[str, str], float] = {}
+        buckets: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+        query = select(MetricTotalRow).order_by(MetricTotalRow.family, MetricTotalRow.a, MetricTotalRow.b)
+        with self._sessions() as session:
+            for row in session.scalars(query):
+                key = (row.a, row.b)
+                if row.family == "rollouts":
+                    rollouts.add_metric(list(key), row.value)
+                elif row.family == "jobs":
+                    jobs.add_metric(list(key), row.value)
+                elif row.family == "step_count":
+                    counts[key] = row.value
+                elif row.family == "step_sum":
+                    sums[key] = row.value
+                elif row.family == "step_bucket":
+                    buckets[key][row.c] = row.value
+        steps = HistogramMetricFamily(
+            "shipyard_rollout_step_duration_seconds",
+            "Duration of the recorded steps of releases",
+            labels=["service", "action"],
+        )
+        for key in sorted(counts):
+            cumulative = [(repr(bound), buckets[key].get(repr(bound), 0.0)) for bound in STEP_BUCKETS]
+            steps.add_metric(list(key), [*cumulative, ("+Inf", counts[key])], sums.get(key, 0.0))
+        return [rollouts, jobs, steps]
+
+    def _releases(self) -> list[Metric]:
+        """Each service's newest release: its phase (one series per phase, 1 for the current one)
+        and the traffic split its target last confirmed."""
+        from ..rollout import Phase  # noqa: PLC0415 - rollout imports this package
+
+        phase = GaugeMetricFamily(
+            "shipyard_rollout_phase",
+            "1 for the phase of each service's newest release, 0 for the other phases",
+            labels=["service", "phase"],
+        )
+        weight = GaugeMetricFamily(
+            "shipyard_rollout_weight_ratio",
+            "Share of each service's traffic on its stable and candidate version (newest release)",
+            labels=["service", "track"],
+        )
+        newest = select(func.max(RolloutRow.id)).group_by(RolloutRow.service)
         query = (
-            select(RolloutRow.service, RolloutRow.outcome, func.count())
-            .where(RolloutRow.finished_at.is_not(None), RolloutRow.outcome.is_not(None))
-            .group_by(RolloutRow.service, RolloutRow.outcome)
-            .order_by(RolloutRow.service, RolloutRow.outcome)
+            select(RolloutRow.service, RolloutRow.phase, RolloutRow.state)
+            .where(RolloutRow.id.in_(newest))
+            .order_by(RolloutRow.service)
+        )
+        known = [str(p.value) for p in Phase]
+        with self._sessions() as session:
+            for service, current, state in session.execute(query):
+                for name in known if current in known else [*known, current]:
+                    phase.add_metric([service, name], 1.0 if name == current else 0.0)
+                for track, percent in _weights(state).items():
+                    weight.add_metric([service, track], percent / 100)
+        return [phase, weight]
+
+    def _running_jobs(self) -> list[Metric]:
+        family = GaugeMetricFamily("shipyard_jobs_running", "Jobs running now, by kind", labels=["kind"])
+        query = (
+            select(JobRow.kind, func.count())
+            .where(JobRow.state == "running")
+            .group_by(JobRow.kind)
+            .order_by(JobRow.kind)
         )
         with self._sessions() as session:
-            for service, outcome, count in session.execute(query):
-                family.add_metric([service, str(outcome)], float(count))
+            for kind, count in session.execute(query):
+                family.add_metric([kind], float(count))
         return [family]
 
-    def _step_durations(self) -> list[Metric]:
-        with self._lock:
-            steps = self._steps
-            query = (
-                select(
-                    RolloutStepRow.id,
-                    RolloutRow.service,
-                    RolloutStepRow.action,
-                    RolloutStepRow.started_at,
-                    RolloutStepRow.finished_at,
-                )
-                .join(RolloutRow, RolloutRow.id == RolloutStepRow.rollout_id)
-                .where(RolloutStepRow.id > steps.cursor)
-                .order_by(RolloutStepRow.id)
-                .limit(STEP_BATCH)
-            )
-            with self._sessions() as session:
-                rows = list(session.execute(query))
-            contiguous = True
-            for step_id, service, action, started, finished in rows:
-                if finished is None:
-                    contiguous = False
-                    continue
-                if step_id not in steps.seen:
-                    kind = str((action or {}).get("type", "unknown"))
-                    steps.observe((service, kind), (as_utc(finished) - as_utc(started)).total_seconds())
-                if contiguous:
-                    steps.cursor = step_id
-                    steps.seen.discard(step_id)
-                else:
-                    steps.seen.add(step_id)
-            return [steps.family()]
-
-    def _backups(self) -> list[Metric]:
-        now = self._now()
-        last_success = GaugeMetricFamily(
-            "shipyard_backup_last_success_timestamp_seconds",
-            "End time of the newest complete or verified set holding the source",
-            labels=["source"],
-        )
-        age = GaugeMetricFamily(
-            "shipyard_backup_age_seconds",
-            "Seconds since that set's point in time (its start)",
-            labels=["source"],
-        )
-        size = GaugeMetricFamily("shipyard_backup_size_bytes", "Raw size of that artefact", labels=["source"])
-        duration = GaugeMetricFamily(
-            "shipyard_backup_duration_seconds", "How long that set took", labels=["source"]
-        )
-        last_run = GaugeMetricFamily(
-            "shipyard_backup_last_run_success",
-            "1 when the newest finished set holding the source is complete, 0 when it failed",
-            labels=["source"],
-        )
+    def _read_backups(self) -> list[Metric]:
+        """Reads the newest sets into `self._backups` (the families are made from it per scrape)."""
         query = (
             select(BackupSetRow)
             .where(BackupSetRow.state != "running")
             .order_by(BackupSetRow.started_at.desc(), BackupSetRow.id.desc())
             .limit(SET_SCAN_LIMIT)
         )
-        succeeded: set[str] = set()
-        finished: set[str] = set()
+        succeeded: dict[str, _SourceBackup] = {}
+        last_run_ok: dict[str, bool] = {}
         with self._sessions() as session:
             for row in session.scalars(query):
                 manifest = row.manifest or {}
@@ -214,19 +246,51 @@ class ShipyardCollector(Collector):
                 }
                 for source in sorted(sources):
                     restorable = row.state in RESTORABLE_SET_STATES and source not in damaged
-                    if source not in finished:
-                        finished.add(source)
-                        last_run.add_metric([source], 1.0 if restorable else 0.0)
+                    last_run_ok.setdefault(source, restorable)
                     if restorable and source in artefacts and source not in succeeded:
-                        succeeded.add(source)
                         started = as_utc(row.started_at)
                         ended = as_utc(row.finished_at) if row.finished_at else started
-                        last_success.add_metric([source], ended.timestamp())
-                        age.add_metric([source], max((now - started).total_seconds(), 0.0))
-                        raw = artefacts[source].get("raw_bytes")
-                        if isinstance(raw, int | float) and not isinstance(raw, bool):
-                            size.add_metric([source], float(raw))
-                        duration.add_metric([source], max((ended - started).total_seconds(), 0.0))
+                        artefact = artefacts[source]
+                        succeeded[source] = _SourceBackup(
+                            started=started,
+                            ended=ended,
+                            raw_bytes=_number(artefact.get("raw_bytes")),
+                            seconds=_number(artefact.get("seconds")) or (ended - started).total_seconds(),
+                        )
+        self._backups = _Backups(succeeded, last_run_ok)
+        return []
+
+    @staticmethod
+    def _backup_families(backups: _Backups, now: dt.datetime) -> list[Metric]:
+        last_success = GaugeMetricFamily(
+            "shipyard_backup_last_success_timestamp_seconds",
+            "End time of the newest complete or verified set holding the source",
+            labels=["source"],
+        )
+        age = GaugeMetricFamily(
+            "shipyard_backup_age_seconds",
+            "Seconds since that set's point in time (its start)",
+            labels=["source"],
+        )
+        size = GaugeMetricFamily("shipyard_backup_size_bytes", "Raw size of that artefact", labels=["source"])
+        duration = GaugeMetricFamily(
+            "shipyard_backup_duration_seconds",
+            "How long that set took to back the source up",
+            labels=["source"],
+        )
+        last_run = GaugeMetricFamily(
+            "shipyard_backup_last_run_success",
+            "1 when the newest finished set holding the source is complete, 0 when it failed",
+            labels=["source"],
+        )
+        for source, ok in sorted(backups.last_run_ok.items()):
+            last_run.add_metric([source], 1.0 if ok else 0.0)
+        for source, backup in sorted(backups.succeeded.items()):
+            last_success.add_metric([source], backup.ended.timestamp())
+            age.add_metric([source], max((now - backup.started).total_seconds(), 0.0))
+            if backup.raw_bytes is not None:
+                size.add_metric([source], backup.raw_bytes)
+            duration.add_metric([source], max(backup.seconds, 0.0))
         return [last_success, age, size, duration, last_run]
 
     def _verification(self) -> list[Metric]:
@@ -269,14 +333,17 @@ class ShipyardCollector(Collector):
                 family.add_metric([channel], float(count))
         return [family]
 
-    def _dr(self, stack: Stack | None) -> list[Metric]:
-        families: list[Metric] = []
-        if stack is not None and stack.dr is not None:
-            rto = GaugeMetricFamily("shipyard_dr_target_rto_seconds", "The spec's recovery time objective")
-            rto.add_metric([], float(stack.dr.rto))
-            rpo = GaugeMetricFamily("shipyard_dr_target_rpo_seconds", "The spec's recovery point objective")
-            rpo.add_metric([], float(stack.dr.rpo))
-            families += [rto, rpo]
+    @staticmethod
+    def _dr_targets(stack: Stack | None) -> list[Metric]:
+        if stack is None or stack.dr is None:
+            return []
+        rto = GaugeMetricFamily("shipyard_dr_target_rto_seconds", "The spec's recovery time objective")
+        rto.add_metric([], float(stack.dr.rto))
+        rpo = GaugeMetricFamily("shipyard_dr_target_rpo_seconds", "The spec's recovery point objective")
+        rpo.add_metric([], float(stack.dr.rpo))
+        return [rto, rpo]
+
+    def _drills(self) -> list[Metric]:
         drill_rto = GaugeMetricFamily(
             "shipyard_dr_drill_rto_seconds", "Recovery time achieved by the last drill", labels=["mode"]
         )
@@ -299,7 +366,7 @@ class ShipyardCollector(Collector):
                 drill_rpo.add_metric([mode], drill.rpo_seconds)
             passed.add_metric([mode], 1.0 if drill.passed else 0.0)
             when.add_metric([mode], drill.finished_at.timestamp())
-        return [*families, drill_rto, drill_rpo, passed, when]
+        return [drill_rto, drill_rpo, passed, when]
 
     def _standby(self, stack: Stack | None) -> list[Metric]:
         """Whether the declared PostgreSQL standby streams, and how far its replay lags (cached)."""
@@ -327,6 +394,28 @@ class ShipyardCollector(Collector):
             lag_family.add_metric([], lag)
             families.append(lag_family)
         return families
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _weights(state: Any) -> dict[str, float]:
+    """The split a release's state holds: a local release's own, or Argo's last status."""
+    if not isinstance(state, dict):
+        return {}
+    weights = state.get("weights")
+    if not isinstance(weights, dict):
+        status = (
+            (state.get("kubernetes") or {}).get("status")
+            if isinstance(state.get("kubernetes"), dict)
+            else None
+        )
+        weights = status.get("weights") if isinstance(status, dict) else None
+    if not isinstance(weights, dict):
+        return {}
+    found = {track: _number(weights.get(track)) for track in ("stable", "candidate")}
+    return {track: value for track, value in found.items() if value is not None}
 
 
 def _verification_time(verified_at: dt.datetime | None, report: Any) -> dt.datetime | None:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..errors import StateStoreUnavailable
 from ..spec import Channel
 from ..state import NotificationRow, utcnow
 from ._backoff import Backoff, Breakers
@@ -68,7 +69,7 @@ class Notifier:
             return []
         try:
             ids = enqueue(self.sessions, targets, event)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, StateStoreUnavailable) as exc:  # the store down: said, not raised
             names = ", ".join(name for name, _ in targets)
             log.error(
                 "could not queue %s for %s: the state store failed (%s)",

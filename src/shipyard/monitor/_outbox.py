@@ -28,7 +28,7 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..spec import Channel
-from ..state import NotificationRow, as_utc, utcnow
+from ..state import NotificationRow, as_utc, rfc3339, utcnow
 from ._backoff import PROCESS_BREAKERS, Backoff, Breakers
 from ._channels import DeliveryFailed, NotResolvable, check_resolvable, deliver
 from ._event import Event
@@ -365,9 +365,9 @@ class QueuedMessage:
             "summary": self.summary,
             "state": self.state,
             "attempts": self.attempts,
-            "next_attempt_at": self.next_attempt_at.isoformat(timespec="seconds"),
+            "next_attempt_at": rfc3339(self.next_attempt_at),
             "last_error": self.last_error,
-            "created_at": self.created_at.isoformat(timespec="seconds"),
+            "created_at": rfc3339(self.created_at),
         }
 
 

@@ -20,21 +20,22 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ShipyardError
-from ..render import build_manifests
 from ..rollout import KubeConnection
-from ..rollout.targets.kubernetes_apply import ApplyEvent, StackApplier, StackState, read_status
 from ..state import record_audit
 from ._base import Request, Result
 from ._workspace import Workspace
 
+# The Kubernetes client and the renderers cost every command ~1 s to import: loaded when used.
+if TYPE_CHECKING:
+    from ..rollout.targets.kubernetes_apply import ApplyEvent, StackState
+
 __all__ = [
     "AppliedView",
-    "ApplyEvent",
     "ApplyStack",
     "AutoscalerView",
     "CronJobView",
@@ -187,8 +188,12 @@ def apply_stack(
     """Apply the workspace's environment to the cluster (or, with `dry_run`, have it checked)."""
     request = request or ApplyStack()
     stack = ws.stack
+    from ..render import build_manifests  # noqa: PLC0415 (see TYPE_CHECKING)
+
     manifests = build_manifests(stack, argo=request.argo)
     client = (kube or KubeConnection()).api_client()
+    from ..rollout.targets.kubernetes_apply import StackApplier  # noqa: PLC0415 (see TYPE_CHECKING)
+
     applier = StackApplier(client, wait_s=request.wait_s, poll_s=request.poll_s)
     audit = {"environment": stack.environment, "namespace": manifests.namespace, "argo": request.argo}
     if not request.dry_run:
@@ -230,7 +235,11 @@ def apply_stack(
 def stack_status(ws: Workspace, *, argo: bool = True, kube: KubeConnection | None = None) -> StackStatusView:
     """Read back the environment's workloads, autoscalers, Ingresses and CronJobs from the cluster."""
     stack = ws.stack
+    from ..render import build_manifests  # noqa: PLC0415 (see TYPE_CHECKING)
+
     manifests = build_manifests(stack, argo=argo)
     client = (kube or KubeConnection()).api_client()
+    from ..rollout.targets.kubernetes_apply import read_status  # noqa: PLC0415 (see TYPE_CHECKING)
+
     state = read_status(client, manifests.objects, namespace=manifests.namespace)
     return StackStatusView.of(stack.environment, state)

@@ -38,6 +38,14 @@ class AuditQuery(Request):
     action: str | None = None
     """Only actions starting with this (e.g. `deploy`, `flag.`)."""
     limit: int = Field(100, ge=1, le=MAX_AUDIT_LIMIT)
+    target: str | None = None
+    """Only targets starting with this (e.g. `web`, a backup set's id)."""
+    until: str | None = None
+    """Only entries older than this: an age or a moment, as `since`."""
+    older_than: int | None = Field(None, ge=1)
+    """The page after this entry's id (keyset paging, newest first)."""
+    newer_than: int | None = Field(None, ge=1)
+    """The page before this entry's id."""
 
 
 class AuditLog(Result):
@@ -52,10 +60,13 @@ def audit_log(ws: Workspace, request: AuditQuery) -> AuditLog:
     """The audit entries the query asks for, newest first; a `since` that is neither an age nor a
     moment is a UserError that shows both forms."""
     sessions = ws.sessions
-    since = parse_since(request.since, utcnow()) if request.since else None
+    now = utcnow()
+    since = parse_since(request.since, now) if request.since else None
+    until = parse_since(request.until, now) if request.until else None
     entries = query_audit(
-        sessions, since=since, actor=request.actor, action=request.action, limit=request.limit
-    )
+        sessions, since=since, actor=request.actor, action=request.action, limit=request.limit,
+        target=request.target, until=until, older_than=request.older_than, newer_than=request.newer_than,
+    )  # fmt: skip
     return AuditLog(entries=entries)
 
 

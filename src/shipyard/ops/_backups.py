@@ -42,9 +42,9 @@ from ..backup import (
     StepHandler,
     Verification,
 )
-from ..errors import UserError
+from ..errors import StateStoreMissing, UserError
 from ..spec import BackupWhat
-from ..state import utcnow
+from ..state import rfc3339, utcnow
 from ._base import Request, Result
 from ._workspace import Workspace
 
@@ -255,7 +255,10 @@ def repository_sets(ws: Workspace) -> list[RepositorySet]:
     """The sets whose manifests the stack's restic repository holds, oldest first; read from the
     repository alone (after the state store was lost, `import_sets` records them again)."""
     repository = backup.open_repository(ws.stack, ws.workdir)
-    known = {s.id: s.state for s in backup.list_sets(ws.sessions)}
+    try:
+        known = {s.id: s.state for s in backup.list_sets(ws.sessions)}
+    except StateStoreMissing:  # the store was lost: what this listing is for
+        known = {}
     listed: list[RepositorySet] = []
     for stored in backup.stored_manifests(repository):
         manifest = stored.manifest
@@ -303,15 +306,29 @@ class SetsImported(Result):
 
 
 def import_sets(ws: Workspace, request: ImportSets) -> SetsImported:
+    """Record the repository's sets in the state store. A dry run creates no store: with none
+    there, it plans against an empty one (in memory), which is what a lost store is."""
     repository = backup.open_repository(ws.stack, ws.workdir)
+    sessions = ws.sessions if not request.dry_run else _existing_or_empty(ws)
     outcomes = backup.import_sets(
-        ws.sessions, ws.stack, repository, set_ids=list(request.set_ids) or None, actor=ws.actor,
+        sessions, ws.stack, repository, set_ids=list(request.set_ids) or None, actor=ws.actor,
         dry_run=request.dry_run,
     )  # fmt: skip
     return SetsImported(
         sets=[ImportedSetOut(id=o.set_id, outcome=o.outcome, detail=o.detail) for o in outcomes],
         dry_run=request.dry_run,
     )
+
+
+def _existing_or_empty(ws: Workspace) -> sessionmaker[Session]:
+    from ..state import open_engine, open_existing, session_factory  # noqa: PLC0415 (as Workspace)
+
+    if ws.opened_sessions is not None:
+        return ws.opened_sessions
+    try:
+        return session_factory(open_existing(ws.database_url))
+    except StateStoreMissing:
+        return session_factory(open_engine("sqlite://"))
 
 
 # --- taking a set ---------------------------------------------------------------------------------
@@ -837,8 +854,8 @@ def plan_init_pitr(ws: Workspace, request: InitPitr) -> dict[str, Any]:
 
 # --- the restorable window ----------------------------------------------------------------------
 
-_IsoTime = Annotated[dt.datetime, PlainSerializer(lambda moment: moment.isoformat(), return_type=str)]
-"""A time as `pitr list -o json` has always shown it: ISO 8601 with its offset (`+00:00`)."""
+_IsoTime = Annotated[dt.datetime, PlainSerializer(rfc3339, return_type=str)]
+"""A time as every `-o json` shows it: RFC 3339 in UTC with `Z`."""
 
 
 class PitrWindow(Request):
@@ -910,8 +927,8 @@ class PitrWindowListed(Result):
     def summary(self) -> str:
         if not self.backups:
             return f"stanza {self.stanza}: no backups yet"
-        oldest = self.window.from_.isoformat() if self.window.from_ else "-"
-        newest = self.window.to.isoformat() if self.window.to else "the newest archived WAL"
+        oldest = rfc3339(self.window.from_) if self.window.from_ else "-"
+        newest = rfc3339(self.window.to) if self.window.to else "the newest archived WAL"
         return f"stanza {self.stanza}: {len(self.backups)} backups, restorable from {oldest} to {newest}"
 
 

@@ -8,20 +8,31 @@ change at once) and the CLI hands in a server's API for `--url`.
 
 A dry run (`dry_run=True`) plans the change against what is there now, with the same checks the
 write makes (`FlagDocuments`), and returns it without writing: against a server it only reads.
+
+A change may name only environments that exist (`-e prodution` is refused with a suggestion, not
+stored as a new environment no one evaluates): those of the workspace's spec when it has one (the
+dashboard of a `serve -f` server), else (the CLI, the API) those the flag set names anywhere,
+shipyard's default environments (dev, staging, production, as for a spec without `environments:`)
+and the workspace's own (`serve -e`). The flag's own environments are always accepted, so that a
+stale one can still be changed or removed. A new environment enters through the spec, or by
+creating or importing a flag that names it. Only a change to a local store is checked here: a
+server checks the changes sent to it (`--url`) itself.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
 from .. import tokens
-from ..errors import NotFoundError, UserError
+from ..errors import InvalidObjectError, NotFoundError, UserError
 from ..flags import FlagBackend, FlagChange, FlagDocuments, FlagStore, LocalBackend, Stored
 from ..flags._conversion import merge_import
 from ..flags._formats import FormatName, flag_format
+from ..spec import DEFAULT_ENVIRONMENTS
 from ..state import as_utc
 from ..tokens import Scope
 from ._base import Request, Result
@@ -286,8 +297,51 @@ def create_flag(ws: Workspace, request: CreateFlag, *, backend: FlagBackend | No
     return _changed("create", flags.create(request.flag), "flag")
 
 
+def _has_spec(ws: Workspace) -> bool:
+    # Flag verbs need no spec: a workspace may name a default path where there is no file.
+    return ws.spec_path is not None and ws.spec_path.is_file()
+
+
+def _known_environments(ws: Workspace, flags: FlagBackend) -> list[str]:
+    """The environments a flag change may name (see the module's docstring), sorted."""
+    if _has_spec(ws):
+        return sorted(ws.spec.environments)
+    named = {name for flag in flags.snapshot().flags for name in flag.environments}
+    return sorted(named | set(DEFAULT_ENVIRONMENTS) | {ws.environment})
+
+
+def _check_environments(ws: Workspace, flags: FlagBackend, request: SetFlag) -> None:
+    """InvalidObjectError (field `environment`) when the change names an environment that neither
+    the flag nor the known environments have, with the closest known name."""
+    if not isinstance(flags, LocalBackend):  # a server checks the change itself (422)
+        return
+    named = (request.definition or request.merge_patch or {}).get("environments")
+    if not isinstance(named, dict) or not named:
+        return
+    own = flags.get(request.key).data.get("environments") or {}
+    new = [name for name in named if name not in own]
+    if not new:
+        return
+    known = _known_environments(ws, flags)
+    for name in new:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        if _has_spec(ws):
+            source, new_one = f"the spec {ws.spec_path} defines", "add it to the spec's `environments:`"
+        else:
+            source, new_one = "known", "create or import a flag that names it"
+        message = (
+            f"flag {request.key}: no environment {name!r}{hint} ({source}: {', '.join(known)});"
+            f" a new environment? {new_one}"
+        )
+        raise InvalidObjectError(message, [("environment", message)])
+
+
 def set_flag(ws: Workspace, request: SetFlag, *, backend: FlagBackend | None = None) -> FlagChanged:
     flags = backend or flag_backend(ws)
+    _check_environments(ws, flags, request)
     if request.dry_run:
         current = flags.get(request.key)
         change = _documents(flags, current).plan_update(
@@ -400,5 +454,5 @@ def revoke_token(ws: Workspace, request: RevokeToken) -> TokenRevoked:
             name=row.name, scope=row.scope, revoked_before=revoked_at, dry_run=request.dry_run
         )
         if not request.dry_run:
-            tokens.revoke_token(session, request.name)
+            tokens.revoke_token(session, request.name, revoked_by=ws.actor)
     return result

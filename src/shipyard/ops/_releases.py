@@ -2,6 +2,7 @@
 
     deploy(ws, Deploy(service="web", version="v2"))     → ReleaseOutcome "release 12 (web v2): succeeded"
     steer(ws, Steer(service="web", command="promote"))   → SteerOutcome   "promote: release 12 of web: ok"
+    steer(ws, Steer(service="web", command="promote", full=True))  → every remaining step skipped
     rollback(ws, Rollback(service="web"))                 → ReleaseOutcome
     resume(ws, Resume(service="web"))                     → ReleaseOutcome
     down(ws, Down())                                      → DownOutcome
@@ -31,30 +32,34 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import NotFoundError, ReleaseStopped, RolloutError, ShipyardError, UserError
+from ..errors import NotFoundError, ReleaseInProgress, ReleaseStopped, RolloutError, ShipyardError, UserError
 from ..locks import holder
 from ..rollout import (
     KubeConnection,
     OnProgress,
+    Plan,
     PlannedRelease,
     ReleaseDriver,
     RolloutState,
     Steered,
     TargetName,
+    action_from_data,
     allowed_commands,
     describe,
+    describe_plan,
     latest_release,
     lock_name,
     next_action,
     plan_steps,
     release_driver,
+    release_in_progress,
     where,
 )
-from ..state import RolloutRow, RolloutStepRow, as_utc, record_audit
+from ..state import JobRow, RolloutRow, RolloutStepRow, as_utc, record_audit, rfc3339, utcnow
 from ._base import Request, Result
 from ._workspace import Workspace
 
@@ -78,6 +83,7 @@ __all__ = [
     "down",
     "latest_releases",
     "refresh_releases",
+    "refuse_concurrent_release",
     "release_history",
     "release_steps",
     "release_view",
@@ -94,8 +100,14 @@ SteerCommand = Literal["promote", "abort", "pause", "resume", "retry"]
 HISTORY_LIMIT = 100
 COMMAND_WAIT_S = 30.0
 """How long `rollback` waits for a running controller to apply it."""
-KUBE_STEERING: tuple[SteerCommand, ...] = ("promote", "abort", "pause", "resume")
+KUBE_STEERING: tuple[str, ...] = ("promote", "promote-full", "abort", "pause", "resume")
 """What an unfinished Kubernetes release accepts (Argo's controller decides whether it acts)."""
+RELEASE_JOB_KINDS = ("deploy", "rollback", "resume")
+"""Jobs that run a release (and take the service's lease once their child has started)."""
+JOB_STARTING_S = 30.0
+"""How long a just-started release job counts as running a release without holding the service's
+lease yet: its child process takes the lease within a few seconds; a job older than this that
+holds nothing has ended its release, or died (and must not block deploys until it is reaped)."""
 
 
 # --- requests ------------------------------------------------------------------------------------
@@ -134,14 +146,32 @@ class Resume(Request):
 
 
 class Steer(Request):
-    """Send promote, abort, pause, resume or retry to the service's newest release."""
+    """Send promote, abort, pause, resume or retry to the service's newest release.
+
+    `promote` ends the step the release waits at and goes on to the next one; with `full`, it skips
+    every remaining step (weights, analyses, pauses) and the new version takes all traffic at once,
+    as `kubectl argo rollouts promote [--full]`.
+    """
 
     kind: Literal["steer"] = "steer"
     service: str
     command: SteerCommand
+    full: bool = False
+    """promote only: skip every remaining step to 100 % (`promote --full`)."""
     target: Target | None = None
     """The target the caller expects the release on (refused if it runs elsewhere); None: any."""
     dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _full_is_for_promote(self) -> Steer:
+        if self.full and self.command != "promote":
+            raise ValueError(f"full: only promote has a full form, not {self.command}; drop full")
+        return self
+
+    @property
+    def driver_command(self) -> SteerCommand | Literal["promote-full"]:
+        """The command as the release's driver takes it (`promote-full` for a full promote)."""
+        return "promote-full" if self.full else self.command
 
 
 class Down(Request):
@@ -302,16 +332,23 @@ class StepView(_View):
     outcome: dict[str, Any] | None
     started_at: dt.datetime
     finished_at: dt.datetime | None
+    what: str = ""
+    """The action in words (e.g. "set weights v1 80% / v2 20%"); its type for a Kubernetes command."""
+
+    @property
+    def duration_s(self) -> float | None:
+        """How long the step took; None while it runs."""
+        return None if self.finished_at is None else (self.finished_at - self.started_at).total_seconds()
 
     def data(self) -> dict[str, Any]:
-        """The CLI's machine form (`rollout history --steps -o json`)."""
+        """The CLI's machine form (`rollout history --steps -o json`): the API's keys (StepOut)."""
         return {
             "seq": self.seq,
             "action": self.action,
             "status": self.status,
             "outcome": self.outcome,
-            "started": _rfc3339(self.started_at),
-            "finished": _rfc3339(self.finished_at),
+            "started_at": _rfc3339(self.started_at),
+            "finished_at": _rfc3339(self.finished_at),
         }
 
 
@@ -349,6 +386,8 @@ class ReleaseView(_View):
     step: int | None = None
     """local: where the release is in its plan (0-based), and how many steps the plan has."""
     plan_steps: int | None = None
+    step_what: str | None = None
+    """local: the plan's step the release is at, in words (e.g. "hold until promoted")."""
     paused_by: str | None = None
     detail: str = ""
     """local: why the release is where it is now (the strategy's reason)."""
@@ -369,7 +408,7 @@ class ReleaseView(_View):
         return self.finished_at is not None
 
     def data(self) -> dict[str, Any]:
-        """The CLI's machine form (`rollout status|history -o json`)."""
+        """The CLI's machine form (`rollout status|history -o json`): the API's keys (RolloutOut)."""
         data: dict[str, Any] = {
             "id": self.id,
             "service": self.service,
@@ -383,8 +422,8 @@ class ReleaseView(_View):
             "outcome": self.outcome,
             "reason": self.reason,
             "actor": self.actor,
-            "started": _rfc3339(self.started_at),
-            "finished": _rfc3339(self.finished_at),
+            "started_at": _rfc3339(self.started_at),
+            "finished_at": _rfc3339(self.finished_at),
         }
         if self.kubernetes is not None:
             data["kubernetes"] = self.kubernetes.model_dump(mode="json")
@@ -399,7 +438,7 @@ def _sessions(source: Source) -> sessionmaker[Session]:
 
 
 def _rfc3339(moment: dt.datetime | None) -> str | None:
-    return as_utc(moment).isoformat().replace("+00:00", "Z") if moment is not None else None
+    return rfc3339(moment) if moment is not None else None
 
 
 def _local_state(row: RolloutRow) -> RolloutState | None:
@@ -430,7 +469,17 @@ def _health(session: Session, rollout_id: int) -> str | None:
     return None
 
 
-def _step_views(session: Session, rollout_id: int, limit: int = 500) -> tuple[StepView, ...]:
+def _what(action: dict[str, Any], plan: Plan | None) -> str:
+    recorded = action_from_data(action)
+    if recorded is None or plan is None:
+        return str(action.get("type", "?"))
+    return describe(recorded, plan)
+
+
+def _step_views(
+    session: Session, rollout_id: int, limit: int = 500, plan: Plan | None = None
+) -> tuple[StepView, ...]:
+    """The release's recorded steps, oldest first; `plan` (a local release's) puts them in words."""
     return tuple(
         StepView(
             seq=step.seq,
@@ -439,6 +488,7 @@ def _step_views(session: Session, rollout_id: int, limit: int = 500) -> tuple[St
             outcome=dict(step.outcome) if step.outcome else None,
             started_at=as_utc(step.started_at),
             finished_at=as_utc(step.finished_at) if step.finished_at else None,
+            what=_what(step.action or {}, plan),
         )
         for step in session.scalars(
             select(RolloutStepRow)
@@ -462,6 +512,7 @@ def _view(session: Session, row: RolloutRow, *, steps: bool) -> ReleaseView:
         fields["weights"] = WeightsView(stable=state.weights.stable, candidate=state.weights.candidate)
         fields["step"] = state.step
         fields["plan_steps"] = len(plan_steps(state.plan))
+        fields["step_what"] = describe_plan(state.plan)[state.step]
         fields["paused_by"] = str(state.paused_by) if state.paused_by else None
         fields["detail"] = state.reason
         fields["commands"] = tuple(allowed_commands(state))
@@ -501,7 +552,7 @@ def _view(session: Session, row: RolloutRow, *, steps: bool) -> ReleaseView:
         )
         fields["commands"] = _kube_commands(row)
     if steps:
-        fields["steps"] = _step_views(session, row.id)
+        fields["steps"] = _step_views(session, row.id, plan=state.plan if state is not None else None)
     return ReleaseView(
         id=row.id,
         service=row.service,
@@ -609,6 +660,41 @@ def watch_release(
 # --- the verbs -----------------------------------------------------------------------------------
 
 
+def refuse_concurrent_release(source: Source, service: str) -> None:
+    """ReleaseInProgress (409) when a release of `service` runs now: a controller holds its lease, or
+    a release job has just been started and has not taken the lease yet.
+
+    The API and the dashboard ask this before starting a deploy job, so that a second deploy is
+    refused at once, naming the running release, instead of being accepted and failing on the lease.
+    """
+    sessions = _sessions(source)
+    held = holder(sessions, lock_name(service))
+    if held is not None:
+        raise release_in_progress(sessions, service, f"held by {held[0]}")
+    since = utcnow().timestamp() - JOB_STARTING_S
+    with sessions() as session:
+        running = session.scalars(
+            select(JobRow)
+            .where(JobRow.state == "running", JobRow.kind.in_(RELEASE_JOB_KINDS))
+            .order_by(JobRow.id.desc())
+        )
+        job = next(
+            (
+                (row.id, row.kind)
+                for row in running
+                if (row.request or {}).get("service") == service
+                and as_utc(row.started_at).timestamp() >= since
+            ),
+            None,
+        )
+    if job is not None:
+        raise ReleaseInProgress(
+            f"a {job[1]} of {service!r} has just been started as job {job[0]} and is about to run:"
+            f" let it finish (GET /jobs/{job[0]}), or steer it once it runs",
+            job_id=job[0],
+        )
+
+
 def deploy(
     ws: Workspace,
     request: Deploy,
@@ -668,19 +754,20 @@ def steer(
     """
     row = _latest(ws, request.service, request.target)
     driver = _driver(ws, row.target, kube)
+    command = request.driver_command
     if request.dry_run:
-        planned = driver.plan_steer(row, request.command)
+        planned = driver.plan_steer(row, command)
         return SteerOutcome(
             rollout_id=row.id,
             service=row.service,
-            command=request.command,
+            command=command,
             target=driver.target,
             controller_running=holder(ws.sessions, lock_name(row.service)) is not None
             or driver.target == "kubernetes",
             needs_controller=False,
             plan=ReleasePlan.of(planned),
         )
-    steered = driver.steer(row, request.command, ws.actor, wait_s=wait_s)
+    steered = driver.steer(row, command, ws.actor, wait_s=wait_s)
     return _steer_outcome(row, steered)
 
 
@@ -805,8 +892,8 @@ def _driver(
 def _latest(ws: Workspace, service: str, target: str | None = None) -> RolloutRow:
     """The newest release of `service`; refused when it runs on another target than expected."""
     row = latest_release(ws.sessions, service)
-    if row is None:
-        raise UserError(f"{service!r} has never been released")
+    if row is None:  # the API's 404, as for a read of the service's release
+        raise NotFoundError(f"{service!r} has never been released")
     if target is not None and row.target != target:
         raise UserError(f"release {row.id} of {service!r} runs on {row.target}: add `--target {row.target}`")
     return row

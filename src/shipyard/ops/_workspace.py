@@ -59,6 +59,9 @@ class Workspace:
     state_dir: Path = field(default_factory=state_dir)
     opened_sessions: sessionmaker[Session] | None = field(default=None, repr=False)
     """Sessions an edge already holds (the server's), used instead of opening the store again."""
+    reads_only: bool = False
+    """A verb that only reads: the store must exist already (StateStoreMissing, naming where it
+    looked, instead of an empty store created to answer "nothing yet")."""
 
     @classmethod
     def open(
@@ -97,12 +100,14 @@ class Workspace:
 
     @functools.cached_property
     def sessions(self) -> sessionmaker[Session]:
-        """Sessions on the state store (migrated when behind), opened on first use."""
+        """Sessions on the state store (migrated when behind; created unless `reads_only`), opened
+        on first use."""
         if self.opened_sessions is not None:
             return self.opened_sessions
-        from ..state import open_engine, session_factory  # noqa: PLC0415 - SQLAlchemy only when used
+        from ..state import open_engine, open_existing, session_factory  # noqa: PLC0415 - SQLAlchemy only when used
 
-        return session_factory(open_engine(self.database_url))
+        opened = open_existing if self.reads_only else open_engine
+        return session_factory(opened(self.database_url))
 
     @functools.cached_property
     def notifier(self) -> Notifier:

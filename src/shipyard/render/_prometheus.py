@@ -533,11 +533,20 @@ def seed_alerts(stack: Stack) -> list[dict[str, Any]]:
             )
         )
     if stack.backup is not None:
+        max_age = stack.alerts.backup_max_age
+        window = duration(max_age)
         rules.append(
             _alert(
                 "BackupFailure",
                 "shipyard_backup_last_run_success == 0 or shipyard_backup_last_verification_success == 0"
-                f" or shipyard_backup_age_seconds > {stack.alerts.backup_max_age}",
+                f" or shipyard_backup_age_seconds > {max_age}"
+                # While the state store is down shipyard serves the last good values (or, restarted,
+                # none): the newest success Prometheus saw still ages, and with none seen for the
+                # whole window and the store down, no backup can be recorded either.
+                f" or time() - last_over_time(shipyard_backup_last_success_timestamp_seconds[{window}])"
+                f" > {max_age}"
+                f" or (absent_over_time(shipyard_backup_last_success_timestamp_seconds[{window}])"
+                " and on() (shipyard_state_store_up == 0))",
                 "1m",
                 "page",
                 "Backups are failing{{ with $labels.source }} for {{ . }}{{ end }}",

@@ -7,7 +7,8 @@ Argo's controller does, and shipyard applies the release, steers it and records 
   step as `started`, applies the objects, and records the step `done` (or `failed`).
 - `refresh` reads the Rollout's status into the release; once the new version is the stable one
   (Healthy) or the release was aborted or failed (Degraded), it records a `Finish` step and ends it.
-- `command` sends promote, abort, retry, pause or resume, each recorded before and after.
+- `command` sends promote, promote-full, abort, retry, pause or resume, each recorded before and after
+  (`promote-full` is `kubectl argo rollouts promote --full`: `status.promoteFull`).
 
 The release's `state` holds `{"kubernetes": {...}}`: the namespace, the objects applied and the
 Rollout's last status as Argo reported it; shipyard's own strategy state is not used here.
@@ -26,13 +27,13 @@ from typing import Any, ClassVar, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import RolloutError, TargetError, UserError
+from ..errors import TargetError, UserError
 from ..locks import Lease, LockHeldError
 from ..spec import Stack
 from ..state import RolloutRow, RolloutStepRow, record_audit, utcnow
-from ._controller import lock_name
+from ._controller import lock_name, release_in_progress
 from ._driver import OnProgress, PlannedRelease, ReleaseDriver, Steered, TargetName
-from ._model import Command, StrategyName
+from ._model import Command, StrategyName, audited_command
 from .targets.kubernetes import (
     APPLY_PATCH,
     MERGE_PATCH,
@@ -46,9 +47,14 @@ from .targets.kubernetes import (
 )
 
 TARGET = "kubernetes"
-KubeCommand = Literal["promote", "abort", "retry", "pause", "resume"]
-KUBE_COMMANDS: tuple[KubeCommand, ...] = ("promote", "abort", "retry", "pause", "resume")
+KubeCommand = Literal["promote", "promote-full", "abort", "retry", "pause", "resume"]
+KUBE_COMMANDS: tuple[KubeCommand, ...] = ("promote", "promote-full", "abort", "retry", "pause", "resume")
 _VERSION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}|sha256:[0-9a-f]{64}")
+
+
+def _step_type(command: str) -> str:
+    """The type of the step a command is recorded as: Promote, PromoteFull, Abort, …"""
+    return "".join(word.capitalize() for word in command.split("-"))
 
 
 def kube_state(row: RolloutRow) -> dict[str, Any]:
@@ -115,7 +121,7 @@ class ArgoReleases(ReleaseDriver):
         try:
             lease.acquire()
         except LockHeldError as exc:
-            raise RolloutError(f"another release of {service!r} is being started or run: {exc}") from None
+            raise release_in_progress(self.sessions, service, str(exc)) from None
         try:
             live = self.driver.find(self.namespace, service)
             stable = self._stable(service, live)
@@ -292,28 +298,30 @@ class ArgoReleases(ReleaseDriver):
         service = row.service
         namespace = self._namespace_of(row)
         seq = self._record_start(
-            row.id, {"type": command.capitalize(), "actor": actor, "namespace": namespace}
+            row.id, {"type": _step_type(command), "actor": actor, "namespace": namespace}
         )
         calls: dict[str, Callable[[str, str], RolloutStatus]] = {
             "promote": self.driver.promote,
+            "promote-full": lambda namespace, service: self.driver.promote(namespace, service, full=True),
             "abort": self.driver.abort,
             "retry": self.driver.retry,
             "pause": self.driver.pause,
             "resume": self.driver.resume,
         }
         audit = {"rollout": row.id, "command": command, "namespace": namespace, "target": TARGET}
+        action = f"rollout.{audited_command(command)}"
         try:
             status = calls[command](namespace, service)
         except TargetError as exc:
             self._record_end(seq, {"type": "Failed", "reason": exc.message}, failed=True)
             record_audit(
-                self.sessions, actor=actor, action=f"rollout.{command}", target_kind="service",
+                self.sessions, actor=actor, action=action, target_kind="service",
                 target=service, after={**audit, "error": exc.message}, outcome="failed",
             )  # fmt: skip
             raise
         self._record_end(seq, {"type": "Status", **status_data(status)})
         record_audit(
-            self.sessions, actor=actor, action=f"rollout.{command}", target_kind="service",
+            self.sessions, actor=actor, action=action, target_kind="service",
             target=service, after={**audit, "phase": status.phase}, outcome="ok",
         )  # fmt: skip
         changes: dict[str, Any] = {"phase": status.phase, "status": status_data(status)}
@@ -420,15 +428,22 @@ class ArgoReleases(ReleaseDriver):
             "pause": [(path, {"spec": {"paused": True}})],
             "resume": [(path, {"spec": {"paused": False}})],
         }.get(command, [])
-        actions = [f"record a {command.capitalize()} step on release {row.id} ({row.phase})"]
-        if command == "promote":
+        actions = [f"record a {_step_type(command)} step on release {row.id} ({row.phase})"]
+        promoting = command in ("promote", "promote-full")
+        if promoting:
             actions.append(f"read Rollout {namespace}/{row.service}")
             if last:
-                status_patch, spec_patch = promote_patches(_as_last_read(last))
+                full = command == "promote-full"
+                status_patch, spec_patch = promote_patches(_as_last_read(last), full=full)
                 if status_patch is not None:
                     patches.append((f"{path}/status", status_patch))
                 if spec_patch is not None:
                     patches.append((path, spec_patch))
+            elif command == "promote-full":
+                actions.append(
+                    "set its status.promoteFull unless it is fully promoted already (its status was never"
+                    " read, so which is unknown)"
+                )
             else:
                 actions.append(
                     "patch it as it then requires: clear its pause conditions, or move past the analysis"
@@ -439,7 +454,7 @@ class ArgoReleases(ReleaseDriver):
             for where, body in patches
         )
         actions += [f"PATCH {r['path']} {json.dumps(r['body'])}" for r in requests]
-        if command == "promote" and last:
+        if promoting and last:
             actions.append(
                 f"(worked out from the status last read, {last.get('phase')}; the promote itself reads"
                 " the Rollout first)"

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import RolloutError, ShipyardError, TargetError, UserError
+from ..errors import NotFoundError, ReleaseInProgress, RolloutError, ShipyardError, TargetError, UserError
 from ..locks import Lease, LockHeldError, holder
 from ..monitor import Event, Notifier
 from ..spec import Stack
@@ -64,6 +64,8 @@ from ._model import (
     SetWeights,
     StrategyName,
     WaitHealthy,
+    Weights,
+    audited_command,
 )
 from ._prometheus import PrometheusChecks, ReleaseContext, check_url
 from ._strategy import (
@@ -84,7 +86,7 @@ HOLD_STEP_ENV = "SHIPYARD_TEST_HOLD_STEP"
 """Tests only: the action type (e.g. `Retire`) after whose start the controller waits a moment."""
 HOLD_STEP_SECONDS = 3.0
 
-COMMANDS: tuple[Command, ...] = ("promote", "abort", "pause", "resume", "retry", "rollback")
+COMMANDS: tuple[Command, ...] = ("promote", "promote-full", "abort", "pause", "resume", "retry", "rollback")
 
 POLL_S = 0.2
 """How often the controller looks for a queued command and a crashed candidate while it waits (an
@@ -100,6 +102,25 @@ def lock_name(service: str) -> str:
 def to_data(value: Any) -> dict[str, Any]:
     """An action or outcome as JSON-ready data, tagged with its type."""
     return {"type": type(value).__name__, **dataclasses.asdict(value)}
+
+
+_ACTIONS: dict[str, type[Action]] = {
+    kind.__name__: kind for kind in (Prepare, WaitHealthy, Migrate, SetWeights, Observe, Hold, Retire, Finish)
+}
+
+
+def action_from_data(data: Mapping[str, Any]) -> Action | None:
+    """The action `to_data` recorded; None for anything else (e.g. a Kubernetes release's command)."""
+    kind = _ACTIONS.get(str(data.get("type")))
+    if kind is None:
+        return None
+    fields = {name: value for name, value in data.items() if name != "type"}
+    try:
+        if kind is SetWeights:
+            fields["weights"] = Weights(**fields["weights"])
+        return kind(**fields)
+    except (KeyError, TypeError):
+        return None
 
 
 class Controller:
@@ -143,9 +164,7 @@ class Controller:
         try:
             lease.acquire()
         except LockHeldError as exc:
-            running = self.latest(service)
-            which = f" (release {running.id}: {running.candidate}, {running.phase})" if running else ""
-            raise RolloutError(f"another release of {service!r} is in progress{which}: {exc}") from None
+            raise release_in_progress(self.sessions, service, str(exc)) from None
         try:
             status = self.target.status(service)
             plan = release_plan(self.stack, service, version, status.versions, strategy)
@@ -622,6 +641,18 @@ def release_plan(
     )
 
 
+def release_in_progress(sessions: sessionmaker[Session], service: str, held: str) -> ReleaseInProgress:
+    """The error for a release of `service` asked for while another one runs (`held`: who holds the
+    service's lease), naming that release and how to end it."""
+    running = latest_release(sessions, service)
+    which = f" (release {running.id}: {running.candidate}, {running.phase})" if running else ""
+    return ReleaseInProgress(
+        f"another release of {service!r} is in progress{which}, {held}: let it finish, or end it with"
+        f" `shipyard rollout promote|abort {service}`",
+        rollout_id=running.id if running else None,
+    )
+
+
 def latest_release(sessions: sessionmaker[Session], service: str) -> RolloutRow | None:
     """The newest release of `service`, finished or not."""
     with sessions() as session:
@@ -637,8 +668,8 @@ def queue_command(
     if command not in COMMANDS:
         raise UserError(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
     row = latest_release(sessions, service)
-    if row is None:
-        raise UserError(f"{service!r} has never been released")
+    if row is None:  # the API's 404, as for a read of the service's release
+        raise NotFoundError(f"{service!r} has never been released")
     with sessions() as session, session.begin():
         session.add(RolloutCommandRow(rollout_id=row.id, command=command, actor=actor))
     return row.id, holder(sessions, lock_name(service)) is not None
@@ -647,7 +678,8 @@ def queue_command(
 def steer_release(
     sessions: sessionmaker[Session], service: str, command: Command, actor: str
 ) -> tuple[int, bool]:
-    """Queue promote/abort/pause/resume/retry for a service's release and audit who asked.
+    """Queue promote/promote-full/abort/pause/resume/retry for a service's release and audit who asked
+    (a promote-full as `rollout.promote` with `"full": true`).
 
     Returns (rollout id, whether a controller runs the release now and will apply it).
     """
@@ -655,10 +687,11 @@ def steer_release(
     record_audit(
         sessions,
         actor=actor,
-        action=f"rollout.{command}",
+        action=f"rollout.{audited_command(command)}",
         target_kind="service",
         target=service,
-        after={"rollout": rollout_id, "command": command, "controller_running": running},
+        after={"rollout": rollout_id, "command": command, "controller_running": running}
+        | ({"full": command == "promote-full"} if command.startswith("promote") else {}),
         outcome="queued",
     )
     return rollout_id, running

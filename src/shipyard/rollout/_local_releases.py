@@ -26,8 +26,8 @@ from ..state import RolloutRow
 from ._controller import (
     Controller,
     check_release,
-    latest_release,
     lock_name,
+    release_in_progress,
     release_plan,
     steer_release,
     wait_for_command,
@@ -94,9 +94,7 @@ class LocalReleases(ReleaseDriver):
         check_release(stack, service, version, self.target)
         busy = holder(self.sessions, lock_name(service))
         if busy is not None:
-            running = latest_release(self.sessions, service)
-            which = f" (release {running.id}: {running.candidate}, {running.phase})" if running else ""
-            raise RolloutError(f"another release of {service!r} is in progress{which}: held by {busy[0]}")
+            raise release_in_progress(self.sessions, service, f"held by {busy[0]}")
         plan = release_plan(stack, service, version, self._running(stack, service), strategy)
         return PlannedRelease(
             verb="deploy",

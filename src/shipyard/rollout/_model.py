@@ -252,4 +252,12 @@ class Failed:
 
 Outcome = Done | HealthChecked | Migrated | Observed | Failed
 
-Command = Literal["promote", "abort", "pause", "resume", "retry", "rollback"]
+Command = Literal["promote", "promote-full", "abort", "pause", "resume", "retry", "rollback"]
+"""`promote` goes on to the next step; `promote-full` skips every remaining step to 100 % (as
+`kubectl argo rollouts promote` and `promote --full`)."""
+
+
+def audited_command(command: str) -> str:
+    """The audit action's name of a command (`rollout.<name>`): a full promote is a promote, its
+    entry says `"command": "promote-full"`."""
+    return "promote" if command == "promote-full" else command

@@ -25,6 +25,12 @@ Going back (a failed analysis, a failed action, `abort`, `rollback`): SetWeights
 candidate may have traffic, then Retire(candidate), then Finish. On a first deploy there is nothing
 to go back to: once the candidate serves, it is never retired (that would leave nothing serving).
 
+Promoting (as `kubectl argo rollouts promote [--full]`): `promote` ends the step the release waits
+at (an analysis, a pause, the gate, the warm hold, or an inconclusive pause) and goes on to the next
+one; `promote-full` skips every remaining weight, analysis and pause: the candidate takes all
+traffic at once, and only the warm hold (Argo's scaleDownDelaySeconds) and retiring the stable are
+left.
+
 Finishing: in a finished phase `next_action` is Finish; the controller records the release's end and
 reports `Done`, which closes the state: `is_finished` is true only then, so a controller killed
 between reaching the end and recording it records it when resumed.
@@ -72,7 +78,7 @@ StepKind = Literal[
     "migrate", "prepare", "health", "weight", "observe", "pause", "gate", "warm", "retire_stable"
 ]
 
-COMMANDS: tuple[Command, ...] = ("promote", "pause", "resume", "retry", "rollback", "abort")
+COMMANDS: tuple[Command, ...] = ("promote", "promote-full", "pause", "resume", "retry", "rollback", "abort")
 
 
 class Phase(StrEnum):
@@ -102,6 +108,8 @@ _OUTCOME_PHASE: dict[FinishOutcome, Phase] = {
     "failed": Phase.FAILED,
 }
 _TRAFFIC_KINDS = frozenset({"weight", "observe", "pause", "gate", "warm"})
+_WAITING_KINDS = frozenset({"observe", "pause", "gate", "warm"})
+"""Steps the release waits at, which `promote` ends (a weight step is over as soon as it is set)."""
 
 
 # --- the plan ------------------------------------------------------------------------------------
@@ -199,8 +207,13 @@ def _promotion_index(steps: tuple[Step, ...]) -> int:
     return max(i for i, step in enumerate(steps) if step.kind == "weight")
 
 
-def _warm_index(steps: tuple[Step, ...]) -> int | None:
-    return next((i for i, step in enumerate(steps) if step.kind == "warm"), None)
+def _skipped_by_full(steps: tuple[Step, ...], index: int) -> bool:
+    """Whether a full promotion skips step `index`: every weight short of the promotion, every
+    analysis and every pause, before the promotion or after it (never the warm hold or a retire)."""
+    step = steps[index]
+    if step.kind == "weight":
+        return index != _promotion_index(steps)
+    return step.kind in ("observe", "pause", "gate")
 
 
 # --- the state -----------------------------------------------------------------------------------
@@ -274,6 +287,8 @@ class RolloutState:
     retire_pending: bool = False
     """Going back: the candidate still to be retired."""
     stable_retired: bool = False
+    full_promotion: bool = False
+    """`promote-full` was given: every remaining weight, analysis and pause is skipped."""
     closed: bool = False
     """The controller has carried out Finish."""
     history: tuple[Event, ...] = ()
@@ -298,6 +313,7 @@ class RolloutState:
             "reset_pending": self.reset_pending,
             "retire_pending": self.retire_pending,
             "stable_retired": self.stable_retired,
+            "full_promotion": self.full_promotion,
             "closed": self.closed,
             "history": [event.to_data() for event in self.history],
         }
@@ -333,6 +349,7 @@ class RolloutState:
                 reset_pending=bool(data["reset_pending"]),
                 retire_pending=bool(data["retire_pending"]),
                 stable_retired=bool(data["stable_retired"]),
+                full_promotion=bool(data.get("full_promotion", False)),
                 closed=bool(data["closed"]),
                 history=tuple(Event.from_data(e) for e in data["history"]),
             )
@@ -685,6 +702,9 @@ def _enter(state: RolloutState, index: int, now: float) -> RolloutState:
     """The state at the start of step `index` (or succeeded, past the last step)."""
     plan = state.plan
     steps = plan_steps(plan)
+    if state.full_promotion:
+        while index < len(steps) and _skipped_by_full(steps, index):
+            index += 1
     state = replace(state, step=index, paused_by=None, hold_until=None, inconclusive=0)
     if index >= len(steps):
         reason = f"{plan.candidate} serves all traffic"
@@ -746,22 +766,20 @@ def allowed_commands(state: RolloutState) -> tuple[Command, ...]:
         allowed.add("abort")
         steps = plan_steps(plan)
         step = steps[state.step]
-        promotable = step.kind in _TRAFFIC_KINDS and state.step != _promotion_index(steps)
+        if step.kind in _WAITING_KINDS:
+            allowed.add("promote")
+        if step.kind in _TRAFFIC_KINDS and _skipped_by_full(steps, state.step):
+            allowed.add("promote-full")
         if state.paused_by == "inconclusive":
-            allowed |= {"promote", "retry"}
+            allowed.add("retry")
         elif state.paused_by == "command":
             allowed.add("resume")
-            if promotable:
-                allowed.add("promote")
-        else:
-            if promotable:
-                allowed.add("promote")
-            if (
-                step.kind in _TRAFFIC_KINDS
-                and step.kind != "gate"
-                and not (step.kind == "pause" and step.seconds is None)
-            ):
-                allowed.add("pause")
+        elif (
+            step.kind in _TRAFFIC_KINDS
+            and step.kind != "gate"
+            and not (step.kind == "pause" and step.seconds is None)
+        ):
+            allowed.add("pause")
     return tuple(c for c in COMMANDS if c in allowed)
 
 
@@ -803,21 +821,26 @@ def on_command(state: RolloutState, command: Command, now: float) -> RolloutStat
             attempt = state.attempt + 1
             fresh = replace(fresh, attempt=attempt, history=state.history)
             return _record(fresh, now, what, f"attempt {attempt}: starting over")
-        case _:  # promote
-            if state.paused_by == "inconclusive":
-                return _advance(state, now, what, "going on despite the inconclusive analysis")
-            promotion, warm = _promotion_index(steps), _warm_index(steps)
-            if state.step < promotion:
-                target, why = promotion, f"skipping to {plan.candidate} 100%"
-            elif warm is None:
-                # No warm hold: the analysis ends where the stable is retired (or the release ends).
-                retire = next((i for i, step in enumerate(steps) if step.kind == "retire_stable"), len(steps))
-                target, why = retire, "ending the analysis"
-            elif state.step < warm:
-                target, why = warm, "ending the analysis"
-            else:
-                target, why = warm + 1, f"retiring {plan.stable} now"
-            return _record(_enter(state, target, now), now, what, why)
+        case "promote-full":
+            # Entering the current step again with the flag set skips it and every later weight,
+            # analysis and pause (see `_enter`): the next action is the switch to 100 %.
+            state = _enter(replace(state, full_promotion=True), state.step, now)
+            why = f"skipping every remaining step: {plan.candidate} takes all traffic"
+            return _record(state, now, what, why)
+        case _:  # promote: the next step
+            return _advance(state, now, what, _promote_reason(state, steps[state.step]))
+
+
+def _promote_reason(state: RolloutState, step: Step) -> str:
+    if state.paused_by == "inconclusive":
+        return "going on despite the inconclusive analysis"
+    match step.kind:
+        case "observe":
+            return "ending the analysis"
+        case "warm":
+            return f"retiring {state.plan.stable} now"
+        case _:  # pause, gate
+            return "ending the pause"
 
 
 # --- telling what happens ---------------------------------------------------------------------------

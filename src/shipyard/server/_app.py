@@ -19,16 +19,16 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import Engine, text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import InvalidObjectError, ShipyardError
+from ..errors import InvalidObjectError, ReleaseInProgress, ShipyardError, StateStoreUnavailable
 from ..flags import FlagStore, LiveFlagSet
 from ..host import state_dir
-from ..jobs import JobRunner
+from ..jobs import JobRunner, OrphanReaper
 from ..monitor import OutboxDelivery, ShipyardCollector
 from ..rollout import KubeConnection
 from ..state import open_engine, session_factory
@@ -37,7 +37,12 @@ from ._access_log import AccessLog
 from ._auth import TokenAuth
 from ._dashboard import mount_dashboard
 from ._fast import FastRoutes
+from ._method_not_allowed import allowed_methods
+from ._metrics_registry import measured, server_metrics
+from ._openapi import install as install_openapi
 from ._scheduler import ScheduledJob, Scheduler, scheduled_jobs
+from ._stale_flags import StaleFlagsHeader
+from ._store_down import store_down_response
 
 PROBLEM = "application/problem+json"
 MAX_BODY_BYTES = 1 << 20
@@ -92,18 +97,30 @@ class BodyLimit:
             )
             return
         seen = 0
+        too_large = answered = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                too_large = True
                 raise _TooLarge
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
+        async def unless_too_large(message: Message) -> None:
+            # A route that reads the body through FastAPI catches the error and answers 400
+            # ("There was an error parsing the body"): once the body is over the limit, only the
+            # 413 below is sent.
+            nonlocal answered
+            if too_large:
+                return
+            answered = True
+            await send(message)
+
+        with contextlib.suppress(_TooLarge):
+            await self.app(scope, limited, unless_too_large)
+        if too_large and not answered:
             await problem(413, "Payload Too Large", f"the body may be at most {self.limit} bytes")(
                 scope, receive, send
             )
@@ -114,18 +131,19 @@ class _TooLarge(Exception):
 
 
 class Measure:
-    """Request latency by route and status for `/metrics` (plain ASGI: no per-request task)."""
+    """Request latency by route and status code for `/metrics` (plain ASGI: no per-request task);
+    the dashboard's pages and static files are not the API and are not measured."""
 
     def __init__(self, app: ASGIApp, requests: Histogram, evaluations: Counter) -> None:
         self.app = app
         self.requests = requests
         self.evaluations = evaluations
-        # The histogram's child per (method, route, status), looked up once: `labels()` checks
+        # The histogram's child per (method, route, code), looked up once: `labels()` checks
         # and locks on every call. Routes are templates, so the combinations are few.
         self._children: dict[tuple[str, str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not measured(scope["path"]):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -158,18 +176,9 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
     engine = engine or open_engine(config.database_url)
     sessions = session_factory(engine)
     live = LiveFlagSet(FlagStore(sessions), poll_interval=config.poll_interval)
-    auth = TokenAuth(sessions)
-    registry = CollectorRegistry()
-    requests = Histogram(
-        "shipyard_http_request_duration_seconds",
-        "API latency by route and status",
-        ["method", "route", "status"],
-        registry=registry,
-        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-    )
-    evaluations = Counter(
-        "shipyard_flag_evaluations", "Flag evaluations served by the API", registry=registry
-    )
+    meters = server_metrics()  # not `metrics`: the /metrics route below takes that name
+    registry = meters.registry
+    auth = TokenAuth(sessions, on_refused=meters.refused("api"))
 
     jobs = JobRunner(
         sessions,
@@ -186,11 +195,14 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
 
     # Delivers the notifications every process queued (a CLI leaves what it could not send).
     delivery = OutboxDelivery(sessions)
+    # This server's heartbeat, and its look for jobs whose server and child both died (any host's).
+    reaper = OrphanReaper(sessions, jobs.owner)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         poller = asyncio.create_task(live.poll_forever())
         await asyncio.to_thread(jobs.reconcile)
+        reaper.start()
         scheduler.start()
         delivery.start()
         try:
@@ -200,6 +212,7 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
             scheduler.shutdown(wait=False)
             # A message being sent finishes (≤ 10 s); the rest stay queued for the next server.
             await asyncio.to_thread(delivery.stop)
+            await asyncio.to_thread(reaper.stop)
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
@@ -212,13 +225,18 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         # shipyard measures itself (`Measure`, /metrics); FastAPI's OpenTelemetry hook would only
         # read three environment variables per request to find it has nothing to do.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # FastAPI's pages load Swagger UI and ReDoc from a CDN: `/docs` is served locally instead.
+        docs_url=None,
+        redoc_url=None,
     )
+    install_openapi(app)
     app.state.live = live
     app.state.scheduler = scheduler
     app.state.sessions = sessions
     app.state.engine = engine
     app.state.jobs = jobs
     app.state.auth = auth
+    app.state.auth_failures = meters.auth_failures
     app.state.config = config
     app.state.kube = config.kube
 
@@ -228,7 +246,17 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         extra: dict[str, Any] = {}
         if isinstance(exc, InvalidObjectError) and exc.problems:
             extra["errors"] = [{"field": field, "message": message} for field, message in exc.problems]
+        if isinstance(exc, ReleaseInProgress):
+            # The running release (or the job about to run it), for a client to follow or steer.
+            found = {"rollout_id": exc.rollout_id, "job_id": exc.job_id}
+            extra |= {name: value for name, value in found.items() if value is not None}
         return problem(status, HTTPStatus(status).phrase, exc.message, **extra)
+
+    @app.exception_handler(StateStoreUnavailable)
+    async def store_unavailable(request: Request, exc: StateStoreUnavailable) -> Response:
+        return store_down_response(
+            request, exc, live.stale_since, problem(503, "Service Unavailable", exc.message)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -239,10 +267,12 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         return problem(422, "Unprocessable Content", "the request is not valid", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         response = problem(exc.status_code, str(exc.detail))
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        if exc.status_code == 405:
+            response.headers["Allow"] = allowed_methods(request)
         return response
 
     @app.get("/healthz", tags=["health"])
@@ -284,7 +314,8 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
             *routes.unleash.fast_routes(app.state.unleash_api),
         ]
         app.add_middleware(FastRoutes, routes=fast_routes)
+    app.add_middleware(StaleFlagsHeader, live=live)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-    app.add_middleware(Measure, requests=requests, evaluations=evaluations)
+    app.add_middleware(Measure, requests=meters.requests, evaluations=meters.evaluations)
     app.add_middleware(AccessLog, log_evaluations=config.log_evaluations)
     return app

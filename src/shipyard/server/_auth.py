@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Annotated, Any
 
-from fastapi import Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..errors import StateStoreUnavailable
 from ..tokens import Scope, Token, verify_token
 
 # A verified token is trusted for this long without asking the database again, so that a busy
@@ -27,9 +29,51 @@ seconds. A revocation still takes effect once the re-check returns (milliseconds
 seconds); only if re-checks keep failing (the database unreachable) does the trust end here."""
 
 
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    bearerFormat="shy_<scope>_<random>",
+    description="An API token (`shipyard flags token create NAME --scope admin|client`), sent as"
+    " `Authorization: Bearer <token>`.",
+)
+"""The OpenAPI security scheme of every API route (the routes check the token themselves)."""
+
+UNLEASH_KEY = APIKeyHeader(
+    name="Authorization",
+    auto_error=False,
+    scheme_name="unleashToken",
+    description="A client or admin token as Unleash's SDKs send it: `Authorization: <token>` (`Bearer`"
+    " optional).",
+)
+"""The security scheme of the Unleash-compatible routes, whose SDKs send no `Bearer`."""
+
+API_KEY = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="apiKey",
+    description="A client or admin token in `X-API-Key`, as OFREP also allows.",
+)
+"""OFREP's other way to send the token."""
+
+
+async def bearer_header(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+) -> str | None:
+    """The request's `Authorization` header, as is (BEARER declares it to OpenAPI)."""
+    return request.headers.get("authorization")
+
+
+Authorization = Annotated[str | None, Depends(bearer_header)]
+"""A route's (or a dependency's) `Authorization` header, documented as the bearer scheme."""
+
+
 class TokenAuth:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], on_refused: Callable[[str], None] = lambda _reason: None
+    ) -> None:
         self._sessions = sessions
+        self._on_refused = on_refused
+        """Told of each refusal (missing, invalid, scope): `/metrics` counts them."""
         self._cache: dict[str, tuple[float, Token | None]] = {}
         self._rechecking: set[str] = set()
 
@@ -40,18 +84,27 @@ class TokenAuth:
     async def _token(self, authorization: str | None) -> Token:
         raw = _bearer(authorization)
         if raw is None:
+            self._on_refused("missing")
             raise HTTPException(401, "Unauthorized", headers={"WWW-Authenticate": 'Bearer realm="shipyard"'})
         digest = hashlib.sha256(raw.encode()).hexdigest()
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is None or cached[0] < now:
-            token = await asyncio.to_thread(self._verify, raw)
+            try:
+                token = await asyncio.to_thread(self._verify, raw)
+            except StateStoreUnavailable:
+                if cached is None:
+                    raise  # never verified here: 503
+                # Trusted as last verified while the store is down (a revocation cannot commit
+                # either), so that flag evaluations go on; checked again CACHE_SECONDS later.
+                token = cached[1]
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[digest] = (now + CACHE_SECONDS, token)
         else:
             token = cached[1]
         if token is None:
+            self._on_refused("invalid")
             raise HTTPException(
                 401, "Unauthorized", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
             )
@@ -76,7 +129,7 @@ class TokenAuth:
         token = cached[1]
         if token is None or not token.allows(scope):
             return None
-        return _actor(token)
+        return actor_of_token(token)
 
     def _recheck(self, digest: str, raw: str) -> bool:
         """Verify the token again in a thread, once at a time per token, and update its entry;
@@ -100,18 +153,19 @@ class TokenAuth:
 
     async def _require(self, request: Request | None, authorization: str | None, scope: Scope) -> str:
         token = await self._token(authorization)
-        actor = _actor(token)
+        actor = actor_of_token(token)
         if request is not None:
             record_actor(request, actor)  # before the scope check: a 403 still says who asked
         if not token.allows(scope):
+            self._on_refused("scope")
             raise HTTPException(403, "Forbidden")
         return actor
 
-    async def admin(self, request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    async def admin(self, request: Request, authorization: Authorization = None) -> str:
         """The actor behind the request's admin token (a route's dependency)."""
         return await self._require(request, authorization, "admin")
 
-    async def client(self, request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    async def client(self, request: Request, authorization: Authorization = None) -> str:
         """The actor behind the request's token, client or admin (a route's dependency)."""
         return await self._require(request, authorization, "client")
 
@@ -121,7 +175,7 @@ class TokenAuth:
         return await self._require(None, authorization, scope)
 
 
-def _actor(token: Token) -> str:
+def actor_of_token(token: Token) -> str:
     """How the access log and the audit name whoever a token belongs to."""
     return f"token:{token.name}"
 

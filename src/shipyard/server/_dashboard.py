@@ -1,7 +1,8 @@
 """The dashboard: server-rendered pages over the same functions the API and the CLI call.
 
-Every page is under `/ui` and needs an admin token (given once at `/ui/login`, then carried by an
-HttpOnly cookie); every POST must come from one of these pages (Origin/Referer check). Actions
+Every page is under `/ui` and needs an admin token (given once at `/ui/login`, which opens a
+server-side session whose id, never the token, an HttpOnly cookie carries); every POST must come
+from one of these pages (Origin/Referer check). Actions
 go through the owning package's functions (the flag store, `queue_command`, the job runner), so
 each one lands in the audit log with the token's actor. No route is in the OpenAPI schema.
 """
@@ -21,17 +22,16 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..backup import get_set, list_sets
-from ..errors import InvalidObjectError, NotFoundError, ShipyardError, UserError
-from ..flags import LiveFlagSet, LocalBackend
+from ..errors import ShipyardError
 from ..jobs import JobRunner, choices, parse_request
-from ..ops import SetFlag, Steer, Workspace, set_flag
+from ..ops import Steer, refuse_concurrent_release
 from ..rollout import COMMANDS
 from ..spec import Stack
+from ._dashboard_activity import add_activity_routes
 from ._dashboard_auth import (
     COOKIE_PATH,
     CrossOrigin,
     LoginRequired,
-    admin_actor,
     clear_session,
     cross_origin,
     dashboard_actor,
@@ -39,14 +39,21 @@ from ._dashboard_auth import (
     safe_next,
     same_origin,
     set_session,
+    sign_in,
+    sign_out,
 )
-from ._dashboard_views import activity, audit_actions, dr_overview, flag_view, service_release
+from ._dashboard_charts import backup_charts, dr_charts, release_charts, service_charts
+from ._dashboard_flags import add_flag_routes
+from ._dashboard_jobs import add_job_routes
+from ._dashboard_live import live_block, wants_live
+from ._dashboard_views import dr_overview, service_release
 from .routes.rollouts import served_workspace, steer_or_carry_on
 
 HERE = Path(__file__).parent
 FLASH = "shipyard_flash"
-STEERING = ("promote", "abort", "pause", "resume", "retry")
-"""Commands queued for the controller running a release (rollback runs as a job of its own)."""
+STEERING = ("promote", "promote-full", "abort", "pause", "resume", "retry")
+"""Commands queued for the controller running a release (rollback runs as a job of its own);
+promote-full is a promote with `full` (every remaining step skipped)."""
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -77,23 +84,6 @@ def _jobs(request: Request) -> JobRunner:
     return jobs
 
 
-def _set_flag(request: Request, actor: str, change: SetFlag) -> None:
-    """A flag change from a form, as the API and the CLI make it (`ops.set_flag`), on the live set's
-    store so that SDKs see it at once."""
-    store = _live(request).store
-    set_flag(Workspace(actor=actor), change, backend=LocalBackend(store, actor))
-
-
-def _live(request: Request) -> LiveFlagSet:
-    live: LiveFlagSet = request.app.state.live
-    return live
-
-
-def _environment(request: Request) -> str:
-    config = getattr(request.app.state, "config", None)
-    return str(getattr(config, "environment", "production"))
-
-
 def _stack(request: Request) -> tuple[Stack | None, str | None]:
     """The served stack, or None and why not (no spec, or the spec is broken)."""
     try:
@@ -103,6 +93,11 @@ def _stack(request: Request) -> tuple[Stack | None, str | None]:
 
 
 def _page(request: Request, template: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+    if wants_live(request):  # a page's polling script: the content alone, the message left unread
+        live = {"request": request, "path": request.url.path, **context}
+        response = HTMLResponse(live_block(templates.env, template, live), status_code=status)
+        response.headers.update(SECURITY_HEADERS)
+        return response
     flash = _read_flash(request)
     response = templates.TemplateResponse(
         request, template, {"flash": flash, "path": request.url.path, **context}, status_code=status
@@ -172,21 +167,24 @@ def build_router() -> APIRouter:
     async def login(
         request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/ui/"
     ) -> Response:
-        actor = await admin_actor(request, token.strip())
-        if actor is None:
+        signed_in = await sign_in(request, token.strip())
+        if signed_in.session_id is None:
             # Never echo what was typed: it may be a real token of the wrong scope.
-            return _page(
-                request,
-                "login.html",
-                {"next": safe_next(next), "error": "That is not a valid admin token."},
-                status=401,
-            )
+            error = "That is not a valid admin token."
+            if signed_in.retry_after is not None:
+                error = f"Too many failed sign-ins from this address: try again in {signed_in.retry_after} s."
+            status = 401 if signed_in.retry_after is None else 429
+            refused = _page(request, "login.html", {"next": safe_next(next), "error": error}, status=status)
+            if signed_in.retry_after is not None:
+                refused.headers["Retry-After"] = str(signed_in.retry_after)
+            return refused
         response = RedirectResponse(safe_next(next), status_code=303)
-        set_session(response, request, token.strip())
+        set_session(response, request, signed_in.session_id)
         return response
 
     @router.post("/logout", dependencies=Post)
-    def logout() -> RedirectResponse:
+    async def logout(request: Request) -> RedirectResponse:
+        await sign_out(request)  # the session ends here, not only its cookie
         response = RedirectResponse("/ui/login", status_code=303)
         clear_session(response)
         return response
@@ -210,6 +208,8 @@ def build_router() -> APIRouter:
                 "stack": stack,
                 "problem": problem,
                 "releases": releases,
+                "release_charts": {name: release_charts(_sessions(request), name) for name in names},
+                "service_charts": {name: service_charts(_sessions(request), name) for name in names},
                 "strategies": choices("deploy", "strategy"),
                 "default_strategy": stack.rollout.strategy if stack else "canary",
             },
@@ -220,7 +220,11 @@ def build_router() -> APIRouter:
         return _fragment(
             request,
             "_release.html",
-            {"service": service, "release": service_release(_sessions(request), service)},
+            {
+                "service": service,
+                "release": service_release(_sessions(request), service),
+                "release_charts": {service: release_charts(_sessions(request), service)},
+            },
         )
 
     @router.post("/services/{service}/deploy", dependencies=Post)
@@ -237,6 +241,10 @@ def build_router() -> APIRouter:
             "version": version.strip(),
             "strategy": strategy or None,
         }
+        try:  # refused at once while another release runs, not failed later in its job
+            refuse_concurrent_release(_sessions(request), service)
+        except ShipyardError as exc:
+            return _back("/ui/services", exc.message, "error")
         return _start_job(request, wanted, actor, "/ui/services")
 
     @router.post("/services/{service}/rollback", dependencies=Post)
@@ -248,11 +256,12 @@ def build_router() -> APIRouter:
         if command not in STEERING:
             return _back("/ui/services", f"unknown command {command[:40]!r}", "error")
         ws = served_workspace(_jobs(request), _sessions(request), actor)
+        full = command == "promote-full"
         try:
             steered = steer_or_carry_on(
                 ws,
                 _jobs(request),
-                Steer(service=service, command=command),
+                Steer(service=service, command="promote" if full else command, full=full),
                 kube=getattr(request.app.state, "kube", None),
             )
         except ShipyardError as exc:
@@ -268,89 +277,7 @@ def build_router() -> APIRouter:
             note = " (the release is over: nothing runs it now)"
         return _back("/ui/services", f"{command} queued for release {rollout_id} of {service}{note}")
 
-    # --- flags --------------------------------------------------------------------------------
-
-    def environments(request: Request) -> list[str]:
-        stack, _ = _stack(request)
-        names = {_environment(request)}
-        if stack is not None:
-            names.add(stack.environment)
-        return sorted(names)
-
-    @router.get("/flags", response_class=HTMLResponse)
-    def flags(request: Request, actor: Actor) -> HTMLResponse:
-        store = _live(request).store
-        snapshot = store.snapshot()
-        envs = environments(request)
-        views = [flag_view(f.model_dump(mode="json"), store.get(f.key).version, envs) for f in snapshot.flags]
-        return _page(request, "flags.html", {"actor": actor, "flags": views})
-
-    @router.post("/flags/{key}/toggle", dependencies=Post)
-    def toggle(
-        request: Request,
-        actor: Actor,
-        key: str,
-        environment: Annotated[str, Form()],
-        enabled: Annotated[str, Form()],
-    ) -> RedirectResponse:
-        on = enabled == "true"
-        try:
-            _set_flag(
-                request, actor, SetFlag(key=key, merge_patch={"environments": {environment: {"enabled": on}}})
-            )
-        except ShipyardError as exc:
-            return _back("/ui/flags", exc.message, "error")
-        return _back("/ui/flags", f"{key} is now {'on' if on else 'off'} in {environment}")
-
-    def flag_page(
-        request: Request, actor: str, key: str, errors: dict[str, Any] | None = None, status: int = 200
-    ) -> HTMLResponse:
-        store = _live(request).store
-        stored = store.get(key)
-        view = flag_view(stored.data, stored.version, environments(request))
-        return _page(
-            request,
-            "flag.html",
-            {"actor": actor, "flag": view, "audit": store.audit(key, limit=50), "errors": errors or {}},
-            status=status,
-        )
-
-    @router.get("/flags/{key}", response_class=HTMLResponse)
-    def flag(request: Request, actor: Actor, key: str) -> HTMLResponse:
-        try:
-            return flag_page(request, actor, key)
-        except NotFoundError as exc:
-            return _page(request, "missing.html", {"actor": actor, "message": exc.message}, status=404)
-
-    @router.post("/flags/{key}/rules", dependencies=Post, response_model=None)
-    def edit_rules(
-        request: Request,
-        actor: Actor,
-        key: str,
-        environment: Annotated[str, Form()],
-        rules: Annotated[str, Form()],
-        version: Annotated[int | None, Form()] = None,
-    ) -> Response:
-        errors: list[str]
-        try:
-            parsed = json.loads(rules or "[]")
-            if not isinstance(parsed, list):
-                raise InvalidObjectError("the rules must be a JSON list of rules: [{...}, ...]")
-            change = {"environments": {environment: {"rules": parsed}}}
-            _set_flag(request, actor, SetFlag(key=key, merge_patch=change, if_match=version))
-        except json.JSONDecodeError as exc:
-            errors = [f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"]
-        except InvalidObjectError as exc:
-            errors = [f"{field}: {message}" if field else message for field, message in exc.problems] or [
-                exc.message
-            ]
-        except UserError as exc:
-            errors = [exc.message]
-        else:
-            return _back(f"/ui/flags/{key}", f"rules of {key} in {environment} saved")
-        return flag_page(
-            request, actor, key, {"environment": environment, "rules": rules, "messages": errors}, status=422
-        )
+    add_flag_routes(router, page=_page, back=_back)
 
     # --- backups ------------------------------------------------------------------------------
 
@@ -366,6 +293,7 @@ def build_router() -> APIRouter:
                 "stack": stack,
                 "problem": problem,
                 "sets": sets,
+                "backup_charts": backup_charts(sets, stack),
                 "kinds": choices("backup", "what"),
                 "whats": choices("restore", "what"),
             },
@@ -402,6 +330,7 @@ def build_router() -> APIRouter:
                 "stack": stack,
                 "problem": problem,
                 "overview": dr_overview(_sessions(request), stack, choices("drill", "mode")),
+                "dr_charts": dr_charts(_sessions(request), stack),
                 "modes": choices("drill", "mode"),
             },
         )
@@ -412,38 +341,8 @@ def build_router() -> APIRouter:
 
     # --- jobs and activity --------------------------------------------------------------------
 
-    @router.get("/jobs", response_class=HTMLResponse)
-    def jobs(request: Request, actor: Actor) -> HTMLResponse:
-        return _page(request, "jobs.html", {"actor": actor, "jobs": _jobs(request).recent(100)})
-
-    @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-    def job(request: Request, actor: Actor, job_id: int) -> HTMLResponse:
-        try:
-            view = _jobs(request).get(job_id)
-        except NotFoundError as exc:
-            return _page(request, "missing.html", {"actor": actor, "message": exc.message}, status=404)
-        return _page(
-            request, "job.html", {"actor": actor, "job": view, "log": _jobs(request).log_tail(job_id)}
-        )
-
-    @router.get("/jobs/{job_id}/log", response_class=HTMLResponse)
-    def job_log(request: Request, _: Actor, job_id: int) -> HTMLResponse:
-        view = _jobs(request).get(job_id)
-        return _fragment(request, "_job_log.html", {"job": view, "log": _jobs(request).log_tail(job_id)})
-
-    @router.get("/activity", response_class=HTMLResponse)
-    def activity_page(request: Request, actor: Actor, action: str = "") -> HTMLResponse:
-        sessions = _sessions(request)
-        return _page(
-            request,
-            "activity.html",
-            {
-                "actor": actor,
-                "entries": activity(sessions, action=action.strip() or None),
-                "actions": audit_actions(sessions),
-                "action": action.strip(),
-            },
-        )
+    add_job_routes(router, page=_page, fragment=_fragment, back=_back)
+    add_activity_routes(router, page=_page)
 
     @router.get("/{rest:path}", response_class=HTMLResponse)
     def missing(request: Request, actor: Actor, rest: str) -> HTMLResponse:

@@ -1,33 +1,39 @@
 """What the dashboard's pages show, read from the state store: plain data for the templates.
 
 Pure shaping of rows into views (no HTML here): the release of a service with its weights and last
-analysis, a flag's state per environment, an audit entry.
+analysis, the actions the audit log holds, the DR targets against the last drills.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..dr import format_seconds, target_met
+from ..ops import ReleaseView as OpsReleaseView
 from ..ops import last_drills, release_view_of
 from ..rollout import latest_release
 from ..spec import Stack
-from ..state import AuditEntry, AuditRow, RolloutRow, query_audit
-
-ACTIVITY_LIMIT = 200
+from ..state import AuditRow, RolloutRow
 
 
 @dataclass(frozen=True)
 class VersionWeight:
     version: str
-    role: str  # stable | candidate
+    role: str  # stable | candidate; once the release ended: live, retired, rolled back, …
     weight: int
+
+
+@dataclass(frozen=True)
+class StepLine:
+    """One recorded step of a release, with how long it took (or has been running)."""
+
+    what: str
+    status: str  # started | done | failed
+    duration: str
 
 
 @dataclass(frozen=True)
@@ -51,14 +57,39 @@ class ReleaseView:
     commands: tuple[str, ...]
     finished: bool
     updated_at: dt.datetime
+    step: int | None = None
+    """local: the plan's step the release is at, 1-based ("step 3 of 7"), and its length."""
+    plan_steps: int | None = None
+    step_what: str | None = None
+    history: tuple[StepLine, ...] = ()
+    """The recorded steps, oldest first, each with its duration."""
+    duration: str | None = None
+    """How long the release took (or has been running)."""
+
+
+def _roles(view: OpsReleaseView) -> tuple[str, str]:
+    """The (stable's, candidate's) labels: while it runs, their roles; once it ended, what became
+    of each (after a success the candidate is the live version and the old one retired)."""
+    if not view.finished:
+        return "stable", "candidate"
+    if view.outcome == "succeeded":
+        return "retired", "live"
+    ended = (view.outcome or "ended").replace("_", " ")
+    # A candidate that kept traffic (nothing to go back to) still serves.
+    return "live", ("live" if (view.weights.candidate or 0) > 0 else ended)
+
+
+def _duration(started: dt.datetime, finished: dt.datetime | None) -> str:
+    return format_seconds(((finished or dt.datetime.now(dt.UTC)) - started).total_seconds())
 
 
 def release_view(sessions: sessionmaker[Session], row: RolloutRow) -> ReleaseView:
     """The release as the rollouts API shows it (`ops.release_view_of`), shaped for the services page."""
-    view = release_view_of(sessions, row, steps=False)
-    versions = [VersionWeight(view.candidate, "candidate", view.weights.candidate or 0)]
+    view = release_view_of(sessions, row, steps=True)
+    stable_role, candidate_role = _roles(view)
+    versions = [VersionWeight(view.candidate, candidate_role, view.weights.candidate or 0)]
     if view.stable:
-        versions.insert(0, VersionWeight(view.stable, "stable", view.weights.stable or 0))
+        versions.insert(0, VersionWeight(view.stable, stable_role, view.weights.stable or 0))
     checks = {check.name: check for check in view.checks}
     error_rate = checks.get("error_rate")
     # Both p99 checks carry the p99s in ms (the ratio check compares them to the stable's).
@@ -81,92 +112,20 @@ def release_view(sessions: sessionmaker[Session], row: RolloutRow) -> ReleaseVie
         commands=view.commands,
         finished=view.finished,
         updated_at=view.updated_at,
+        step=None if view.step is None else view.step + 1,
+        plan_steps=view.plan_steps,
+        step_what=view.step_what,
+        history=tuple(
+            StepLine(step.what, step.status, _duration(step.started_at, step.finished_at))
+            for step in view.steps
+        ),
+        duration=_duration(view.started_at, view.finished_at),
     )
 
 
 def service_release(sessions: sessionmaker[Session], service: str) -> ReleaseView | None:
     row = latest_release(sessions, service)
     return None if row is None else release_view(sessions, row)
-
-
-@dataclass(frozen=True)
-class FlagEnvView:
-    name: str
-    enabled: bool
-    rules_json: str
-    rule_count: int
-
-
-@dataclass(frozen=True)
-class FlagView:
-    key: str
-    type: str
-    kind: str
-    description: str
-    version: int
-    environments: tuple[FlagEnvView, ...]
-
-
-def flag_view(document: dict[str, Any], version: int, environments: list[str]) -> FlagView:
-    """A flag with one entry per known environment (those the flag has, plus `environments`)."""
-    configured: dict[str, Any] = document.get("environments") or {}
-    names = sorted(set(configured) | set(environments))
-    return FlagView(
-        key=document["key"],
-        type=document.get("type", "boolean"),
-        kind=document.get("kind", "release"),
-        description=document.get("description", ""),
-        version=version,
-        environments=tuple(
-            FlagEnvView(
-                name=name,
-                enabled=bool((configured.get(name) or {}).get("enabled", False)),
-                rules_json=json.dumps((configured.get(name) or {}).get("rules", []), indent=2),
-                rule_count=len((configured.get(name) or {}).get("rules", [])),
-            )
-            for name in names
-        ),
-    )
-
-
-@dataclass(frozen=True)
-class ActivityView:
-    id: int
-    at: dt.datetime
-    actor: str
-    action: str
-    target_kind: str
-    target: str
-    outcome: str
-    detail: str
-
-
-def _detail(entry: AuditEntry) -> str:
-    """A short summary of what changed: the inputs or the new object, never more than a line."""
-    data = entry.after if entry.after is not None else entry.before
-    if not data:
-        return ""
-    text = json.dumps(data, separators=(", ", ": "), sort_keys=True, default=str)
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def activity(
-    sessions: sessionmaker[Session], *, action: str | None = None, limit: int = ACTIVITY_LIMIT
-) -> list[ActivityView]:
-    """Audit entries, newest first; `action` keeps those whose action starts with it."""
-    return [
-        ActivityView(
-            id=entry.id,
-            at=entry.at,
-            actor=entry.actor,
-            action=entry.action,
-            target_kind=entry.target_kind,
-            target=entry.target,
-            outcome=entry.outcome,
-            detail=_detail(entry),
-        )
-        for entry in query_audit(sessions, action=action, limit=limit)
-    ]
 
 
 def audit_actions(sessions: sessionmaker[Session]) -> list[str]:

@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from .. import __version__
+from ..errors import ShipyardError
 from ..logs import (
     configure_logging,
     log_uncaught_exceptions,
@@ -92,7 +93,11 @@ def serve(
             timeout_graceful_shutdown=GRACEFUL_SECONDS,
         )
         return
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except ShipyardError as error:  # the store unreachable, say: one record, in the log's format
+        log.critical("cannot start: %s", error, extra={"exit_code": error.exit_code})
+        raise SystemExit(error.exit_code) from None
     uv_config = uvicorn.Config(
         app,
         host=host,

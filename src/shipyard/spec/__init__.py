@@ -1,5 +1,6 @@
 """The stack spec: `shipyard.yaml` loaded into validated models, one Stack per environment."""
 
+from ._audit_actions import AUDIT_ACTIONS, COMPLIANCE_ACTIONS, AuditAction, retention_class
 from ._checks import CNPG_FIXED_PARAMETERS, CNPG_PORT, PATRONI_REST_PORT
 from ._loader import DEFAULT_ENVIRONMENTS, Spec, load_spec, load_spec_text
 from ._model import (
@@ -52,13 +53,16 @@ from ._model import (
     Volume,
     default_backup_resources,
 )
+from ._notification_urls import url_problem
 from ._secrets import ENV_REFERENCE
 from ._units import GIB, byte_count, format_cpu, millicores, seconds
 
 __all__ = [
+    "AUDIT_ACTIONS",
     "BACKUP_WHATS",
     "CNPG_FIXED_PARAMETERS",
     "CNPG_PORT",
+    "COMPLIANCE_ACTIONS",
     "DEFAULT_ENVIRONMENTS",
     "DRILL_MODES",
     "ENV_REFERENCE",
@@ -70,6 +74,7 @@ __all__ = [
     "Amounts",
     "Analysis",
     "Audit",
+    "AuditAction",
     "Autoscaling",
     "Backup",
     "BackupWhat",
@@ -116,5 +121,7 @@ __all__ = [
     "load_spec",
     "load_spec_text",
     "millicores",
+    "retention_class",
     "seconds",
+    "url_problem",
 ]

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, Protocol, Self, TypeVar, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .. import __version__
+from ._audit_actions import COMPLIANCE_ACTIONS
+from ._notification_urls import checked_url
 from ._secrets import SECRET_REF
 from ._units import ByteQuantity, CpuQuantity, CronSchedule, Duration
 
@@ -1006,8 +1008,9 @@ class Channel(Model):
     smtp_password: ChannelRef | None = None
     events: list[str] = ["*"]
     min_severity: Literal["page", "ticket", "info"] = "info"
-    api_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
-    """Telegram: the Bot API's base URL (default https://api.telegram.org; a self-hosted Bot API server)."""
+    api_url: Annotated[str, Field(pattern=r"^https?://"), AfterValidator(checked_url)] | None = None
+    """Telegram: the Bot API's base URL (default https://api.telegram.org; a self-hosted Bot API server);
+    never a link-local or metadata address (`_notification_urls`)."""
     sender: str | None = None
     """Email: the From address (default shipyard@<smtp_host>)."""
     starttls: bool = True
@@ -1032,8 +1035,9 @@ class Audit(Model):
 
     retention: Duration = 90 * 86400
     compliance_retention: Duration = 7 * 365 * 86400
-    compliance_actions: list[str] = ["restore", "failover", "failback", "token", "flag", "deploy", "rollback"]
-    """Actions (by prefix, e.g. `flag` covers `flag.update`) kept for `compliance_retention`."""
+    compliance_actions: list[str] = list(COMPLIANCE_ACTIONS)
+    """Actions (by prefix, e.g. `rollout.` covers `rollout.promote`) kept for `compliance_retention`;
+    by default every action that changes the world (`_audit_actions.AUDIT_ACTIONS`)."""
 
 
 class SecretStore(Model):

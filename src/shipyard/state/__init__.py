@@ -6,7 +6,7 @@ changes. SQLite by default, PostgreSQL by URL (`$SHIPYARD_DATABASE_URL`).
 
 from ._audit import MAX_LIMIT as MAX_AUDIT_LIMIT
 from ._audit import AuditEntry, audit_cutoffs, parse_since, prune_audit, query_audit, record_audit
-from ._engine import default_url, open_engine, session_factory, upgrade
+from ._engine import default_url, open_engine, open_existing, session_factory, upgrade
 from ._models import (
     BACKUP_SET_STATES,
     RESTORABLE_SET_STATES,
@@ -15,10 +15,12 @@ from ._models import (
     BackupSetRow,
     Base,
     Counter,
+    DashboardSessionRow,
     DrillRow,
     FlagRow,
     JobRow,
     LockRow,
+    MetricTotalRow,
     NotificationRow,
     RolloutCommandRow,
     RolloutRow,
@@ -26,6 +28,7 @@ from ._models import (
     ScheduledRunRow,
     SegmentRow,
     as_utc,
+    rfc3339,
     utcnow,
 )
 
@@ -39,10 +42,12 @@ __all__ = [
     "BackupSetRow",
     "Base",
     "Counter",
+    "DashboardSessionRow",
     "DrillRow",
     "FlagRow",
     "JobRow",
     "LockRow",
+    "MetricTotalRow",
     "NotificationRow",
     "RolloutCommandRow",
     "RolloutRow",
@@ -53,10 +58,12 @@ __all__ = [
     "audit_cutoffs",
     "default_url",
     "open_engine",
+    "open_existing",
     "parse_since",
     "prune_audit",
     "query_audit",
     "record_audit",
+    "rfc3339",
     "session_factory",
     "upgrade",
     "utcnow",

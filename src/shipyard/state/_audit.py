@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, false, func, not_, or_, select
+from sqlalchemy import ColumnElement, and_, delete, false, func, not_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import UserError
@@ -66,15 +66,25 @@ class AuditEntry:
 def parse_since(text: str, now: dt.datetime) -> dt.datetime:
     """`7d`, `12h`, `30m`, `90s`, `2w` before `now`, or an ISO 8601 moment (UTC when it names no zone)."""
     match = _SINCE.match(text)
+    # An age older than the calendar, or a moment whose UTC falls off one of its ends (year 1 at
+    # +01:00), is that end of time rather than an OverflowError (a 500 from the API).
     if match:
-        return now - dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        try:
+            return now - dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        except OverflowError:
+            return dt.datetime.min.replace(tzinfo=dt.UTC)
     try:
         moment = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise UserError(
             f"--since {text[:40]!r}: give an age like 7d, 12h, 30m or a moment like 2026-12-01T06:00:00Z"
         ) from None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        return (dt.datetime.min if moment.year == 1 else dt.datetime.max).replace(tzinfo=dt.UTC)
 
 
 def query_audit(
@@ -84,17 +94,41 @@ def query_audit(
     actor: str | None = None,
     action: str | None = None,
     limit: int = 100,
+    target: str | None = None,
+    until: dt.datetime | None = None,
+    older_than: int | None = None,
+    newer_than: int | None = None,
 ) -> list[AuditEntry]:
-    """Entries newest first: at or after `since`, by `actor` (exact), whose action starts with `action`."""
-    query = select(AuditRow).order_by(AuditRow.at.desc(), AuditRow.id.desc())
+    """Entries newest first: at or after `since` and before `until`, by `actor` (exact), whose
+    action starts with `action` and whose target with `target`.
+
+    Paging by keyset: `older_than`/`newer_than` an entry's id gives the `limit` entries right after
+    or right before it in that order (the newest first either way)."""
+    newest_first = (AuditRow.at.desc(), AuditRow.id.desc())
+    query = select(AuditRow).order_by(*newest_first)
     if since is not None:
         query = query.where(AuditRow.at >= since.astimezone(dt.UTC))
+    if until is not None:
+        query = query.where(AuditRow.at < until.astimezone(dt.UTC))
     if actor:
         query = query.where(AuditRow.actor == actor)
     if action:
         query = query.where(AuditRow.action.startswith(action, autoescape=True))
+    if target:
+        query = query.where(AuditRow.target.startswith(target, autoescape=True))
+    if older_than is not None:
+        at = select(AuditRow.at).where(AuditRow.id == older_than).scalar_subquery()
+        query = query.where(or_(AuditRow.at < at, and_(AuditRow.at == at, AuditRow.id < older_than)))
+    if newer_than is not None:
+        at = select(AuditRow.at).where(AuditRow.id == newer_than).scalar_subquery()
+        query = query.where(or_(AuditRow.at > at, and_(AuditRow.at == at, AuditRow.id > newer_than)))
+        # The ones right before the cursor: the oldest of the newer ones, shown newest first.
+        query = query.order_by(None).order_by(AuditRow.at.asc(), AuditRow.id.asc())
     query = query.limit(max(1, min(limit, MAX_LIMIT)))
     with sessions() as session:
+        rows = list(session.scalars(query))
+        if newer_than is not None:
+            rows.reverse()
         return [
             AuditEntry(
                 id=row.id,
@@ -107,7 +141,7 @@ def query_audit(
                 before=row.before,
                 after=row.after,
             )
-            for row in session.scalars(query)
+            for row in rows
         ]
 
 

@@ -22,6 +22,12 @@ def as_utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def rfc3339(moment: dt.datetime) -> str:
+    """A time as every `-o json` and the API write it: RFC 3339 in UTC with `Z`
+    (`2026-12-06T19:00:00Z`, fractions of a second kept), as Pydantic writes an aware UTC time."""
+    return as_utc(moment).astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         dict[str, Any]: JSON,
@@ -83,6 +89,22 @@ class ApiTokenRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     created_by: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class DashboardSessionRow(Base):
+    """A signed-in dashboard session: only the SHA-256 of its random id is kept (the cookie holds
+    the id). It lasts until `expires_at`, or `shipyard.tokens.SESSION_IDLE` after `last_seen_at`,
+    or until its token is revoked; signing out deletes it."""
+
+    __tablename__ = "dashboard_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The client address that signed in."""
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
 
 
 class RolloutRow(Base):
@@ -267,3 +289,15 @@ class JobRow(Base):
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class MetricTotalRow(Base):
+    """A counter of /metrics by family and label values, kept by triggers (migration 0010) when a
+    release, a job or a release step finishes: pruning those rows leaves the totals as they are."""
+
+    __tablename__ = "metric_totals"
+    family: Mapped[str] = mapped_column(String(32), primary_key=True)
+    a: Mapped[str] = mapped_column(String(128), primary_key=True)
+    b: Mapped[str] = mapped_column(String(128), primary_key=True)
+    c: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[float] = mapped_column()

@@ -139,7 +139,7 @@ def test_an_unreachable_database_fails_the_set_and_notifies(
     )
     before, snapshots = _sets(stack), _snapshot_count(stack)
     result = _run(stack, monkeypatch, capsys, "backup", "database", "-f", str(spec))
-    assert result.code == 1
+    assert result.code == 3  # unavailable (errors.DatastoreUnreachable)
     assert f"cannot connect to PostgreSQL at 127.0.0.1:{wrong_port}/app" in result.err
     assert "datastores.db.local" in result.err
     new = {k: v for k, v in _sets(stack).items() if k not in before}

@@ -16,6 +16,7 @@ import pytest
 
 from shipyard.backup._pgbackrest import PgBackRest, PitrBackup
 from shipyard.errors import BackupError, UserError
+from shipyard.state import rfc3339
 from support.pitr import (
     ArchiveWatcher,
     PitrPrimary,
@@ -176,7 +177,7 @@ def test_a_time_before_the_oldest_backup_is_a_user_error(primary: PitrPrimary, f
     target = primary.new_dir("too-early")
     with pytest.raises(UserError) as caught:
         primary.pgbackrest.restore(target, time=full.stopped_at - timedelta(hours=1))
-    assert "oldest restorable time is " + full.stopped_at.isoformat() in caught.value.message
+    assert "oldest restorable time is " + rfc3339(full.stopped_at) in caught.value.message
     assert not target.exists()  # nothing changed
     with pytest.raises(UserError, match="primary's data directory"):
         primary.pgbackrest.restore(primary.server.datadir)

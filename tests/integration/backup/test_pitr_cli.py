@@ -268,7 +268,9 @@ def test_restore_to_a_time_has_exactly_the_rows_before_it(cli: Rig) -> None:
 
 
 def test_bad_restore_targets_are_clear_errors_that_create_nothing(cli: Rig) -> None:
-    listed = cli.shipyard("backup", "pitr", "list", "-o", "json").json()
+    listing = cli.shipyard("backup", "pitr", "list", "-o", "json")
+    assert listing.code == 0, listing.err
+    listed = listing.json()
     oldest = listed["window"]["from"]
     before = len(cli.audit())
     scratch = cli.base / "never"

@@ -35,7 +35,7 @@ from shipyard.ops import (
     take_pitr_backup,
     wal_stream_status,
 )
-from shipyard.state import AuditRow, open_engine, session_factory
+from shipyard.state import AuditRow, open_engine, rfc3339, session_factory
 from support.pitr import STREAM_SPEC, wait_streamed
 
 
@@ -93,7 +93,7 @@ def test_init_back_up_list_restore_and_stop_the_stream_as_a_job_would(
         assert listed.window.from_ == taken.stopped_at
         assert listed.window.streamed_at is not None
         assert listed.summary().startswith(
-            f"stanza shop: 1 backups, restorable from {taken.stopped_at.isoformat()}"
+            f"stanza shop: 1 backups, restorable from {rfc3339(taken.stopped_at)}"
         )
 
         with pytest.raises(UserError, match="the oldest restorable time is"):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from shipyard.backup._restic import RESTIC_MISSING, BackupProgress, BackupSummary, ResticRepository
-from shipyard.errors import BackupError, RepositoryError
+from shipyard.errors import BackupError, RepositoryError, RepositoryUnreachable
 from support.restic import (
     PASSWORD,
     flip_byte,
@@ -281,6 +281,10 @@ def test_wrong_password_is_a_repository_error_without_the_password(shared: Share
 def test_missing_repository_is_a_repository_error(tmp_path: Path) -> None:
     repo = local_repository(tmp_path, name="never-created")
     assert repo.exists() is False
+    # No directory at all: out of reach (an unmounted volume?) rather than "not initialised".
+    with pytest.raises(RepositoryUnreachable, match="there is no such directory"):
+        repo.snapshots()
+    (tmp_path / "never-created").mkdir()  # a directory without a repository in it
     with pytest.raises(RepositoryError, match="no restic repository at"):
         repo.snapshots()
 

@@ -324,7 +324,7 @@ def test_retry_clears_abort(api: RecordedAPI, shipyard: Shipyard) -> None:
     api.answer("GET", ROLLOUT, "rollout-app-retried.json")
     code, out, err = shipyard("rollout", "status", "app", "-o", "json")
     (data,) = json.loads(out)
-    assert (data["id"], data["outcome"], data["finished"]) == (row.id, None, None)
+    assert (data["id"], data["outcome"], data["finished_at"]) == (row.id, None, None)
 
 
 def test_pause_and_resume_set_spec_paused(api: RecordedAPI, shipyard: Shipyard) -> None:
@@ -408,7 +408,7 @@ def test_the_context_option_picks_the_cluster(api: RecordedAPI, shipyard: Shipya
     write_kubeconfig(shipyard.kubeconfig, {"down": closed, "recorded": api.url}, current="down")
     _answer_deploy(api)
     code, out, err = shipyard("deploy", "app", "--version", "1.2.0")
-    assert code == 1
+    assert code == 3  # unavailable (errors.KubernetesUnreachable)
     assert f"cannot read Rollout production/app: the Kubernetes API at {closed} is unreachable" in err
     assert "Traceback" not in out + err
     assert shipyard.releases() == []  # nothing recorded, nothing applied

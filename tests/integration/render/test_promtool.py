@@ -3,8 +3,9 @@
 Every environment of every example: `promtool check rules` and `promtool check config`. Then
 `promtool test rules` with the unit tests in promtool/ (beside this file), run against the rules
 rendered for examples/salespot (production): each seed alert fires on a bad series and stays quiet
-on a healthy one, and each burn-rate tier fires at its burn rate and not below. Last, a real
-Prometheus loads a rendered prometheus.yml and rules.yml, scrapes a stand-in for shipyard's
+on a healthy one, each burn-rate tier fires at its burn rate and not below, and BackupFailure
+still fires while the state store is down (store_down.yml: the backup series frozen or absent).
+Last, a real Prometheus loads a rendered prometheus.yml and rules.yml, scrapes a stand-in for shipyard's
 /metrics and puts BackupFailure in pending once a backup fails.
 
 Debian builds Prometheus without Kubernetes service discovery, so only the local target's
@@ -62,7 +63,7 @@ def test_every_environment_passes_promtool_check(example: Path, tmp_path: Path) 
 def test_seed_alerts_and_burn_rates_under_promtool_test(tmp_path: Path) -> None:
     spec = load_spec(ROOT / "examples" / "salespot" / "shipyard.yaml")
     written = write_monitoring(spec, "prometheus", tmp_path / "rules", "production")
-    assert {path.name for path in PROMTOOL_TESTS} == {"seed_alerts.yml", "burn_rates.yml"}
+    assert {path.name for path in PROMTOOL_TESTS} == {"seed_alerts.yml", "burn_rates.yml", "store_down.yml"}
     for test in PROMTOOL_TESTS:
         shutil.copy(test, written.directory / test.name)
     output = _promtool("test", "rules", *(test.name for test in PROMTOOL_TESTS), cwd=written.directory)

@@ -15,10 +15,8 @@ import re
 import shlex
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
-from shipyard.host import free_port
 from shipyard.rollout import LoadGenerator
 from shipyard.rollout._analysis import analyse
 from shipyard.rollout._model import Verdict
@@ -27,51 +25,17 @@ from shipyard.rollout.targets.local import LocalTarget
 from shipyard.spec import Analysis as AnalysisPolicy
 from support.demo_app import APP, demo_command
 from support.haproxy import demo_environ, local_target, wait_until
-from support.releases import ReleaseStack
+from support.releases import ReleaseStack, release_stack
 
 CRASHES_AFTER_S = 0.5
 
 
-def _spec(port: int, run: str, steps: str, analysis: str) -> str:
-    return textwrap.dedent(
-        f"""\
-        name: releases
-        services:
-          web:
-            role: web
-            run: {run}
-            port: {port}
-            health:
-              readiness: {{path: /healthz, period: 1s, timeout: 1s, failure_threshold: 1}}
-            replicas: 2
-            drain: 2s
-            env:
-              ADDED_LATENCY_MS: "0"
-              ADDED_LATENCY_MS__slow: "300"
-        rollout:
-          strategy: canary
-          health_timeout: 20s
-          rollback_window: 1s
-          steps: {steps}
-          analysis: {analysis}
-        environments:
-          test: {{}}
-        """
+def _stack(tmp: Path, run: str, steps: str, analysis: str) -> contextlib.AbstractContextManager[ReleaseStack]:
+    """A stack with v1 live, deployed by the CLI; v-`slow` answers 300 ms late."""
+    env = {"ADDED_LATENCY_MS": "0", "ADDED_LATENCY_MS__slow": "300"}
+    return release_stack(
+        tmp, "canary", steps=steps, analysis=analysis, run=run, env=env, health_timeout="20s"
     )
-
-
-@contextlib.contextmanager
-def _stack(tmp: Path, run: str, steps: str, analysis: str) -> Iterator[ReleaseStack]:
-    """A stack with v1 live, deployed by the CLI; everything stopped afterwards."""
-    stack = ReleaseStack(tmp, free_port())
-    stack.spec.write_text(_spec(stack.port, run, steps, analysis))
-    try:
-        first = stack.cli("deploy", "web", "--version", "v1", "--strategy", "blue-green")
-        assert first.returncode == 0, first.stdout + first.stderr
-        yield stack
-    finally:
-        with contextlib.suppress(Exception):
-            stack.target().destroy()
 
 
 def test_a_canary_300_ms_slower_is_caught_in_its_first_window_and_never_passed(tmp_path: Path) -> None:

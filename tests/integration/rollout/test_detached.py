@@ -48,7 +48,7 @@ def test_a_detached_release_returns_once_recorded_and_runs_to_its_end(tmp_path: 
         assert status.returncode == 0, status.stderr
         (data,) = json.loads(status.stdout)
         assert (data["id"], data["outcome"], data["target"]) == (row.id, "succeeded", "local")
-        assert data["finished"] is not None
+        assert data["finished_at"] is not None
         assert load.report.failed == 0
         assert stack.target().status("web").versions == {"v2": 100}
         # The background process is a job like the API's: listed, with its request, result and outcome.

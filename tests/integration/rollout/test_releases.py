@@ -122,8 +122,8 @@ def test_bad_requests_change_nothing(tmp_path: Path) -> None:
             first = stack.start_cli("deploy", "web", "--version", "v2")
             assert wait_for(lambda: stack.latest().candidate == "v2", DEADLINE_S)
             second = stack.cli("deploy", "web", "--version", "v3")
-            assert second.returncode != 0
-            assert "in progress" in second.stderr
+            assert second.returncode == 2  # ReleaseInProgress, a ConflictError
+            assert f"in progress (release {stack.latest().id}: v2" in second.stderr
             assert wait_for(lambda: stack.latest().phase == "paused", DEADLINE_S)
             promoted = stack.cli("rollout", "promote", "web")
             assert promoted.returncode == 0, promoted.stdout + promoted.stderr

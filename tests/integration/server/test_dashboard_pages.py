@@ -318,6 +318,7 @@ def test_every_page_renders_with_real_data_and_shows_no_token(dashboard: Dashboa
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in bodies["/ui/flags"]
     assert re.search(r'data-testid="set-state-[0-9-a-f]+">complete<', bodies["/ui/backups"])
     assert "Verify" in bodies["/ui/backups"]
+    assert '<s class="state-failed"' not in bodies["/ui/backups"]  # a complete set's artefacts are intact
     assert "succeeded" in bodies[f"/ui/jobs/{job_id}/log"]
     activity = bodies["/ui/activity"]
     assert "job.backup" in activity

@@ -215,7 +215,7 @@ def test_fast_answers_are_measured_and_only_failed_evaluations_logged(
     assert lines == [(ROUTE, 404, "token:web", None)]
     metrics = pair.fast.get("/metrics").text
     count = metric_value(
-        metrics, "shipyard_http_request_duration_seconds_count", method="GET", route=ROUTE, status="200"
+        metrics, "shipyard_http_request_duration_seconds_count", method="GET", route=ROUTE, code="200"
     )
     assert count == 6
     assert metric_value(metrics, "shipyard_flag_evaluations_total") == 6
@@ -224,7 +224,7 @@ def test_fast_answers_are_measured_and_only_failed_evaluations_logged(
         "shipyard_http_request_duration_seconds_count",
         method="POST",
         route="/ofrep/v1/evaluate/flags/{key}",
-        status="200",
+        code="200",
     )
     assert ofrep == 1
 

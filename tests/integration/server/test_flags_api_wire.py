@@ -65,7 +65,7 @@ def test_the_seeds_body_is_taken_and_answered_in_camel_case(api: Api) -> None:
     value = api.client.get("/feature-flags/new-feature/value?userId=123&role=USER", headers=api.reader)
     assert value.json()["flagSetVersion"] >= 1
 
-    audit = api.client.get("/feature-flags/new-feature/audit", headers=api.reader).json()
+    audit = api.client.get("/feature-flags/new-feature/audit", headers=api.admin).json()
     assert audit[0]["after"]["defaultValue"] is False
 
 

@@ -131,7 +131,7 @@ def test_serve_logs_json_lines_with_one_access_line_per_request_and_no_secret(se
         ("GET", "/healthz", 200, None),
         ("GET", "/healthz", 200, None),
         ("GET", "/feature-flags/***", 404, "token:ops"),
-        ("POST", "/ui/login", 303, None),
+        ("POST", "/ui/login", 303, "token:ops"),  # who signed in
         ("GET", "/ui/", 303, "token:ops"),
     ]
     assert access[0]["query"] == "password=***&token=***"
@@ -165,7 +165,9 @@ def test_each_worker_process_logs_json_access_lines(tmp_path: Path) -> None:
         assert served.admin not in output
 
 
-def test_a_server_that_cannot_start_logs_why_without_the_stores_password(tmp_path: Path) -> None:
+def test_a_server_that_cannot_reach_its_store_logs_one_record_without_the_password(
+    tmp_path: Path,
+) -> None:
     password = "pw-" + secrets.token_urlsafe(16)
     result = subprocess.run(
         [SHIPYARD, "serve", "--database-url", f"postgresql://app:{password}@127.0.0.1:{free_port()}/shop"],
@@ -177,9 +179,13 @@ def test_a_server_that_cannot_start_logs_why_without_the_stores_password(tmp_pat
         check=False,
     )
 
-    assert result.returncode == 1
+    # Exit 3 (unavailable) with one record naming the store and its address, and no traceback.
+    assert result.returncode == 3
     lines = [json.loads(line) for line in result.stderr.splitlines()]
     assert lines[-1]["level"] == "CRITICAL"
-    assert lines[-1]["message"] == "uncaught OperationalError"
-    assert "Traceback" in lines[-1]["exception"]
+    assert lines[-1]["message"].startswith(
+        "cannot start: state store unreachable at postgresql://app:***@127.0.0.1:"
+    )
+    assert "exception" not in lines[-1]
+    assert "Traceback" not in result.stdout + result.stderr
     assert password not in result.stdout + result.stderr

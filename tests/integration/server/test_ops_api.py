@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import time
@@ -122,6 +123,7 @@ def test_backup_and_verify_through_the_api_then_metrics(backup_api: Api, tmp_pat
     # A client (SDK) token reads flags, not operations.
     assert api.client.get("/backups", headers=api.reader).status_code == 403
 
+    scraped = time.time()
     text = api.client.get("/metrics").text
     after = time.time()
     assert metric(text, "shipyard_backup_size_bytes", source=source) == 1234
@@ -131,13 +133,16 @@ def test_backup_and_verify_through_the_api_then_metrics(backup_api: Api, tmp_pat
     end = metric(text, "shipyard_backup_last_success_timestamp_seconds", source=source)
     assert end is not None
     assert before - 1 <= end <= after + 1  # (1 s: stored times may be rounded)
+    # The source's own time (its artefact's), not the whole set's.
     duration = metric(text, "shipyard_backup_duration_seconds", source=source)
     assert duration is not None
     assert 0 < duration <= after - before
-    # The age counts from the set's point in time, its start (end - duration), to the scrape.
+    assert duration == detail["manifest"]["artefacts"][0]["seconds"]
+    # The age counts from the set's point in time, its start, to the scrape.
     age = metric(text, "shipyard_backup_age_seconds", source=source)
     assert age is not None
-    assert duration - 1 <= age <= after - (end - duration) + 1  # (1 s: stored times may be rounded)
+    set_start = dt.datetime.fromisoformat(sets[0]["started_at"]).timestamp()
+    assert scraped - set_start - 1 <= age <= after - set_start + 1  # (1 s: stored times may be rounded)
     assert metric(text, "shipyard_dr_target_rto_seconds") == 900
     assert metric(text, "shipyard_dr_target_rpo_seconds") == 3600
 
@@ -209,6 +214,8 @@ def test_a_release_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             assert counted >= steps
             audit = api.client.get("/audit", params={"action": "job.deploy"}, headers=api.admin).json()
             assert [(e["actor"], e["outcome"], e["target"]) for e in reversed(audit)] == [
+                ("cli:test", "started", "web"),  # v1, deployed from the command line: a job too
+                ("cli:test", "succeeded", "web"),
                 ("token:ops", "started", "web"),
                 ("token:ops", "succeeded", "web"),
             ]

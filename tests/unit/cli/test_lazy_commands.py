@@ -39,8 +39,12 @@ def heavy(modules: list[str]) -> list[str]:
     return [name for name in modules if name.split(".")[0] in HEAVY]
 
 
+SHARED = ("shipyard.cli._app", "shipyard.cli._tables")
+"""What every command shares (options, output, tables): not a command module."""
+
+
 def command_modules(modules: list[str]) -> list[str]:
-    return [name for name in modules if name.startswith("shipyard.cli._") and name != "shipyard.cli._app"]
+    return [name for name in modules if name.startswith("shipyard.cli._") and name not in SHARED]
 
 
 def test_importing_the_cli_imports_no_command_and_no_heavy_library() -> None:

@@ -6,6 +6,7 @@ tests/integration/rollout/test_haproxy.py.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shipyard.errors import TargetError
-from shipyard.rollout._model import LATENCY_BUCKETS_MS, bucket_index
+from shipyard.rollout._model import LATENCY_BUCKETS_MS, Sample, bucket_index
 from shipyard.rollout.targets.haproxy import (
     LOG_FORMAT,
     LOG_RING,
     LOG_RING_BYTES,
     MARK_FORMAT,
     NO_SERVER,
+    LogCounts,
     ProxyPaths,
     TrafficSampler,
     check_config_text,
@@ -253,6 +255,71 @@ def test_the_sampler_reads_markers_and_drop_notices_without_counting_them() -> N
     )
     assert (sampler.dropped, sampler.unparsed) == (1234, 0)
     assert sampler.counts().sample("be_web").requests == 1
+
+
+class _RecordingSampler(TrafficSampler):
+    """Records the counts at each of its own markers, as a flush would see them."""
+
+    def __init__(self, discard_until: int) -> None:
+        super().__init__(ProxyPaths(Path("/nonexistent")))
+        self._discard_until = discard_until
+        self.marks: list[tuple[int, dict[tuple[str, str], Sample]]] = []
+
+    def _read_mark(self, token: int) -> None:
+        super()._read_mark(token)
+        self.marks.append((token, _totals(self.counts())))
+
+
+def _totals(counts: LogCounts) -> dict[tuple[str, str], Sample]:
+    return {(backend, server): counts.sample(backend, [server]) for backend, server in counts.servers()}
+
+
+_LOG_LINE = st.one_of(
+    st.builds(
+        "shipyard {} {} {} {} {} 0 {} ----".format,
+        st.sampled_from(["be_web", "be_api"]),
+        st.sampled_from(["v1_1", "v2_1", NO_SERVER]),
+        st.sampled_from(["200", "503", "abc"]),
+        st.sampled_from(["0", "-1"]),
+        st.sampled_from(["0", "3", "+12", "1200"]),
+        st.sampled_from(["0", "+1"]),
+    ),
+    st.builds("shipyard-mark /{}/{}".format, st.sampled_from(["0123abcd", "feedbeef"]), st.integers(0, 9)),
+    st.builds("{} events dropped".format, st.integers(1, 999)),
+    st.sampled_from(
+        ["", "  ", "garbage", "shipyard too few", "<134>x haproxy: shipyard be_web v1_1 200 0 5 0 0 ----"]
+    ),
+)
+
+
+@given(st.lists(_LOG_LINE, max_size=60), st.integers(0, 9))
+def test_counting_a_block_at_once_agrees_with_parsing_each_line(lines: list[str], discard_until: int) -> None:
+    # The reader classifies each distinct line once and counts it as often as it occurs; the
+    # reference below is the plain per-line reading, with markers read in order.
+    sampler = _RecordingSampler(discard_until)
+    sampler._nonce = "feedbeef"
+    sampler.feed(*lines)
+    expected = LogCounts()
+    marks: list[tuple[int, dict[tuple[str, str], Sample]]] = []
+    dropped, unparsed, discarding = 0, 0, discard_until
+    for line in lines:
+        record = parse_log_line(line)
+        mark = re.fullmatch(r"shipyard-mark /(\w+)/(\d+)", line.strip())
+        if record is not None:
+            if not discarding:
+                expected.add([(record, 1)])
+        elif mark:
+            if mark[1] == "feedbeef" and int(mark[2]) != 0:
+                if int(mark[2]) >= discarding:
+                    discarding = 0
+                marks.append((int(mark[2]), _totals(expected)))
+        elif dropped_notice := re.fullmatch(r"(\d+) events dropped", line.strip()):
+            dropped += int(dropped_notice[1])
+        elif line.strip():
+            unparsed += 1
+    assert sampler.marks == marks
+    assert (sampler.dropped, sampler.unparsed) == (dropped, unparsed)
+    assert _totals(sampler.counts()) == _totals(expected)
 
 
 # --- names and weights -----------------------------------------------------------------------------

@@ -121,8 +121,8 @@ def test_the_view_of_a_local_release_has_its_plan_step_health_and_commands(ws: W
     assert [step.action["type"] for step in view.steps] == ["WaitHealthy"]
     data = view.data()
     assert data["weights"] == {"stable": 100, "candidate": 0}
-    assert data["started"].endswith("Z")
-    assert data["finished"] is None
+    assert data["started_at"].endswith("Z")
+    assert data["finished_at"] is None
     assert [s.data()["action"]["type"] for s in release_steps(ws.sessions, rollout_id)] == ["WaitHealthy"]
 
 
@@ -149,7 +149,7 @@ def test_the_view_of_a_kubernetes_release_is_the_rollouts_last_status(ws: Worksp
         3,
     )
     assert (view.weights.stable, view.weights.candidate) == (75, 25)
-    assert view.commands == ("promote", "abort", "pause", "resume")
+    assert view.commands == ("promote", "promote-full", "abort", "pause", "resume")
     assert view.data()["kubernetes"]["objects"] == ["Rollout/web"]
 
 

@@ -254,8 +254,10 @@ def test_canary_pauses_and_an_implicit_final_step() -> None:
     assert state.phase is Phase.PAUSED
     assert state.reason == "paused until promoted"
     assert state.weights == W(90, 10)
-    # promote (canary): skip to 100 %.
-    state = on_command(state, "promote", now)
+    # promote: the next step (40 %); promote-full from there: skip to 100 %.
+    promoted = on_command(state, "promote", now)
+    assert next_action(promoted, now) == SetWeights(W(60, 40))
+    state = on_command(state, "promote-full", now)
     state, actions, _ = drive(state, now=now)
     assert actions[0] == SetWeights(W(0, 100))
     assert kinds(actions) == ["SetWeights", "Hold", "Retire", "Finish"]
@@ -368,7 +370,9 @@ def test_inconclusive_windows_are_observed_again_then_pause_until_promote_or_ret
     # promote goes on to the next step (not straight to 100 %)
     promoted = on_command(state, "promote", now)
     assert next_action(promoted, now) == SetWeights(W(75, 25))
-    with pytest.raises(RolloutError, match="allowed now: promote, retry, rollback, abort"):
+    # promote-full skips the rest: straight to 100 %
+    assert next_action(on_command(state, "promote-full", now), now) == SetWeights(W(0, 100))
+    with pytest.raises(RolloutError, match="allowed now: promote, promote-full, retry, rollback, abort"):
         on_command(state, "resume", now)
 
 
@@ -397,11 +401,19 @@ def test_an_inconclusive_interim_analysis_does_not_pause() -> None:
     assert action == Observe(10.0, 2.0)
 
 
-def test_promote_skips_a_canary_to_100_percent() -> None:
+def test_promote_full_skips_a_canary_to_100_percent() -> None:
+    state, now = at(start(make_plan(), 0.0), Observe)
+    state = on_command(state, "promote-full", now)
+    assert next_action(state, now) == SetWeights(W(0, 100))
+    assert state.history[-1].what == "command: promote-full"
+    assert RolloutState.from_data(state.to_data()) == state
+
+
+def test_promote_ends_the_current_analysis_and_goes_to_the_next_step() -> None:
     state, now = at(start(make_plan(), 0.0), Observe)
     state = on_command(state, "promote", now)
-    assert next_action(state, now) == SetWeights(W(0, 100))
-    assert state.history[-1].what == "command: promote"
+    assert next_action(state, now) == SetWeights(W(75, 25))
+    assert (state.history[-1].what, state.history[-1].reason) == ("command: promote", "ending the analysis")
 
 
 def test_pause_holds_at_the_current_weights_and_resume_repeats_the_step() -> None:
@@ -565,13 +577,14 @@ def test_retry_starts_the_same_plan_over() -> None:
         ("start", "pause", "abort"),
         ("start", "rollback", "abort"),
         ("start", "retry", "abort"),
-        ("observe", "resume", "promote, pause, rollback, abort"),
-        ("observe", "retry", "promote, pause, rollback, abort"),
+        ("observe", "resume", "promote, promote-full, pause, rollback, abort"),
+        ("observe", "retry", "promote, promote-full, pause, rollback, abort"),
+        ("warm", "promote-full", "promote, pause, rollback, abort"),
         ("rolling_back", "abort", "nothing until it has gone back to the stable version"),
         ("succeeded", "retry", "nothing, the release is over"),
         ("succeeded", "rollback", "nothing, the release is over"),
-        ("paused", "pause", "promote, resume, rollback, abort"),
-        ("gate", "pause", "promote, rollback, abort"),
+        ("paused", "pause", "promote, promote-full, resume, rollback, abort"),
+        ("gate", "pause", "promote, promote-full, rollback, abort"),
     ],
 )
 def test_commands_not_allowed_now_say_what_is(setup: str, command: str, allowed: str) -> None:
@@ -588,6 +601,9 @@ def test_commands_not_allowed_now_say_what_is(setup: str, command: str, allowed:
         assert state.phase is Phase.PAUSED
     if setup == "succeeded":
         state, *_ = drive(state)
+    if setup == "warm":
+        state, _ = at(state, Hold)
+        assert state.phase is Phase.PROMOTING
     with pytest.raises(
         RolloutError, match=rf"cannot {command} the release of api while .*allowed now: {allowed}$"
     ):

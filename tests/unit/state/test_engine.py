@@ -42,7 +42,6 @@ def test_a_store_behind_head_is_upgraded(tmp_path: Path) -> None:
     assert "jobs" in inspect(reopened).get_table_names()
 
 
-
 _OPEN_AT = """
 import sys, time
 from shipyard.state import open_engine
@@ -60,10 +59,15 @@ def test_processes_that_open_a_new_store_at_once_all_get_it_at_head(tmp_path: Pa
         url = f"sqlite:///{tmp_path / f'state{attempt}.db'}"
         start_at = str(time.time() + 2)
         processes = [
-            subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, start_at], stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT, url, start_at], stderr=subprocess.PIPE, text=True
+            )
             for _ in range(4)
         ]
-        failures = [p.communicate(timeout=120)[1] for p in processes if p.wait(timeout=120) != 0]
+        errors = [process.communicate(timeout=120)[1] for process in processes]
+        failures = [error for process, error in zip(processes, errors, strict=True) if process.returncode]
         assert failures == [], failures
         with open_engine(url).connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+            assert (
+                connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+            )

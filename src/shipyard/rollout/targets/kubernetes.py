@@ -45,7 +45,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from ...errors import TargetError
+from ...errors import KubernetesUnreachable, TargetError
 from ...render import (
     DEFAULT_KUBE_VERSION,
     argo_rollouts,
@@ -502,16 +502,25 @@ class ArgoRolloutsDriver:
                 raise _MissingError(_api_error(what, error)) from None
             raise TargetError(_api_error(what, error)) from None
         except urllib3.exceptions.HTTPError as error:
-            host = self.api_client.configuration.host
-            reason = getattr(error, "reason", None) or error
-            message = f"cannot {what}: the Kubernetes API at {host} is unreachable ({reason})"
-            raise TargetError(message) from None
+            raise unreachable(what, str(self.api_client.configuration.host), error) from None
 
 
 class _MissingError(TargetError):
     """The object asked for does not exist (its kind does: the 404 names the object)."""
 
     http_status = 404
+
+
+def unreachable(what: str, host: str, error: urllib3.exceptions.HTTPError) -> KubernetesUnreachable:
+    """One line for an API server that did not answer (refused, DNS, timeout, TLS): its URL, the
+    reason without urllib3's object reprs, and what to check."""
+    reason = " ".join(str(getattr(error, "reason", None) or error).split())
+    # "HTTPSConnection(host=…, port=…): Failed to establish a new connection: [Errno 111] …"
+    reason = reason.rpartition("Failed to establish a new connection: ")[2] or reason
+    return KubernetesUnreachable(
+        f"cannot {what}: the Kubernetes API at {host} is unreachable ({reason}); check that the API"
+        " server runs there, and the kubeconfig's server URL and context (--kubeconfig, --context)"
+    )
 
 
 def names_an_object(error: ApiException) -> bool:

@@ -38,7 +38,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ...errors import TargetError
 from ...render import KIND_ORDER, custom_resource
-from .kubernetes import APPLY_PATCH, FIELD_MANAGER, names_an_object, parse_status
+from .kubernetes import APPLY_PATCH, FIELD_MANAGER, names_an_object, parse_status, unreachable
 
 NAME_LABEL = "app.kubernetes.io/name"
 
@@ -253,10 +253,7 @@ class KubeAPI:
                 response_data=response, response_types_map={"200": "object", "201": "object"}
             ).data
         except urllib3.exceptions.HTTPError as error:
-            reason = getattr(error, "reason", None) or error
-            raise TargetError(
-                f"cannot {what}: the Kubernetes API at {self.host} is unreachable ({_one_line(str(reason))})"
-            ) from None
+            raise unreachable(what, self.host, error) from None
         if not isinstance(data, dict):
             raise TargetError(f"cannot {what}: the Kubernetes API at {self.host} answered with no object")
         return data
@@ -462,10 +459,14 @@ def read_status(
     autoscalers: list[AutoscalerState] = []
     ingresses: list[IngressState] = []
     cron_jobs: list[CronJobState] = []
-    for obj in objects:
+    kinds = (*WORKLOAD_KINDS, "HorizontalPodAutoscaler", "Ingress", "CronJob")
+    read = [obj for obj in objects if obj["kind"] in kinds]
+    if not read:
+        # Nothing to read back (no service has an image): the server is still asked, so that a
+        # dead one is said, not shown as an empty table "at" it.
+        api.request("GET", "/version", "read the API server's version")
+    for obj in read:
         kind = str(obj["kind"])
-        if kind not in (*WORKLOAD_KINDS, "HorizontalPodAutoscaler", "Ingress", "CronJob"):
-            continue
         name = str(obj["metadata"]["name"])
         found = api.get(object_path(obj), f"read {describe(obj)}")
         if kind in WORKLOAD_KINDS:

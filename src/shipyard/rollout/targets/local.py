@@ -45,6 +45,7 @@ from ._processes import Instance, InstanceSpec, Supervisor, run_command
 from .haproxy import (
     LOG_RING_BYTES,
     HAProxyClient,
+    HAProxyUnreachable,
     ProxyPaths,
     ServerStat,
     ServerState,
@@ -151,9 +152,10 @@ class LocalTarget:
                         if self.client.reachable():
                             return
                         time.sleep(_POLL_S)
-                    raise TargetError(
-                        f"HAProxy (pid {pid}) runs but does not answer on its admin socket "
-                        f"{self.paths.admin_socket}"
+                    raise HAProxyUnreachable(
+                        f"HAProxy unreachable at its admin socket {self.paths.admin_socket}: pid {pid}"
+                        " runs but nothing answers there; check the socket (a cleaner of temporary"
+                        f" files may have removed it), or stop pid {pid} and shipyard starts HAProxy again"
                     )
                 write_atomic(self.paths.config, self.render_config())
                 check_config(self.paths.config, self.haproxy_bin)

@@ -10,7 +10,7 @@
     PATCH  /feature-flags/{key}            JSON merge patch (RFC 7396)                    (admin)
     DELETE /feature-flags/{key}                                                           (admin)
     GET    /feature-flags/{key}/value      evaluate: ?userId=&role=&environment=, other params are attributes
-    GET    /feature-flags/{key}/audit      who changed it, when, before and after
+    GET    /feature-flags/{key}/audit      who changed it, when, before and after          (admin)
     GET    /feature-segments, PUT|DELETE /feature-segments/{name}
 
 Every write goes through the flag verbs of `shipyard.ops` (the ones the CLI calls), handed the
@@ -37,7 +37,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ... import ops
-from ...errors import InvalidObjectError, NotFoundError, PreconditionFailedError
+from ...errors import InvalidObjectError, NotFoundError, PreconditionFailedError, StateStoreUnavailable
 from ...flags import (
     AuditEntry,
     ErrorCode,
@@ -63,6 +63,7 @@ from ...ops import (
     SetFlag,
     Workspace,
 )
+from ...state import rfc3339
 from .._auth import TokenAuth
 from .._fast import FastAnswer, FastRequest, FastRoute, json_bytes
 
@@ -223,7 +224,7 @@ def _evaluation_out(key: str, evaluation: Any, version: int) -> EvaluationOut:
 def _audit_out(entry: AuditEntry) -> AuditOut:
     return AuditOut(
         id=entry.id,
-        at=entry.at.isoformat(),
+        at=rfc3339(entry.at),
         actor=entry.actor,
         action=entry.action,
         target=entry.target,
@@ -309,6 +310,13 @@ def build_router(
         if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
     ) -> Any:
         flagset = live.flagset
+        if (since := live.stale_since) is not None:
+            # Not served from memory as an evaluation is: a client that reads the whole set (the
+            # SDK, a backup of the flags) must not take a set the store could not confirm as current.
+            raise StateStoreUnavailable(
+                f"the state store has not answered since {rfc3339(since)}; flag evaluations go on"
+                " from the flag set read then, reading the set needs the store"
+            )
         etag = _etag(flagset.version)
         if if_none_match is not None and etag in [
             t.strip().removeprefix("W/") for t in if_none_match.split(",")
@@ -422,7 +430,9 @@ def build_router(
         return Response(body, media_type="application/json")
 
     @router.get("/feature-flags/{key}/audit", response_model=list[AuditOut])
-    def flag_audit(_: Client, key: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AuditOut]:
+    def flag_audit(_: Admin, key: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AuditOut]:
+        """Who changed the flag, when, before and after: admin only, since the entries name the
+        actors and hold every past value (a client token evaluates flags, it does not audit them)."""
         entries = store.audit(key, limit=limit)
         if not entries:
             store.get(key)  # every write is audited: no entries means no such flag (404)

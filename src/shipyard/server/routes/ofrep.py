@@ -42,18 +42,20 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, Security
 
 from ...flags import ErrorCode, Evaluation, FlagSet, LiveFlagSet, Reason
-from .._auth import TokenAuth
+from .._auth import API_KEY, TokenAuth, bearer_header
 from .._fast import FastAnswer, FastRequest, FastRoute, json_bytes, json_loads
+from .._stale_flags import STALE_HEADER
 
 PREFIX = "/ofrep/v1"
 ENVIRONMENT_HEADER = "X-Shipyard-Environment"
 
 # A web page on another origin (a Next.js app) calls these routes from the browser: any origin may,
 # since the token travels in a header (never a cookie) and a client token only reads flags.
-CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
+# A page may read the ETag, and whether the answer came from a stale flag set (`_stale_flags`).
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": f"ETag, {STALE_HEADER}"}
 PREFLIGHT_HEADERS = {
     **CORS_HEADERS,
     "Access-Control-Allow-Methods": "POST, OPTIONS",
@@ -75,7 +77,8 @@ _CONTEXT_SCHEMA = {
     "type": "object",
     "properties": {
         "context": {
-            "type": "object",
+            # null, like no context at all, is the empty context (`_context`)
+            "type": ["object", "null"],
             "description": "The evaluation context: `targetingKey` (the user's id) and any attributes",
             "additionalProperties": True,
         }
@@ -253,8 +256,9 @@ def build_router(live: LiveFlagSet, *, auth: TokenAuth, default_environment: str
             return _json(body, exc.status_code, headers={**(exc.headers or {}), **CORS_HEADERS})
         return None
 
-    Authorization = Annotated[str | None, Header()]
-    ApiKey = Annotated[str | None, Header(alias="X-API-Key")]
+    # Declared to OpenAPI as the bearer scheme, or else X-API-Key:
+    Authorization = Annotated[str | None, Depends(bearer_header)]
+    ApiKey = Annotated[str | None, Security(API_KEY)]
     EnvironmentHeader = Annotated[str | None, Header(alias=ENVIRONMENT_HEADER)]
 
     responses: dict[int | str, dict[str, Any]] = {

@@ -4,8 +4,12 @@
     GET  /rollouts/{service}                its newest release: weights, phase, plan step, recorded steps
     GET  /rollouts/{service}/history        every release of the service, newest first
     POST /rollouts/{service}/deploy         a `Deploy` job                                  → 202 + job
+                                            (409 while another release of the service runs)
     POST /rollouts/{service}/rollback       a `Rollback` job                                → 202 + job
-    POST /rollouts/{service}/{command}      promote|abort|pause|resume|retry, to whoever runs the release
+    POST /rollouts/{service}/promote        the next step, to whoever runs the release ({"full": true}:
+                                            every remaining step skipped, as `kubectl argo rollouts
+                                            promote --full`)
+    POST /rollouts/{service}/{command}      abort|pause|resume|retry, to whoever runs the release
 
 Everything needs an admin token (who released what is operations data). A deploy or a rollback
 runs as a job because a release outlives a request. A command goes through `ops.steer`, which
@@ -19,11 +23,12 @@ inside `build_router` as real objects, not strings.
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.convertors import Convertor, register_url_convertor
 
 from ...jobs import JobRunner
 from ...ops import (
@@ -37,6 +42,7 @@ from ...ops import (
     StepView,
     Workspace,
     latest_releases,
+    refuse_concurrent_release,
     release_history,
     release_view,
     steer,
@@ -44,6 +50,24 @@ from ...ops import (
 from .jobs import JobOut
 
 ServiceName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", max_length=63)]
+Command = Literal["abort", "pause", "resume", "retry"]
+"""The commands but promote, which has a route of its own (its body may say `full`)."""
+
+
+class _CommandConvertor(Convertor[str]):
+    """`/rollouts/{service}/{command}` matches the commands alone: `POST …/history` is then the 405
+    of the GET route there (with its Allow header), not a 422 for a command named history."""
+
+    regex = "|".join(get_args(Command))
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("rollout_command", _CommandConvertor())
 
 
 class WeightsOut(BaseModel):
@@ -115,7 +139,8 @@ class RolloutDetailOut(RolloutOut):
     steps: list[StepOut] = []
     """The actions recorded so far, oldest first."""
     commands: list[str] = []
-    """The steering commands the release accepts now."""
+    """The steering commands the release accepts now (promote-full: `POST …/promote` with
+    `{"full": true}`)."""
 
     @classmethod
     def of(cls, view: ReleaseView) -> "RolloutDetailOut":
@@ -154,9 +179,44 @@ class DeployIn(BaseModel):
     strategy: Literal["blue-green", "canary"] | None = None
 
 
+class CommandIn(BaseModel):
+    """The body of a steering command (optional: `{}` or none at all is a plain command)."""
+
+    full: bool = Field(
+        default=False,
+        strict=True,  # `{"full": 0}` is not a boolean (the document says so)
+        description=(
+            "promote only. false: end the step the release waits at (an analysis, a pause, the"
+            " auto_promote gate, the warm hold, an inconclusive pause) and go on to the next step."
+            " true: skip every remaining weight, analysis and pause; the new version takes all"
+            " traffic at once (as `kubectl argo rollouts promote --full`; only the warm hold, while"
+            " the old version is kept for an instant rollback, and its retirement are left)."
+        ),
+    )
+
+
+class PlainCommandIn(BaseModel):
+    """The body of a command other than promote (optional): `full` may only be false."""
+
+    full: bool = Field(
+        default=False,
+        strict=True,
+        json_schema_extra={"const": False},
+        description="promote only: false or absent",
+    )
+
+    @field_validator("full")
+    @classmethod
+    def _promote_only(cls, full: bool) -> bool:
+        if full:
+            raise ValueError("only promote has a full form: drop it")
+        return full
+
+
 class CommandOut(BaseModel):
     rollout_id: int
     command: str
+    """The command the release's runner got: promote-full for a promote with `full`."""
     controller_running: bool
     """Whether a controller ran the release when the command came (a local one applies it within a
     second; on kubernetes, Argo Rollouts' controller, whose Rollout was patched at once)."""
@@ -231,9 +291,16 @@ def build_router(
         """Past releases of the service, newest first, and how each ended."""
         return [RolloutOut.of(view) for view in release_history(sessions, service)]
 
-    @router.post("/{service}/deploy", status_code=202, response_model=JobOut)
+    @router.post(
+        "/{service}/deploy",
+        status_code=202,
+        response_model=JobOut,
+        responses={409: {"description": "Another release of the service runs; `rollout_id` names it"}},
+    )
     def deploy(service: ServiceName, body: DeployIn, actor: Admin) -> JobOut:
-        """Release a version with the spec's strategy (or the one given), as a job."""
+        """Release a version with the spec's strategy (or the one given), as a job; refused (409, naming
+        the running release's id) while another release of the service runs."""
+        refuse_concurrent_release(sessions, service)
         job_id = jobs.start(Deploy(service=service, version=body.version, strategy=body.strategy), actor)
         return JobOut.of(jobs.get(job_id))
 
@@ -243,16 +310,24 @@ def build_router(
         job_id = jobs.start(Rollback(service=service), actor)
         return JobOut.of(jobs.get(job_id))
 
-    @router.post("/{service}/{command}", status_code=202, response_model=CommandOut)
+    @router.post("/{service}/promote", status_code=202, response_model=CommandOut)
+    def promote(service: ServiceName, actor: Admin, body: CommandIn | None = None) -> CommandOut:
+        """Promote the service's release: the next step, or with `{"full": true}` every remaining step
+        skipped, the new version taking all traffic at once. Queued for its local controller (with
+        none running, one is started as a job), or sent to the cluster for Argo Rollouts."""
+        full = body is not None and body.full
+        steering = Steer(service=service, command="promote", full=full)
+        return steer_or_carry_on(workspace_of(actor), jobs, steering, kube=kube)
+
+    @router.post("/{service}/{command:rollout_command}", status_code=202, response_model=CommandOut)
     def command(
-        service: ServiceName,
-        command: Literal["promote", "abort", "pause", "resume", "retry"],
-        actor: Admin,
+        service: ServiceName, command: Command, actor: Admin, body: PlainCommandIn | None = None
     ) -> CommandOut:
-        """Steer the service's release: queued for its local controller (with none running, one is
-        started as a job), or sent to the cluster for a release Argo Rollouts runs."""
-        return steer_or_carry_on(
-            workspace_of(actor), jobs, Steer(service=service, command=command), kube=kube
-        )
+        """Abort, pause, resume or retry the service's release: queued for its local controller (with
+        none running, one is started as a job), or sent to the cluster for Argo Rollouts.
+
+        `full` belongs to promote: `{"full": true}` here is refused (422 naming `body.full`)."""
+        steering = Steer(service=service, command=command, full=False)
+        return steer_or_carry_on(workspace_of(actor), jobs, steering, kube=kube)
 
     return router

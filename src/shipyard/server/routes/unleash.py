@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Request, Response, Security
 
 from ...flags import (
     Evaluation,
@@ -54,8 +54,9 @@ from ...flags import (
     prerequisites_hold,
     unleash_context,
 )
-from .._auth import TokenAuth
+from .._auth import UNLEASH_KEY, TokenAuth
 from .._fast import FastAnswer, FastRequest, FastRoute, json_bytes, json_loads
+from .._stale_flags import STALE_HEADER
 from .ofrep import ENVIRONMENT_HEADER
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ _TOP_LEVEL = ("userId", "sessionId", "remoteAddress", "currentTime", "appName", 
 
 # A web page on another origin calls the frontend API from the browser: any origin may, since the
 # token travels in a header (never a cookie) and a client token only reads flags.
-CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag"}
+# A page may read the ETag, and whether the answer came from a stale flag set (`_stale_flags`).
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": f"ETag, {STALE_HEADER}"}
 PREFLIGHT_HEADERS = {
     **CORS_HEADERS,
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
@@ -331,7 +333,7 @@ def _json_response(body: Any, status: int, headers: Mapping[str, str]) -> Respon
 def build_router(api: UnleashApi) -> APIRouter:
     """The client and frontend API routes over `api`'s live flag set."""
     router = APIRouter(tags=["Unleash-compatible APIs"])
-    Authorization = Annotated[str | None, Header()]
+    Authorization = Annotated[str | None, Security(UNLEASH_KEY)]  # OpenAPI: the unleashToken scheme
     EnvironmentHeader = Annotated[str | None, Header(alias=ENVIRONMENT_HEADER)]
     IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
 
@@ -385,6 +387,7 @@ def build_router(api: UnleashApi) -> APIRouter:
     accepted: dict[int | str, dict[str, Any]] = {
         202: {"description": "Accepted (counted, not stored)"},
         400: {"description": "Not a JSON object"},
+        401: {"description": "No valid token"},
     }
 
     @router.post(f"{CLIENT}/register", response_class=Response, status_code=202, responses=accepted)
