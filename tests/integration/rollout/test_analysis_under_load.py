@@ -15,7 +15,9 @@ import re
 import shlex
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from shipyard.rollout import LoadGenerator
 from shipyard.rollout._analysis import analyse
@@ -25,17 +27,24 @@ from shipyard.rollout.targets.local import LocalTarget
 from shipyard.spec import Analysis as AnalysisPolicy
 from support.demo_app import APP, demo_command
 from support.haproxy import demo_environ, local_target, wait_until
-from support.releases import ReleaseStack, release_stack
+from support.releases import ReleaseStack, release_stack, spec_text
 
 CRASHES_AFTER_S = 0.5
 
 
-def _stack(tmp: Path, run: str, steps: str, analysis: str) -> contextlib.AbstractContextManager[ReleaseStack]:
-    """A stack with v1 live, deployed by the CLI; v-`slow` answers 300 ms late."""
-    env = {"ADDED_LATENCY_MS": "0", "ADDED_LATENCY_MS__slow": "300"}
-    return release_stack(
-        tmp, "canary", steps=steps, analysis=analysis, run=run, env=env, health_timeout="20s"
-    )
+@contextlib.contextmanager
+def _stack(tmp: Path, run: str, steps: str, analysis: str) -> Iterator[ReleaseStack]:
+    """A stack with v1 live, deployed by the CLI; v-`slow` answers 300 ms late. v1 goes live with
+    release_stack's short steps (its first release would otherwise wait out the long windows),
+    then the spec gets `steps` and `analysis` for the release under test."""
+    spec: dict[str, Any] = {
+        "run": run,
+        "env": {"ADDED_LATENCY_MS": "0", "ADDED_LATENCY_MS__slow": "300"},
+        "health_timeout": "20s",
+    }
+    with release_stack(tmp, "canary", **spec) as stack:
+        stack.spec.write_text(spec_text(stack.port, "canary", steps=steps, analysis=analysis, **spec))
+        yield stack
 
 
 def test_a_canary_300_ms_slower_is_caught_in_its_first_window_and_never_passed(tmp_path: Path) -> None:
