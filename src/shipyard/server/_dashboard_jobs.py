@@ -110,6 +110,16 @@ def add_job_routes(router: APIRouter, *, page: Page, fragment: Fragment, back: B
     def missing(request: Request, actor: str, message: str) -> HTMLResponse:
         return page(request, "missing.html", {"actor": actor, "message": message}, status=404)
 
+    def _job_or_missing(request: Request, actor: str, job_id: str) -> JobView | HTMLResponse:
+        """The job a URL names, or the 404 page (an id that names no row never reaches the store)."""
+        number = row_id(job_id)
+        if number is None:
+            return missing(request, actor, f"There is no job {job_id[:20]!r}.")
+        try:
+            return _jobs(request).get(number)
+        except NotFoundError as exc:
+            return missing(request, actor, exc.message)
+
     @router.get("/jobs", response_class=HTMLResponse)
     def jobs(request: Request, actor: Actor) -> HTMLResponse:
         now = utcnow()
@@ -137,26 +147,18 @@ def add_job_routes(router: APIRouter, *, page: Page, fragment: Fragment, back: B
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse)
     def job(request: Request, actor: Actor, job_id: str) -> HTMLResponse:
-        number = row_id(job_id)
-        if number is None:
-            return missing(request, actor, f"There is no job {job_id[:20]!r}.")
-        try:
-            view = _jobs(request).get(number)
-        except NotFoundError as exc:
-            return missing(request, actor, exc.message)
-        context = {"actor": actor, "row": job_row(view, utcnow()), "job": view}
-        return page(request, "job.html", {**context, "log": _jobs(request).log_tail(number)})
+        found = _job_or_missing(request, actor, job_id)
+        if isinstance(found, HTMLResponse):
+            return found
+        context = {"actor": actor, "row": job_row(found, utcnow()), "job": found}
+        return page(request, "job.html", {**context, "log": _jobs(request).log_tail(found.id)})
 
     @router.get("/jobs/{job_id}/log", response_class=HTMLResponse)
     def job_log(request: Request, actor: Actor, job_id: str) -> HTMLResponse:
-        number = row_id(job_id)
-        if number is None:
-            return missing(request, actor, f"There is no job {job_id[:20]!r}.")
-        try:
-            view = _jobs(request).get(number)
-        except NotFoundError as exc:
-            return missing(request, actor, exc.message)
-        context = {"job": view, "row": job_row(view, utcnow()), "log": _jobs(request).log_tail(number)}
+        found = _job_or_missing(request, actor, job_id)
+        if isinstance(found, HTMLResponse):
+            return found
+        context = {"job": found, "row": job_row(found, utcnow()), "log": _jobs(request).log_tail(found.id)}
         return fragment(request, "_job_log.html", context)
 
     @router.post("/jobs/{job_id}/cancel", dependencies=post)
