@@ -56,7 +56,20 @@ LOAD_RATE = 120.0
 """Requests per second sent through HAProxy during each release (the brief: at least 100)."""
 RENDERS = ("kubernetes", "kustomize", "helm", "argocd")
 """`render KIND -o OUT/KIND` for Apricode; argocd: the GitOps tree (Applications, add-ons, stack)."""
-RUNTIME_DIRS = ("postgres", "redis", "state", "backups", "uploads", "drills", "logs", *RENDERS)
+OPENTOFU_PROVIDERS = ("hetzner", "gcp")
+"""Seed 004's cheapest and its GKE option: Apricode's production as OpenTofu on each."""
+RUNTIME_DIRS = (
+    "postgres",
+    "redis",
+    "state",
+    "backups",
+    "uploads",
+    "drills",
+    "logs",
+    "ci",
+    "opentofu",
+    *RENDERS,
+)
 """What a run creates under OUT and the next run removes first (nothing else there is touched)."""
 
 
@@ -516,12 +529,30 @@ class Demo:
         spec = ("-f", str(APRICODE))
         self.start_in_background(
             *(("render", kind, *spec, "-o", str(self.out / kind)) for kind in RENDERS),
+            ("render", "ci", "--provider", "github", *spec, "-o", str(self.out / "ci")),
+            *(
+                (
+                    "render",
+                    "opentofu",
+                    "--provider",
+                    p,
+                    *spec,
+                    "-e",
+                    "production",
+                    "-o",
+                    str(self.out / "opentofu" / p),
+                )
+                for p in OPENTOFU_PROVIDERS
+            ),
             ("capacity", *spec, "-e", "production"),
             ("cost", *spec, "-e", "production"),
         )
 
     def apricode(self) -> None:
-        title = "the Apricode example (seed 004): render (Argo CD too), capacity, cost (alongside steps 2-3)"
+        title = (
+            "the Apricode example (seed 004): render (Argo CD, CI, OpenTofu too), capacity, cost"
+            " (alongside steps 2-3)"
+        )
         with self.step(title) as result:
             say("(`render` validates the spec first: nothing is written unless all of it is valid)")
             self.show_background()
@@ -531,9 +562,19 @@ class Demo:
                     raise DemoError(f"`render {kind}` wrote no YAML under {self.out / kind}")
                 say(f"   {kind}: {len(rendered)} files under {self.out / kind}/")
             apps = sorted((self.out / "argocd" / "apps").glob("*.yaml"))
+            workflow = self.out / "ci" / ".github" / "workflows" / "shipyard.yml"
+            if not workflow.is_file():
+                raise DemoError(f"`render ci` wrote no workflow at {workflow}")
+            say(f"   ci: {workflow}")
+            for provider in OPENTOFU_PROVIDERS:
+                modules = sorted((self.out / "opentofu" / provider).rglob("*.tf"))
+                if not modules:
+                    raise DemoError(f"`render opentofu --provider {provider}` wrote no .tf file")
+                say(f"   opentofu ({provider}): {len(modules)} files under {modules[0].parent.parent}/")
             result.outcome = (
                 f"manifests, Kustomize tree, Helm chart and Argo CD tree ({len(apps)} Applications and"
-                f" projects, {self.out / 'argocd'}/) under {self.out}/; production priced"
+                f" projects, {self.out / 'argocd'}/), the CI workflow and OpenTofu for"
+                f" {' and '.join(OPENTOFU_PROVIDERS)} under {self.out}/; production priced"
             )
 
     def print_steps(self) -> None:

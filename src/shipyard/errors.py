@@ -18,14 +18,14 @@ inherits 500 by accident (`tests/unit/test_errors.py` holds this tree against th
     │   │   └── StateStoreMissing  2     404   a read found no state store where it looked (names where)
     │   ├── ConflictError          2     409   the write clashes with the object's state (the key exists)
     │   │   ├── PreconditionFailedError 2  412   an If-Match names a version the object is not at
-    │   │   └── ReleaseInProgress  2     409   a deploy while another release of the service runs (names it)
+    │   │   ├── ReleaseInProgress  2     409   a deploy while another release of the service runs (names it)
+    │   │   └── PromotionRefused   2     409   `promote`: nothing live passed, no digest, or target runs it
     │   └── InvalidObjectError     2     422   an object (a flag, a rule) fails its rules
     ├── TargetError                1     502   a target (HAProxy, a process, a cluster) failed
     │   └── _MissingError          1     404   (rollout.targets.kubernetes) the cluster has no such object
     ├── RolloutError               1     409   a release cannot go on (another holds the lock, a step failed)
     │   ├── ReleaseStopped         130   503   this process stopped running a release (Ctrl-C, SIGTERM)
     │   ├── ReleaseUnattended      1     409   an unfinished release that no controller runs
-    │   ├── PrometheusUnreachable  1     502   (rollout._prometheus) Prometheus did not answer
     │   └── QueryRefused           1     502   (rollout._prometheus) Prometheus refused a query
     ├── BackupError                1     502   a backup or restore failed (a tool missing, a server down)
     │   ├── RepositoryError        1     502   the repository refused (wrong password, unreachable, damaged)
@@ -42,11 +42,13 @@ inherits 500 by accident (`tests/unit/test_errors.py` holds this tree against th
     │   ├── HAProxyUnreachable     3     503   (rollout.targets.haproxy) nothing answers on the admin socket ¹
     │   ├── KubernetesUnreachable  3     503   the Kubernetes API server does not answer ¹
     │   ├── RepositoryUnreachable  3     503   the repository (S3, rest server, a directory) is unreachable ²
-    │   └── DatastoreUnreachable   3     503   a PostgreSQL or Redis backed up or restored does not answer ³
+    │   ├── DatastoreUnreachable   3     503   a PostgreSQL or Redis backed up or restored does not answer ³
+    │   └── PrometheusUnreachable  3     503   (rollout._prometheus) Prometheus did not answer ⁴
     └── CatalogError               1     500   a price catalog shipped with shipyard is malformed (our bug)
 
-¹ a TargetError too, ² a RepositoryError too, ³ a BackupError too: code that handles a target's,
-the repository's or a backup's failure handles these as before, and the CLI ends with 3.
+¹ a TargetError too, ² a RepositoryError too, ³ a BackupError too, ⁴ a RolloutError too: code that
+handles a target's, the repository's, a backup's or a release's failure handles these as before,
+and the CLI ends with 3.
 
 No message here holds a secret value: errors about secrets name the field, never its value.
 """
@@ -168,6 +170,13 @@ class ReleaseInProgress(ConflictError):
         super().__init__(message)
         self.rollout_id = rollout_id
         self.job_id = job_id
+
+
+class PromotionRefused(ConflictError):
+    """`shipyard promote` found nothing it may release: the source environment has no successful
+    release that is still live, its image has no digest (Kubernetes), or the target runs it already."""
+
+    http_status = 409
 
 
 class InvalidObjectError(UserError):

@@ -7,7 +7,10 @@ the rule builder (two conditions, one of them wrong: the error is beside its val
 50 % rollout), turns the flag on, and the Python SDK against the same server evaluates exactly that
 rule. Then: every environment on every flag, production first; search and filters; the change
 history as field diffs; an environment the spec does not name refused beside the environment
-field; archive and revive. Screenshots in out/e2e-screenshots/flags/.
+field; archive and revive. Last, a rule with a case-insensitive condition, a negated one (in a row
+the page's script added) and a variant with a payload (a number payload that is no number refused
+beside its field first), which the evaluation routes then honour. Screenshots in
+out/e2e-screenshots/flags/.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ def test_flags_in_the_dashboard(server: SpecFlagServer, tmp_path: Path) -> None:
         _search_and_filter(browser, server)
         _history_diff(browser)
         _archive_and_revive(browser)
-        assert len(browser.shots) >= 10
+        _negation_case_and_payload(browser, server)
+        assert len(browser.shots) >= 12
 
 
 def _create_flag(browser: Browser) -> None:
@@ -282,3 +286,85 @@ def _archive_and_revive(browser: Browser) -> None:
     expect(page.get_by_role("status")).to_contain_text("banner-text revived")
     expect(page.get_by_test_id("toggle-banner-text-dev")).to_have_attribute("aria-pressed", "true")
     browser.shot("revived")
+
+
+def _negation_case_and_payload(browser: Browser, server: SpecFlagServer) -> None:
+    page = browser.page
+    key = "eu-theme"
+    assert (
+        server.request("POST", "/feature-flags", json={"key": key, "defaultValue": False}).status_code == 201
+    )
+    page.goto(f"{server.url}/ui/flags/{key}/rule?environment=production")
+    page.locator("#attribute-0").fill("country")
+    page.locator("#values-0").fill("nl, de")
+    page.locator("#case_insensitive-0").check()
+    page.get_by_role("button", name="Add condition").click()
+    second = page.locator(".condition-row").nth(1)
+    second.get_by_label("Attribute").fill("plan")
+    second.get_by_label("Operator").select_option("eq")
+    second.get_by_label("Values").fill("free")
+    second.get_by_label("Negate (NOT)").check()
+    page.get_by_label("variants, by weight").check()
+    variant = page.locator(".variant-row").first
+    variant.get_by_label("Variant").fill("blue")
+    variant.get_by_label("Value (boolean)").fill("true")
+    variant.get_by_label("Weight").fill("1")
+    variant.get_by_label("Payload type").select_option("number")
+    variant.get_by_label("Payload", exact=True).fill("twelve")
+    page.get_by_role("button", name="Save rule").click()
+
+    payload = page.locator("#variant-payload-0")
+    expect(payload).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("error-variants-0-payload")).to_contain_text("a number payload is a number")
+    # What was typed is kept, the checkboxes on their rows included.
+    expect(page.locator(".condition-row").nth(0).get_by_label("Ignore case")).to_be_checked()
+    expect(page.locator(".condition-row").nth(1).get_by_label("Negate (NOT)")).to_be_checked()
+    expect(page.locator(".condition-row").nth(0).get_by_label("Negate (NOT)")).not_to_be_checked()
+    browser.shot("payload-error")
+    page.locator(".variant-row").first.get_by_label("Payload type").select_option("json")
+    payload.fill('{\n  "color": "blue"\n}')
+    page.get_by_role("button", name="Save rule").click()
+    expect(page).to_have_url(re.compile(rf"/ui/flags/{key}$"))
+    rule = page.get_by_test_id("rule-production-0")
+    expect(rule).to_contain_text("country is one of nl, de (any case)")
+    expect(rule).to_contain_text("NOT plan equals free")
+    expect(rule).to_contain_text("json payload")
+    browser.shot("negated-rule")
+
+    stored = server.request("GET", f"/feature-flags/{key}").json()["flag"]
+    assert stored["environments"]["production"]["rules"] == [
+        {
+            "conditions": [
+                {"attribute": "country", "op": "in", "value": ["nl", "de"], "caseInsensitive": True},
+                {"attribute": "plan", "op": "eq", "value": "free", "inverted": True},
+            ],
+            "split": {
+                "variants": [
+                    {
+                        "name": "blue",
+                        "value": True,
+                        "weight": 1,
+                        "payload": {"type": "json", "value": '{\n  "color": "blue"\n}'},
+                    }
+                ]
+            },
+        }
+    ]
+    page.get_by_test_id(f"toggle-{key}-production").click()
+    expect(page.get_by_role("status")).to_contain_text(f"{key} is now on in production")
+
+    def frontend(country: str, plan: str) -> list[dict[str, object]]:
+        query = {"userId": "7", "properties[country]": country, "properties[plan]": plan}
+        answer = server.request("GET", "/api/frontend", token=server.client_token, params=query,
+                                headers={"X-Shipyard-Environment": "production"})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        return [t for t in answer.json()["toggles"] if t["name"] == key]
+
+    (toggle,) = frontend("NL", "pro")
+    variant = toggle["variant"]
+    assert isinstance(variant, dict)
+    assert (variant["name"], variant["enabled"]) == ("blue", True)
+    assert variant["payload"] == {"type": "json", "value": '{\n  "color": "blue"\n}'}
+    assert frontend("De", "team") != []
+    assert frontend("nl", "free") == []  # NOT plan equals free
+    assert frontend("FR", "pro") == []

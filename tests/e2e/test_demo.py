@@ -229,6 +229,11 @@ def test_the_apricode_stack_is_rendered_and_priced(demo: DemoRun) -> None:
         assert (demo.out / "kustomize" / "overlays" / env / "kustomization.yaml").exists()
         assert (demo.out / "helm" / f"values-{env}.yaml").exists()
     assert (demo.out / "helm" / "Chart.yaml").exists()
+    # The road from commit to cluster (issue 17): the CI workflow and OpenTofu for two providers.
+    workflow = yaml.safe_load((demo.out / "ci" / ".github" / "workflows" / "shipyard.yml").read_text())
+    assert "production" in workflow["jobs"]
+    for provider in ("hetzner", "gcp"):
+        assert (demo.out / "opentofu" / provider / "production" / "versions.tf").is_file(), provider
 
 
 def _left_running(out: Path) -> list[str]:

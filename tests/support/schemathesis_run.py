@@ -82,11 +82,10 @@ REASONS = {
         " declares its links itself (server/_openapi.LINKS), and Location headers are still followed."
     ),
     "flag bodies: positive_data_acceptance off": (
-        "The flag and segment models check across fields what JSON Schema does not state there:"
-        " a value's type follows the flag's `type` (defaultValue, environments' values, rules'"
-        " values and split variants), a condition's value follows its `op` (and needs an"
-        " `attribute` unless the op is segment), a `matches` pattern must be safe, a rule serves a"
-        " value or a split but not both, tags are unique. A schema-valid body that breaks one is"
+        "The flag and segment models also check what JSON Schema cannot state (the schema lists"
+        " them in its descriptions): a `matches` pattern must be safe, numeric strings for number"
+        " operators, CIDRs, date-times, unique variant names, json payloads that parse, and"
+        " references to segments and prerequisite flags. A schema-valid body that breaks one is"
         " 422 naming the field. Every other check (no 5xx, documented statuses and shapes,"
         " negative data refused) still runs on these operations."
     ),

@@ -20,13 +20,20 @@ READY_S = 90.0
 
 
 def start_serve(
-    args: Sequence[str], *, port: int, log: Path, cwd: Path, env: Mapping[str, str] | None = None
+    args: Sequence[str],
+    *,
+    port: int,
+    log: Path,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start `shipyard serve --port PORT ARGS`. Its output goes to `log`: a pipe nobody reads
-    would stall the server once full (every request writes an access line)."""
+    """Start `shipyard serve --port PORT ARGS` (after `prefix`, a command that execs it, such as
+    `unshare`). Its output goes to `log`: a pipe nobody reads would stall the server once full
+    (every request writes an access line)."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [SHIPYARD, "serve", "--port", str(port), *args],
+            [*prefix, SHIPYARD, "serve", "--port", str(port), *args],
             env=dict(env) if env is not None else None,
             cwd=cwd,
             stdout=out,

@@ -140,6 +140,30 @@ class PitrStatus:
     def oldest_restorable(self) -> datetime | None:
         return min((b.stopped_at for b in self.backups), default=None)
 
+    def check_target(self, *, time: datetime | None, lsn: str | None) -> None:
+        """UserError, before anything is created, when the stanza cannot restore to `time`/`lsn`:
+        it holds no backup, the time is in the future, or the target is before the end of the
+        oldest backup (the message names the oldest restorable time or LSN)."""
+        if not self.backups:
+            raise UserError(
+                f"stanza {self.stanza!r} has no backup to restore from: take one with "
+                "`shipyard backup pitr full` (or `shipyard backup incremental`)"
+            )
+        oldest = self.backups[0]
+        if time is not None:
+            if time > datetime.now(UTC):
+                raise UserError(f"cannot restore to {format_target_time(time)}: that time is in the future")
+            if time <= oldest.stopped_at:
+                raise UserError(
+                    f"cannot restore to {format_target_time(time)}: the oldest restorable time is "
+                    f"{rfc3339(oldest.stopped_at)} (the end of backup {oldest.label}); pick a later time"
+                )
+        if lsn is not None and lsn_value(lsn) < lsn_value(oldest.stop_lsn):
+            raise UserError(
+                f"cannot restore to LSN {lsn}: the oldest restorable LSN is {oldest.stop_lsn} "
+                f"(the end of backup {oldest.label})"
+            )
+
 
 @dataclass(frozen=True)
 class ArchivingChange:
@@ -630,28 +654,11 @@ class PgBackRest:
         if target.exists() and any(target.iterdir()) and not delta:
             raise UserError(f"{target_data_dir} is not empty: restore into a new or empty directory")
         status = self._existing_stanza()
-        if not status.backups:
-            raise BackupError(
-                f"stanza {self.settings.stanza!r} has no backup to restore: "
-                "take one with `shipyard backup full`"
-            )
+        status.check_target(time=time, lsn=lsn)
         if set_label is not None and set_label not in {b.label for b in status.backups}:
             raise UserError(
                 f"no backup set {set_label!r} in stanza {self.settings.stanza!r}; "
                 f"sets: {', '.join(b.label for b in status.backups)}"
-            )
-        if time is not None and time > datetime.now(UTC):
-            raise UserError(f"cannot restore to {format_target_time(time)}: that time is in the future")
-        oldest = status.backups[0]
-        if time is not None and time <= oldest.stopped_at:
-            raise UserError(
-                f"cannot restore to {format_target_time(time)}: the oldest restorable time is "
-                f"{rfc3339(oldest.stopped_at)} (the end of backup {oldest.label}); pick a later time"
-            )
-        if lsn is not None and lsn_value(lsn) < lsn_value(oldest.stop_lsn):
-            raise UserError(
-                f"cannot restore to LSN {lsn}: the oldest restorable LSN is {oldest.stop_lsn} "
-                f"(the end of backup {oldest.label})"
             )
         target.mkdir(parents=True, exist_ok=True, mode=0o700)
         target.chmod(0o700)

@@ -35,7 +35,6 @@ from ._pgbackrest import (
     PitrStatus,
     archive_command,
     format_target_time,
-    lsn_value,
     render_config,
     restore_arguments,
     settings_from_spec,
@@ -408,30 +407,13 @@ def window_data(stanza: PitrStanza, status: PitrStatus) -> dict[str, Any]:
 
 
 def check_target(status: PitrStatus, *, time: datetime | None, lsn: str | None) -> None:
-    """UserError before anything is created when the target is outside what the stanza can restore."""
+    """Before anything is created: BackupError when the stanza does not exist, else UserError when
+    the target is outside what it can restore (`PitrStatus.check_target`)."""
     if not status.exists:
         raise BackupError(
             f"pgBackRest stanza {status.stanza!r} does not exist: run `shipyard backup pitr init`"
         )
-    if not status.backups:
-        raise UserError(
-            f"stanza {status.stanza!r} has no backup to restore from: take one with "
-            "`shipyard backup pitr full` (or `shipyard backup incremental`)"
-        )
-    oldest = status.backups[0]
-    if time is not None:
-        if time > datetime.now(UTC):
-            raise UserError(f"cannot restore to {format_target_time(time)}: that time is in the future")
-        if time <= oldest.stopped_at:
-            raise UserError(
-                f"cannot restore to {format_target_time(time)}: the oldest restorable time is "
-                f"{rfc3339(oldest.stopped_at)} (the end of backup {oldest.label}); pick a later time"
-            )
-    if lsn is not None and lsn_value(lsn) < lsn_value(oldest.stop_lsn):
-        raise UserError(
-            f"cannot restore to LSN {lsn}: the oldest restorable LSN is {oldest.stop_lsn} "
-            f"(the end of backup {oldest.label})"
-        )
+    status.check_target(time=time, lsn=lsn)
 
 
 # --- restore -----------------------------------------------------------------------------------

@@ -144,26 +144,38 @@ def postgres_snapshot(source: PostgresSource) -> Iterator[PostgresSnapshot]:
     """Open a REPEATABLE READ transaction and export its snapshot: pg_dump then dumps exactly
     what the row counts, the LSN and the time recorded here describe."""
     connection = connect_postgres(source)
+    # The transaction stays open while the caller dumps and ends when the connection closes (read
+    # only: nothing to commit). A `transaction()` block would roll back on the way out, and log
+    # that rollback's failure (a warning on stderr) when the server cut the connection mid-dump.
     try:
         connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         connection.read_only = True
-        with connection.transaction():
-            exported = connection.execute("SELECT pg_export_snapshot()").fetchone()
-            facts = connection.execute(
-                "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
-                " ELSE pg_current_wal_lsn() END)::text, now(), current_setting('server_version')"
-            ).fetchone()
-            assert exported is not None
-            assert facts is not None
-            yield PostgresSnapshot(
-                snapshot_id=str(exported[0]),
-                lsn=str(facts[0]),
-                snapshot_time=facts[1],
-                server_version=str(facts[2]),
-                row_counts=row_counts(connection),
-            )
+        exported = connection.execute("SELECT pg_export_snapshot()").fetchone()
+        facts = connection.execute(
+            "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+            " ELSE pg_current_wal_lsn() END)::text, now(), current_setting('server_version')"
+        ).fetchone()
+        assert exported is not None
+        assert facts is not None
+        snapshot = PostgresSnapshot(
+            snapshot_id=str(exported[0]),
+            lsn=str(facts[0]),
+            snapshot_time=facts[1],
+            server_version=str(facts[2]),
+            row_counts=row_counts(connection),
+        )
     except psycopg.Error as exc:
-        raise BackupError(f"{source.artefact}: {str(exc).strip().splitlines()[0]}") from None
+        lost = connection.broken  # (before close(), after which no connection is "broken")
+        connection.close()
+        reason = str(exc).strip().splitlines()[0]
+        if lost:
+            raise DatastoreUnreachable(
+                f"{source.artefact}: PostgreSQL at {source.where()} stopped answering ({reason});"
+                f" check that the server runs (datastores.{source.name}.local), then take the backup again"
+            ) from None
+        raise BackupError(f"{source.artefact}: {reason}") from None
+    try:
+        yield snapshot
     finally:
         connection.close()
 
@@ -177,7 +189,44 @@ def dump_postgres(source: PostgresSource, snapshot: PostgresSnapshot, out_dir: P
         "--no-password", "-h", source.host, "-p", str(source.port), "-U", source.user,
         "-d", source.database, "-f", str(out_dir),
     ]  # fmt: skip
-    run_tool(argv, what=f"{source.artefact}: pg_dump", env=source.env)
+    try:
+        run_tool(argv, what=f"{source.artefact}: pg_dump", env=source.env)
+    except BackupError as failed:
+        raise _lost_postgres(source, "pg_dump", failed) from None
+
+
+_POSTGRES_LOST = (
+    "server closed the connection unexpectedly",
+    "terminating connection due to administrator command",
+    "terminating connection due to immediate shutdown",
+    "terminating connection because of crash of another server process",
+    "the database system is shutting down",
+    "could not receive data from server",
+    "no connection to the server",
+    "connection to server was lost",
+)
+"""What libpq says when the server goes away under a session (a crash, a stop, a lost network)."""
+
+
+def _lost_postgres(source: PostgresSource, tool: str, failed: BackupError) -> BackupError:
+    """`failed` (a client tool's failure mid-way) as DatastoreUnreachable, naming the server and
+    what to check, when the server went away under it: libpq says its connection was lost, or no
+    server answers at the address now. Any other failure (a permission, a full disk) as it was."""
+    said = failed.message.lower()
+    lost = next((words for words in _POSTGRES_LOST if words in said), None)
+    if lost is None:
+        try:
+            connect_postgres(source).close()
+        except DatastoreUnreachable as down:
+            lost = down.message.rpartition(f"{source.where()}: ")[2].partition(";")[0] or "no answer"
+        except BackupError:
+            return failed  # it answers (and refuses us): not a server that went away
+        else:
+            return failed
+    return DatastoreUnreachable(
+        f"{source.artefact}: PostgreSQL at {source.where()} stopped answering during {tool} ({lost});"
+        f" check that the server runs (datastores.{source.name}.local), then take the backup again"
+    )
 
 
 def restore_postgres(
@@ -277,7 +326,12 @@ def snapshot_redis(source: RedisSource, rdb_file: Path) -> RedisSnapshot:
         ) from None
     replication = redis_info(source, "replication")
     server = redis_info(source, "server")
-    redis_cli(source, "--rdb", str(rdb_file), what=f"{source.artefact}: redis-cli --rdb")
+    try:
+        redis_cli(source, "--rdb", str(rdb_file), what=f"{source.artefact}: redis-cli --rdb")
+    except DatastoreUnreachable:
+        raise  # it says what to check
+    except BackupError as failed:
+        raise _lost_redis(source, failed) from None
     if not rdb_file.exists() or rdb_file.stat().st_size == 0:
         raise BackupError(f"{source.artefact}: redis-cli --rdb wrote no snapshot")
     after = redis_dbsize(source)
@@ -287,3 +341,20 @@ def snapshot_redis(source: RedisSource, rdb_file: Path) -> RedisSnapshot:
         master_repl_offset=int(replication.get("master_repl_offset", "0") or 0),
         redis_version=server.get("redis_version", "unknown"),
     )
+
+
+def _lost_redis(source: RedisSource, failed: BackupError) -> BackupError:
+    """`redis-cli --rdb`'s failure mid-transfer as DatastoreUnreachable when Redis no longer
+    answers (it went away under the transfer); any other failure as it was."""
+    try:
+        redis_dbsize(source)
+    except DatastoreUnreachable as down:
+        reason = down.message.rpartition(": ")[2].partition(";")[0] or "no answer"
+        return DatastoreUnreachable(
+            f"{source.artefact}: Redis at {source.where()} stopped answering during redis-cli --rdb"
+            f" ({reason}); check that Redis runs (datastores.{source.name}.local), then take the"
+            " backup again"
+        )
+    except BackupError:
+        pass
+    return failed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 from typing import Annotated, Literal
@@ -15,7 +16,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import CatalogError, UnknownProviderError
+from ..errors import CatalogError, UnknownInstanceClassError, UnknownProviderError
 
 HOURS_PER_MONTH = Decimal(730)
 """The month every provider bills by: 365 days × 24 hours / 12."""
@@ -67,6 +68,13 @@ class NodeType(_Model):
     """e.g. 'general purpose', 'burstable', 'memory optimised': shown to people, not used."""
     egress_included_gb: Annotated[int, Field(ge=0)] | None = None
     """Transfer included with each such node, where the provider pools it per machine."""
+    cpu_credits: str | None = None
+    """For a burstable or shared-CPU type: the limit on its sustained CPU (baseline, credits,
+    neighbours), said beside any estimate that chooses it."""
+    committed_price: _TimedPrice | None = None
+    """A reserved or committed-use rate (its note names the term), where the catalog has one."""
+    spot_price: _TimedPrice | None = None
+    """A published spot/preemptible rate, where the catalog has one."""
 
 
 class Storage(_Model):
@@ -78,6 +86,50 @@ class Storage(_Model):
         if self.price.per != "gb-month":
             raise ValueError("block storage is priced per gb-month")
         return self
+
+
+class BootDisk(_Model):
+    """Each node's boot disk: billed apart (GKE, EKS) or part of the node's price (None)."""
+
+    product: str
+    size_gb: Annotated[int, Field(ge=1)]
+    size_source: Url
+    """The page that gives the default size."""
+    price: Price | None = None
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _per_gb_month(self) -> BootDisk:
+        if self.price is not None and self.price.per != "gb-month":
+            raise ValueError("a boot disk is priced per gb-month")
+        if self.price is None and not self.note:
+            raise ValueError("say in `note` why the boot disk has no price (e.g. included)")
+        return self
+
+
+class SharedStorage(_Model):
+    """The provider's ReadWriteMany file storage (EFS, Filestore), or a note that it has none."""
+
+    product: str | None = None
+    price: Price | None = None
+    min_gb: Annotated[int, Field(ge=0)] = 0
+    """The smallest instance billed (Filestore's basic tier bills 1 TiB at least)."""
+    note: str
+
+    @model_validator(mode="after")
+    def _per_gb_month(self) -> SharedStorage:
+        if (self.price is None) != (self.product is None):
+            raise ValueError("give both product and price, or neither (none offered)")
+        if self.price is not None and self.price.per != "gb-month":
+            raise ValueError("shared storage is priced per gb-month")
+        return self
+
+
+class Spot(_Model):
+    """Whether the provider sells spot/preemptible capacity, and what to know about it."""
+
+    sold: bool
+    note: str
 
 
 class LoadBalancer(_Model):
@@ -169,6 +221,11 @@ class Catalog(_Model):
     node_types: list[NodeType] = Field(min_length=1)
     node_extras: list[NodeExtra] = []
     block_storage: Storage
+    ssd_storage: Storage | None = None
+    """The SSD class, where the default block class is not one (GKE's pd-balanced)."""
+    boot_disk: BootDisk | None = None
+    shared_storage: SharedStorage | None = None
+    spot: Spot | None = None
     load_balancer: LoadBalancer
     egress: Egress
     managed_databases: list[ManagedDatabase] = []
@@ -254,3 +311,98 @@ def load_catalog(provider: str) -> Catalog:
     hint = f" (did you mean {names[close[0]].provider!r}?)" if close else ""
     known = ", ".join(known_providers())
     raise UnknownProviderError(f"no price catalog for provider {provider!r}{hint}; known providers: {known}")
+
+
+@dataclass(frozen=True)
+class ManagedClass:
+    """The managed database class one provider runs for an external datastore: what `cost`
+    prices on its line and what `render opentofu` makes (one answer for both)."""
+
+    store: str
+    kind: Literal["postgresql", "redis"]
+    asked: str
+    """The spec's `external.instance_class`."""
+    multi_az: bool
+    database: ManagedDatabase | None
+    """The provider's class; None when it runs none that fits (nothing is priced or made)."""
+    note: str | None = None
+    """Why the class is not the one asked for, or why there is none."""
+
+
+def _describe(database: ManagedDatabase) -> str:
+    return f"{database.name} ({database.vcpu} vCPU, {database.memory_gib} GiB)"
+
+
+def managed_class(
+    catalog: Catalog, store: str, kind: Literal["postgresql", "redis"], instance_class: str, multi_az: bool
+) -> ManagedClass:
+    """The class `catalog`'s provider runs for datastore `store`: `instance_class` itself when the
+    catalog lists it, else the provider's cheapest class of the engine with at least its vCPUs and
+    memory (and a standby price when `multi_az`). Raises UnknownInstanceClassError for a class no
+    catalog lists, one of the other engine, or a listed class without the Multi-AZ price asked."""
+    field = f"datastores.{store}.external.instance_class"
+    asked = catalog.managed_database(instance_class) or next(
+        (found for other in catalogs() if (found := other.managed_database(instance_class)) is not None), None
+    )
+    if asked is None:
+        listed = sorted(d.name for c in catalogs() for d in c.managed_databases if d.engine == kind)
+        raise UnknownInstanceClassError(
+            f"{field}: {instance_class!r} is in no price catalog; the {kind} classes listed are:"
+            f" {', '.join(listed) or 'none'}"
+        )
+    if asked.engine != kind:
+        raise UnknownInstanceClassError(
+            f"{field}: {instance_class!r} is a {asked.engine} class ({asked.service}),"
+            f" but {store!r} is {kind}"
+        )
+    if catalog.managed_database(instance_class) is asked:
+        if multi_az and asked.multi_az_price is None:
+            raise UnknownInstanceClassError(
+                f"datastores.{store}.external.multi_az: {asked.name} has no Multi-AZ price in the"
+                f" {catalog.provider} catalog; set multi_az: false or add the price"
+            )
+        return ManagedClass(store, kind, instance_class, multi_az, asked)
+    own = [d for d in catalog.managed_databases if d.engine == kind]
+    if not own:
+        what = "no managed databases" if not catalog.managed_databases else f"no managed {kind} class"
+        return ManagedClass(
+            store,
+            kind,
+            instance_class,
+            multi_az,
+            None,
+            f"{store} ({instance_class}): {catalog.title} has {what} in its catalog: not priced or made"
+            f" on {catalog.provider} (run it in the cluster: mode statefulset or cloudnative-pg)",
+        )
+    fitting = [
+        d
+        for d in own
+        if (d.vcpu or 0) >= (asked.vcpu or 0)
+        and (d.memory_gib or 0) >= (asked.memory_gib or 0)
+        and (not multi_az or d.multi_az_price is not None)
+    ]
+    if not fitting:
+        return ManagedClass(
+            store,
+            kind,
+            instance_class,
+            multi_az,
+            None,
+            f"{store}: no {catalog.provider} class has at least {_describe(asked)}'s vCPUs and memory"
+            f"{' with a standby' if multi_az else ''}: not priced or made on {catalog.provider}",
+        )
+
+    def monthly(database: ManagedDatabase) -> Decimal:
+        price = database.multi_az_price if multi_az and database.multi_az_price else database.price
+        return price.monthly
+
+    chosen = min(fitting, key=lambda d: (monthly(d), d.vcpu or 0, d.memory_gib or 0, d.name))
+    return ManagedClass(
+        store,
+        kind,
+        instance_class,
+        multi_az,
+        chosen,
+        f"{_describe(asked)} priced as {catalog.title.split(' (')[0]} {_describe(chosen)},"
+        f" the cheapest {chosen.service} class with at least its vCPUs and memory",
+    )

@@ -1,23 +1,38 @@
 """Monthly cost per provider: every figure is a line item with its quantity and unit price.
 
-cost = nodes (from fitting) + per-node extras + control plane + block storage for the total
-storage + one load balancer when any service has an ingress + egress beyond what is included +
-each external (managed) datastore that names its instance class: the instance and its storage.
+cost = nodes of each pool (from fitting) + per-node extras + the nodes' boot disks where they are
+billed apart + control plane + block storage for the block volumes + file storage (EFS,
+Filestore) for the ReadWriteMany ones + one load balancer when any service has an ingress +
+egress beyond what is included + each external (managed) datastore that names its instance
+class: the instance and its storage.
+
+`Choices` says how: one pool, or the datastores on a pool of their own (`database`), or the
+stateless services on a spot pool (`spot`); on-demand or committed rates; node types and counts
+given by hand; a block storage size and its SSD class (seed 004's plan is written that way).
 Each line's monthly figure is rounded to the cent once, and the total is the sum of the rounded
 lines, so the lines always add up to the total shown. Providers are compared in US dollars.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
 
-from ..errors import NoNodeTypeFitsError, UnknownInstanceClassError
+from ..errors import NoNodeTypeFitsError
 from ..spec import GIB
-from ._catalog import Catalog, ManagedDatabase, Price, catalogs, load_catalog
-from ._fit import NodePoolFit, PoolPlan, fit_node_pool
-from ._totals import CapacityTotals, ManagedDatastore
+from ._catalog import Catalog, ManagedClass, Price, catalogs, load_catalog, managed_class
+from ._fit import PoolPlan, Rate, default_min_nodes, fit_node_pool, pinned_pool
+from ._format import format_gib
+from ._totals import CapacityTotals, PoolRole
+
+Layout = Literal["one", "database", "spot"]
+_LAYOUT_ROLES: dict[Layout, tuple[PoolRole, ...]] = {
+    "one": ("all",),
+    "database": ("app", "database"),
+    "spot": ("stateful", "stateless"),
+}
 
 CENT = Decimal("0.01")
 DEFAULT_EGRESS_GB = 100
@@ -43,6 +58,34 @@ class LineItem:
     price: Price
     """The catalog price this line comes from: its list amount, date and source."""
     note: str | None = None
+    kind: str = ""
+    """What the line prices: `nodes:<role>`, `node-extra`, `boot-disk`, `control-plane`,
+    `block-storage`, `shared-storage`, `load-balancer`, `managed-database`, `egress`."""
+
+
+@dataclass(frozen=True)
+class Choices:
+    """How to build the cluster that is priced (the defaults: as the spec says, fitted)."""
+
+    layout: Layout | None = None
+    """None: `database` when the spec asks for a database pool, else `one`."""
+    rate: Rate = "on-demand"
+    """The rate of the pools that are not spot: `committed` where the catalog lists one."""
+    node_types: Mapping[PoolRole, tuple[str, int]] = field(default_factory=dict)
+    """Pools given by hand: role -> (node type, count)."""
+    storage_gb: int | None = None
+    """Block storage to price instead of the spec's volumes."""
+    ssd: bool = False
+    """Price block storage at the catalog's SSD class where its default class is not SSD."""
+    boot_disks: bool = True
+
+
+@dataclass(frozen=True)
+class RolePool:
+    """One node pool of an estimate and the pods it holds."""
+
+    role: PoolRole
+    plan: PoolPlan
 
 
 @dataclass(frozen=True)
@@ -56,6 +99,7 @@ class CostEstimate:
     usd_rate: Decimal
     as_of: str
     pool: PoolPlan
+    """The first pool (`pools[0].plan`): the one pool, or the app's when there are several."""
     egress_gb: int
     items: tuple[LineItem, ...]
     total: Decimal
@@ -64,6 +108,13 @@ class CostEstimate:
     """The same estimate with the node count at maximum replicas."""
     total_usd_at_max: Decimal
     notes: tuple[str, ...]
+    pools: tuple[RolePool, ...] = ()
+    """Every node pool, with the role of its pods; `pools[0].plan` is `pool`."""
+    option: str = ""
+    """What was priced, e.g. 'one pool, on-demand'."""
+    managed: tuple[ManagedClass, ...] = ()
+    """The managed class this provider runs for each external datastore with an instance class:
+    the one its `managed-database` line prices, and the one `render opentofu` makes."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +136,7 @@ def _line(
     unit: str,
     price: Price,
     unit_price: Decimal,
+    kind: str,
     note: str | None = None,
 ) -> LineItem:
     monthly = cents(quantity * unit_price)
@@ -97,24 +149,69 @@ def _line(
         monthly_usd=cents(monthly * catalog.usd_rate),
         price=price,
         note=note or price.note,
+        kind=kind,
     )
 
 
+_RATE_WORDS = {"on-demand": "", "committed": ", committed rate", "spot": ", spot"}
+
+
 def _items(
-    totals: CapacityTotals, catalog: Catalog, fit: NodePoolFit, nodes: int, egress_gb: int
+    totals: CapacityTotals,
+    catalog: Catalog,
+    pools: tuple[RolePool, ...],
+    at: Literal["min", "max"],
+    egress_gb: int,
+    choices: Choices,
 ) -> list[LineItem]:
-    node = fit.node_type
-    node_name = f"{nodes} × {node.name} ({node.vcpu} vCPU, {node.memory_gib} GiB)"
-    items = [_line(catalog, node_name, nodes, unit="node", price=node.price, unit_price=node.price.monthly)]
+    items: list[LineItem] = []
+    total_nodes = 0
+    included_per_node = 0
+    for pool in pools:
+        fit = pool.plan.chosen
+        node = fit.node_type
+        nodes = (fit.at_min if at == "min" else fit.at_max).nodes
+        total_nodes += nodes
+        named = "" if pool.role == "all" else f"{pool.role} pool: "
+        price = fit.node_price
+        items.append(
+            _line(
+                catalog,
+                f"{named}{nodes} × {node.name} ({node.vcpu} vCPU, {node.memory_gib} GiB)"
+                + _RATE_WORDS[fit.rate],
+                nodes,
+                unit="node",
+                price=price,
+                unit_price=price.monthly,
+                kind=f"nodes:{pool.role}",
+            )
+        )
+        per_node = node.egress_included_gb
+        included_per_node += nodes * (catalog.egress.included_gb_per_node if per_node is None else per_node)
     for extra in catalog.node_extras:
         items.append(
             _line(
                 catalog,
-                f"{extra.description} × {nodes}",
-                nodes,
+                f"{extra.description} × {total_nodes}",
+                total_nodes,
                 unit="node",
                 price=extra.price,
                 unit_price=extra.price.monthly,
+                kind="node-extra",
+            )
+        )
+    boot = catalog.boot_disk
+    if choices.boot_disks and boot is not None and boot.price is not None:
+        items.append(
+            _line(
+                catalog,
+                f"Boot disks ({boot.product}, {boot.size_gb} GB × {total_nodes} nodes)",
+                boot.size_gb * total_nodes,
+                unit="GB-month",
+                price=boot.price,
+                unit_price=boot.price.amount,
+                kind="boot-disk",
+                note=f"default size: {boot.size_source}" + (f"; {boot.note}" if boot.note else ""),
             )
         )
     plane = catalog.control_plane
@@ -126,21 +223,42 @@ def _items(
             unit="cluster",
             price=plane.price,
             unit_price=plane.price.monthly,
+            kind="control-plane",
             note=plane.note,
         )
     )
     # Volumes are provisioned, and billed, in whole GiB.
-    storage_gib = -(-totals.at_min.storage // GIB)
-    if storage_gib:
-        storage = catalog.block_storage
+    shared_gib = -(-totals.shared_storage // GIB)
+    block_gib = -(-(totals.at_min.storage - totals.shared_storage) // GIB)
+    if choices.storage_gb is not None:
+        block_gib = choices.storage_gb
+    if block_gib:
+        storage = catalog.ssd_storage if choices.ssd and catalog.ssd_storage else catalog.block_storage
         items.append(
             _line(
                 catalog,
                 f"Block storage ({storage.product})",
-                storage_gib,
+                block_gib,
                 unit="GB-month",
                 price=storage.price,
                 unit_price=storage.price.amount,
+                kind="block-storage",
+            )
+        )
+    files = catalog.shared_storage
+    if shared_gib and files is not None and files.price is not None:
+        billed = max(shared_gib, files.min_gb)
+        least = f", {files.min_gb} GB at least" if billed > shared_gib else ""
+        items.append(
+            _line(
+                catalog,
+                f"ReadWriteMany storage ({files.product}{least})",
+                billed,
+                unit="GB-month",
+                price=files.price,
+                unit_price=files.price.amount,
+                kind="shared-storage",
+                note=files.note + (f"; {files.price.note}" if files.price.note else ""),
             )
         )
     if totals.has_ingress:
@@ -153,14 +271,12 @@ def _items(
                 unit="LB",
                 price=balancer.price,
                 unit_price=balancer.price.monthly,
+                kind="load-balancer",
             )
         )
-    items += _managed_items(totals, catalog)
+    items += _managed_items(totals, catalog, managed_classes(totals, catalog))
     egress = catalog.egress
-    per_node = node.egress_included_gb
-    if per_node is None:
-        per_node = egress.included_gb_per_node
-    included = egress.included_gb + per_node * nodes
+    included = egress.included_gb + included_per_node
     items.append(
         _line(
             catalog,
@@ -169,58 +285,37 @@ def _items(
             unit="GB",
             price=egress.price,
             unit_price=egress.price.amount,
+            kind="egress",
         )
     )
     return items
 
 
-def _price_list(catalog: Catalog, store: ManagedDatastore) -> tuple[Catalog, ManagedDatabase]:
-    """The catalog that prices `store`'s instance class: this provider's when it lists it, else
-    the one that does (the database is where it is, whichever provider runs the cluster)."""
-    assert store.instance_class is not None
-    field = f"datastores.{store.name}.external.instance_class"
-    for owner in (catalog, *(other for other in catalogs() if other != catalog)):
-        database = owner.managed_database(store.instance_class)
-        if database is None:
-            continue
-        if database.engine != store.kind:
-            raise UnknownInstanceClassError(
-                f"{field}: {store.instance_class!r} is a {database.engine} class ({database.service}),"
-                f" but {store.name!r} is {store.kind}"
-            )
-        return owner, database
-    listed = sorted(
-        database.name
-        for owner in catalogs()
-        for database in owner.managed_databases
-        if database.engine == store.kind
-    )
-    raise UnknownInstanceClassError(
-        f"{field}: {store.instance_class!r} is in no price catalog; the {store.kind} classes"
-        f" listed are: {', '.join(listed) or 'none'}"
+def managed_classes(totals: CapacityTotals, catalog: Catalog) -> tuple[ManagedClass, ...]:
+    """The class `catalog`'s provider runs for each external datastore that names one."""
+    return tuple(
+        managed_class(catalog, store.name, store.kind, store.instance_class, store.multi_az)
+        for store in totals.managed
+        if store.instance_class is not None
     )
 
 
-def _managed_items(totals: CapacityTotals, catalog: Catalog) -> list[LineItem]:
-    """A line per external datastore that names its instance class (and one for its allocated
-    storage), in this catalog's currency; the same at minimum and maximum replicas."""
+def _managed_items(
+    totals: CapacityTotals, catalog: Catalog, managed: tuple[ManagedClass, ...]
+) -> list[LineItem]:
+    """A line per external datastore the provider runs a class for (and one for its allocated
+    storage, where the catalog prices it); the same at minimum and maximum replicas."""
     items: list[LineItem] = []
-    for store in totals.managed:
-        if store.instance_class is None:
+    stores = {store.name: store for store in totals.managed}
+    for chosen in managed:
+        database = chosen.database
+        if database is None:
             continue  # said in the estimate's notes
-        owner, database = _price_list(catalog, store)
-        # A price read from another provider's catalog, in this catalog's currency.
-        rate = owner.usd_rate / catalog.usd_rate
-        foreign = "" if owner == catalog else f"; priced from the {owner.provider} catalog"
-        price = database.price
-        zones = "Single-AZ"
-        if store.multi_az:
-            if database.multi_az_price is None:
-                raise UnknownInstanceClassError(
-                    f"datastores.{store.name}.external.multi_az: {database.name} has no Multi-AZ"
-                    f" price in the {owner.provider} catalog; set multi_az: false or add the price"
-                )
+        store = stores[chosen.store]
+        price, zones = database.price, "Single-AZ"
+        if chosen.multi_az and database.multi_az_price is not None:
             price, zones = database.multi_az_price, "Multi-AZ"
+        notes = [store.host, chosen.note, price.note]
         items.append(
             _line(
                 catalog,
@@ -228,15 +323,14 @@ def _managed_items(totals: CapacityTotals, catalog: Catalog) -> list[LineItem]:
                 1,
                 unit="instance",
                 price=price,
-                unit_price=price.monthly * rate,
-                note=f"{store.host}{foreign}" + (f"; {price.note}" if price.note else ""),
+                unit_price=price.monthly,
+                kind="managed-database",
+                note="; ".join(note for note in notes if note),
             )
         )
-        storage = owner.managed_database_storage
+        storage = catalog.managed_database_storage
         if store.storage and storage is not None:
-            storage_price = storage.multi_az_price if store.multi_az else storage.price
-            if storage_price is None:
-                storage_price = storage.price
+            storage_price = (storage.multi_az_price if chosen.multi_az else None) or storage.price
             items.append(
                 _line(
                     catalog,
@@ -244,20 +338,109 @@ def _managed_items(totals: CapacityTotals, catalog: Catalog) -> list[LineItem]:
                     -(-store.storage // GIB),
                     unit="GB-month",
                     price=storage_price,
-                    unit_price=storage_price.amount * rate,
+                    unit_price=storage_price.amount,
+                    kind="managed-database",
                     note=storage_price.note,
                 )
             )
     return items
 
 
-def _managed_notes(totals: CapacityTotals) -> list[str]:
+def _managed_notes(totals: CapacityTotals, managed: tuple[ManagedClass, ...]) -> list[str]:
     return [
         f"{store.name} is an external {store.kind} datastore ({store.host}) without"
         " external.instance_class: not priced, give the class to count it"
         for store in totals.managed
         if store.instance_class is None
-    ]
+    ] + [chosen.note for chosen in managed if chosen.database is None and chosen.note]
+
+
+def _layout(totals: CapacityTotals, choices: Choices) -> Layout:
+    if choices.layout is not None:
+        return choices.layout
+    return "database" if totals.database_pool else "one"
+
+
+def _pool_floor(totals: CapacityTotals, role: PoolRole, min_nodes: int | None) -> int:
+    """The fewest nodes of a pool: the environment's for the pool with the app; for the database
+    pool, one per instance of its largest datastore (a primary and its replicas on different
+    nodes); two for a spot pool, so one preemption leaves a node."""
+    if role == "database":
+        counts: dict[str, int] = {}
+        for group in totals.demand("min", "database").pods:
+            counts[group.spread or group.name] = counts.get(group.spread or group.name, 0) + group.count
+        return max(counts.values(), default=1)
+    if role == "stateless":
+        return 2
+    return default_min_nodes(totals.environment) if min_nodes is None else min_nodes
+
+
+def _pools(
+    totals: CapacityTotals,
+    catalog: Catalog,
+    layout: Layout,
+    choices: Choices,
+    headroom_percent: int,
+    min_nodes: int | None,
+) -> tuple[tuple[RolePool, ...], list[str]]:
+    pools: list[RolePool] = []
+    notes: list[str] = []
+    for role in _LAYOUT_ROLES[layout]:
+        demand = totals.demand("min", role)
+        if not demand.pods and role in ("database", "stateless"):
+            continue  # nothing to hold: the other pool is the one pool
+        rate: Rate = "spot" if role == "stateless" else choices.rate
+        given = choices.node_types.get(role)
+        if given is not None:
+            plan, unfit = pinned_pool(
+                totals, catalog, given[0], given[1], role=role, rate=rate, headroom_percent=headroom_percent
+            )
+            if unfit is not None:
+                notes.append(
+                    f"{role} pool as given ({given[1]} × {given[0]}) does not hold its pods: {unfit}"
+                )
+        else:
+            plan = fit_node_pool(
+                totals,
+                catalog,
+                headroom_percent=headroom_percent,
+                min_nodes=_pool_floor(totals, role, min_nodes),
+                role=role,
+                rate=rate,
+            )
+        pools.append(RolePool(role, plan))
+    if layout != "one" and len(pools) == 1:
+        held = "datastore" if layout == "database" else "stateless service"
+        notes.append(f"no {held} pods in the cluster: one pool holds them all")
+        pools = [
+            RolePool(
+                "all",
+                fit_node_pool(
+                    totals, catalog, headroom_percent=headroom_percent, min_nodes=min_nodes, rate=choices.rate
+                ),
+            )
+        ]
+    return tuple(pools), notes
+
+
+def _pool_notes(catalog: Catalog, pools: tuple[RolePool, ...], totals: CapacityTotals) -> list[str]:
+    notes: list[str] = []
+    for pool in pools:
+        node = pool.plan.chosen.node_type
+        if node.cpu_credits:
+            where = "" if pool.role == "all" else f" ({pool.role} pool)"
+            notes.append(f"{node.name}{where} has limited sustained CPU: {node.cpu_credits}")
+        fit = pool.plan.chosen
+        if fit.rate == "committed" and node.committed_price is None:
+            notes.append(f"{node.name}: no committed rate in the catalog, priced on-demand")
+    boot = catalog.boot_disk
+    if boot is not None and boot.price is None and boot.note:
+        notes.append(f"boot disks: {boot.note}")
+    files = catalog.shared_storage
+    if totals.shared_storage and (files is None or files.price is None):
+        why = files.note if files is not None else "no ReadWriteMany storage class in the catalog"
+        notes.append(f"ReadWriteMany volumes ({format_gib(totals.shared_storage)} GiB) not priced: {why}")
+    return notes
 
 
 def estimate_cost(
@@ -267,15 +450,26 @@ def estimate_cost(
     headroom_percent: int = 20,
     egress_gb: int = DEFAULT_EGRESS_GB,
     min_nodes: int | None = None,
+    choices: Choices | None = None,
 ) -> CostEstimate:
     """The monthly cost of one environment on one provider, line by line."""
     if egress_gb < 0:
         raise ValueError("egress cannot be negative")
-    pool = fit_node_pool(totals, catalog, headroom_percent=headroom_percent, min_nodes=min_nodes)
-    fit = pool.chosen
-    items = _items(totals, catalog, fit, fit.at_min.nodes, egress_gb)
-    at_max = _items(totals, catalog, fit, fit.at_max.nodes, egress_gb)
-    notes = [catalog.note, *_managed_notes(totals)]
+    choices = choices or Choices()
+    layout = _layout(totals, choices)
+    if layout == "spot" and not (catalog.spot and catalog.spot.sold):
+        why = catalog.spot.note if catalog.spot else f"{catalog.provider} sells no spot capacity"
+        raise NoNodeTypeFitsError(why)
+    pools, pool_notes = _pools(totals, catalog, layout, choices, headroom_percent, min_nodes)
+    items = _items(totals, catalog, pools, "min", egress_gb, choices)
+    at_max = _items(totals, catalog, pools, "max", egress_gb, choices)
+    managed = managed_classes(totals, catalog)
+    notes = [
+        catalog.note,
+        *pool_notes,
+        *_pool_notes(catalog, pools, totals),
+        *_managed_notes(totals, managed),
+    ]
     if not catalog.control_plane.managed:
         notes.append(catalog.control_plane.note)
     if catalog.exchange is not None:
@@ -290,7 +484,7 @@ def estimate_cost(
         currency=catalog.currency,
         usd_rate=catalog.usd_rate,
         as_of=catalog.as_of,
-        pool=pool,
+        pool=pools[0].plan,
         egress_gb=egress_gb,
         items=tuple(items),
         total=sum((item.monthly for item in items), Decimal(0)),
@@ -298,7 +492,28 @@ def estimate_cost(
         total_at_max=sum((item.monthly for item in at_max), Decimal(0)),
         total_usd_at_max=sum((item.monthly_usd for item in at_max), Decimal(0)),
         notes=tuple(notes),
+        pools=pools,
+        option=option_name(layout, choices.rate) if not choices.node_types else "as given",
+        managed=managed,
     )
+
+
+def option_name(layout: Layout, rate: Rate) -> str:
+    pools = {
+        "one": "one pool",
+        "database": "app + database pools",
+        "spot": "stateful pool + stateless services on spot",
+    }[layout]
+    return f"{pools}, {rate}"
+
+
+def chosen_catalogs(providers: Iterable[str] | None) -> list[Catalog]:
+    """The catalogs of `providers` (every one when None), each once, in the order given."""
+    chosen: list[Catalog] = []
+    for catalog in catalogs() if providers is None else [load_catalog(name) for name in providers]:
+        if catalog not in chosen:
+            chosen.append(catalog)
+    return chosen
 
 
 def estimate_costs(
@@ -314,10 +529,7 @@ def estimate_costs(
     Raises UnknownProviderError for a provider without a catalog, and NoNodeTypeFitsError when
     no provider at all can hold the pods.
     """
-    chosen: list[Catalog] = []
-    for catalog in catalogs() if providers is None else [load_catalog(name) for name in providers]:
-        if catalog not in chosen:
-            chosen.append(catalog)
+    chosen = chosen_catalogs(providers)
     estimates: list[CostEstimate] = []
     unavailable: list[tuple[str, str]] = []
     for catalog in chosen:

@@ -30,12 +30,16 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from typing import Literal
 
 from ..errors import NoNodeTypeFitsError
 from ..spec import GIB
-from ._catalog import Catalog, NodeType
+from ._catalog import Catalog, NodeType, Price
 from ._format import format_cores, format_gib
-from ._totals import CapacityTotals, Demand
+from ._totals import CapacityTotals, Demand, PoolRole
+
+Rate = Literal["on-demand", "committed", "spot"]
+"""How a pool's nodes are bought: list price, a reserved/committed rate, or spot."""
 
 MIB = 2**20
 EVICTION_THRESHOLD = 100 * MIB
@@ -115,6 +119,16 @@ class NodePoolFit:
     at_max: PoolSize
     monthly_per_node: Decimal
     """The node's price plus every per-node extra, a month, in the catalog's currency."""
+    rate: Rate = "on-demand"
+    proven: bool = True
+    """False for a pool given as type and count (`pinned`) that the pods do not fit."""
+
+    @property
+    def node_price(self) -> Price:
+        """The catalog price the node is bought at (its rate's, else on-demand)."""
+        node = self.node_type
+        chosen = {"committed": node.committed_price, "spot": node.spot_price}.get(self.rate)
+        return chosen or node.price
 
     @property
     def monthly_at_min(self) -> Decimal:
@@ -219,20 +233,39 @@ def size_pool(
     return f"the pods do not fit next to each {node.name} node's share of the system reserve"
 
 
+def _rate_price(node: NodeType, rate: Rate) -> Price | None:
+    if rate == "spot":
+        return node.spot_price
+    if rate == "committed":
+        return node.committed_price or node.price  # on-demand where no commitment is listed
+    return node.price
+
+
 def fit_node_pool(
     totals: CapacityTotals,
     catalog: Catalog,
     *,
     headroom_percent: int = 20,
     min_nodes: int | None = None,
+    role: PoolRole = "all",
+    rate: Rate = "on-demand",
+    node_type: str | None = None,
 ) -> PoolPlan:
-    """Choose the cheapest node type (and count) of `catalog` for the stack's requests."""
+    """Choose the cheapest node type (and count) of `catalog` for the stack's requests: of the
+    pods `role` names, bought at `rate` (spot: only types with a spot price), of the one type
+    `node_type` when given."""
     floor = default_min_nodes(totals.environment) if min_nodes is None else min_nodes
-    at_min, at_max = totals.demand("min"), totals.demand("max")
+    at_min, at_max = totals.demand("min", role), totals.demand("max", role)
     extras = sum((extra.price.monthly for extra in catalog.node_extras), Decimal(0))
     fits: list[NodePoolFit] = []
     rejected: list[Rejected] = []
     for node in catalog.node_types:
+        if node_type is not None and node.name != node_type:
+            continue
+        price = _rate_price(node, rate)
+        if price is None:
+            rejected.append(Rejected(node.name, f"no {rate} price in the catalog"))
+            continue
         low = size_pool(at_min, node, headroom_percent=headroom_percent, min_nodes=floor)
         high = size_pool(at_max, node, headroom_percent=headroom_percent, min_nodes=floor)
         if isinstance(low, str) or isinstance(high, str):
@@ -250,9 +283,12 @@ def fit_node_pool(
                 allocatable_memory=allocatable_memory,
                 at_min=low,
                 at_max=high,
-                monthly_per_node=node.price.monthly + extras,
+                monthly_per_node=price.monthly + extras,
+                rate=rate,
             )
         )
+    if node_type is not None and not fits and not rejected:
+        raise NoNodeTypeFitsError(f"{catalog.provider} has no node type {node_type!r} in its catalog")
     if not fits:
         reasons = "; ".join(f"{item.node_type}: {item.reason}" for item in rejected[:3])
         raise NoNodeTypeFitsError(
@@ -267,3 +303,66 @@ def fit_node_pool(
         candidates=tuple(fits),
         rejected=tuple(rejected),
     )
+
+
+def pinned_pool(
+    totals: CapacityTotals,
+    catalog: Catalog,
+    node_type: str,
+    nodes: int,
+    *,
+    role: PoolRole = "all",
+    rate: Rate = "on-demand",
+    headroom_percent: int = 20,
+) -> tuple[PoolPlan, str | None]:
+    """A pool given as type and count (e.g. a plan written by hand): fitted when exactly that
+    many hold the pods, else the count as given, marked unproven, with the reason (None when it
+    fits)."""
+    try:
+        plan = fit_node_pool(
+            totals,
+            catalog,
+            headroom_percent=headroom_percent,
+            min_nodes=nodes,
+            role=role,
+            rate=rate,
+            node_type=node_type,
+        )
+        needed = plan.chosen.at_min.nodes
+        if needed == nodes:
+            return plan, None
+        reason = f"too few: the pods and the headroom need {needed} × {node_type}"
+    except NoNodeTypeFitsError as exc:
+        reason = exc.message
+    node = next((n for n in catalog.node_types if n.name == node_type), None)
+    if node is None:
+        raise NoNodeTypeFitsError(reason)
+    price = _rate_price(node, rate) or node.price
+    extras = sum((extra.price.monthly for extra in catalog.node_extras), Decimal(0))
+    sizes = [
+        PoolSize(nodes, demand.cpu, demand.memory, ())
+        for demand in (totals.demand("min", role), totals.demand("max", role))
+    ]
+    reserved_cpu, reserved_memory = node_reservation(node)
+    allocatable_cpu, allocatable_memory = node_allocatable(node)
+    fit = NodePoolFit(
+        node_type=node,
+        reserved_cpu=reserved_cpu,
+        reserved_memory=reserved_memory,
+        allocatable_cpu=allocatable_cpu,
+        allocatable_memory=allocatable_memory,
+        at_min=sizes[0],
+        at_max=sizes[1],
+        monthly_per_node=price.monthly + extras,
+        rate=rate,
+        proven=False,
+    )
+    plan = PoolPlan(
+        provider=catalog.provider,
+        headroom_percent=headroom_percent,
+        min_nodes=nodes,
+        chosen=fit,
+        candidates=(fit,),
+        rejected=(Rejected(node_type, reason),),
+    )
+    return plan, reason

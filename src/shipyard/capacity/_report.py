@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._compare import OptionsComparison
 from ._cost import CostComparison, CostEstimate, LineItem
 from ._fit import NodePoolFit, PoolPlan, PoolSize
 from ._format import format_cores, format_gib
+from ._seed import Reconciliation
 from ._totals import Amounts, CapacityTotals, ComponentRow, Pod, Transient
 
 
@@ -153,6 +155,7 @@ def _item_data(item: LineItem) -> dict[str, Any]:
             "source": item.price.source,
         },
         "note": item.note,
+        "kind": item.kind,
     }
 
 
@@ -164,7 +167,17 @@ def estimate_data(estimate: CostEstimate) -> dict[str, Any]:
         "currency": estimate.currency,
         "usd_rate": str(estimate.usd_rate),
         "as_of": estimate.as_of,
+        "option": estimate.option,
         "node_pool": pool_data(estimate.pool),
+        "node_pools": [
+            {
+                "role": pool.role,
+                "rate": pool.plan.chosen.rate,
+                "proven": pool.plan.chosen.proven,
+                **pool_data(pool.plan),
+            }
+            for pool in estimate.pools
+        ],
         "egress_gb": estimate.egress_gb,
         "items": [_item_data(item) for item in estimate.items],
         "total": str(estimate.total),
@@ -181,4 +194,51 @@ def comparison_data(comparison: CostComparison) -> dict[str, Any]:
         "environment": comparison.environment,
         "estimates": [estimate_data(estimate) for estimate in comparison.estimates],
         "unavailable": [{"provider": provider, "reason": why} for provider, why in comparison.unavailable],
+    }
+
+
+def options_data(comparison: OptionsComparison) -> dict[str, Any]:
+    return {
+        "stack": comparison.stack,
+        "environment": comparison.environment,
+        "providers": [
+            {
+                "provider": item.provider,
+                "title": item.title,
+                "cheapest": item.cheapest.option,
+                "options": [estimate_data(option) for option in item.options],
+                "not_priced": list(item.not_priced),
+            }
+            for item in comparison.providers
+        ],
+        "unavailable": [{"provider": provider, "reason": why} for provider, why in comparison.unavailable],
+    }
+
+
+def reconciliation_data(reconciliation: Reconciliation) -> dict[str, Any]:
+    return {
+        "provider": reconciliation.provider,
+        "seed_total_usd": str(reconciliation.seed_total_usd),
+        "as_seed_total_usd": str(reconciliation.as_seed.total_usd),
+        "difference_percent": str(round(reconciliation.difference_percent, 1)),
+        "steps": [
+            {
+                "description": step.description,
+                "total_usd": str(step.total_usd),
+                "delta_usd": str(step.delta_usd),
+            }
+            for step in reconciliation.steps
+        ],
+        "lines": [
+            {
+                "kind": line.kind,
+                "seed": line.seed,
+                "seed_usd": str(line.seed_usd),
+                "today_usd": str(line.today_usd),
+                "delta_usd": str(line.delta_usd),
+            }
+            for line in reconciliation.lines
+        ],
+        "as_seed": estimate_data(reconciliation.as_seed),
+        "notes": list(reconciliation.notes),
     }

@@ -23,6 +23,9 @@ from ..spec import Postgres, Redis, Resources, Stack, byte_count, millicores
 
 ComponentKind = Literal["service", "datastore", "platform", "reserve", "exporter", "control-plane"]
 At = Literal["min", "max"]
+PoolRole = Literal["all", "app", "database", "stateful", "stateless"]
+"""Which pods a node pool holds: `all` (one pool); `app` and `database` (the datastores' pods
+apart); `stateful` and `stateless` (services without volumes apart, e.g. on spot nodes)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,11 @@ class CapacityTotals:
     """shipyard's own server (`control_plane`), a row when the spec has one."""
     managed: tuple[ManagedDatastore, ...] = ()
     """Datastores outside the cluster (`mode: external`), priced by `cost`, not counted here."""
+    shared_storage: int = 0
+    """Bytes of the storage (in `at_min.storage`) that is ReadWriteMany or ReadOnlyMany: file
+    storage (EFS, Filestore), not block volumes."""
+    database_pool: bool = False
+    """The spec asks for the datastores' pods on a node pool of their own."""
 
     @property
     def with_exporters_at_min(self) -> Amounts:
@@ -195,11 +203,14 @@ class CapacityTotals:
             if row.pod is not None and row.pod.limits_missing and row.replicas_max > 0
         )
 
-    def demand(self, at: At = "min") -> Demand:
-        """The pods to place (the exporters' too) and the reserve, at minimum or maximum replicas."""
+    def demand(self, at: At = "min", role: PoolRole = "all") -> Demand:
+        """The pods to place (the exporters' too) and the reserve, at minimum or maximum replicas,
+        of the pool that holds `role`'s pods (the system reserve goes with the app's pods)."""
         groups: list[PodGroup] = []
         reserve_cpu = reserve_memory = 0
         for row in (*self.rows, *self.second_rows):
+            if pool_role(row, role) != role:
+                continue
             count = row.replicas_min if at == "min" else row.replicas_max
             if row.pod is None:
                 reserve_cpu += row.at_min.cpu_request
@@ -208,6 +219,16 @@ class CapacityTotals:
                 pod = row.pod
                 groups.append(PodGroup(row.name, count, pod.cpu_request, pod.memory_request, row.component))
         return Demand(tuple(groups), reserve_cpu, reserve_memory)
+
+
+def pool_role(row: ComponentRow, layout: PoolRole) -> PoolRole:
+    """The pool of a layout (named by any of its roles) that holds `row`."""
+    if layout == "all":
+        return "all"
+    if layout in ("app", "database"):
+        return "database" if row.kind == "datastore" else "app"
+    stateless = row.kind == "service" and row.storage == 0
+    return "stateless" if stateless else "stateful"
 
 
 def _row(
@@ -325,16 +346,25 @@ def capacity_totals(stack: Stack) -> CapacityTotals:
     """Sum the stack's requests, limits and storage per component and in all."""
     rows: list[ComponentRow] = []
     transient: list[Transient] = []
+    shared = 0
     for name, service in stack.services.items():
         pod = Pod.of(service.resources)
         low = high = service.replicas
         if service.autoscaling is not None:
             low, high = service.autoscaling.min, service.autoscaling.max
         storage = sum(byte_count(volume.size) for volume in service.volumes.values())
+        # A ReadWriteMany/ReadOnlyMany volume is one claim the pods share (file storage).
+        files = sum(
+            byte_count(volume.size)
+            for volume in service.volumes.values()
+            if volume.access_mode in ("ReadWriteMany", "ReadOnlyMany")
+        )
         if service.workload == "statefulset":
             # A claim per pod of each volume, kept when the StatefulSet scales down: as many as
             # the most pods it runs.
             storage *= high
+            files *= high
+        shared += files
         rows.append(_row(name, "service", pod, (low, high), storage=storage))
         for job_name, job in service.cron.items():
             transient.append(
@@ -401,4 +431,6 @@ def capacity_totals(stack: Stack) -> CapacityTotals:
         exporters=tuple(exporters),
         control_plane=tuple(control_plane),
         managed=tuple(m for name, store in stack.datastores.items() if (m := _managed(name, store))),
+        shared_storage=shared,
+        database_pool=stack.platform.database_pool,
     )

@@ -54,6 +54,10 @@ _COMMANDS: dict[str, _Lazy] = {
     "down": _Lazy(
         "_rollout", "local: stop every app process of the stack and its HAProxy (the releases stay recorded)."
     ),
+    "promote": _Lazy(
+        "_promote",
+        "Release into one environment exactly what passed in another: the version (local) or digest.",
+    ),
     "apply": _Lazy(
         "_apply", "Server-side apply a whole environment to its cluster: datastores ready before workloads."
     ),
@@ -65,6 +69,7 @@ _COMMANDS: dict[str, _Lazy] = {
         "_render",
         "Render the spec as Kubernetes manifests, a Kustomize tree, a Helm chart, or its monitoring.",
     ),
+    "check": _Lazy("_check", "Check what the spec builds: its Dockerfiles under hadolint, and their USER."),
     "flags": _Lazy("_flags", "Feature flags: list, change, evaluate, audit, export and import."),
     "rollout": _Lazy("_rollout", "Follow and steer releases."),
     "backup": _Lazy("_backup", "Take, list, verify and prune backup sets."),

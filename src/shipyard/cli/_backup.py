@@ -453,7 +453,11 @@ def freshness(
     output: OutputOption = Output.table,
 ) -> None:
     """Is each source's newest restorable backup younger than the RPO (`dr.rpo`)? Exit 1 and page if not."""
-    checked = check_freshness(_workspace(file, env, database_url), CheckFreshness())
+    ws = _workspace(file, env, database_url)
+    # It pages through the store's outbox, but asks about the backups a store holds: with no store
+    # here it would page "stale" for backups recorded somewhere else, so it creates none.
+    ws.reads_only = True
+    checked = check_freshness(ws, CheckFreshness())
     if not emit([s.model_dump(mode="json") for s in checked.sources], output):
         rows = [
             (

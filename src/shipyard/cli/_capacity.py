@@ -14,24 +14,32 @@ from rich.table import Table
 
 from ..capacity import (
     DEFAULT_EGRESS_GB,
+    SEED_004,
     Amounts,
     CapacityTotals,
     Catalog,
     ComponentRow,
     CostComparison,
     NoNodeTypeFitsError,
+    OptionsComparison,
     PoolPlan,
+    Reconciliation,
     capacity_totals,
     catalogs,
+    compare_options,
     comparison_data,
     estimate_costs,
     fit_node_pool,
     format_cores,
     format_gib,
     format_money,
+    kind_name,
     limits_note,
     load_catalog,
+    options_data,
     pool_data,
+    reconcile_with_seed,
+    reconciliation_data,
     second_total_label,
     totals_data,
 )
@@ -70,6 +78,23 @@ EgressOption = Annotated[
 MinNodesOption = Annotated[
     int | None,
     typer.Option("--min-nodes", min=1, help="The fewest nodes of a pool (default: 3 in production, else 2)."),
+]
+
+CompareOption = Annotated[
+    bool,
+    typer.Option(
+        "--compare",
+        help="Each provider's options side by side: one pool or a database pool apart, on-demand,"
+        " committed or spot where priced; the cheapest first.",
+    ),
+]
+AsSeedOption = Annotated[
+    bool,
+    typer.Option(
+        "--as-seed",
+        help="Price seed 004's own plan (its node types and counts, a database pool, 500 GB of SSD)"
+        " and explain, step by step and line by line, why it differs from shipyard's estimate.",
+    ),
 ]
 
 _SYMBOLS = {"USD": "$", "EUR": "€"}
@@ -152,6 +177,8 @@ def cost(
     headroom: HeadroomOption = 20,
     egress: EgressOption = DEFAULT_EGRESS_GB,
     min_nodes: MinNodesOption = None,
+    compare: CompareOption = False,
+    as_seed: AsSeedOption = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Monthly cost per provider, line by line, cheapest first.
@@ -167,6 +194,9 @@ def cost(
     spec = read_spec(file)
     stacks = _stacks(spec, env)
     names = [catalog.provider for catalog in _catalogs(provider)]
+    if compare or as_seed:
+        _cost_views(stacks, names, headroom, egress, min_nodes, compare, as_seed, output)
+        return
     comparisons: list[CostComparison] = []
     for stack in stacks:
         comparison = estimate_costs(
@@ -186,6 +216,48 @@ def cost(
         },
         output,
     )
+
+
+def _cost_views(
+    stacks: list[Stack],
+    names: list[str],
+    headroom: int,
+    egress: int,
+    min_nodes: int | None,
+    compare: bool,
+    as_seed: bool,
+    output: Output,
+) -> None:
+    """`cost --compare` and `cost --as-seed` (seed 004 prices GKE, EKS, DOKS and Hetzner)."""
+    reports: list[dict[str, Any]] = []
+    for stack in stacks:
+        totals = capacity_totals(stack)
+        report: dict[str, Any] = {"environment": stack.environment}
+        if compare:
+            options = compare_options(
+                totals, names, headroom_percent=headroom, egress_gb=egress, min_nodes=min_nodes
+            )
+            report["compare"] = options_data(options)
+            if output is Output.table:
+                _print_options(options)
+        if as_seed:
+            seeded = [name for name in names if name in SEED_004]
+            reconciliations = [
+                reconcile_with_seed(
+                    totals,
+                    load_catalog(name),
+                    headroom_percent=headroom,
+                    egress_gb=egress,
+                    min_nodes=min_nodes,
+                )
+                for name in seeded
+            ]
+            report["as_seed"] = [reconciliation_data(item) for item in reconciliations]
+            if output is Output.table:
+                for item in reconciliations:
+                    _print_reconciliation(item)
+        reports.append(report)
+    emit({"stack": stacks[0].name, "environments": reports}, output)
 
 
 # --- tables for people -----------------------------------------------------------------------
@@ -383,3 +455,88 @@ def _print_costs(comparison: CostComparison, headroom: int) -> None:
     for provider, why in comparison.unavailable:
         console.print(f"{provider}: {why}")
     console.print()
+
+
+def _plain_table(title: str) -> Table:
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+
+
+def _print_options(comparison: OptionsComparison) -> None:
+    for item in comparison.providers:
+        table = _plain_table(
+            f"{item.title} ({comparison.stack} / {comparison.environment}): options, cheapest first"
+        )
+        for heading in ("#", "Option", "Node pools"):
+            table.add_column(heading)
+        table.add_column("USD/month", justify="right", no_wrap=True)
+        table.add_column("at max replicas", justify="right", no_wrap=True)
+        for rank, option in enumerate(item.options, start=1):
+            pools = ", ".join(
+                f"{pool.role}: {pool.plan.chosen.at_min.nodes}–{pool.plan.chosen.at_max.nodes}"
+                f" × {pool.plan.chosen.node_type.name}"
+                for pool in option.pools
+            )
+            table.add_row(
+                "*" if rank == 1 else str(rank),
+                option.option,
+                pools,
+                _money(option.total_usd, "USD"),
+                _money(option.total_usd_at_max, "USD"),
+            )
+        console.print(table)
+        cheapest = item.cheapest
+        console.print(f"Cheapest: {cheapest.option}. Its lines:")
+        for line in cheapest.items:
+            console.print(
+                f"  {line.description}: {_money(line.monthly, cheapest.currency)}"
+                f" ({line.price.as_of}, {line.price.source})"
+            )
+        for note in cheapest.notes[1:]:
+            console.print(f"  note: {note}")
+        for why in item.not_priced:
+            console.print(f"  not priced: {why}")
+        console.print()
+    for provider, why in comparison.unavailable:
+        console.print(f"{provider}: {why}")
+
+
+def _print_reconciliation(item: Reconciliation) -> None:
+    steps = _plain_table(f"{item.provider}: from shipyard's estimate to seed 004's plan (USD/month)")
+    steps.add_column("Step")
+    steps.add_column("Total", justify="right", no_wrap=True)
+    steps.add_column("Change", justify="right", no_wrap=True)
+    for step in item.steps:
+        steps.add_row(step.description, _money(step.total_usd, "USD"), _signed(step.delta_usd))
+    console.print(steps)
+    lines = _plain_table(f"{item.provider}: seed 004's lines against the same lines at the catalog's prices")
+    for heading in ("Line", "Seed 004"):
+        lines.add_column(heading)
+    for heading in ("Seed", "Catalog", "Difference"):
+        lines.add_column(heading, justify="right", no_wrap=True)
+    for line in item.lines:
+        lines.add_row(
+            kind_name(line.kind),
+            line.seed or "(not in the seed's plan)",
+            _money(line.seed_usd, "USD"),
+            _money(line.today_usd, "USD"),
+            _signed(line.delta_usd),
+        )
+    lines.add_section()
+    lines.add_row(
+        "TOTAL",
+        "",
+        _money(item.seed_total_usd, "USD"),
+        _money(item.as_seed.total_usd, "USD"),
+        f"{item.difference_percent:+.1f} %",
+        style="bold",
+    )
+    console.print(lines)
+    for note in item.notes:
+        console.print(f"  note: {note}")
+    console.print()
+
+
+def _signed(amount: Decimal) -> str:
+    if not amount:
+        return "-"
+    return ("+" if amount > 0 else "−") + _money(abs(amount), "USD")

@@ -9,6 +9,7 @@ the command says where it wrote.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..capacity import capacity_totals, catalogs, estimate_cost, load_catalog
 from ..errors import UserError
 from ..render import (
     DEFAULT_KUBE_VERSION,
@@ -24,8 +26,11 @@ from ..render import (
     Written,
     all_manifests,
     argocd_tree,
+    github_workflow,
+    kept_pins,
     manifests_text,
     monitoring_text,
+    opentofu_tree,
     render_helm,
     render_kustomize,
     write_kubernetes,
@@ -85,6 +90,8 @@ def register(app: typer.Typer) -> None:
     group.command("kustomize")(kustomize)
     group.command("helm")(helm)
     group.command("argocd")(argocd)
+    group.command("ci")(ci)
+    group.command("opentofu")(opentofu)
     group.command("prometheus")(prometheus)
     group.command("alertmanager")(alertmanager)
     group.command("grafana")(grafana)
@@ -154,7 +161,8 @@ def argocd(
     directory = _tree_out(out, "argocd", "the Argo CD repository layout")
     spec = read_spec(file)
     tree = argocd_tree(spec, env, kube_version=kube_version)
-    where = write_tree(tree.files, directory)
+    files, kept = kept_pins(tree.files, _previous(directory, tree.files))
+    where = write_tree(files, directory)
     table = Table(title=f"Wrote {len(tree.files)} files to {where}", title_justify="left")
     table.add_column("Application", no_wrap=True)  # a name to copy whole (`argocd app sync NAME`)
     table.add_column("wave", justify="right")
@@ -168,8 +176,50 @@ def argocd(
         f"Commit {where} as {in_repo} of {tree.repo}, then once: kubectl apply -n {tree.namespace}"
         f" -f {where / 'root.yaml'}"
     )
-    for note in tree.notes:
+    for note in [*tree.notes, *kept]:
         console_err.print(f"[yellow]note:[/] {note}")
+
+
+def _previous(directory: Path, files: Mapping[str, str]) -> dict[str, str]:
+    """The texts the tree at `directory` holds now for the paths of `files` (those it has)."""
+    return {name: (directory / name).read_text() for name in files if (directory / name).is_file()}
+
+
+def opentofu(
+    provider: Annotated[
+        str, typer.Option("--provider", "-p", help="aws, gcp, digitalocean or hetzner.", show_default=False)
+    ],
+    file: SpecOption = DEFAULT_SPEC,
+    env: EnvOption = None,
+    out: OutDirOption = None,
+) -> None:
+    """One OpenTofu root module per environment (of -e, else every one) under -o DIR/<env>/: the
+    network, the cluster with the node pools `shipyard cost` prices, managed databases for
+    external datastores, the backup bucket and DNS records."""
+    directory = _tree_out(out, "opentofu", "OpenTofu root modules")
+    spec = read_spec(file)
+    catalog = load_catalog(provider)  # an unknown name fails here, with a did-you-mean
+    # The node pools `shipyard cost` prices for each environment (its defaults).
+    estimates = {
+        each: estimate_cost(capacity_totals(spec.stack(each)), catalog)
+        for each in (spec.environments if env is None else [env])
+    }
+    tree = opentofu_tree(spec, catalog.provider, estimates, catalogs())
+    where = write_tree(tree.files, directory)
+    title = f"Wrote {len(tree.files)} files to {where} ({tree.provider})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("environment", no_wrap=True)
+    for column in ("node pools (min..max)", "managed datastores", "backup bucket", "DNS records"):
+        table.add_column(column, overflow="fold")
+    for module in tree.modules:
+        pools = ", ".join(f"{p.nodes}..{p.max_nodes} × {p.node_type}" for p in module.pools)
+        stores, records = ", ".join(module.stores) or "-", ", ".join(module.records) or "-"
+        table.add_row(module.environment, pools, stores, module.bucket or "-", records)
+    console.print(table)
+    console.print("Not validated by OpenTofu here: run `tofu init`, `tofu validate`, `tofu plan` in each.")
+    for module in tree.modules:
+        for note in module.notes:
+            console_err.print(f"[yellow]note:[/] {module.environment}: {note}")
 
 
 def prometheus(
@@ -211,6 +261,51 @@ def _monitoring(
     table.add_section()
     table.add_row("where", *(each.location for each in written.environments))
     console.print(table)
+
+
+class CiProvider(StrEnum):
+    github = "github"
+
+
+def ci(
+    provider: Annotated[
+        CiProvider, typer.Option("--provider", "-p", help="Where CI runs: github (GitHub Actions).")
+    ] = CiProvider.github,
+    file: SpecOption = DEFAULT_SPEC,
+    spec_path: Annotated[
+        str | None,
+        typer.Option(
+            "--spec-path",
+            help="Where the spec is in the repository, from its root (default: -f as given).",
+        ),
+    ] = None,
+    branch: Annotated[str, typer.Option("--branch", help="The branch that releases to staging.")] = "main",
+    out: OutDirOption = None,
+) -> None:
+    """The repository's CI workflow: the services' tests, Buildx builds pushed by digest, Trivy,
+    an SBOM and cosign signature, validate and render, staging, smoke tests, then production behind
+    its GitHub environment. To stdout, or .github/workflows/shipyard.yml under -o DIR."""
+    spec = read_spec(file)
+    given = file.as_posix() if not file.is_absolute() else file.name
+    workflow = github_workflow(spec, spec_path if spec_path is not None else given, branch=branch)
+    for note in workflow.notes:
+        console_err.print(f"[yellow]note:[/] {note}")
+    if out is None:
+        typer.echo(workflow.text, nl=False)
+        return
+    where = write_tree({workflow.path: workflow.text}, out)
+    table = Table(title=f"Wrote {where / workflow.path} ({provider.value})", title_justify="left")
+    for column in ("image", "built from", "platforms", "released as"):
+        table.add_column(column, overflow="fold")
+    for image in workflow.images:
+        table.add_row(
+            image.repository,
+            image.build.dockerfile_path,
+            ", ".join(image.build.platforms),
+            ", ".join(image.services),
+        )
+    console.print(table)
+    console.print(f"Copy {workflow.path} into the repository; its header lists the secrets it reads.")
 
 
 def _note_skipped(environment: str, names: list[str], reasons: list[str]) -> None:

@@ -26,6 +26,7 @@ from ..ops import (
     Deploy,
     Down,
     KubeConnection,
+    Promotion,
     ReleaseOutcome,
     ReleasePlan,
     Resume,
@@ -34,6 +35,7 @@ from ..ops import (
     SteerOutcome,
     Workspace,
     latest_releases,
+    promotions,
     refresh_releases,
     refuse_concurrent_release,
     release_history,
@@ -627,7 +629,11 @@ def history(
     if steps is not None:
         data = [step.data() for step in release_steps(sessions, steps)]
     else:
-        data = [view.data() for view in release_history(sessions, service, limit=1_000_000)]
+        chain = promotions(sessions, service)  # the releases `shipyard promote` made, and from where
+        data = [
+            {**view.data(), "promoted_from": _promoted_from(chain, view.id)}
+            for view in release_history(sessions, service, limit=1_000_000)
+        ]
     if emit(data, output):
         return
     if steps is not None:
@@ -645,7 +651,9 @@ def history(
         return
     columns = (
         whole("id", justify="right"),
+        wrapped("environment"),
         words("stable → candidate"),
+        wrapped("promoted from", drop=1),
         wrapped("strategy", drop=1),
         wrapped("outcome"),
         wrapped("reason", drop=2),
@@ -654,7 +662,9 @@ def history(
     rows = [
         (
             str(item["id"]),
+            escape(item["environment"]),
             escape(f"{item['stable'] or '-'} → {item['candidate']}"),
+            escape(_promoted_text(item["promoted_from"])),
             item["strategy"],
             item["outcome"] or item["phase"],
             escape(item["reason"] or ""),
@@ -663,6 +673,16 @@ def history(
         for item in data
     ]
     console.print(fitted(columns, rows, title=f"releases of {escape(service)}"))
+
+
+def _promoted_from(chain: dict[int, Promotion], rollout_id: int) -> dict[str, Any] | None:
+    promotion = chain.get(rollout_id)
+    return promotion.model_dump(mode="json") if promotion is not None else None
+
+
+def _promoted_text(promoted_from: dict[str, Any] | None) -> str:
+    """`staging #12`: the release of another environment this one promoted; empty for a deploy."""
+    return f"{promoted_from['environment']} #{promoted_from['release']}" if promoted_from else ""
 
 
 def _step_action(action: dict[str, Any]) -> str:

@@ -3,7 +3,9 @@ version, a time) is printed whole, never cut or wrapped (in a `words` column, su
 it may wrap between them); other columns wrap (long words folded,
 never cut off with `…`), and when the terminal is still too narrow the columns a table marks as
 optional are left out, least needed first, with a caption saying which (and that `-o json` has
-them all).
+them all). When even the columns left are too wide side by side (a 52-character flag key beside
+a time, an actor and an action), each row is shown as a record instead: a line per field, the
+field's name beside its value, so a value only needs the terminal's width less its name's.
 
 Rich's own fitting shrinks every column at last, ids too (`20261…`): a whole column here has
 `no_wrap` and a minimum width of its longest cell, which Rich never goes below.
@@ -15,7 +17,9 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from rich import box
 from rich.console import Console, JustifyMethod
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -80,6 +84,8 @@ def fitted(
         if not droppable or sum(least.values()) <= _room(width, len(shown)):
             break
         shown.remove(min(droppable, key=lambda i: (specs[i].drop, -i)))
+    if sum(least.values()) > _room(width, len(shown)):
+        return _records(specs, body, title=title, width=width)
     widths = _share(
         least, {i: _natural(specs[i], [row[i] for row in body]) for i in shown}, _room(width, len(shown))
     )
@@ -104,6 +110,34 @@ def fitted(
     if left_out:
         table.caption = f"too narrow for {', '.join(left_out)}: -o json shows every field"
         table.caption_justify = "left"
+    return table
+
+
+def _records(specs: Sequence[Column], body: list[list[str]], *, title: str | None, width: int) -> Table:
+    """Each row as a record: a line per field (its name, then its value), a rule between rows.
+
+    Every field is shown (there is room for all, one under another). The values share one column,
+    as narrow as its widest whole value, or longest word in the others, and as the terminal
+    allows; a line only passes the terminal's edge when a value alone is wider than it.
+    """
+    names = [escape(spec.header) for spec in specs]
+    name_width = max((_width(name) for name in names), default=1)
+    cells = [[row[i] for row in body] for i in range(len(specs))]
+    least = max(_least(Column("", spec.whole, words=spec.words), cells[i]) for i, spec in enumerate(specs))
+    natural = max(_natural(Column(""), cells[i]) for i in range(len(specs)))
+    value_width = max(least, min(natural, _room(width, 2) - name_width))
+    table = Table(
+        title=title,
+        title_justify="left",
+        show_header=False,
+        box=box.SQUARE,
+        width=name_width + value_width + width - _room(width, 2),
+    )
+    table.add_column(style="bold", no_wrap=True, width=name_width)
+    table.add_column(overflow="fold", width=value_width, min_width=value_width)
+    for row in body:
+        for i, name in enumerate(names):
+            table.add_row(name, row[i], end_section=i == len(names) - 1)
     return table
 
 

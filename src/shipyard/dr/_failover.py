@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import DrError, TargetError, UserError
 from ..locks import Lease, LockHeldError
 from ..render import ha_layout
-from ..rollout.targets.haproxy import HAProxyClient
+from ..rollout.targets.haproxy import HAProxyClient, HAProxyUnreachable
 from ..spec import Postgres, Stack
 from ..state import record_audit
 from . import _postgres as pg
@@ -219,7 +219,7 @@ def plan_failover(
         synchronous=topology.synchronous,
         proxy=proxy is not None,
     )
-    return steps, problems + _proxy_problems(proxy)
+    return steps, problems + _proxy_problems(proxy, f"failover of {topology.datastore}")
 
 
 def plan_failback(
@@ -252,15 +252,19 @@ def plan_failback(
     steps = failback_plan(
         topology, old_primary_running=running, old_primary_streaming=streaming, proxy=proxy is not None
     )
-    return steps, problems + _proxy_problems(proxy)
+    return steps, problems + _proxy_problems(proxy, f"failback of {topology.datastore}")
 
 
-def _proxy_problems(proxy: ProxyRoute | None) -> list[str]:
+def _proxy_problems(proxy: ProxyRoute | None, action: str) -> list[str]:
+    """Why the proxy given (`--proxy-socket`) would refuse the switch; HAProxyUnreachable (exit 3,
+    one line naming the socket) when nothing answers there, before any step changed anything."""
     if proxy is None:
         return []
     client = HAProxyClient(proxy.socket)
     try:
         states = client.servers_state(proxy.backend)
+    except HAProxyUnreachable as error:
+        raise HAProxyUnreachable(f"{action} refused, nothing was changed: {error.message}") from None
     except TargetError as error:
         return [f"the proxy: {error.message}"]
     names = {state.server for state in states}

@@ -23,6 +23,7 @@ import httpx
 
 from ..errors import NotificationError
 from ..spec import Channel, url_problem
+from ._channel_urls import RefusedAddress, Resolver, checked_transport, system_resolver
 from ._event import Event
 from ._secrets import redact, reference_variable, resolve
 
@@ -55,21 +56,31 @@ class NotResolvable(NotificationError):
 
 
 def deliver(
-    channel: Channel, event: Event, *, timeout_s: float = 5.0, environ: Mapping[str, str] | None = None
+    channel: Channel,
+    event: Event,
+    *,
+    timeout_s: float = 5.0,
+    environ: Mapping[str, str] | None = None,
+    resolver: Resolver = system_resolver,
 ) -> None:
-    """Send `event` once over `channel`; raises DeliveryFailed or NotResolvable."""
+    """Send `event` once over `channel`; raises DeliveryFailed or NotResolvable.
+
+    `resolver` turns the URL's host into the addresses it is sent to, each checked first
+    (`_channel_urls`): a host that resolves to a refused address is a failure no retry mends."""
     if channel.kind == "email":
         _send_email(channel, event, timeout_s, environ)
         return
     if channel.kind == "telegram":
         token = _required(channel.token, "token", environ)
         base = _allowed((channel.api_url or TELEGRAM_API).rstrip("/"), "api_url")
-        response = _post(f"{base}/bot{token}/sendMessage", telegram_body(channel, event), timeout_s)
+        response = _post(
+            f"{base}/bot{token}/sendMessage", telegram_body(channel, event), timeout_s, resolver, "api_url"
+        )
         _check_telegram(response)
         return
     url = _allowed(_required(channel.url, "url", environ), "url")
     body = slack_body(event) if channel.kind == "slack" else webhook_body(event)
-    response = _post(url, body, timeout_s)
+    response = _post(url, body, timeout_s, resolver, "url")
     raise_for_status(response.status_code, response.headers.get("Retry-After"), _short(response.text))
 
 
@@ -201,22 +212,32 @@ def _check_telegram(response: httpx.Response) -> None:
     raise_for_status(status, header, description)
 
 
-_clients: dict[int, httpx.Client] = {}
+_clients: dict[tuple[int, Resolver], httpx.Client] = {}
 _clients_lock = threading.Lock()
 
 
-def _client() -> httpx.Client:
-    """One HTTP client per process (building one loads the CA bundle, a fifth of a second)."""
+def _client(resolver: Resolver) -> httpx.Client:
+    """One HTTP client per process and resolver (building one loads the CA bundle, a fifth of a
+    second), its connections opened only to the addresses its resolver gave and that were checked."""
     with _clients_lock:
-        client = _clients.get(os.getpid())
+        client = _clients.get((os.getpid(), resolver))
         if client is None:
-            client = _clients[os.getpid()] = httpx.Client(follow_redirects=False)
+            client = httpx.Client(follow_redirects=False, transport=checked_transport(resolver))
+            _clients[os.getpid(), resolver] = client
         return client
 
 
-def _post(url: str, body: dict[str, Any], timeout_s: float) -> httpx.Response:
+def _post(
+    url: str, body: dict[str, Any], timeout_s: float, resolver: Resolver, field_name: str
+) -> httpx.Response:
     try:
-        return _client().post(url, json=body, timeout=timeout_s)
+        return _client(resolver).post(url, json=body, timeout=timeout_s)
+    except RefusedAddress as exc:
+        raise DeliveryFailed(
+            f"the channel's {field_name} names {exc.host}, which resolves to {exc.address}, {exc.problem};"
+            " nothing was sent: give the address of a real receiver",
+            retryable=False,
+        ) from None
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise DeliveryFailed(
             f"the channel's URL is not valid ({type(exc).__name__})", retryable=False

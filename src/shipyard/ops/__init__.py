@@ -148,6 +148,7 @@ if TYPE_CHECKING:
         revoke_token,
         set_flag,
     )
+    from ._images import DockerfileCheck, Finding, ImagesChecked, check_images
     from ._notify import (
         SEVERITIES,
         ChannelTested,
@@ -162,6 +163,7 @@ if TYPE_CHECKING:
         notification_queue,
         test_channel,
     )
+    from ._promote import Promote, Promoted, Promotion, promote, promotions
     from ._releases import (
         CheckView,
         Deploy,
@@ -224,6 +226,7 @@ __all__ = [
     "DeleteFlag",
     "DeleteSegment",
     "Deploy",
+    "DockerfileCheck",
     "Down",
     "DownOutcome",
     "DrillMode",
@@ -233,6 +236,7 @@ __all__ = [
     "Failback",
     "Failover",
     "FailoverOutcome",
+    "Finding",
     "FlagChanged",
     "FlagsImported",
     "FlushQueue",
@@ -240,6 +244,7 @@ __all__ = [
     "HaDown",
     "HaOutcome",
     "HaUp",
+    "ImagesChecked",
     "ImportFlags",
     "ImportSets",
     "IngressView",
@@ -258,6 +263,9 @@ __all__ = [
     "PitrWindow",
     "PitrWindowListed",
     "PlannedDrillPhase",
+    "Promote",
+    "Promoted",
+    "Promotion",
     "Prune",
     "PruneAudit",
     "Pruned",
@@ -314,6 +322,7 @@ __all__ = [
     "backup_sets",
     "byte_size",
     "check_freshness",
+    "check_images",
     "create_flag",
     "create_token",
     "current_actor",
@@ -344,6 +353,8 @@ __all__ = [
     "plan_restore_pitr",
     "plan_take_backup",
     "plan_take_pitr_backup",
+    "promote",
+    "promotions",
     "prune",
     "prune_audit",
     "put_segment",

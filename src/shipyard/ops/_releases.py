@@ -890,10 +890,11 @@ def _driver(
 
 
 def _latest(ws: Workspace, service: str, target: str | None = None) -> RolloutRow:
-    """The newest release of `service`; refused when it runs on another target than expected."""
-    row = latest_release(ws.sessions, service)
+    """The newest release of `service` in the workspace's environment; refused when it runs on
+    another target than expected."""
+    row = latest_release(ws.sessions, service, ws.environment)
     if row is None:  # the API's 404, as for a read of the service's release
-        raise NotFoundError(f"{service!r} has never been released")
+        raise NotFoundError(f"{service!r} has never been released in {ws.environment}: name another with -e")
     if target is not None and row.target != target:
         raise UserError(f"release {row.id} of {service!r} runs on {row.target}: add `--target {row.target}`")
     return row

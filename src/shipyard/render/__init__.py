@@ -11,8 +11,10 @@ from ._alertmanager import alertmanager_config, secret_file
 from ._argo import argo_rollouts, canary_service_name, preview_service_name
 from ._argocd import ArgoApplication, ArgoTree, argocd_tree
 from ._backups import KUBERNETES_TARGET, TARGET_ENV, VOLUMES_ENV, VOLUMES_ROOT, scheduled_request, volume_path
+from ._ci_github import ACTIONS, WORKFLOW_PATH, BuiltImage, CiWorkflow, PinnedAction, github_workflow
 from ._common import cluster_host
 from ._crds import CustomResource, custom_resource, custom_resources
+from ._gitops_images import ImagePin, kept_pins, pin_image, pinned, pins
 from ._grafana import dashboard
 from ._kubernetes import (
     KIND_ORDER,
@@ -22,6 +24,7 @@ from ._kubernetes import (
     render_kubernetes,
 )
 from ._monitoring import MonitoringKind, monitoring_files, monitoring_text, monitoring_tree, write_monitoring
+from ._opentofu import OPENTOFU_PROVIDERS, InfraPlan, OpenTofuModule, OpenTofuTree, infra_plan, opentofu_tree
 from ._outputs import (
     EnvironmentOutput,
     Rendered,
@@ -66,26 +69,36 @@ from ._writer import write_tree
 from ._yaml import dump, dump_all
 
 __all__ = [
+    "ACTIONS",
     "BURN_TIERS",
     "DEFAULT_KUBE_VERSION",
     "ETCD_USER",
     "KIND_ORDER",
     "KUBERNETES_TARGET",
+    "OPENTOFU_PROVIDERS",
     "PATRONI_PASSWORD_ENV",
     "SECRET_ROLES",
     "TARGET_ENV",
     "VOLUMES_ENV",
     "VOLUMES_ROOT",
+    "WORKFLOW_PATH",
     "ArgoApplication",
     "ArgoTree",
+    "BuiltImage",
+    "CiWorkflow",
     "CustomResource",
     "EnvironmentOutput",
     "EtcdNode",
     "HaLayout",
     "HaNode",
     "HaSecret",
+    "ImagePin",
+    "InfraPlan",
     "Manifests",
     "MonitoringKind",
+    "OpenTofuModule",
+    "OpenTofuTree",
+    "PinnedAction",
     "ProxyListen",
     "Rendered",
     "SecretRole",
@@ -108,11 +121,14 @@ __all__ = [
     "dynamic_config",
     "etcd_argv",
     "file_name",
+    "github_workflow",
     "ha_datastores",
     "ha_layout",
     "haproxy_config",
     "haproxy_listen_sections",
     "helm_tree",
+    "infra_plan",
+    "kept_pins",
     "kubernetes_tree",
     "kustomize_tree",
     "listen_names",
@@ -120,10 +136,14 @@ __all__ = [
     "monitoring_files",
     "monitoring_text",
     "monitoring_tree",
+    "opentofu_tree",
     "patroni_config",
     "patroni_environment",
     "patroni_yaml",
     "pg_hba",
+    "pin_image",
+    "pinned",
+    "pins",
     "preview_service_name",
     "render_helm",
     "render_kubernetes",

@@ -14,6 +14,21 @@ Argo Rollouts' controller runs:
                  takes the Ingress's place (`_ingress`)
     both         progressDeadlineSeconds = health_timeout, aborting when it passes
 
+Release hooks (`rollout.hooks`) become one AnalysisTemplate each, `<name>-<hook>`, whose one metric
+is a Kubernetes Job (`provider: job`: it passes when the Job completes, i.e. the command exits 0;
+`activeDeadlineSeconds` is the hook's timeout, `backoffLimit` 0: a test is not retried):
+
+    blue-green   prePromotionAnalysis: pre and smoke (against `<name>-preview`, which only the new
+                 pods are behind until the switch); postPromotionAnalysis: the window's metrics
+                 and post, after the switch, while the old pods are kept (scaleDownDelaySeconds)
+    canary       steps: analysis(pre), setCanaryScale {weight: 100}, analysis(smoke) against
+                 `<name>-canary`, all before the first setWeight; {test: NAME} -> analysis(test);
+                 after the last setWeight, analysis(post)
+
+A canary's smoke test needs traffic routing (an ingress): Argo's basic canary cannot start new pods
+without sending them traffic (setCanaryScale is for traffic-routed canaries only). A worker (no
+port) has no address to smoke-test; with blue-green it rolls as a step-less canary, with no gates.
+
 The pod template is the very one `deployment()` builds for the Deployment it replaces (an inline
 template rather than a `workloadRef`: one object owns the pods, the HPA scales the Rollout, and
 nothing is left to scale the old Deployment down). The bundled Rollout schema checks Argo's own
@@ -46,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RenderError
-from ..spec import CanaryStep, Service, Stack
+from ..spec import CanaryStep, HookCommand, Service, Stack
 from ._common import COMPONENT_LABEL, Object, labels, metadata, selector
 from ._env import SecretUses, service_env
 from ._exporters import prometheus_namespace
@@ -71,6 +86,21 @@ ARG_SERVICE = "service"
 ARG_STABLE_SERVICE = "stable-service"
 ARG_COUNT = "count"
 ARG_INCONCLUSIVE_LIMIT = "inconclusive-limit"
+ARG_CANDIDATE_URL = "candidate-url"
+ARG_CANDIDATE_VERSION = "candidate-version"
+
+HOOK_COMPONENT = "release-hook"
+"""The component label of a hook's Job pod: its name label lets the NetworkPolicies admit it where
+the service's own pods are admitted, and its component keeps it out of the service's Services."""
+HOOK_CONTAINER = "hook"
+# The variables a hook gets, as on the local target (rollout/_hooks.py, README "Release gates").
+HOOK_ENV = {
+    "service": "SHIPYARD_SERVICE",
+    "environment": "SHIPYARD_ENVIRONMENT",
+    "hook": "SHIPYARD_HOOK",
+    "url": "SHIPYARD_CANDIDATE_URL",
+    "version": "SHIPYARD_CANDIDATE_VERSION",
+}
 
 
 def preview_service_name(name: str) -> str:
@@ -185,8 +215,11 @@ def _apply_rank(obj: Object) -> tuple[int, str]:
 
 
 def _validate(objects: list[Object], version: str) -> None:
-    """Argo's fields against the bundled schemas; each pod template against Kubernetes' own."""
+    """Argo's fields against the bundled schemas; each pod template and each hook's Job against
+    Kubernetes' own."""
     for obj in objects:
+        if obj["kind"] == "AnalysisTemplate":
+            _validate_jobs(obj, version)
         if obj["kind"] != "Rollout":
             continue
         meta = obj["metadata"]
@@ -209,6 +242,29 @@ def _validate(objects: list[Object], version: str) -> None:
     validate_objects(objects, kube_version=version)
 
 
+def _validate_jobs(template: Object, version: str) -> None:
+    """Each Job a template's metrics run, as Kubernetes' strict `batch/v1` Job of `version`."""
+    meta = template["metadata"]
+    for metric in template["spec"]["metrics"]:
+        job = metric["provider"].get("job")
+        if job is None:
+            continue
+        checked = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], **job.get("metadata", {})},
+            "spec": job["spec"],
+        }
+        try:
+            validate_objects([checked], kube_version=version)
+        except RenderError as error:
+            problems = error.message.split(": ", 1)[-1]
+            raise RenderError(
+                f"AnalysisTemplate/{meta['name']} is not valid: the Job of its metric {metric['name']!r}"
+                f" is not valid for Kubernetes {version}: {problems}"
+            ) from None
+
+
 def _argo_objects(
     stack: Stack, name: str, service: Service, base: Object, prometheus: str
 ) -> tuple[list[Object], CanaryRouting | None]:
@@ -220,25 +276,28 @@ def _argo_objects(
     objects: list[Object] = []
     analysis: Object | None
     blue_green = policy.strategy == "blue-green" and service.port is not None
+    hooks = hook_templates(stack, name, service, base)
     if blue_green:
         analysis = analysis_template(stack, name, service, prometheus, against_stable=False)
+        preview = _service_url(stack, preview_service_name(name), service)
+        post = _run(analysis, name, None, policy.analysis.window, stack) if analysis else None
+        post = _with_hooks(post, [hooks.get("post")], preview)
+        pre = _with_hooks(None, [hooks.get("pre"), hooks.get("smoke")], preview)
         strategy: dict[str, Any] = {
             "blueGreen": {
                 "activeService": name,
                 "previewService": preview_service_name(name),
                 "autoPromotionEnabled": policy.auto_promote,
                 "scaleDownDelaySeconds": policy.rollback_window,
-                **(
-                    {"postPromotionAnalysis": _run(analysis, name, None, policy.analysis.window, stack)}
-                    if analysis
-                    else {}
-                ),
+                **({"prePromotionAnalysis": pre} if pre else {}),
+                **({"postPromotionAnalysis": post} if post else {}),
             }
         }
         objects.append(_copy_service(stack, name, service, preview_service_name(name)))
     elif policy.strategy == "blue-green":
         # A worker has no Service to switch: every new pod starts before an old one stops.
         analysis = None
+        hooks = {}  # no steps to run them in
         strategy = {"canary": {"maxSurge": "100%", "maxUnavailable": 0}}
     else:
         routed = service.ingress is not None and service.port is not None
@@ -260,10 +319,15 @@ def _argo_objects(
             objects.append(_copy_service(stack, name, service, canary_service_name(name)))
             objects += routing.objects
         candidate = canary_service_name(name) if routed else name
-        canary["steps"] = [_step(step_spec, analysis, candidate, name, stack) for step_spec in policy.steps]
+        url = _service_url(stack, candidate, service) if service.port is not None else ""
+        steps = [_step(step_spec, analysis, candidate, name, stack, hooks, url) for step_spec in policy.steps]
+        canary["steps"] = (
+            _gated_steps(stack, name, routed, hooks, url) + steps + _hook_steps([hooks.get("post")], url)
+        )
         strategy = {"canary": canary}
     if analysis is not None:
         objects.append(analysis)
+    objects += [template for key, template in hooks.items() if key != "smoke" or _runs_smoke(strategy)]
     rollout_spec: dict[str, Any] = {}
     if "replicas" in spec:
         rollout_spec["replicas"] = spec["replicas"]
@@ -286,8 +350,16 @@ def _argo_objects(
 
 
 def _step(
-    step: CanaryStep, analysis: Object | None, candidate: str, stable: str, stack: Stack
+    step: CanaryStep,
+    analysis: Object | None,
+    candidate: str,
+    stable: str,
+    stack: Stack,
+    hooks: dict[str, Object],
+    url: str,
 ) -> dict[str, Any]:
+    if step.test is not None:
+        return _hook_steps([hooks[f"test-{step.test}"]], url)[0]
     if step.weight is not None:
         return {"setWeight": step.weight}
     if step.pause == "until-promoted":
@@ -314,6 +386,160 @@ def _run(template: Object, candidate: str, stable: str | None, duration: int, st
     }
     args = [{"name": arg["name"], "value": values[arg["name"]]} for arg in template["spec"]["args"]]
     return {"templates": [{"templateName": template["metadata"]["name"]}], "args": args}
+
+
+# --- release hooks -------------------------------------------------------------------------------------
+
+
+def _service_url(stack: Stack, service_name: str, service: Service) -> str:
+    """The in-cluster address of a Service of `service`."""
+    return f"http://{service_name}.{stack.k8s_namespace}.svc:{service.port}"
+
+
+def _hook_args(template: Object, url: str) -> list[dict[str, Any]]:
+    """The values of a hook template's arguments: the candidate's address, its pod template hash."""
+    values: dict[str, dict[str, Any]] = {
+        ARG_CANDIDATE_URL: {"value": url},
+        ARG_CANDIDATE_VERSION: {"valueFrom": {"podTemplateHashValue": "Latest"}},
+    }
+    return [{"name": arg["name"], **values[arg["name"]]} for arg in template["spec"]["args"]]
+
+
+def _with_hooks(
+    run: dict[str, Any] | None, templates: list[Object | None], url: str
+) -> dict[str, Any] | None:
+    """An analysis run (`run`, or a new one) that also runs the hook `templates` given (their
+    metrics run alongside the run's own: Argo merges the templates of one run)."""
+    given = [template for template in templates if template is not None]
+    if not given:
+        return run
+    merged: dict[str, Any] = copy.deepcopy(run) if run else {"templates": [], "args": []}
+    names = {arg["name"] for arg in merged["args"]}
+    for template in given:
+        merged["templates"].append({"templateName": template["metadata"]["name"]})
+        for arg in _hook_args(template, url):
+            if arg["name"] not in names:
+                merged["args"].append(arg)
+                names.add(arg["name"])
+    return merged
+
+
+def _runs_smoke(strategy: dict[str, Any]) -> bool:
+    """Whether a rendered strategy runs a smoke test (a worker's canary has nothing to test)."""
+    return "blueGreen" in strategy or any(
+        "setCanaryScale" in step for step in strategy["canary"].get("steps", [])
+    )
+
+
+def _hook_steps(templates: list[Object | None], url: str) -> list[dict[str, Any]]:
+    """One analysis step per hook template given."""
+    return [
+        {"analysis": {"templates": [{"templateName": t["metadata"]["name"]}], "args": _hook_args(t, url)}}
+        for t in templates
+        if t is not None
+    ]
+
+
+def _gated_steps(
+    stack: Stack, name: str, routed: bool, hooks: dict[str, Object], url: str
+) -> list[dict[str, Any]]:
+    """A canary's steps before its first: the pre hook, then the smoke test against the canary's
+    own Service with the canary scaled up but no traffic (a traffic-routed canary only)."""
+    steps = _hook_steps([hooks.get("pre")], url)
+    if "smoke" in hooks and url:  # a worker has no address to test
+        if not routed:
+            raise RenderError(
+                f"rollout.hooks.smoke: service {name!r} is a canary without an ingress: Argo Rollouts'"
+                " basic canary cannot start its new pods without sending them traffic (setCanaryScale"
+                " needs traffic routing), so no smoke test can run before traffic moves; give it an"
+                " ingress, or use strategy: blue-green"
+            )
+        # The canary at full scale from here on: later setWeight steps move traffic only, never
+        # onto fewer pods than the share they get.
+        steps += [{"setCanaryScale": {"weight": 100}}, *_hook_steps([hooks["smoke"]], url)]
+    return steps
+
+
+def hook_templates(stack: Stack, name: str, service: Service, base: Object) -> dict[str, Object]:
+    """The service's hook AnalysisTemplates by hook ('pre', 'smoke', 'post', 'test-<name>'), each
+    one metric: a Job that runs the command with the service's image and environment."""
+    hooks = stack.rollout.hooks
+    commands: list[tuple[str, str, HookCommand]] = [
+        (kind, kind, command)
+        for kind, command in (("pre", hooks.pre), ("smoke", hooks.smoke), ("post", hooks.post))
+        if command is not None
+    ]
+    commands += [(f"test-{test}", "test", command) for test, command in sorted(hooks.tests.items())]
+    return {
+        key: _hook_template(stack, name, service, base, key, kind, command) for key, kind, command in commands
+    }
+
+
+def _hook_template(
+    stack: Stack, name: str, service: Service, base: Object, key: str, kind: str, command: HookCommand
+) -> Object:
+    pod = base["spec"]["template"]["spec"]
+    app = pod["containers"][0]
+    scratch = {volume["name"] for volume in pod.get("volumes", []) if "emptyDir" in volume}
+    addressed = kind != "pre"
+    env = [
+        {"name": HOOK_ENV["service"], "value": name},
+        {"name": HOOK_ENV["environment"], "value": stack.environment},
+        {"name": HOOK_ENV["hook"], "value": kind},
+        {"name": HOOK_ENV["url"], "value": f"{{{{args.{ARG_CANDIDATE_URL}}}}}" if addressed else ""},
+        {"name": HOOK_ENV["version"], "value": f"{{{{args.{ARG_CANDIDATE_VERSION}}}}}"},
+    ]
+    container: dict[str, Any] = {
+        "name": HOOK_CONTAINER,
+        "image": command.image or app["image"],
+        "command": ["/bin/sh", "-c", command.command],
+        **{
+            field: copy.deepcopy(app[field])
+            for field in ("envFrom", "resources", "securityContext")
+            if field in app
+        },
+        "env": [*env, *copy.deepcopy(app.get("env", []))],
+    }
+    mounts = [mount for mount in app.get("volumeMounts", []) if mount["name"] in scratch]
+    if mounts:
+        container["volumeMounts"] = copy.deepcopy(mounts)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        **{
+            field: copy.deepcopy(pod[field])
+            for field in (
+                "serviceAccountName",
+                "automountServiceAccountToken",
+                "securityContext",
+                "imagePullSecrets",
+            )
+            if field in pod
+        },
+        "containers": [container],
+    }
+    if mounts:
+        pod_spec["volumes"] = [
+            copy.deepcopy(v) for v in pod["volumes"] if v["name"] in {m["name"] for m in mounts}
+        ]
+    pod_labels = {**labels(stack, name, HOOK_COMPONENT), "shipyard.dev/hook": key}
+    job = {
+        "metadata": {"labels": pod_labels},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": command.timeout,
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+    args = ([ARG_CANDIDATE_URL] if addressed else []) + [ARG_CANDIDATE_VERSION]
+    return {
+        "apiVersion": ARGO_API_VERSION,
+        "kind": "AnalysisTemplate",
+        "metadata": metadata(stack, f"{name}-{key}", service.role),
+        "spec": {
+            "args": [{"name": arg} for arg in args],
+            "metrics": [{"name": key, "provider": {"job": job}}],
+        },
+    }
 
 
 def _interval(stack: Stack) -> int:

@@ -58,6 +58,11 @@ def _rollout_problems(rollout: Mapping[str, Any]) -> Iterator[str]:
         weight = step.get("setWeight")
         if isinstance(weight, int) and not 0 <= weight <= 100:
             yield f"spec.strategy.canary.steps[{index}].setWeight: {weight} is not between 0 and 100"
+    for index, step in enumerate(canary.get("steps", [])):
+        # The controller's own rule: the basic canary scales by weight, so it cannot scale otherwise.
+        if "setCanaryScale" in step and "trafficRouting" not in canary:
+            where = f"spec.strategy.canary.steps[{index}].setCanaryScale"
+            yield f"{where}: needs spec.strategy.canary.trafficRouting"
     if "trafficRouting" in canary:
         missing = [key for key in ("canaryService", "stableService") if not canary.get(key)]
         if missing:

@@ -17,6 +17,11 @@ and for a crash of the candidate: a promote, pause or abort applies within a fra
 second, and a candidate whose app exits at any time after it started fails the release at once,
 quoting the end of its log. Before the candidate takes traffic, it measures the stable version's
 p99 (its traffic while the candidate starts): the default `max_p99_ms` is derived from it.
+
+A release hook (`rollout.hooks`, `_hooks.py`) runs as a step of its own, polled like a health check:
+a command or a crash cuts it short (the hook is killed), and a controller killed while it ran
+leaves the step `started` with the hook's process recorded, which the resuming controller kills
+before running the hook again.
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ from ._analysis import (
     merge_checks,
     quantile_ms,
 )
+from ._hooks import HookProcess, HookRan, Hooks, HookStarted, RunHook, hook_command, stop_earlier_run
 from ._model import (
-    Action,
     Command,
     Done,
     Failed,
@@ -71,8 +76,11 @@ from ._prometheus import PrometheusChecks, ReleaseContext, check_url
 from ._strategy import (
     Plan,
     RolloutState,
+    StepAction,
+    StepOutcome,
     is_finished,
     next_action,
+    note,
     on_command,
     on_crash,
     on_outcome,
@@ -104,12 +112,13 @@ def to_data(value: Any) -> dict[str, Any]:
     return {"type": type(value).__name__, **dataclasses.asdict(value)}
 
 
-_ACTIONS: dict[str, type[Action]] = {
-    kind.__name__: kind for kind in (Prepare, WaitHealthy, Migrate, SetWeights, Observe, Hold, Retire, Finish)
+_ACTIONS: dict[str, type[StepAction]] = {
+    kind.__name__: kind
+    for kind in (Prepare, WaitHealthy, Migrate, SetWeights, Observe, Hold, Retire, Finish, RunHook)
 }
 
 
-def action_from_data(data: Mapping[str, Any]) -> Action | None:
+def action_from_data(data: Mapping[str, Any]) -> StepAction | None:
     """The action `to_data` recorded; None for anything else (e.g. a Kubernetes release's command)."""
     kind = _ACTIONS.get(str(data.get("type")))
     if kind is None:
@@ -138,9 +147,11 @@ class Controller:
         lease_ttl_s: float = 15.0,
         on_progress: Callable[[RolloutState], None] | None = None,
         prometheus_url: str | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         """`prometheus_url`: where the policy's Prometheus checks run; default $SHIPYARD_PROMETHEUS_URL,
-        then the policy's `analysis.prometheus_url`."""
+        then the policy's `analysis.prometheus_url`. `hooks`: what runs the policy's release hooks
+        on the target (a release with hooks fails at its first hook without it)."""
         self.sessions = sessions
         self.stack = stack
         self.target = target
@@ -151,6 +162,7 @@ class Controller:
         self.on_progress = on_progress
         url = prometheus_url or os.environ.get(PROMETHEUS_URL_ENV, "").strip() or None
         self.prometheus_url = check_url(url) if url else None
+        self.hooks = hooks
 
     # --- starting ---------------------------------------------------------------------------
 
@@ -235,15 +247,18 @@ class Controller:
             self._lease.release()
             self.notifier.wait()
 
-    def _step(self, rollout_id: int, state: RolloutState, action: Action) -> RolloutState:
+    def _step(self, rollout_id: int, state: RolloutState, action: StepAction) -> RolloutState:
         seq, started = self._record_start(rollout_id, action)
         service = state.plan.service
         state = self._baseline(rollout_id, state, action)
+        outcome: StepOutcome
         try:
             if isinstance(action, Observe | Hold):
                 return self._watch(rollout_id, state, action, seq)
             if isinstance(action, WaitHealthy):
                 return self._wait_healthy(rollout_id, state, action, seq, started)
+            if isinstance(action, RunHook):
+                return self._run_hook(rollout_id, state, action, seq)
             outcome = self._execute(state, action)
         except TargetError as exc:
             outcome = Failed(str(exc))
@@ -256,7 +271,7 @@ class Controller:
             )
         return state
 
-    def _execute(self, state: RolloutState, action: Action) -> Outcome:
+    def _execute(self, state: RolloutState, action: StepAction) -> Outcome:
         target, plan = self.target, state.plan
         service = plan.service
         if isinstance(action, Prepare):
@@ -301,6 +316,63 @@ class Controller:
         self._save(rollout_id, state)
         return state
 
+    def _run_hook(self, rollout_id: int, state: RolloutState, action: RunHook, seq: int) -> RolloutState:
+        """Run a release hook to its end (at most its timeout), watching for commands and crashes
+        meanwhile: one that ends the step kills the hook. An earlier run of this step (its
+        controller was killed) is killed first: the hook runs again from its start."""
+        plan = state.plan
+        command = hook_command(plan.policy.hooks, action.kind, action.name)
+        if command is None:  # the policy recorded with the release has no such hook: cannot be
+            outcome: StepOutcome = Failed(f"the release's policy has no {action.kind} hook {action.name!r}")
+        elif self.hooks is None:
+            outcome = Failed(f"this controller runs no hooks on the {self.target.name} target")
+        else:
+            earlier = self._hook_started(seq)
+            if earlier is not None and stop_earlier_run(earlier):
+                stopped = f"stopped the {action.kind} hook's earlier run (pid {earlier.pid})"
+                state = self._log_event(rollout_id, state, stopped)
+            process = self.hooks.start(
+                action,
+                command,
+                service=plan.service,
+                environment=self.stack.environment,
+                candidate=plan.candidate,
+                stable=plan.stable,
+            )
+            self._record_progress(seq, process.started)
+            ran = self._follow_hook(rollout_id, state, action, process)
+            if isinstance(ran, tuple):  # cut short by a command or a crash
+                state, cut = ran
+                self._record_end(seq, cut)
+                return state
+            outcome = ran
+        self._record_end(seq, outcome)
+        state = on_outcome(state, outcome, self.clock(), action=action)
+        self._save(rollout_id, state)
+        return state
+
+    def _follow_hook(
+        self, rollout_id: int, state: RolloutState, action: RunHook, process: HookProcess
+    ) -> HookRan | tuple[RolloutState, Outcome]:
+        """Poll the hook until it ends; (state, outcome for the step) when a command or a crash
+        ended the step first (the hook is killed)."""
+        while True:
+            ran = process.poll()
+            if ran is not None:
+                return ran
+            self._lease.renew()
+            if self._wait(rollout_id, state, HEALTH_POLL_S):
+                state, cut = self._interrupt(rollout_id, state, action)
+                if cut is not None:
+                    process.stop("was stopped: the release moved on")
+                    return state, cut
+
+    def _log_event(self, rollout_id: int, state: RolloutState, what: str) -> RolloutState:
+        """Note `what` in the release's history (no change of state otherwise)."""
+        state = note(state, what, self.clock())
+        self._save(rollout_id, state)
+        return state
+
     # --- waiting, and what interrupts it -----------------------------------------------------
 
     def _wait(self, rollout_id: int, state: RolloutState, seconds: float) -> bool:
@@ -315,7 +387,7 @@ class Controller:
                 return True
 
     def _interrupt(
-        self, rollout_id: int, state: RolloutState, action: Action | None
+        self, rollout_id: int, state: RolloutState, action: StepAction | None
     ) -> tuple[RolloutState, Outcome | None]:
         """Apply what may have come while `action` was under way: a crash of the candidate (the
         release fails) and the queued commands. Returns the state, and the outcome to record for
@@ -354,7 +426,7 @@ class Controller:
 
     # --- the stable's baseline -----------------------------------------------------------------
 
-    def _baseline(self, rollout_id: int, state: RolloutState, action: Action) -> RolloutState:
+    def _baseline(self, rollout_id: int, state: RolloutState, action: StepAction) -> RolloutState:
         """Measure the stable version's p99 between this run's first step and the candidate's first
         traffic, when the policy has no `max_p99_ms` (it is derived from this baseline)."""
         plan = state.plan
@@ -531,7 +603,7 @@ class Controller:
             .values(state=state.to_data(), phase=str(state.phase), updated_at=utcnow())
         )
 
-    def _record_start(self, rollout_id: int, action: Action) -> tuple[int, float]:
+    def _record_start(self, rollout_id: int, action: StepAction) -> tuple[int, float]:
         """Write the step down before acting; a step cut short is found `started` and redone."""
         data = to_data(action)
         with self.sessions() as session, session.begin():
@@ -555,7 +627,25 @@ class Controller:
             time.sleep(HOLD_STEP_SECONDS)
         return step_id, self.clock()
 
-    def _record_end(self, step_id: int, outcome: Outcome) -> None:
+    def _record_progress(self, step_id: int, started: HookStarted) -> None:
+        """Note in a step still under way which process carries it out (see `_hook_started`)."""
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(RolloutStepRow).where(RolloutStepRow.id == step_id).values(outcome=to_data(started))
+            )
+
+    def _hook_started(self, step_id: int) -> HookStarted | None:
+        """The hook process an earlier run of this (still started) step recorded, if any."""
+        with self.sessions() as session:
+            data = session.scalar(select(RolloutStepRow.outcome).where(RolloutStepRow.id == step_id)) or {}
+        if data.get("type") != HookStarted.__name__:
+            return None
+        try:
+            return HookStarted(pid=int(data["pid"]), started=int(data["started"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def _record_end(self, step_id: int, outcome: StepOutcome) -> None:
         with self.sessions() as session, session.begin():
             session.execute(
                 update(RolloutStepRow)
@@ -653,21 +743,29 @@ def release_in_progress(sessions: sessionmaker[Session], service: str, held: str
     )
 
 
-def latest_release(sessions: sessionmaker[Session], service: str) -> RolloutRow | None:
-    """The newest release of `service`, finished or not."""
+def latest_release(
+    sessions: sessionmaker[Session], service: str, environment: str | None = None
+) -> RolloutRow | None:
+    """The newest release of `service` (in `environment`, when given: one store can hold staging's
+    and production's releases of a service), finished or not."""
+    query = select(RolloutRow).where(RolloutRow.service == service)
+    if environment is not None:
+        query = query.where(RolloutRow.environment == environment)
     with sessions() as session:
-        return session.scalar(
-            select(RolloutRow).where(RolloutRow.service == service).order_by(RolloutRow.id.desc()).limit(1)
-        )
+        return session.scalar(query.order_by(RolloutRow.id.desc()).limit(1))
 
 
 def queue_command(
-    sessions: sessionmaker[Session], service: str, command: Command, actor: str
+    sessions: sessionmaker[Session],
+    service: str,
+    command: Command,
+    actor: str,
+    environment: str | None = None,
 ) -> tuple[int, bool]:
     """Queue `command` for the release of `service`; returns (rollout id, whether a controller runs it)."""
     if command not in COMMANDS:
         raise UserError(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
-    row = latest_release(sessions, service)
+    row = latest_release(sessions, service, environment)
     if row is None:  # the API's 404, as for a read of the service's release
         raise NotFoundError(f"{service!r} has never been released")
     with sessions() as session, session.begin():
@@ -676,14 +774,18 @@ def queue_command(
 
 
 def steer_release(
-    sessions: sessionmaker[Session], service: str, command: Command, actor: str
+    sessions: sessionmaker[Session],
+    service: str,
+    command: Command,
+    actor: str,
+    environment: str | None = None,
 ) -> tuple[int, bool]:
     """Queue promote/promote-full/abort/pause/resume/retry for a service's release and audit who asked
     (a promote-full as `rollout.promote` with `"full": true`).
 
     Returns (rollout id, whether a controller runs the release now and will apply it).
     """
-    rollout_id, running = queue_command(sessions, service, command, actor)
+    rollout_id, running = queue_command(sessions, service, command, actor, environment)
     record_audit(
         sessions,
         actor=actor,

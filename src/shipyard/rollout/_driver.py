@@ -235,6 +235,14 @@ def describe_step(step: Step, plan: Plan) -> str:
             return f"keep {stable} running for {step.seconds or 0:g}s for an instant rollback"
         case "retire_stable":
             return f"retire {stable}"
+        case "pre":
+            return "run the pre hook (fails the release if it fails)"
+        case "smoke":
+            return f"run the smoke test against {plan.candidate}'s own address, before any traffic"
+        case "test":
+            return f"run the test {step.test!r} (rolls back if it fails)"
+        case "post":
+            return f"run the post hook while {stable} is still warm (rolls back if it fails)"
     raise AssertionError(step)  # pragma: no cover - the match is exhaustive
 
 

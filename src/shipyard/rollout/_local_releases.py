@@ -33,6 +33,7 @@ from ._controller import (
     wait_for_command,
 )
 from ._driver import OnProgress, PlannedRelease, ReleaseDriver, Steered, TargetName, describe_plan, where
+from ._hooks import LocalHooks
 from ._model import Command, StrategyName
 from ._strategy import RolloutState, describe, is_finished, next_action, on_command
 
@@ -84,6 +85,7 @@ class LocalReleases(ReleaseDriver):
                 target,
                 notifier=self._notifier() if self._notifier else None,
                 on_progress=self.on_progress,
+                hooks=LocalHooks(target),
             )
         return self._controller
 
@@ -161,7 +163,7 @@ class LocalReleases(ReleaseDriver):
     # --- steering -----------------------------------------------------------------------------
 
     def steer(self, row: RolloutRow, command: Command, actor: str, *, wait_s: float = 0.0) -> Steered:
-        rollout_id, running = steer_release(self.sessions, row.service, command, actor)
+        rollout_id, running = steer_release(self.sessions, row.service, command, actor, row.environment)
         applied = wait_for_command(self.sessions, rollout_id, wait_s) if running and wait_s > 0 else None
         return Steered(
             rollout_id=rollout_id,

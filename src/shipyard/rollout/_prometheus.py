@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..errors import RolloutError, UserError
+from ..errors import RolloutError, UnavailableError, UserError
 from ._analysis import PROMETHEUS_URL_ENV, SKIPPED, PrometheusCheck, skipped_prometheus_checks
 from ._model import Check, Verdict
 
@@ -126,10 +126,13 @@ class Series:
     value: float
 
 
-class PrometheusUnreachable(RolloutError):
-    """Prometheus did not answer (refused, timed out, or not a Prometheus API at that address)."""
+class PrometheusUnreachable(RolloutError, UnavailableError):
+    """Prometheus did not answer (refused, timed out, or not a Prometheus API at that address): a
+    component that is down, exit 3, in one line naming its URL and what to check. A RolloutError
+    still, for code that handles a release's failures; an analysis makes its checks INCONCLUSIVE."""
 
-    http_status = 502
+    exit_code = 3
+    http_status = 503
 
 
 class QueryRefused(RolloutError):
@@ -168,10 +171,12 @@ class PrometheusClient:
             )
         except httpx.TimeoutException:
             raise PrometheusUnreachable(
-                f"Prometheus at {where} did not answer within {self.timeout_s:g} s"
+                f"Prometheus at {where} did not answer within {self.timeout_s:g} s; {_CHECK}"
             ) from None
         except httpx.HTTPError as exc:
-            raise PrometheusUnreachable(f"Prometheus at {where} is unreachable: {_reason(exc)}") from None
+            raise PrometheusUnreachable(
+                f"Prometheus at {where} is unreachable: {_reason(exc)}; {_CHECK}"
+            ) from None
         body = _json(response)
         if body is None or body.get("status") not in ("success", "error"):
             raise PrometheusUnreachable(
@@ -186,8 +191,12 @@ class PrometheusClient:
         return _samples(body.get("data"))
 
 
+_CHECK = f"check that Prometheus runs there, or set {PROMETHEUS_URL_ENV} to its base URL"
+
+
 def _reason(exc: httpx.HTTPError) -> str:
-    return str(exc) or type(exc).__name__
+    """Why, in one line (the first of the exception's)."""
+    return next(iter(str(exc).strip().splitlines()), "") or type(exc).__name__
 
 
 def _json(response: httpx.Response) -> dict[str, Any] | None:

@@ -12,10 +12,15 @@ Killed at any point, the controller loads the last state and asks `next_action` 
 repeats the action that was under way.
 
 Steps
-    blue-green  [Migrate] Prepare WaitHealthy [gate] SetWeights(0/100) Observe(window) warm Retire(stable)
-    canary      [Migrate] Prepare WaitHealthy <the spec's steps, ending at weight 100, [gate] before
-                that last weight step> warm Retire(stable)
-    first deploy (no stable version): [Migrate] Prepare WaitHealthy [gate] SetWeights(0/100) Observe(window)
+    blue-green  [pre] [Migrate] Prepare WaitHealthy [smoke] [gate] SetWeights(0/100) Observe(window)
+                [post] warm Retire(stable)
+    canary      [pre] [Migrate] Prepare WaitHealthy [smoke] <the spec's steps, ending at weight 100,
+                [gate] before that last weight step> [post] warm Retire(stable)
+    first deploy (no stable version): [pre] [Migrate] Prepare WaitHealthy [smoke] [gate]
+                SetWeights(0/100) Observe(window) [post]
+
+"pre", "smoke" and "post" are the spec's release hooks (`rollout.hooks`, see `_hooks.py`), each a
+RunHook; a canary's `{test: NAME}` step is one too.
 
 "gate" is the Hold(None) that `auto_promote: false` adds before the full switch, "warm" the
 Hold(until=now + rollback_window) that keeps the stable version running for an instant rollback
@@ -45,6 +50,7 @@ from typing import Any, Literal, cast, get_args
 from shipyard.errors import RolloutError
 from shipyard.spec import Rollout
 
+from ._hooks import HOOK_KINDS, HookKind, HookRan, RunHook, hook_command, hook_title
 from ._model import (
     Action,
     Analysis,
@@ -75,8 +81,13 @@ FORMAT = 1
 FinishOutcome = Literal["succeeded", "rolled_back", "aborted", "failed"]
 PausedBy = Literal["command", "inconclusive"]
 StepKind = Literal[
-    "migrate", "prepare", "health", "weight", "observe", "pause", "gate", "warm", "retire_stable"
-]
+    "pre", "migrate", "prepare", "health", "smoke", "weight", "observe", "test", "pause", "gate", "post",
+    "warm", "retire_stable",
+]  # fmt: skip
+
+StepAction = Action | RunHook
+"""What the controller is asked to do: a target action, or a release hook."""
+StepOutcome = Outcome | HookRan
 
 COMMANDS: tuple[Command, ...] = ("promote", "promote-full", "pause", "resume", "retry", "rollback", "abort")
 
@@ -88,6 +99,9 @@ class Phase(StrEnum):
     PROGRESSING = "progressing"
     """Moving traffic to the candidate (a canary weight step)."""
     ANALYSING = "analysing"
+    """Analysing the candidate's traffic, or running a `{test: NAME}` step."""
+    HOOK = "hook"
+    """Running a release hook: pre, the smoke test (before any traffic), post."""
     PAUSED = "paused"
     """A pause step, the auto_promote gate, a `pause` command, or an inconclusive analysis."""
     PROMOTING = "promoting"
@@ -107,8 +121,8 @@ _OUTCOME_PHASE: dict[FinishOutcome, Phase] = {
     "aborted": Phase.ABORTED,
     "failed": Phase.FAILED,
 }
-_TRAFFIC_KINDS = frozenset({"weight", "observe", "pause", "gate", "warm"})
-_WAITING_KINDS = frozenset({"observe", "pause", "gate", "warm"})
+_TRAFFIC_KINDS = frozenset({"weight", "observe", "test", "pause", "gate", "warm"})
+_WAITING_KINDS = frozenset({"observe", "test", "pause", "gate", "warm"})
 """Steps the release waits at, which `promote` ends (a weight step is over as soon as it is set)."""
 
 
@@ -157,19 +171,24 @@ class Plan:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a compiled plan: `weight` for weight steps, `seconds` for observe/pause/warm."""
+    """One step of a compiled plan: `weight` for weight steps, `seconds` for observe/pause/warm,
+    `test` for a test step (its name in `rollout.hooks.tests`)."""
 
     kind: StepKind
     weight: int = 0
     seconds: float | None = None
     """None on a pause step: until promoted."""
+    test: str = ""
 
 
 def plan_steps(plan: Plan) -> tuple[Step, ...]:
     """The steps a release of `plan` goes through when nothing goes wrong."""
-    steps = [Step("migrate")] if plan.has_migration else []
-    steps += [Step("prepare"), Step("health")]
     policy = plan.policy
+    hooks = policy.hooks
+    steps = [Step("pre")] if hooks.pre else []
+    steps += [Step("migrate")] if plan.has_migration else []
+    steps += [Step("prepare"), Step("health")]
+    steps += [Step("smoke")] if hooks.smoke else []
     window = Step("observe", seconds=float(policy.analysis.window))
     traffic: list[Step] = []
     if plan.stable is None or plan.strategy == "blue-green":
@@ -180,6 +199,8 @@ def plan_steps(plan: Plan) -> tuple[Step, ...]:
                 traffic.append(Step("weight", weight=spec_step.weight))
             elif spec_step.analysis is not None:
                 traffic.append(Step("observe", seconds=float(spec_step.analysis)))
+            elif spec_step.test is not None:
+                traffic.append(Step("test", test=spec_step.test))
             elif spec_step.pause == "until-promoted":
                 traffic.append(Step("pause"))
             elif spec_step.pause is not None:
@@ -190,6 +211,7 @@ def plan_steps(plan: Plan) -> tuple[Step, ...]:
         promotion = max(i for i, step in enumerate(traffic) if step.kind == "weight")
         traffic.insert(promotion, Step("gate"))
     steps += traffic
+    steps += [Step("post")] if hooks.post else []
     if plan.stable is not None:
         if policy.rollback_window > 0:
             steps.append(Step("warm", seconds=float(policy.rollback_window)))
@@ -213,7 +235,7 @@ def _skipped_by_full(steps: tuple[Step, ...], index: int) -> bool:
     step = steps[index]
     if step.kind == "weight":
         return index != _promotion_index(steps)
-    return step.kind in ("observe", "pause", "gate")
+    return step.kind in ("observe", "test", "pause", "gate")
 
 
 # --- the state -----------------------------------------------------------------------------------
@@ -432,7 +454,7 @@ def is_finished(state: RolloutState) -> bool:
     return state.closed
 
 
-def next_action(state: RolloutState, now: float) -> Action:
+def next_action(state: RolloutState, now: float) -> StepAction:
     """What the controller must do next: a pure function of the state (`now` changes nothing)."""
     plan = state.plan
     if state.phase in FINISHED_PHASES:
@@ -462,6 +484,9 @@ def next_action(state: RolloutState, now: float) -> Action:
             return Hold(None, interval)
         case "retire_stable":
             return Retire(plan.stable or plan.candidate)
+        case "pre" | "smoke" | "test" | "post":
+            command = hook_command(plan.policy.hooks, step.kind, step.test)
+            return RunHook(step.kind, step.test, float(command.timeout) if command else 0.0)
     raise AssertionError(step.kind)  # pragma: no cover - the match is exhaustive
 
 
@@ -469,7 +494,7 @@ _FINISH_OF: dict[Phase, FinishOutcome] = {phase: outcome for outcome, phase in _
 
 
 def on_outcome(
-    state: RolloutState, outcome: Outcome, now: float, *, action: Action | None = None
+    state: RolloutState, outcome: StepOutcome, now: float, *, action: StepAction | None = None
 ) -> RolloutState:
     """The state after the current action ended with `outcome`. Never raises.
 
@@ -502,10 +527,14 @@ def on_outcome(
     return _step_outcome(state, expected, outcome, now)
 
 
-def _step_outcome(state: RolloutState, expected: Action, outcome: Outcome, now: float) -> RolloutState:
+def _step_outcome(
+    state: RolloutState, expected: StepAction, outcome: StepOutcome, now: float
+) -> RolloutState:
     plan = state.plan
     step = plan_steps(plan)[state.step]
     waiting = f"waiting for {describe(expected, plan)}"
+    if step.kind in HOOK_KINDS:
+        return _hook_outcome(state, step.kind, step.test, outcome, now, waiting)
     if step.kind == "migrate":
         if not isinstance(outcome, Migrated):
             return _ignore(state, now, outcome, waiting)
@@ -547,6 +576,21 @@ def _step_outcome(state: RolloutState, expected: Action, outcome: Outcome, now: 
         case _:  # retire_stable
             state = replace(state, stable_retired=True)
             return _advance(state, now, "retired", f"{plan.stable} retired")
+
+
+def _hook_outcome(
+    state: RolloutState, kind: HookKind, test: str, outcome: StepOutcome, now: float, waiting: str
+) -> RolloutState:
+    """A hook's end: on to the next step when it passed; otherwise back to the stable version (a
+    failed `pre` fails the release: nothing had moved yet)."""
+    if not isinstance(outcome, HookRan) or (outcome.kind, outcome.name) != (kind, test):
+        return _ignore(state, now, outcome, waiting)
+    title = hook_title(kind, test)
+    if outcome.ok:
+        return _advance(state, now, f"{title} passed", outcome.summary())
+    return _unwind(
+        state, now, "failed" if kind == "pre" else "rolled_back", outcome.summary(), f"{title} failed"
+    )
 
 
 def _observed(state: RolloutState, observed: Observed, now: float, *, window: bool) -> RolloutState:
@@ -608,7 +652,7 @@ def watches_crashes(state: RolloutState) -> bool:
     """Whether a crash of the candidate now fails the release (see `on_crash`)."""
     if state.phase in FINISHED_PHASES or state.phase is Phase.ROLLING_BACK:
         return False
-    return plan_steps(state.plan)[state.step].kind not in ("migrate", "prepare", "retire_stable")
+    return plan_steps(state.plan)[state.step].kind not in ("pre", "migrate", "prepare", "retire_stable")
 
 
 def record_baseline(state: RolloutState, p99_ms: float | None, detail: str, now: float) -> RolloutState:
@@ -616,6 +660,11 @@ def record_baseline(state: RolloutState, p99_ms: float | None, detail: str, now:
     was measured, and no `max_p99_ms` is derived); `detail` says what was measured."""
     state = replace(state, baseline_p99_ms=p99_ms)
     return _record(state, now, "baseline measured", detail)
+
+
+def note(state: RolloutState, what: str, now: float) -> RolloutState:
+    """The state with `what` noted in its history; nothing else changes."""
+    return _record(state, now, what)
 
 
 def _inconclusive(analysis: Analysis, plan: Plan) -> str:
@@ -626,7 +675,7 @@ def _inconclusive(analysis: Analysis, plan: Plan) -> str:
     return "inconclusive: " + ("; ".join(undecided) or "no check decided")
 
 
-def _on_failed(state: RolloutState, expected: Action, failed: Failed, now: float) -> RolloutState:
+def _on_failed(state: RolloutState, expected: StepAction, failed: Failed, now: float) -> RolloutState:
     plan = state.plan
     what = f"{describe(expected, plan)} failed"
     if state.phase is Phase.ROLLING_BACK:
@@ -728,8 +777,10 @@ def _phase_of(step: Step) -> Phase:
             return Phase.HEALTH_CHECK
         case "weight":
             return Phase.PROMOTING if step.weight == 100 else Phase.PROGRESSING
-        case "observe":
+        case "observe" | "test":
             return Phase.ANALYSING
+        case "pre" | "smoke" | "post":
+            return Phase.HOOK
         case "pause" | "gate":
             return Phase.PAUSED
         case _:  # warm, retire_stable
@@ -744,6 +795,10 @@ def _step_reason(step: Step, plan: Plan) -> str:
             return "paused until promoted" if step.seconds is None else f"pause of {step.seconds:g}s"
         case "warm":
             return f"keeping {plan.stable} warm for {step.seconds:g}s for an instant rollback"
+        case "smoke":
+            return f"running the smoke test against {plan.candidate}'s own address (no traffic yet)"
+        case "pre" | "test" | "post":
+            return f"running the {hook_title(step.kind, step.test)}"
         case _:
             return ""
 
@@ -837,6 +892,8 @@ def _promote_reason(state: RolloutState, step: Step) -> str:
     match step.kind:
         case "observe":
             return "ending the analysis"
+        case "test":
+            return "ending the test"
         case "warm":
             return f"retiring {state.plan.stable} now"
         case _:  # pause, gate
@@ -846,7 +903,7 @@ def _promote_reason(state: RolloutState, step: Step) -> str:
 # --- telling what happens ---------------------------------------------------------------------------
 
 
-def describe(action: Action, plan: Plan) -> str:
+def describe(action: StepAction, plan: Plan) -> str:
     """An action in words, e.g. 'set weights v1 95% / v2 5%'."""
     match action:
         case Prepare(version, instances):
@@ -865,6 +922,8 @@ def describe(action: Action, plan: Plan) -> str:
             return f"retire {version}"
         case Finish(outcome, _):
             return f"finish ({outcome})"
+        case RunHook(kind, name, timeout_s):
+            return f"run the {hook_title(kind, name)} (at most {timeout_s:g}s)"
     raise AssertionError(action)  # pragma: no cover - the match is exhaustive
 
 
@@ -879,5 +938,5 @@ def _record(
     return replace(state, history=(*state.history, event))
 
 
-def _ignore(state: RolloutState, now: float, outcome: Outcome, why: str) -> RolloutState:
+def _ignore(state: RolloutState, now: float, outcome: StepOutcome, why: str) -> RolloutState:
     return _record(state, now, "ignored", f"{type(outcome).__name__}: {why}")

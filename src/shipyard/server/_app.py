@@ -40,7 +40,7 @@ from ._fast import FastRoutes
 from ._method_not_allowed import allowed_methods
 from ._metrics_registry import measured, server_metrics
 from ._openapi import install as install_openapi
-from ._scheduler import ScheduledJob, Scheduler, scheduled_jobs
+from ._scheduler import ScheduledJob, Scheduler, scheduled_jobs, served_background
 from ._stale_flags import StaleFlagsHeader
 from ._store_down import store_down_response
 
@@ -189,7 +189,9 @@ def create_app(config: ServerConfig | None = None, engine: Engine | None = None)
         log_dir=config.job_log_dir or state_dir() / "jobs",
     )
     # Scheduled runs are jobs too: listed in /jobs and the dashboard beside the API's.
-    scheduler = Scheduler(sessions, [*scheduled_jobs(jobs), *config.scheduled])
+    scheduler = Scheduler(
+        sessions, [*scheduled_jobs(jobs), *config.scheduled], background=served_background(jobs, sessions)
+    )
 
     registry.register(ShipyardCollector(sessions, stack=lambda: jobs.stack() if config.spec else None))
 

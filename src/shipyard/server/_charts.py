@@ -83,6 +83,9 @@ class Series:
     points: Sequence[Point]
     step: bool = False
     """Hold each value until the next point (a traffic split) instead of joining points straight."""
+    gap: float | None = None
+    """Points further apart on x than this are not joined: the data has a gap there, and so does
+    the line (None: every point is joined to the next)."""
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,8 @@ def line_chart(
         ys.append(limit_value)
     data_points = sum(len(points) for _, points in drawn)
     parts = [_open(key, title, height, "line")]
-    words = _describe(drawn, limit, limit_value, limit_points, y_format, x_kind)
+    # No point: the empty state is what the chart says (not "no values" per series).
+    words = _describe(drawn, limit, limit_value, limit_points, y_format, x_kind) if data_points else ""
     words = (words or f"{empty}.") + _left_out(dropped + limit_dropped)
     parts.append(f"<desc>{_text(words)}</desc>")
     parts.append(_heading(title))
@@ -348,7 +352,7 @@ def line_chart(
         css = f"series s{index % SERIES_CLASSES}"
         parts.append(f'<g class="{css}" data-series="{_text(one.name)}">')
         if len(points) > 1:
-            path = _path(points, at_x, at_y, step=one.step, right=right)
+            path = _path(points, at_x, at_y, step=one.step, right=right, gap=one.gap)
             parts.append(f'<path class="line" d="{path}" fill="none" stroke="currentColor"/>')
         for point in points:
             words = f"{one.name}: {y_format(point.y)} at {_x_label(point.x, x_kind)}"
@@ -372,11 +376,12 @@ def _path(
     *,
     step: bool,
     right: float,
+    gap: float | None = None,
 ) -> str:
     commands = []
     for index, point in enumerate(points):
         x, y = _coordinate(at_x(point.x)), _coordinate(at_y(point.y))
-        if index == 0:
+        if index == 0 or (gap is not None and point.x - points[index - 1].x > gap):
             commands.append(f"M{x} {y}")
         elif step:
             commands.append(f"H{x} V{y}")

@@ -46,6 +46,7 @@ from ._dashboard_charts import backup_charts, dr_charts, release_charts, service
 from ._dashboard_flags import add_flag_routes
 from ._dashboard_jobs import add_job_routes
 from ._dashboard_live import live_block, wants_live
+from ._dashboard_traffic import services_traffic_charts
 from ._dashboard_views import dr_overview, service_release
 from .routes.rollouts import served_workspace, steer_or_carry_on
 
@@ -210,6 +211,7 @@ def build_router() -> APIRouter:
                 "releases": releases,
                 "release_charts": {name: release_charts(_sessions(request), name) for name in names},
                 "service_charts": {name: service_charts(_sessions(request), name) for name in names},
+                "traffic_charts": services_traffic_charts(_sessions(request), stack),
                 "strategies": choices("deploy", "strategy"),
                 "default_strategy": stack.rollout.strategy if stack else "canary",
             },

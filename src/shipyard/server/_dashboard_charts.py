@@ -6,9 +6,7 @@ Each chart is built from what the product already records; nothing is sampled fo
   yet; the traffic split after each transition of its history; and each analysis window's checks
   (the candidate's and the stable's values, and the limit they were judged against);
 * a service: the error rate and p99 of every analysis window of its releases in the last
-  SERVICE_HOURS. Nothing else measures a service's traffic over time (the traffic sampler only runs
-  while a controller analyses a release, and keeps no series), so between releases there are no
-  points; a chart says so rather than inventing any;
+  SERVICE_HOURS (its traffic between releases too, minute by minute, is `_dashboard_traffic`'s);
 * backups: per source, each set's artefact size and duration, and the age of the newest intact
   copy over time (a sawtooth: it grows until the next set holding the source is stored), against
   the spec's RPO (`dr.rpo`, the limit `backup freshness` applies);

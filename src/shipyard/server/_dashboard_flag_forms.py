@@ -2,8 +2,9 @@
 show and what they turn a posted form into.
 
 - the environments a flag is shown in (production first, then the spec's order, then the rest);
-- a rule builder form (attribute, operator, values per condition; a rollout percentage; a value
-  or weighted variants) to and from a rule document of the flag model;
+- a rule builder form (attribute, operator, values per condition, each maybe negated or ignoring
+  case; a rollout percentage; a value or weighted variants, each maybe with a payload) to and from
+  a rule document of the flag model;
 - a validation error's field path (`environments.production.rules.0.conditions.1`) mapped to the
   form field it is about (`conditions.1.values`), so that it is shown beside that field;
 - the field-level diff of two versions of a flag, for the change history;
@@ -17,9 +18,9 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, get_args
 
-from ..flags import OPERATORS
+from ..flags import OPERATORS, VariantPayload
 
 PRODUCTION = "production"
 
@@ -52,6 +53,9 @@ OPERATOR_LABELS: dict[str, str] = {
     "segment": "is in segment",
 }
 assert set(OPERATOR_LABELS) == set(OPERATORS), "every operator of the flag model has a label"
+
+PAYLOAD_TYPES: tuple[str, ...] = get_args(VariantPayload.model_fields["type"].annotation)
+"""The types a variant's payload may have (Unleash's), as the flag model lists them."""
 
 FLAG_TYPES = ("boolean", "string", "number", "json")
 FLAG_KINDS = ("release", "experiment", "operational", "kill-switch", "permission")
@@ -130,6 +134,8 @@ class ConditionRow:
     attribute: str = ""
     op: str = "in"
     values: str = ""
+    inverted: bool = False
+    case_insensitive: bool = False
 
 
 @dataclass
@@ -137,6 +143,9 @@ class VariantRow:
     name: str = ""
     value: str = ""
     weight: str = ""
+    payload_type: str = ""
+    """"": no payload."""
+    payload: str = ""
 
 
 @dataclass
@@ -166,7 +175,15 @@ class RuleForm:
         for condition in rule.get("conditions", []):
             raw = condition.get("value")
             values = ", ".join(map(brief, raw)) if isinstance(raw, list) else brief(raw)
-            rows.append(ConditionRow(condition.get("attribute") or "", condition["op"], values))
+            rows.append(
+                ConditionRow(
+                    condition.get("attribute") or "",
+                    condition["op"],
+                    values,
+                    inverted=bool(condition.get("inverted")),
+                    case_insensitive=bool(condition.get("case_insensitive")),
+                )
+            )
         rollout = rule.get("rollout") or {}
         split = rule.get("split") or {}
         sticky = rollout or split
@@ -180,7 +197,12 @@ class RuleForm:
             serve="split" if split else "value",
             value=format_value(rule.get("value"), flag_type),
             variants=[
-                VariantRow(v["name"], format_value(v.get("value"), flag_type), str(v.get("weight", 0)))
+                VariantRow(
+                    v["name"],
+                    format_value(v.get("value"), flag_type),
+                    str(v.get("weight", 0)),
+                    *((v["payload"]["type"], v["payload"]["value"]) if v.get("payload") else ()),
+                )
                 for v in split.get("variants", [])
             ],
         )
@@ -188,7 +210,12 @@ class RuleForm:
     @classmethod
     def of_form(cls, form: Mapping[str, Sequence[str]]) -> RuleForm:
         """The form as posted: repeated fields (`attribute`, `op`, `values`; `variant_name`, …) give
-        one row each, in order; rows left blank are dropped."""
+        one row each, in order; rows left blank are dropped.
+
+        A checkbox is posted only when it is checked, so a condition's checkboxes (`inverted`,
+        `case_insensitive`) carry the key of their row, which each row posts in `condition_row`.
+        A payload comes from a textarea, which a browser posts with CRLF line ends: they are read
+        as LF."""
 
         def one(name: str, default: str = "") -> str:
             values = form.get(name) or [default]
@@ -198,17 +225,24 @@ class RuleForm:
             return list(form.get(name) or [])
 
         index = one("index").strip()
+        inverted, case_insensitive = set(column("inverted")), set(column("case_insensitive"))
         conditions = [
-            ConditionRow(a.strip(), o, v)
-            for a, o, v in _zip_padded(column("attribute"), column("op"), column("values"))
-            if a.strip() or v.strip()
+            ConditionRow(a.strip(), o, v, inverted=k in inverted, case_insensitive=k in case_insensitive)
+            for k, a, o, v in _zip_padded(
+                column("condition_row"), column("attribute"), column("op"), column("values")
+            )
+            if a.strip() or v.strip() or (k and (k in inverted or k in case_insensitive))
         ]
         variants = [
-            VariantRow(n.strip(), v, w.strip())
-            for n, v, w in _zip_padded(
-                column("variant_name"), column("variant_value"), column("variant_weight")
+            VariantRow(n.strip(), v, w.strip(), t.strip(), p.replace("\r\n", "\n"))
+            for n, v, w, t, p in _zip_padded(
+                column("variant_name"),
+                column("variant_value"),
+                column("variant_weight"),
+                column("variant_payload_type"),
+                column("variant_payload"),
             )
-            if n.strip() or v.strip() or w.strip()
+            if n.strip() or v.strip() or w.strip() or t.strip() or p.strip()
         ]
         return cls(
             environment=one("environment").strip(),
@@ -241,6 +275,10 @@ class RuleForm:
             condition: dict[str, Any] = {"op": row.op}
             if row.op not in OPERATOR_LABELS:
                 problems[f"conditions.{i}.op"] = f"unknown operator {row.op!r}"
+            if row.inverted:
+                condition["inverted"] = True
+            if row.case_insensitive:
+                condition["case_insensitive"] = True
             if row.op == "segment":
                 condition["value"] = row.values.strip()
                 if row.attribute:
@@ -269,7 +307,15 @@ class RuleForm:
                 except FieldProblem as exc:
                     problems[f"variants.{k}.value"] = str(exc)
                     value = variant.value
-                variants.append({"name": variant.name, "value": value, "weight": weight})
+                document = {"name": variant.name, "value": value, "weight": weight}
+                if variant.payload_type:
+                    # The flag model checks the payload against its type (JSON, a number).
+                    document["payload"] = {"type": variant.payload_type, "value": variant.payload}
+                elif variant.payload.strip():
+                    problems[f"variants.{k}.payload_type"] = (
+                        f"choose the payload's type ({', '.join(PAYLOAD_TYPES)}), or empty the payload"
+                    )
+                variants.append(document)
             if not variants:
                 problems["variants"] = "add at least one variant (name, value, weight)"
             split: dict[str, Any] = {"variants": variants}
@@ -288,16 +334,11 @@ def builder_drops(rule: Mapping[str, Any]) -> list[str]:
     """The parts of a stored rule the builder has no field for (saving it from the builder would
     drop them): edit such a rule as JSON."""
     dropped = [f"the variant name {rule['variant']!r}"] if rule.get("variant") else []
-    for i, condition in enumerate(rule.get("conditions", [])):
-        dropped += [
-            f"condition {i + 1}: {flag}" for flag in ("case_insensitive", "inverted") if condition.get(flag)
-        ]
     for part in ("rollout", "split"):
         dropped += [f"{part}.{name}" for name in ("group_id", "fallback") if (rule.get(part) or {}).get(name)]
     for variant in (rule.get("split") or {}).get("variants", []):
-        dropped += [
-            f"variant {variant['name']}: {name}" for name in ("payload", "overrides") if variant.get(name)
-        ]
+        if variant.get("overrides"):
+            dropped.append(f"variant {variant['name']}: overrides")
     return dropped
 
 
@@ -329,7 +370,8 @@ def describe_rule(rule: Mapping[str, Any]) -> list[str]:
         values = ", ".join(map(brief, raw)) if isinstance(raw, list) else brief(raw)
         label = OPERATOR_LABELS.get(condition["op"], condition["op"])
         subject = condition.get("attribute") or "context"
-        lines.append(f"{'NOT ' if condition.get('inverted') else ''}{subject} {label} {values}")
+        case = " (any case)" if condition.get("case_insensitive") else ""
+        lines.append(f"{'NOT ' if condition.get('inverted') else ''}{subject} {label} {values}{case}")
     if not rule.get("conditions"):
         lines.append("everyone")
     if rollout := rule.get("rollout"):
@@ -337,7 +379,9 @@ def describe_rule(rule: Mapping[str, Any]) -> list[str]:
     if split := rule.get("split"):
         total = sum(v.get("weight", 0) for v in split["variants"]) or 1
         shares = [
-            f"{v['name']} = {brief(v.get('value'))} ({v.get('weight', 0) * 100 / total:.0f} %)"
+            f"{v['name']} = {brief(v.get('value'))} ({v.get('weight', 0) * 100 / total:.0f} %"
+            + (f", {v['payload']['type']} payload {v['payload']['value']}" if v.get("payload") else "")
+            + ")"
             for v in split["variants"]
         ]
         lines.append("serves " + "; ".join(shares))
@@ -392,6 +436,24 @@ def rule_field_errors(problems: Iterable[tuple[str, str]], environment: str, ind
     return errors
 
 
+_CONDITION_FIELDS = {
+    "attribute": "attribute",
+    "op": "op",
+    "inverted": "inverted",
+    "case_insensitive": "case_insensitive",
+    "caseInsensitive": "case_insensitive",
+}
+"""A condition's fields by their model names (snake_case or camelCase, as posted) that the builder
+shows beside a field of their own; the rest are about the values field."""
+
+
+def _variant_field(parts: list[str]) -> str:
+    """The builder's field for a path inside one variant (`payload.value` → `payload`)."""
+    if parts[0] == "payload":
+        return "payload_type" if parts[1:] == ["type"] else "payload"
+    return parts[0] if parts[0] in ("name", "weight") else "value"
+
+
 def _rule_field(rest: str) -> str:
     """The builder's field for a path inside one rule (`conditions.1.value` → `conditions.1.values`)."""
     parts = rest.split(".") if rest else []
@@ -399,10 +461,10 @@ def _rule_field(rest: str) -> str:
         return "serve"  # the rule's own check: a value or a split
     if parts[0] == "conditions" and len(parts) >= 2:
         sub = parts[2] if len(parts) > 2 else "value"
-        return f"conditions.{parts[1]}.{sub if sub in ('attribute', 'op') else 'values'}"
+        return f"conditions.{parts[1]}.{_CONDITION_FIELDS.get(sub, 'values')}"
     if parts[:2] == ["split", "variants"]:
         if len(parts) >= 4:
-            return f"variants.{parts[2]}.{parts[3] if parts[3] in ('name', 'weight') else 'value'}"
+            return f"variants.{parts[2]}.{_variant_field(parts[3:])}"
         return "variants"
     if parts[0] == "split":
         return "variants"

@@ -46,6 +46,7 @@ from ._dashboard_flag_forms import (
     FLAG_KINDS,
     FLAG_TYPES,
     OPERATOR_LABELS,
+    PAYLOAD_TYPES,
     FieldProblem,
     ListFilter,
     RuleForm,
@@ -74,6 +75,7 @@ TEMPLATE_HELPERS = {
     "operators": OPERATOR_LABELS,
     "flag_types": FLAG_TYPES,
     "flag_kinds": FLAG_KINDS,
+    "payload_types": PAYLOAD_TYPES,
 }
 
 

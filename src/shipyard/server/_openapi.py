@@ -107,6 +107,7 @@ def _job_links(job_id: str) -> dict[str, dict[str, Any]]:
     return {
         "GetJob": _link("/jobs/{job_id}", "get", job_id=job_id),
         "GetJobLog": _link("/jobs/{job_id}/log", "get", job_id=job_id),
+        "CancelJob": _link("/jobs/{job_id}/cancel", "post", job_id=job_id),
     }
 
 

@@ -15,6 +15,9 @@ replicas on one PostgreSQL) two guards hold:
 Schedules are read as croniter (which validates the spec) and Kubernetes read them, in UTC:
 0 is Sunday, and a day-of-month and a day-of-week both given match either (APScheduler's own
 `CronTrigger` differs on both, so it is not used).
+
+Work that runs all along rather than on fires (`Background`: the traffic history, which reads
+HAProxy at every minute's start) starts and stops with the scheduler.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from apscheduler.executors.base import MaxInstancesReachedError  # type: ignore[import-untyped]
 from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
@@ -41,7 +44,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import UserError
 from ..jobs import JobRunner, parse_request
 from ..locks import Lease, LockHeldError, new_owner
-from ..ops import CheckFreshness, Request, RunDrill, StartWalStream
+from ..monitor import TrafficHistory
+from ..ops import CheckFreshness, Request, RunDrill, StartWalStream, Workspace
 from ..render import scheduled_request
 from ..spec import Stack
 from ..state import ScheduledRunRow, as_utc, utcnow
@@ -173,14 +177,24 @@ class _Heartbeat:
                 )
 
 
+class Background(Protocol):
+    """Work that runs in threads of its own from `start()` to `stop()`."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Scheduler:
-    """Runs jobs on their cron schedules in a background thread pool, each fire once overall."""
+    """Runs jobs on their cron schedules in a background thread pool, each fire once overall, and
+    `background` work from its start to its shutdown."""
 
     def __init__(
         self,
         sessions: sessionmaker[Session],
         jobs: Sequence[ScheduledJob],
         *,
+        background: Sequence[Background] = (),
         workers: int = 4,
         lease_ttl_s: float = 60.0,
         misfire_grace_s: float = 60.0,
@@ -194,6 +208,7 @@ class Scheduler:
                 raise UserError(f"job name {job.name[:40]}... is longer than 128 characters")
         self._sessions = sessions
         self._jobs = {job.name: job for job in jobs}
+        self._background = tuple(background)
         self._lease_ttl = lease_ttl_s
         self._results: dict[str, Counter[FireResult]] = {job.name: Counter() for job in jobs}
         self._results_lock = threading.Lock()
@@ -218,6 +233,8 @@ class Scheduler:
 
     def start(self) -> None:
         self._scheduler.start()
+        for work in self._background:
+            work.start()
         log.info(
             "scheduler started: %s", ", ".join(self._jobs) or "no jobs", extra={"jobs": list(self._jobs)}
         )
@@ -226,6 +243,8 @@ class Scheduler:
         """Stop firing; with `wait`, let runs that have started finish first."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
+        for work in self._background:
+            work.stop()
 
     def next_fire_times(self) -> dict[str, dt.datetime | None]:
         return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}
@@ -424,9 +443,25 @@ def scheduled_jobs(runner: JobRunner) -> list[ScheduledJob]:
     def fire(name: str, request: Request) -> Callable[[dt.datetime], object]:
         return lambda _fire_time: runner.run(request, actor=f"schedule:{name}")
 
-    # render/_backups.TARGET_ENV: set in the cluster's pods, where CronJobs run the backups.
-    cluster_backups = os.environ.get("SHIPYARD_TARGET") == "kubernetes"
+    cluster_backups = _in_cluster()  # where CronJobs run the backups
     return [
         ScheduledJob(name, schedule, fire(name, request))
         for name, schedule, request in planned_requests(runner.stack(), cluster_backups=cluster_backups)
     ]
+
+
+def served_background(runner: JobRunner, sessions: sessionmaker[Session]) -> list[Background]:
+    """The served stack's work that runs all along: the traffic history of its web and api
+    services, read from the HAProxy of its local target (`ops.Workspace.local_state`). None without
+    a spec, without a service HAProxy routes, or in a cluster (`SHIPYARD_TARGET=kubernetes`), where
+    no HAProxy of shipyard's runs."""
+    if runner.spec is None or _in_cluster():
+        return []
+    local_state = Workspace(spec_path=runner.spec, environment=runner.environment).local_state()
+    history = TrafficHistory(sessions, runner.stack(), local_state)
+    return [history] if history.services else []
+
+
+def _in_cluster() -> bool:
+    # render/_backups.TARGET_ENV: set in the cluster's pods.
+    return os.environ.get("SHIPYARD_TARGET") == "kubernetes"

@@ -2,6 +2,7 @@
 
 from ._audit_actions import AUDIT_ACTIONS, COMPLIANCE_ACTIONS, AuditAction, retention_class
 from ._checks import CNPG_FIXED_PARAMETERS, CNPG_PORT, PATRONI_REST_PORT
+from ._image_policy import DIGEST, DockerfileUser, ImageRef, dockerfile_user, parse_image
 from ._loader import DEFAULT_ENVIRONMENTS, Spec, load_spec, load_spec_text
 from ._model import (
     BACKUP_WHATS,
@@ -16,6 +17,7 @@ from ._model import (
     Backup,
     BackupWhat,
     BarmanBackup,
+    Build,
     CanaryStep,
     Channel,
     CloudNativePg,
@@ -31,6 +33,8 @@ from ._model import (
     ExternalRedis,
     GitOps,
     Health,
+    HookCommand,
+    ImagePolicy,
     Ingress,
     Patroni,
     PatroniProxy,
@@ -45,6 +49,7 @@ from ._model import (
     Resources,
     Retention,
     Rollout,
+    RolloutHooks,
     SecretRef,
     Service,
     Slo,
@@ -53,7 +58,7 @@ from ._model import (
     Volume,
     default_backup_resources,
 )
-from ._notification_urls import url_problem
+from ._notification_urls import address_problem, url_problem
 from ._secrets import ENV_REFERENCE
 from ._units import GIB, byte_count, format_cpu, millicores, seconds
 
@@ -64,6 +69,7 @@ __all__ = [
     "CNPG_PORT",
     "COMPLIANCE_ACTIONS",
     "DEFAULT_ENVIRONMENTS",
+    "DIGEST",
     "DRILL_MODES",
     "ENV_REFERENCE",
     "GIB",
@@ -79,12 +85,14 @@ __all__ = [
     "Backup",
     "BackupWhat",
     "BarmanBackup",
+    "Build",
     "CanaryStep",
     "Channel",
     "CloudNativePg",
     "ControlPlane",
     "CronJob",
     "DatastoreMode",
+    "DockerfileUser",
     "DrTargets",
     "DrillMode",
     "EgressTarget",
@@ -94,6 +102,9 @@ __all__ = [
     "ExternalRedis",
     "GitOps",
     "Health",
+    "HookCommand",
+    "ImagePolicy",
+    "ImageRef",
     "Ingress",
     "Patroni",
     "PatroniProxy",
@@ -108,6 +119,7 @@ __all__ = [
     "Resources",
     "Retention",
     "Rollout",
+    "RolloutHooks",
     "SecretRef",
     "Service",
     "Slo",
@@ -115,12 +127,15 @@ __all__ = [
     "Stack",
     "Storage",
     "Volume",
+    "address_problem",
     "byte_count",
     "default_backup_resources",
+    "dockerfile_user",
     "format_cpu",
     "load_spec",
     "load_spec_text",
     "millicores",
+    "parse_image",
     "retention_class",
     "seconds",
     "url_problem",

@@ -33,6 +33,7 @@ AUDIT_ACTIONS: tuple[AuditAction, ...] = (
     AuditAction("down", "compliance", "a stack is taken down"),
     AuditAction("deploy", "compliance", "a release starts and ends (rolled back or not)"),
     AuditAction("rollout.", "compliance", "a release is promoted, aborted, paused, resumed, rolled back"),
+    AuditAction("promote", "compliance", "what passed in one environment is released into another"),
     AuditAction("create", "compliance", "a flag or a segment is created (the flag store)"),
     AuditAction("update", "compliance", "a flag or a segment is changed"),
     AuditAction("delete", "compliance", "a flag or a segment is deleted"),

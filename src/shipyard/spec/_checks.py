@@ -10,6 +10,7 @@ from collections.abc import Iterator, Set
 
 from pydantic import ValidationError
 
+from ._image_policy import image_policy_problems
 from ._model import INGRESS_COMPONENTS, PlainHost, Postgres, Resources, Stack
 from ._units import byte_count, millicores
 from .flags import FlagSet
@@ -37,6 +38,7 @@ def check_stack(stack: Stack, assumed: Set[str] = frozenset()) -> list[Problem]:
         *_writable_paths(stack),
         *_backup_schedules(stack, assumed),
         *_ingress_controller(stack),
+        *image_policy_problems(stack),
     ]
 
 

@@ -237,10 +237,45 @@ class EgressTarget(Model):
         return self
 
 
+def _inside(path: str) -> str:
+    if path.startswith("/") or ".." in path.split("/"):
+        raise ValueError(f"{path!r}: give a path relative to shipyard.yaml's directory, without ..")
+    return path
+
+
+RepoPath = Annotated[str, Field(min_length=1, pattern=r"^[^\x00\\]+$"), AfterValidator(_inside)]
+"""A path relative to the directory that holds shipyard.yaml, never leaving it (no `..`)."""
+BuildPlatform = Annotated[str, Field(pattern=r"^linux/(amd64|arm64|arm/v[67]|386|ppc64le|s390x|riscv64)$")]
+
+
+class Build(Model):
+    """How CI tests and builds the service's image (`shipyard render ci`, `shipyard check images`).
+    Paths are relative to the directory that holds shipyard.yaml."""
+
+    context: RepoPath = "."
+    dockerfile: RepoPath | None = None
+    """Default: `<context>/Dockerfile`."""
+    test: str = Field(min_length=1)
+    """The service's own tests: a shell command run in `context` before the image is built."""
+    smoke: str | None = Field(None, min_length=1)
+    """After a deploy, a shell command run in `context` against the environment
+    (`$SMOKE_URL`: https:// and the service's ingress host there)."""
+    platforms: list[BuildPlatform] = Field(["linux/amd64"], min_length=1)
+
+    @property
+    def dockerfile_path(self) -> str:
+        """The Dockerfile, relative to the spec's directory."""
+        if self.dockerfile is not None:
+            return self.dockerfile
+        return "Dockerfile" if self.context in (".", "./") else f"{self.context.rstrip('/')}/Dockerfile"
+
+
 class Service(Model):
     role: Literal["web", "api", "worker"]
     image: str | None = None
     """The container image, for Kubernetes."""
+    build: Build | None = None
+    """How CI builds `image` (tests, Buildx, scan, signature); none: the image is built elsewhere."""
     run: str | None = None
     """The command that starts the service on a plain host (local target)."""
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
@@ -668,6 +703,8 @@ class Platform(Model):
     after it (`ingress-nginx` or `traefik`), by default the component's name."""
     components: dict[Name, PlatformComponent] = {}
     reserve: Reserve = Reserve()
+    database_pool: bool = False
+    """Run the datastores' pods on a node pool of their own (`cost` sizes and prices it apart)."""
     prometheus_operator: PrometheusOperator | None = None
     """null (default): Prometheus reads the rendered prometheus.yml; the operator's objects are
     rendered only when this is given."""
@@ -692,12 +729,16 @@ class CanaryStep(Model):
     pause: Duration | Literal["until-promoted"] | None = None
     analysis: Duration | None = None
     """Analyse for this long before going on."""
+    test: Name | None = None
+    """Run the test command `rollout.hooks.tests.<name>`: it passes by exiting 0 in its time."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CanaryStep:
-        given = [k for k in ("weight", "pause", "analysis") if getattr(self, k) is not None]
+        given = [k for k in ("weight", "pause", "analysis", "test") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("a step is one of {weight: N}, {pause: 30s | until-promoted}, {analysis: 30s}")
+            raise ValueError(
+                "a step is one of {weight: N}, {pause: 30s | until-promoted}, {analysis: 30s}, {test: NAME}"
+            )
         return self
 
 
@@ -766,6 +807,36 @@ def _default_steps() -> list[CanaryStep]:
     return [*steps, CanaryStep(weight=100)]
 
 
+class HookCommand(Model):
+    """A command a release runs (`rollout.hooks`), by `/bin/sh -c`; it passes by exiting 0 within
+    `timeout`. A plain string is the command with the default timeout."""
+
+    command: str = Field(min_length=1)
+    timeout: Annotated[Duration, Field(ge=1)] = 60
+    """Killed (with everything it started) and failed when it runs longer."""
+    image: str | None = Field(None, min_length=1)
+    """Kubernetes: the image of the Job that runs it; default: the service's own image."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _command_only(cls, data: Any) -> Any:
+        return {"command": data} if isinstance(data, str) else data
+
+
+class RolloutHooks(Model):
+    """Release gates: commands run at fixed points of every release (README, "Release gates")."""
+
+    pre: HookCommand | None = None
+    """Before the release moves anything (before the migration and the new version's start)."""
+    smoke: HookCommand | None = None
+    """Against the new version's own address once it is healthy, before any traffic moves to it
+    ($SHIPYARD_CANDIDATE_URL); failing, the release rolls back before any user request reaches it."""
+    tests: dict[Name, HookCommand] = {}
+    """Test commands that canary steps run: `{test: NAME}` (an analysis by exit code)."""
+    post: HookCommand | None = None
+    """Once the new version takes all traffic, while the old one is still warm: failing, it rolls back."""
+
+
 class Rollout(Model):
     strategy: Literal["blue-green", "canary"] = "canary"
     steps: list[CanaryStep] = Field(default_factory=_default_steps)
@@ -774,6 +845,18 @@ class Rollout(Model):
     rollback_window: Duration = 600
     """How long the previous version is kept warm for an instant rollback."""
     auto_promote: bool = True
+    hooks: RolloutHooks = RolloutHooks()
+
+    @model_validator(mode="after")
+    def _tests_named(self) -> Rollout:
+        for index, step in enumerate(self.steps):
+            if step.test is not None and step.test not in self.hooks.tests:
+                known = ", ".join(sorted(self.hooks.tests)) or "none"
+                raise ValueError(
+                    f"steps[{index}].test: no test {step.test!r} in rollout.hooks.tests (defined: {known});"
+                    f" add `hooks: {{tests: {{{step.test}: {{command: ..., timeout: 60s}}}}}}`"
+                )
+        return self
 
 
 class Retention(Model):
@@ -1094,6 +1177,28 @@ class GitOps(Model):
     """ClusterIssuers to create, by the name ingresses give as `cluster_issuer`."""
 
 
+MUTABLE_TAGS = ("latest", "main", "master", "develop", "dev", "edge", "nightly", "stable")
+"""Tags that name whatever was pushed last: the default of `images.mutable_tags`."""
+
+
+class ImagePolicy(Model):
+    """What images an environment may run, checked by `shipyard validate` (spec/_image_policy.py):
+    in `environments` (production unless said otherwise), each image the spec names is pinned by
+    digest (`repo:tag@sha256:…`), and none has a tag that moves. An overlay may relax it for one
+    environment (`images: {require_digest: false}`).
+
+    "Names" is meant: an image shipyard picks when the spec names none (a datastore's
+    `postgres:15`, an exporter's, `backup.image` and `control_plane.image` at shipyard's own
+    release tag) is a release tag, not checked; name it in the spec to have it pinned."""
+
+    environments: list[Annotated[str, Field(pattern=r"^[a-z][-a-z0-9]{0,20}$")]] = ["production"]
+    require_digest: bool = True
+    mutable_tags: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]] = list(
+        MUTABLE_TAGS
+    )
+    """Refused tags (a missing tag is `latest`); [] refuses none."""
+
+
 _SEMVER = re.compile(
     r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(-(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*)?"
@@ -1111,6 +1216,21 @@ SemVer = Annotated[str, AfterValidator(_semver)]
 """A SemVer 2.0 version (Helm refuses a chart whose `version` is not one)."""
 
 
+class Infrastructure(Model):
+    """Where `shipyard render opentofu` puts the environment's cloud resources; every field has a
+    default, so the section is only needed to change one (render/_opentofu.py)."""
+
+    region: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]*[0-9a-z]$")
+    """The provider's region (`eu-central-1`, `europe-west3`, `fra1`, `fsn1`). Default: the
+    region its price catalog lists (aws, gcp), `fra1` (digitalocean), `fsn1` (hetzner)."""
+    zones: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*[0-9a-z]$")]] = []
+    """The zones GKE node pools spread over; default `<region>-a`, `-b`, `-c`."""
+    dns_zone: HostName | None = None
+    """The existing DNS zone that holds the ingress hosts; default: each host's last two labels."""
+    state_bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] | None = None
+    """The existing bucket that keeps OpenTofu's state; default `<stack>-tofu-state`."""
+
+
 class Stack(Model):
     """One environment of the stack, overlay applied."""
 
@@ -1126,6 +1246,8 @@ class Stack(Model):
     platform: Platform = Platform()
     secrets: Secrets = Secrets()
     gitops: GitOps | None = None
+    images: ImagePolicy = ImagePolicy()
+    """Which images the environment may run (digests, no moving tags): production by default."""
     rollout: Rollout = Rollout()
     backup: Backup | None = None
     control_plane: ControlPlane | None = None
@@ -1134,6 +1256,8 @@ class Stack(Model):
     alerts: Alerts = Alerts()
     notifications: dict[Name, Channel] = {}
     audit: Audit = Audit()
+    infrastructure: Infrastructure | None = None
+    """Region, zones, DNS zone and state bucket of `render opentofu`; defaults when not given."""
     flags: list[dict[str, Any]] | dict[str, Any] = []
     """Feature flags to import (modelled by the flags package)."""
 

@@ -8,8 +8,9 @@ the spec is loaded (a literal such as a Telegram `api_url`) or validated (`shipy
 resolves the channels' `url` references set where it runs), with an error naming the field, and
 again before each delivery, since a reference may change after validation.
 
-Only the URL's own host is checked: a DNS name that resolves to such an address is not caught
-here (it would need the resolution the HTTP client does, at delivery).
+Only the URL's own host is checked here (a pure check: no resolution). A DNS name that resolves
+to such an address is caught at delivery, where `monitor._channel_urls` resolves it, checks every
+address with `address_problem`, and connects only to an address it checked.
 """
 
 from __future__ import annotations
@@ -43,7 +44,20 @@ _METADATA_NAMES = frozenset({
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$", re.IGNORECASE)
 
 
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_problem(address: IPAddress) -> str | None:
+    """What `address` is, when a notification may not be sent there (a link-local or cloud metadata
+    address, an IPv4 one written as IPv6 too), or None when it may."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in network for network in _LINK_LOCAL) or address in _METADATA_ADDRESSES:
+        return "a link-local or cloud metadata address"
+    return None
+
+
+def _address(host: str) -> IPAddress | None:
     """The IP address a URL's host is, in any form a resolver accepts (`2852039166`,
     `0xa9.254.169.254`, `[::ffff:169.254.169.254]`); None for a name."""
     try:
@@ -77,14 +91,10 @@ def url_problem(url: str) -> str | None:
     if host in _METADATA_NAMES:
         return f"points at a cloud metadata service ({host}); give the address of a real receiver"
     address = _address(host)
-    if address is None:
+    problem = address_problem(address) if address is not None else None
+    if problem is None:
         return None
-    if any(address in network for network in _LINK_LOCAL) or address in _METADATA_ADDRESSES:
-        return (
-            f"points at a link-local or cloud metadata address ({address}); give the address of a"
-            " real receiver"
-        )
-    return None
+    return f"points at {problem} ({address}); give the address of a real receiver"
 
 
 def checked_url(url: str) -> str:

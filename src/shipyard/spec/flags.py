@@ -24,23 +24,43 @@ Semantics, in evaluation order, for one flag in one environment:
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from .flag_values import parse_datetime, parse_network, parse_number, regex_problem, semver_key
+from .flag_values import _SEMVER as SEMVER_PATTERN
+from .flag_values import (
+    MAX_PATTERN_LENGTH,
+    parse_datetime,
+    parse_network,
+    parse_number,
+    regex_problem,
+    semver_key,
+)
 
 __all__ = [
     "EXPECTED_LIFETIME_DAYS",
+    "NOT_IN_SCHEMA",
     "NO_VARIANT",
     "OPERATORS",
+    "PAYLOAD_NUMBER_PATTERN",
     "STRING_OPERATORS",
     "AttributeName",
     "Condition",
@@ -159,6 +179,101 @@ def type_problem(flag_type: FlagType, value: object) -> str | None:
     return None if ok else f"{value!r} is not a {flag_type} value"
 
 
+# --- the JSON Schema's cross-field rules ----------------------------------------------------------
+#
+# pydantic states each field's own rules in the JSON Schema (and so in the OpenAPI document); the
+# rules across fields that the validators below check are added to it here, in JSON Schema
+# (if/then/else, oneOf, contains, uniqueItems, not-required), and the ones JSON Schema cannot state
+# (parsing, uniqueness by a member, references between objects) are listed in the description of
+# the object they are about, after NOT_IN_SCHEMA. The schema's property names are its own: camelCase
+# (by alias) as the API and the OpenAPI document have them, snake_case with `by_alias=False`.
+
+JsonSchema = dict[str, Any]
+
+NOT_IN_SCHEMA = "Checked by shipyard (422 naming the field) but not stated in this JSON Schema:"
+
+PAYLOAD_NUMBER_PATTERN = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?(?!\n)$"
+"""A number payload's value: a JSON number. `(?!\\n)` keeps `$` from matching before a final newline
+in Python's dialect (`re.search`, as jsonschema uses it), so the pattern reads alike there and in
+ECMA-262's."""
+
+_NOT_NULL: JsonSchema = {"not": {"type": "null"}}
+_SCALAR: JsonSchema = {"type": ["string", "boolean", "number"]}
+_STRINGS: JsonSchema = {"type": "array", "items": {"type": "string"}}
+_OPERANDS: dict[str, JsonSchema] = {
+    "in": {"type": "array", "items": _SCALAR},
+    "eq": _SCALAR,
+    "contains": {"anyOf": [{"type": "string"}, {**_STRINGS, "minItems": 1}]},
+    "matches": {"type": "string", "maxLength": MAX_PATTERN_LENGTH},
+    "lt": {"type": ["number", "string"]},
+    "semver_eq": {"type": "string", "maxLength": 256, "pattern": SEMVER_PATTERN.pattern},
+    "before": {"type": "string", "maxLength": 64},
+    "in_cidr": _STRINGS,
+    "segment": {"type": "string", "minLength": 1},
+}
+"""The operand each operator takes, by one operator of each kind (`_operand_kind`)."""
+
+_VALUE_OF_TYPE: dict[str, JsonSchema] = {
+    "boolean": {"type": "boolean"},
+    "string": {"type": "string"},
+    "number": {"type": "number"},
+    "json": _NOT_NULL,
+}
+"""A value a flag of each type serves (`type_problem`)."""
+
+
+def _operand_kind(op: str) -> str:
+    """The operator `_OPERANDS` states `op`'s operand under."""
+    if op.startswith("semver_"):
+        return "semver_eq"
+    return {
+        "not_in": "in", "neq": "eq", "starts_with": "contains", "ends_with": "contains",
+        "lte": "lt", "gt": "lt", "gte": "lt", "num_eq": "lt", "after": "before",
+    }.get(op, op)  # fmt: skip
+
+
+def _name(schema: JsonSchema, field: str) -> str:
+    """The schema's name of a model field: its camelCase alias when the schema uses aliases."""
+    camel = to_camel(field)
+    return camel if camel in schema.get("properties", {}) else field
+
+
+def _cross_field(rules: Callable[[JsonSchema], list[JsonSchema]], *unstated: str) -> Callable[..., None]:
+    """A `json_schema_extra` adding `rules(schema)` to the object's `allOf`, and listing the rules
+    `unstated` in its description."""
+
+    def extra(schema: JsonSchema, *_: object) -> None:
+        if stated := rules(schema):
+            schema["allOf"] = [*schema.get("allOf", []), *stated]
+        if unstated:
+            listed = "\n".join(f"- {rule}" for rule in unstated)
+            schema["description"] = f"{schema.get('description', '')}\n\n{NOT_IN_SCHEMA}\n{listed}".lstrip()
+
+    return extra
+
+
+def _condition_rules(schema: JsonSchema) -> list[JsonSchema]:
+    case_insensitive = _name(schema, "case_insensitive")
+    kinds: dict[str, list[str]] = {}
+    for op in OPERATORS:
+        kinds.setdefault(_operand_kind(op), []).append(op)
+    return [
+        {
+            "if": {"properties": {"op": {"const": "segment"}}},
+            "then": {"properties": {"attribute": {"type": "null"}}},
+            "else": {"required": ["attribute"], "properties": {"attribute": {"type": "string"}}},
+        },
+        {
+            "if": {"required": [case_insensitive], "properties": {case_insensitive: {"const": True}}},
+            "then": {"properties": {"op": {"enum": sorted(STRING_OPERATORS | {"segment"})}}},
+        },
+        *(
+            {"if": {"properties": {"op": {"enum": ops}}}, "then": {"properties": {"value": _OPERANDS[kind]}}}
+            for kind, ops in kinds.items()
+        ),
+    ]
+
+
 class Condition(_Model):
     """One test of the context: `attribute op value`, or `op: segment` with a segment name as value.
 
@@ -169,11 +284,31 @@ class Condition(_Model):
     `inverted` negates the whole condition, after every other rule (Unleash's `inverted`).
     """
 
+    model_config = ConfigDict(
+        json_schema_extra=_cross_field(
+            _condition_rules,
+            "a `matches` pattern is a regular expression that RE2 and Python read alike and that cannot "
+            "backtrack without bound",
+            "a numeric operator's (lt, lte, gt, gte, num_eq) string value reads as a finite number",
+            "an `in_cidr` value's strings are IP addresses or CIDR blocks",
+            "a `before`/`after` value is an ISO-8601 date-time with a time zone",
+        )
+    )
+
     attribute: AttributeName | None = None
     op: Operator
     value: JsonValue
     case_insensitive: Annotated[bool, Field(strict=True)] = False
     inverted: Annotated[bool, Field(strict=True)] = False
+
+    @field_validator("case_insensitive")
+    @classmethod
+    def _case_for_strings(cls, case_insensitive: bool, info: ValidationInfo) -> bool:
+        # A field's own check, so that the error names the field (the dashboard shows it there).
+        op = info.data.get("op")
+        if case_insensitive and op is not None and op != "segment" and op not in STRING_OPERATORS:
+            raise ValueError(f"'case_insensitive' applies to string operators, not to {op!r}")
+        return case_insensitive
 
     @model_validator(mode="after")
     def _check_operand(self) -> Condition:
@@ -186,8 +321,6 @@ class Condition(_Model):
             return self
         if self.attribute is None:
             raise ValueError(f"the {op!r} operator needs an attribute")
-        if self.case_insensitive and op not in STRING_OPERATORS:
-            raise ValueError(f"'case_insensitive' applies to string operators, not to {op!r}")
         if op in ("in", "not_in"):
             if type(value) is not list or not all(_is_scalar(v) for v in value):
                 raise ValueError(f"{op!r} takes a list of strings, numbers or booleans")
@@ -246,10 +379,56 @@ class Rollout(_Sticky):
 
 
 class VariantPayload(_Model):
-    """Unleash's variant payload, reported with the variant: a typed string."""
+    """Unleash's variant payload, reported with the variant: a typed string. A `json` payload's value
+    is JSON (as JavaScript's `JSON.parse` reads it) and a `number` payload's a JSON number, so that
+    an SDK can read what it is told it gets."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cross_field(
+            lambda schema: [
+                {
+                    "if": {"required": ["type"], "properties": {"type": {"const": "number"}}},
+                    "then": {"properties": {"value": {"pattern": PAYLOAD_NUMBER_PATTERN}}},
+                },
+                {  # an annotation only: the rule is in the description
+                    "if": {"required": ["type"], "properties": {"type": {"const": "json"}}},
+                    "then": {"properties": {"value": {"contentMediaType": "application/json"}}},
+                },
+            ],
+            "a `json` payload's value parses as JSON (no NaN or Infinity)",
+        )
+    )
 
     type: Literal["string", "json", "csv", "number"]
     value: str
+
+    @field_validator("value")
+    @classmethod
+    def _value_is_its_type(cls, value: str, info: ValidationInfo) -> str:
+        kind = info.data.get("type")
+        if kind == "json" and (problem := _json_problem(value)):
+            raise ValueError(f"a json payload is JSON: {problem}")
+        if kind == "number" and not re.search(PAYLOAD_NUMBER_PATTERN, value):
+            raise ValueError(f"a number payload is a number such as 42, -1.5 or 1e3, not {value!r}")
+        return value
+
+
+def _json_problem(text: str) -> str | None:
+    """Why `text` is not JSON as `JSON.parse` reads it (Python's reader also takes NaN and
+    Infinity), or None."""
+
+    def no_constant(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        json.loads(text, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+    except ValueError as exc:
+        return str(exc)
+    except RecursionError:
+        return "nested too deeply"
+    return None
 
 
 class VariantOverride(_Model):
@@ -271,6 +450,16 @@ class Variant(_Model):
 class Split(_Sticky):
     """Serve one of the variants, chosen by weight, bucketed exactly as Unleash's variants."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_cross_field(
+            # Weights are whole and not negative: they add up to more than 0 when one is 1 or more.
+            lambda schema: [
+                {"properties": {"variants": {"contains": {"properties": {"weight": {"minimum": 1}}}}}}
+            ],
+            "the variants' names are unique within the split",
+        )
+    )
+
     variants: Annotated[list[Variant], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -283,8 +472,21 @@ class Split(_Sticky):
         return self
 
 
+_SERVES_VALUE: JsonSchema = {"required": ["value"], "properties": {"value": _NOT_NULL}}
+_SERVES_SPLIT: JsonSchema = {"required": ["split"], "properties": {"split": _NOT_NULL}}
+
+
 class Rule(_Model):
     """Conditions that must all hold, an optional rollout gate, and a value or a split."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cross_field(
+            lambda schema: [
+                {"oneOf": [_SERVES_VALUE, _SERVES_SPLIT]},
+                {"if": _SERVES_SPLIT, "then": {"properties": {"variant": {"type": "null"}}}},
+            ]
+        )
+    )
 
     name: Annotated[str, Field(max_length=200)] | None = None
     conditions: list[Condition] = []
@@ -318,6 +520,13 @@ class FlagEnvironment(_Model):
     """Served when enabled and no rule matches (or there are no rules); default: the flag's default."""
 
 
+def _prerequisite_rules(schema: JsonSchema) -> list[JsonSchema]:
+    """The older `variant` (read before validation, so pydantic does not list it), and not both."""
+    single = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 100}, {"type": "null"}]}
+    schema["properties"]["variant"] = {**single, "deprecated": True, "description": "read as `variants: [x]`"}
+    return [{"not": {"required": ["variant", "variants"]}}]
+
+
 class Prerequisite(_Model):
     """The flag is evaluated only when `flag` is on (and serves one of `variants`, if any) for the same
     context, or, with `enabled: false`, only when `flag` is off.
@@ -326,6 +535,8 @@ class Prerequisite(_Model):
     holds. `variants` may name NO_VARIANT ("disabled"): on without a named variant. The older
     `variant: x` is read as `variants: [x]`.
     """
+
+    model_config = ConfigDict(json_schema_extra=_cross_field(_prerequisite_rules))
 
     flag: FlagKey
     variants: list[VariantName] = []
@@ -343,7 +554,28 @@ class Prerequisite(_Model):
         return data
 
 
+def _flag_rules(schema: JsonSchema) -> list[JsonSchema]:
+    """Each value a flag serves is of its type; its tags are unique."""
+    schema["properties"]["tags"]["uniqueItems"] = True
+    default_value = _name(schema, "default_value")
+    rules: list[JsonSchema] = [{"properties": {default_value: _NOT_NULL}}]
+    for flag_type, value in _VALUE_OF_TYPE.items():
+        unset_or_value = {"anyOf": [{"type": "null"}, value]}
+        split = {"properties": {"variants": {"items": {"properties": {"value": value}}}}}
+        rule = {"properties": {"value": unset_or_value, "split": split}}
+        environment = {"properties": {"value": unset_or_value, "rules": {"items": rule}}}
+        # A flag without `type` is boolean: `properties` holds when the property is absent.
+        when: JsonSchema = {"properties": {"type": {"const": flag_type}}}
+        if flag_type != "boolean":
+            when["required"] = ["type"]
+        then = {"properties": {default_value: value, "environments": {"additionalProperties": environment}}}
+        rules.append({"if": when, "then": then})
+    return rules
+
+
 class Flag(_Model):
+    model_config = ConfigDict(json_schema_extra=_cross_field(_flag_rules))
+
     key: FlagKey
     description: Annotated[str, Field(max_length=2000)] = ""
     type: FlagType = "boolean"
@@ -356,6 +588,14 @@ class Flag(_Model):
     lifetime_days: Annotated[int, Field(ge=1, strict=True)] | None = None
     """Overrides the kind's expected lifetime (EXPECTED_LIFETIME_DAYS)."""
     created_at: AwareDatetime | None = None
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _created_at_is_a_time(cls, value: object) -> object:
+        # pydantic would read a number as a Unix time; the schema says an RFC 3339 date-time string.
+        if isinstance(value, int | float):
+            raise ValueError("created_at is an RFC 3339 date-time such as 2026-01-31T12:00:00Z")
+        return value
 
     @model_validator(mode="after")
     def _check_values(self) -> Flag:
@@ -514,6 +754,17 @@ def _keyed(items: object, key_name: str) -> object:
 
 class FlagSet(_Model):
     """All flags and segments of a project at one version; references between them are checked."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cross_field(
+            lambda schema: [],
+            "flags' keys are unique, and segments' names",
+            "a `segment` condition names a segment of the set, and segments do not include each other "
+            "in a cycle",
+            "a prerequisite names a flag of the set, and only variants that flag can serve (or "
+            f"{NO_VARIANT!r})",
+        )
+    )
 
     version: Annotated[int, Field(ge=0, strict=True)] = 0
     flags: list[Flag] = []

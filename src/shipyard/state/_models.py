@@ -301,3 +301,27 @@ class MetricTotalRow(Base):
     b: Mapped[str] = mapped_column(String(128), primary_key=True)
     c: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[float] = mapped_column()
+
+
+class TrafficMinuteRow(Base):
+    """One minute of one service's traffic through HAProxy, recorded by `shipyard serve`
+    (`monitor.TrafficHistory`, migration 0011) and pruned after its retention. A minute nobody
+    recorded (HAProxy down, no server running) has no row: a gap, never zeros."""
+
+    __tablename__ = "traffic_minutes"
+    __table_args__ = (Index("ix_traffic_minutes_minute", "minute"),)
+    stack: Mapped[str] = mapped_column(String(128), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    service: Mapped[str] = mapped_column(String(128), primary_key=True)
+    minute: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    """The minute's start (UTC, on the minute)."""
+    requests: Mapped[int] = mapped_column(Integer)
+    """Requests answered, from HAProxy's backend counters (exact)."""
+    errors: Mapped[int] = mapped_column(Integer)
+    """5xx answers, HAProxy's own (no server up) included."""
+    latency_buckets: Mapped[list[int]] = mapped_column(JSON)
+    """Requests per `rollout.LATENCY_BUCKETS_MS` bucket, from HAProxy's request log (which may
+    lose lines under overload: their sum may be below `requests`)."""
+    p50_ms: Mapped[float | None] = mapped_column(nullable=True)
+    """The median and the 99th percentile of `latency_buckets` (None: no request logged)."""
+    p99_ms: Mapped[float | None] = mapped_column(nullable=True)

@@ -91,6 +91,7 @@ backup:
   checks: ["SELECT count(*) FROM items WHERE price > 0"]
 environments:
   production: {{}}
+images: {{environments: []}}  # backups, not which images production may run
 """
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from integration.backup._cli import shipyard
+from integration.backup._cli import sessions_of, shipyard
 from support.backup_stack import backup_stack
 from support.webhook import webhook_receiver
 
@@ -27,6 +27,7 @@ def test_stale_until_a_backup_then_fresh_then_stale_again(
             result = shipyard(stack, monkeypatch, capsys, "backup", "freshness", "-o", "json", HOOK=hook)
             return result.code, json.loads(result.out)
 
+        sessions_of(stack)  # the store, as `serve` or a first backup makes it: freshness only reads one
         code, report = freshness()
         assert code == 1
         assert {r["source"] for r in report} == {"postgres:db", "redis:cache", f"files:{stack.files}"}

@@ -135,6 +135,7 @@ def test_releases_keep_their_id_and_versions_whole(stack: Stack) -> None:
 
 def test_the_audit_log_keeps_targets_whole(stack: Stack) -> None:
     audit = stack.run("audit", "-f", "shipyard.yaml")
-    # A 52-character key, a time, an actor and an action do not fit 80 columns together: the table
-    # is wider than the terminal (a line wraps there), but no key is cut.
+    # A 52-character key, a time, an actor and an action do not fit 80 columns side by side: each
+    # entry is a record then (a line per field), within the terminal, and no key is cut.
     _whole(audit, stack.set_id, FLAG_KEYS[1])
+    assert max(len(line) for line in audit.splitlines()) <= WIDTH, audit

@@ -26,6 +26,7 @@ notifications:
   ops: {kind: webhook, url: "${env:OPS_HOOK}"}
   refused: {kind: webhook, url: "${env:REFUSED_HOOK}"}
   unset: {kind: slack, url: "${env:NOT_SET_ANYWHERE}"}
+images: {environments: []}  # notifications, not which images production may run
 """
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from shipyard.errors import TargetError
 from shipyard.rollout.targets.haproxy import (
+    LOG_RING,
     HAProxyClient,
     ProxyPaths,
     TrafficSampler,
@@ -258,3 +259,22 @@ def test_a_flush_that_gives_up_counts_no_line_that_comes_late() -> None:
         assert _answered(client) == 150
     assert 50 <= given_up <= 100
     assert synced == given_up
+
+
+@needs_haproxy
+def test_an_haproxy_without_the_request_log_ring_is_named_as_the_cause() -> None:
+    # An HAProxy started by an older shipyard logs to another ring: the sampler can read no line,
+    # and says so (how to fix it, where its pid is) instead of reporting every request as lost.
+    directory = Path(tempfile.mkdtemp(prefix="sy-haproxy-"))
+    paths = ProxyPaths(directory)
+    text = render_haproxy_config(demo_stack(free_port()), directory, ports={"web": free_port()})
+    paths.config.write_text(text.replace(LOG_RING, "older_log"))
+    start_haproxy(paths, HAPROXY)
+    sampler = TrafficSampler(paths)
+    try:
+        with pytest.raises(TargetError, match=r"has no request-log ring 'request_log'.*its pid is in"):
+            sampler.start()
+    finally:
+        sampler.stop()
+        stop_haproxy(paths)
+        shutil.rmtree(directory, ignore_errors=True)

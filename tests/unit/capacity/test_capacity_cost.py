@@ -42,8 +42,9 @@ def test_apricode_production_figures(production: CapacityTotals) -> None:
     assert figures == {
         "hetzner": ("CX32", 4, Decimal("50.43"), Decimal("54.47")),
         "digitalocean": ("s-4vcpu-8gb", 4, Decimal("240.00"), Decimal("240.00")),
-        "gcp": ("e2-standard-4", 3, Decimal("432.74"), Decimal("432.74")),
-        "aws": ("t3.xlarge", 3, Decimal("482.65"), Decimal("482.65")),
+        # GKE and EKS bill each node's boot disk apart (3 × 100 GB pd-balanced, 3 × 20 GB gp3).
+        "gcp": ("e2-standard-4", 3, Decimal("462.74"), Decimal("462.74")),
+        "aws": ("t3.xlarge", 3, Decimal("487.45"), Decimal("487.45")),
     }
 
 
@@ -52,6 +53,7 @@ def test_aws_line_items(production: CapacityTotals) -> None:
     lines = [(item.description, item.quantity, item.unit_price, item.monthly) for item in estimate.items]
     assert lines == [
         ("3 × t3.xlarge (4 vCPU, 16 GiB)", 3, Decimal("121.472"), Decimal("364.42")),
+        ("Boot disks (EBS gp3 root volume, 20 GB × 3 nodes)", 60, Decimal("0.08"), Decimal("4.80")),
         ("Control plane", 1, Decimal("73.0"), Decimal("73.00")),
         ("Block storage (EBS gp3)", 360, Decimal("0.08"), Decimal("28.80")),
         ("Load balancer (Application Load Balancer)", 1, Decimal("16.425"), Decimal("16.43")),
@@ -59,7 +61,7 @@ def test_aws_line_items(production: CapacityTotals) -> None:
     ]
     assert estimate.total == sum(item.monthly for item in estimate.items)
     assert estimate.items[0].price.source == "https://aws.amazon.com/ec2/pricing/on-demand/"
-    assert (estimate.pool.chosen.at_max.nodes, estimate.total_at_max) == (4, Decimal("604.12"))
+    assert (estimate.pool.chosen.at_max.nodes, estimate.total_at_max) == (4, Decimal("610.52"))
 
 
 def test_hetzner_converts_euros_line_by_line(production: CapacityTotals) -> None:
@@ -117,6 +119,7 @@ services:
       requests: {cpu: "2", memory: 40Gi}
 environments:
   production: {}
+images: {environments: []}  # sizing, not which images production may run
 """
 
 
@@ -133,7 +136,7 @@ def test_a_provider_that_cannot_host_is_listed_apart() -> None:
 def test_plain_data_is_exact(production: CapacityTotals) -> None:
     data = comparison_data(estimate_costs(production, ["aws"]))
     aws = data["estimates"][0]
-    assert aws["total_usd"] == "482.65"
+    assert aws["total_usd"] == "487.45"
     assert aws["items"][0]["unit_price"] == "121.4720"
     assert aws["items"][0]["list_price"] == {
         "amount": "0.1664",

@@ -170,6 +170,7 @@ services:
       requests: {cpu: "100", memory: 8Gi}
 environments:
   production: {}
+images: {environments: []}  # sizing, not which images production may run
 """
 
 

@@ -4,10 +4,21 @@ Redis replicas too, and an external (managed) database priced from a catalog as 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shipyard.capacity import CapacityTotals, capacity_totals, estimate_cost, load_catalog
+from shipyard.capacity import (
+    CapacityTotals,
+    capacity_totals,
+    catalogs,
+    estimate_cost,
+    known_providers,
+    load_catalog,
+    managed_class,
+)
 from shipyard.errors import UnknownInstanceClassError
 from shipyard.spec import GIB, load_spec, load_spec_text
 from unit.render.render_helpers import ROOT
@@ -34,6 +45,7 @@ DB
     storage: {size: 4Gi}
     exporter: ~
 CACHE
+images: {environments: []}  # sizing, not which images production may run
 """
 
 
@@ -116,15 +128,56 @@ def test_cost_prices_the_managed_database_from_the_catalog_as_line_items() -> No
     assert not any("RDS" in item.description for item in in_cluster.items)
 
 
-def test_another_provider_prices_the_same_rds_instance_in_its_own_currency() -> None:
-    # The database stays on RDS whichever provider runs the cluster: Hetzner's estimate (EUR)
-    # carries AWS's price, converted at its catalog's rate.
-    hetzner = load_catalog("hetzner")
-    estimate = estimate_cost(totals(EXTERNAL), hetzner)
-    [instance] = [item for item in estimate.items if "db.r6g.large" in item.description]
-    assert instance.monthly_usd == Decimal("328.50")
-    assert instance.monthly == (Decimal("328.50") / hetzner.usd_rate).quantize(Decimal("0.01"))
-    assert "aws catalog" in (instance.note or "")
+def test_each_provider_prices_the_class_it_runs_and_hetzner_none() -> None:
+    # db.r6g.large (2 vCPU, 16 GiB) Multi-AZ: the cheapest class of each provider at least as
+    # large, with a standby; Hetzner sells no managed databases and prices nothing for it.
+    described = {}
+    for provider in ("digitalocean", "gcp"):
+        estimate = estimate_cost(totals(EXTERNAL), load_catalog(provider))
+        [line] = [item for item in estimate.items if item.kind == "managed-database"]
+        assert "db.r6g.large (2 vCPU, 16 GiB) priced as" in (line.note or "")
+        described[provider] = line.description
+    assert described == {
+        "digitalocean": "DigitalOcean Managed PostgreSQL 'db': db-s-6vcpu-16gb, Multi-AZ",
+        "gcp": "Cloud SQL for PostgreSQL 'db': db-custom-4-26624, Multi-AZ",
+    }
+    hetzner = estimate_cost(totals(EXTERNAL), load_catalog("hetzner"))
+    assert not any(item.kind == "managed-database" for item in hetzner.items)
+    assert any("has no managed databases" in note for note in hetzner.notes)
+    assert hetzner.managed[0].database is None
+
+
+_ALL_CLASSES = sorted({(d.name, d.engine) for c in catalogs() for d in c.managed_databases})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    asked=st.sampled_from(_ALL_CLASSES), provider=st.sampled_from(known_providers()), multi_az=st.booleans()
+)
+def test_the_class_a_provider_runs_is_never_smaller_and_its_own_maps_to_itself(
+    asked: tuple[str, Literal["postgresql", "redis"]], provider: str, multi_az: bool
+) -> None:
+    name, engine = asked
+    catalog = load_catalog(provider)
+    listed = next(d for c in catalogs() for d in c.managed_databases if d.name == name)
+    if catalog.managed_database(name) is not None:
+        if multi_az and listed.multi_az_price is None:
+            with pytest.raises(UnknownInstanceClassError, match="no Multi-AZ price"):
+                managed_class(catalog, "db", engine, name, multi_az)
+            return
+        assert managed_class(catalog, "db", engine, name, multi_az).database is listed  # itself
+        return
+    chosen = managed_class(catalog, "db", engine, name, multi_az)
+    assert chosen.note  # a mapped class, or none, is always said
+    if chosen.database is None:
+        return
+    database = chosen.database
+    assert catalog.managed_database(database.name) is database
+    assert database.engine == engine
+    assert (database.vcpu or 0) >= (listed.vcpu or 0)
+    assert (database.memory_gib or 0) >= (listed.memory_gib or 0)
+    assert not multi_az or database.multi_az_price is not None
+    assert f"{name} ({listed.vcpu} vCPU, {listed.memory_gib} GiB) priced as" in chosen.note
 
 
 def test_a_single_az_external_redis_is_priced_per_node() -> None:

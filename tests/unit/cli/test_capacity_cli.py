@@ -80,7 +80,7 @@ def test_cost_table_is_cheapest_first(capsys: pytest.CaptureFixture[str], aprico
     summary = out[out.index("Monthly cost, cheapest first") :]
     ranked = [line.split()[1] for line in summary.splitlines() if line[:1].isdigit()]
     assert ranked == ["hetzner", "digitalocean", "gcp", "aws"]
-    assert "$482.65" in out
+    assert "$487.45" in out
     assert "€50.43" in out
     assert "Control plane" in out
 
@@ -92,8 +92,8 @@ def test_cost_json_line_items(capsys: pytest.CaptureFixture[str], apricode_spec:
     assert code == 0
     [production] = json.loads(out)["environments"]
     [aws] = production["estimates"]
-    assert aws["total_usd"] == "482.65"
-    assert [item["monthly"] for item in aws["items"]] == ["364.42", "73.00", "28.80", "16.43", "0.00"]
+    assert aws["total_usd"] == "487.45"
+    assert [item["monthly"] for item in aws["items"]] == ["364.42", "4.80", "73.00", "28.80", "16.43", "0.00"]
     assert aws["node_pool"]["headroom_percent"] == 20
 
 

@@ -43,6 +43,7 @@ platform:
   prometheus_operator: {namespace: observability}
 environments:
   production: {}
+images: {environments: []}  # about the control plane, not which images production may run
 """
 
 

@@ -10,7 +10,7 @@ import pytest
 from shipyard.cli import main
 from shipyard.errors import RenderError
 from shipyard.render import build_manifests
-from unit.render.render_helpers import by_kind, spec_from
+from unit.render.render_helpers import NO_IMAGE_POLICY, by_kind, spec_from
 
 MIB = 1024 * 1024
 
@@ -64,7 +64,7 @@ def test_the_cli_ends_with_exit_2_and_writes_nothing(
 ) -> None:
     # What a 50 MB spec did (a 46 MB ConfigMap, exit 0), at a size the spec file may have.
     spec = tmp_path / "shipyard.yaml"
-    spec.write_text(_spec(env_value="x" * (3 * MIB)).replace("\n        ", "\n").lstrip())
+    spec.write_text(_spec(env_value="x" * (3 * MIB)).replace("\n        ", "\n").lstrip() + NO_IMAGE_POLICY)
     out = tmp_path / "k8s"
     with pytest.raises(SystemExit) as ended:
         main(["render", "kubernetes", "-f", str(spec), "-e", "production", "-o", str(out)])

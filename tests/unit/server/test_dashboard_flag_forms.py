@@ -15,53 +15,17 @@ from shipyard.flags import FlagDocuments, Rule
 from shipyard.server._dashboard_flag_forms import (
     ListFilter,
     RuleForm,
+    builder_drops,
+    describe_rule,
     diff,
     flag_field_errors,
     flatten,
     ordered_environments,
     rule_field_errors,
 )
+from support.flag_rules import builder_rules, words
 
 ENV = "production"
-
-words = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,8}", fullmatch=True)
-conditions = st.one_of(
-    st.builds(
-        lambda a, v: {"attribute": a, "op": "in", "value": v}, words, st.lists(words, min_size=1, max_size=3)
-    ),
-    st.builds(lambda a, v: {"attribute": a, "op": "not_in", "value": v}, words, st.lists(words, min_size=1)),
-    st.builds(lambda a, v: {"attribute": a, "op": "eq", "value": v}, words, words),
-    st.builds(lambda a, v: {"attribute": a, "op": "gte", "value": v}, words, st.integers(-1000, 1000)),
-    st.builds(
-        lambda a, v: {"attribute": a, "op": "semver_gt", "value": f"{v}.0.0"}, words, st.integers(0, 9)
-    ),
-    st.builds(lambda v: {"op": "segment", "value": v}, st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True)),
-)
-variants = st.lists(
-    st.builds(
-        lambda n, v, w: {"name": n, "value": v, "weight": w}, words, st.booleans(), st.integers(0, 100)
-    ),
-    min_size=1,
-    max_size=3,
-    unique_by=lambda v: v["name"],
-).filter(lambda vs: sum(v["weight"] for v in vs) > 0)
-
-
-@st.composite
-def rules(draw: st.DrawFn) -> dict[str, Any]:
-    rule: dict[str, Any] = {}
-    if draw(st.booleans()):
-        rule["name"] = draw(words)
-    if found := draw(st.lists(conditions, max_size=3)):
-        rule["conditions"] = found
-    percent = draw(st.integers(0, 100))
-    if percent < 100:
-        rule["rollout"] = {"percent": percent}
-    if draw(st.booleans()):
-        rule["split"] = {"variants": draw(variants)}
-    else:
-        rule["value"] = draw(st.booleans())
-    return rule
 
 
 def _document(rule: dict[str, Any]) -> dict[str, Any]:
@@ -69,19 +33,30 @@ def _document(rule: dict[str, Any]) -> dict[str, Any]:
     return Rule.model_validate(rule).model_dump(mode="json", exclude_defaults=True)
 
 
-@given(rules())
+def _crlf(text: str) -> str:
+    """A textarea's text as a browser posts it: every line end as CRLF."""
+    return text.replace("\n", "\r\n")
+
+
+@given(builder_rules())
 def test_a_stored_rule_comes_back_from_its_form_unchanged(rule: dict[str, Any]) -> None:
     stored = _document(rule)
+    assert builder_drops(stored) == []
     # The page shows the rule with a spare empty row of each (for browsers without JavaScript);
-    # the browser posts every field as text, repeated fields in order.
+    # the browser posts every field as text, repeated fields in order, and a checkbox only when
+    # it is checked (with its row's key as its value).
     form = RuleForm.of_rule(ENV, 0, stored, "boolean").with_blank_rows()
+    keys = [str(k) for k in range(len(form.conditions))]
     posted = {
         "environment": [form.environment],
         "index": ["0"],
         "name": [form.name],
+        "condition_row": keys,
         "attribute": [c.attribute for c in form.conditions],
         "op": [c.op for c in form.conditions],
         "values": [c.values for c in form.conditions],
+        "inverted": [k for k, c in zip(keys, form.conditions, strict=True) if c.inverted],
+        "case_insensitive": [k for k, c in zip(keys, form.conditions, strict=True) if c.case_insensitive],
         "percent": [form.percent],
         "stickiness": [form.stickiness],
         "serve": [form.serve],
@@ -89,10 +64,31 @@ def test_a_stored_rule_comes_back_from_its_form_unchanged(rule: dict[str, Any]) 
         "variant_name": [v.name for v in form.variants],
         "variant_value": [v.value for v in form.variants],
         "variant_weight": [v.weight for v in form.variants],
+        "variant_payload_type": [v.payload_type for v in form.variants],
+        "variant_payload": [_crlf(v.payload) for v in form.variants],
     }
     built, problems = RuleForm.of_form(posted).to_rule("boolean")
     assert problems == {}
     assert _document(built) == stored
+
+
+def test_negation_case_and_payloads_are_described() -> None:
+    rule = {
+        "conditions": [
+            {"attribute": "country", "op": "in", "value": ["nl"], "case_insensitive": True},
+            {"attribute": "plan", "op": "eq", "value": "free", "inverted": True},
+        ],
+        "split": {
+            "variants": [
+                {"name": "blue", "value": True, "weight": 1, "payload": {"type": "json", "value": '{"c": 1}'}}
+            ]
+        },
+    }
+    assert describe_rule(rule) == [
+        "country is one of nl (any case)",
+        "NOT plan equals free",
+        'serves blue = true (100 %, json payload {"c": 1})',
+    ]
 
 
 def _refused(rule: dict[str, Any], flag_type: str = "boolean") -> dict[str, str]:
@@ -125,6 +121,23 @@ def test_the_models_errors_are_put_beside_the_builders_fields() -> None:
     }
     assert set(_refused({"split": {"variants": []}})) == {"variants"}
     assert set(_refused({})) == {"serve"}  # neither a value nor a split
+    folded = {
+        "conditions": [{"attribute": "age", "op": "lt", "value": 3, "case_insensitive": True}],
+        "value": True,
+    }
+    assert _refused(folded) == {
+        "conditions.0.case_insensitive": "'case_insensitive' applies to string operators, not to 'lt'"
+    }
+    variant = {"name": "a", "value": True, "weight": 1}
+    bad_json = {**variant, "payload": {"type": "json", "value": "{colour: blue}"}}
+    bad_number = {**variant, "name": "b", "payload": {"type": "number", "value": "twelve"}}
+    bad_type = {**variant, "name": "c", "payload": {"type": "xml", "value": "<a/>"}}
+    payloads = _refused({"split": {"variants": [bad_json, bad_number, bad_type]}})
+    assert set(payloads) == {"variants.0.payload", "variants.1.payload", "variants.2.payload_type"}
+    assert payloads["variants.0.payload"].startswith("a json payload is JSON: Expecting property name")
+    assert (
+        payloads["variants.1.payload"] == "a number payload is a number such as 42, -1.5 or 1e3, not 'twelve'"
+    )
     wrong_type = _refused({"value": 3}, flag_type="string")
     assert set(wrong_type) == {"value"}
     assert "not a string value" in wrong_type["value"]
@@ -151,6 +164,15 @@ def test_the_builder_finds_problems_in_the_text_before_the_model() -> None:
     assert set(problems) == {"percent", "variants.0.value", "variants.0.weight"}
     _, problems = RuleForm(environment=ENV, value="maybe").to_rule("boolean")
     assert problems == {"value": "a boolean flag's value is true or false"}
+    # A payload typed without its type: which type it is cannot be guessed.
+    untyped = {
+        "variant_name": ["a"],
+        "variant_value": ["true"],
+        "variant_weight": ["1"],
+        "variant_payload": ["7"],
+    }
+    _, problems = RuleForm.of_form({**untyped, "environment": [ENV], "serve": ["split"]}).to_rule("boolean")
+    assert set(problems) == {"variants.0.payload_type"}
 
 
 def test_settings_errors_go_to_their_fields() -> None:

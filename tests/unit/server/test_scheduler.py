@@ -146,6 +146,7 @@ dr:
   drills: {restore: "0 4 * * 0", full: "0 3 1 * *"}
 environments:
   production: {}
+images: {environments: []}  # schedules, not which images production may run
 """
 
 

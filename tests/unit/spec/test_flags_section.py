@@ -23,6 +23,7 @@ flags:
     type: string
     default_value: light
     prerequisites: [{flag: missing}]
+images: {environments: []}  # flags, not which images production may run
 """
 
 

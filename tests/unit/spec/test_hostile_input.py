@@ -99,6 +99,7 @@ def test_aliases_a_spec_really_uses_still_load() -> None:
               requests: {cpu: 100m, memory: 128Mi}
               limits: {cpu: 500m, memory: 512Mi}
           web: {role: web, image: i, port: 8001, resources: *small}
+        images: {environments: []}
         """
     )
     stack = load_spec_text(text).stack("production")

@@ -13,9 +13,10 @@ name: shop
 services:
   api:
     role: api
-    image: shop/api:1
+    image: shop/api:1@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
     port: 8000
 """
+"""The least a spec says, valid in every default environment (production runs images by digest)."""
 
 
 def problems(text: str) -> list[str]:
@@ -81,6 +82,7 @@ def test_every_error_is_reported_at_once_with_its_position() -> None:
             depends_on: [api, missing]
         datastores:
           db: {kind: mongodb}
+        images: {environments: []}
         """
     )
     # api has a schema error, so it is left out of the cross-field checks: web's port 8000 is
@@ -151,6 +153,7 @@ def test_secret_values_are_refused_without_echoing_them() -> None:
             env:
               STRIPE_API_KEY: sk_live_abcdef
               DATABASE_URL: postgres://shop:s3cr3t-pw@db/shop
+        images: {environments: []}
         """
     )
     assert len(found) == 2
@@ -188,6 +191,7 @@ def test_yaml_1_2_scalars_and_merge_keys() -> None:
             <<: *api
             role: worker
             port: 8001
+        images: {environments: []}
         """
     )
     stack = load_spec_text(text).stack("production")

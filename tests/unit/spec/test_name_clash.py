@@ -26,6 +26,7 @@ def test_a_service_and_a_datastore_with_the_same_name_are_refused() -> None:
           cache: {role: worker, image: i}
         datastores:
           cache: {kind: redis}
+        images: {environments: []}
         """
     )
     assert len(found) == 1, found
@@ -47,6 +48,7 @@ def test_the_postgres_case_reports_the_clash_not_a_cycle_or_a_self_dependency() 
           postgres: {role: api, image: i, port: 6432, depends_on: [postgres, api]}
         datastores:
           postgres: {kind: postgresql, storage: {size: 1Gi}}
+        images: {environments: []}
         """
     )
     assert len(found) == 1, found
@@ -67,6 +69,7 @@ def test_the_clash_is_reported_in_each_environment_that_has_it_once() -> None:
           production:
             datastores:
               queue: {kind: redis}
+        images: {environments: []}
         """
     )
     assert len(found) == 1, found

@@ -88,6 +88,7 @@ notifications:
     token: ${{env:TG_TOKEN}}
     chat_id: "1"
     api_url: {api_url}
+images: {{environments: []}}  # notification URLs, not which images production may run
 """
 
 
@@ -115,6 +116,7 @@ services:
 notifications:
   ops: {kind: webhook, url: "${env:SHOP_HOOK_URL}"}
   chat: {kind: slack, url: {secretRef: alerts/slack}}
+images: {environments: []}  # notification URLs, not which images production may run
 """
 
 

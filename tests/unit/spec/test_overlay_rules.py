@@ -43,6 +43,7 @@ environments:
   staging:
     services:
       apii: {replicas: 2}
+images: {environments: []}
 """
     )
     assert found == [
@@ -61,6 +62,7 @@ environments:
   production:
     datastores:
       redis: {maxmemory: 1Gi}
+images: {environments: []}
 """
     )
     assert len(found) == 1, found
@@ -79,6 +81,7 @@ environments:
     services:
       mailhog: {role: web, image: mailhog/mailhog:v1.0.1, port: 8025}
   production: {}
+images: {environments: []}
 """
     )
     assert "mailhog" in spec.stack("dev").services
@@ -97,6 +100,7 @@ environments:
     backup:
       schedules: {}
   production: {}
+images: {environments: []}
 """
     )
 

@@ -27,6 +27,7 @@ services:
     volumes:
       data: {size: 1Gi, mount: /data%s}
 %s
+images: {environments: []}  # volumes, not which images production may run
 """
 
 

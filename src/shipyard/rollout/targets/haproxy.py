@@ -960,15 +960,19 @@ class TrafficSampler:
 
     def _check_ring(self) -> None:
         """Name the cause when HAProxy runs without the log ring (started by an older shipyard)."""
-        with contextlib.suppress(TargetError):
+        # Only the question is allowed to fail (an HAProxy that cannot say has other troubles,
+        # reported where they happen); the answer "no ring" must reach the caller.
+        try:
             sinks = HAProxyClient(self.paths.admin_socket).command("show events")
-            if f" {LOG_RING} :" not in sinks:
-                raise TargetError(
-                    f"HAProxy on {self.paths.admin_socket} has no request-log ring {LOG_RING!r}: it was "
-                    "started with an older configuration. Stop it (its pid is in "
-                    f"{self.paths.pid_file}); the next shipyard command starts it again with the "
-                    "current configuration and adds the running instances back"
-                )
+        except TargetError:
+            return
+        if f" {LOG_RING} :" not in sinks:
+            raise TargetError(
+                f"HAProxy on {self.paths.admin_socket} has no request-log ring {LOG_RING!r}: it was "
+                "started with an older configuration. Stop it (its pid is in "
+                f"{self.paths.pid_file}); the next shipyard command starts it again with the "
+                "current configuration and adds the running instances back"
+            )
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

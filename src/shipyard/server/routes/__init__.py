@@ -14,7 +14,7 @@ from ...flags import LiveFlagSet
 from ...jobs import JobRunner
 from ...rollout import KubeConnection
 from .._auth import TokenAuth
-from . import audit, backups, drills, flags, ofrep, rollouts, unleash
+from . import audit, backups, drills, flags, ofrep, rollouts, traffic, unleash
 from . import jobs as job_routes
 
 
@@ -38,9 +38,20 @@ def mount(
     app.include_router(unleash.build_router(app.state.unleash_api))
     app.include_router(job_routes.build_router(runner, admin=auth.admin))
     app.include_router(rollouts.build_router(sessions, runner, admin=auth.admin, kube=kube))
-    for module in (backups, drills):
+    for module in (backups, drills, traffic):
         app.include_router(module.build_router(sessions, runner, admin=auth.admin))
     app.include_router(audit.build_router(sessions, admin=auth.admin))
 
 
-__all__ = ["audit", "backups", "drills", "flags", "job_routes", "mount", "ofrep", "rollouts", "unleash"]
+__all__ = [
+    "audit",
+    "backups",
+    "drills",
+    "flags",
+    "job_routes",
+    "mount",
+    "ofrep",
+    "rollouts",
+    "traffic",
+    "unleash",
+]

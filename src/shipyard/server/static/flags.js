@@ -38,17 +38,24 @@ if (builder) {
   showServed();
 }
 
-// Rows of conditions and variants: add one (a copy of the last, emptied), remove one.
+// Rows of conditions and variants: add one (a copy of the last, emptied), remove one. A row's
+// checkboxes post the row's key (`data-row-key`, also in a hidden field): a copy gets a new one.
 function emptied(row, index) {
   const copy = row.cloneNode(true);
   copy.querySelectorAll(".field-error").forEach((error) => error.remove());
-  copy.querySelectorAll("input, select").forEach((field) => {
+  copy.querySelectorAll("input, select, textarea").forEach((field) => {
     field.removeAttribute("aria-invalid");
     field.removeAttribute("aria-describedby");
     if (field instanceof HTMLSelectElement) {
       field.selectedIndex = 0;
+    } else if (field.hasAttribute("data-row-key")) {
+      field.value = String(index);
+      field.checked = false;
     } else {
       field.value = "";
+    }
+    if (!field.id) {
+      return;
     }
     const id = field.id.replace(/-\d+$/, `-${index}`);
     const label = copy.querySelector(`label[for="${field.id}"]`);
@@ -81,7 +88,8 @@ document.querySelectorAll("[data-rows]").forEach((rows) => {
   const all = rows.querySelectorAll("[data-row]");
   // The spare empty row is for browsers without this file: an "Add" button replaces it.
   const last = all[all.length - 1];
-  const blank = last && [...last.querySelectorAll("input")].every((field) => field.value === "");
+  const typed = last ? last.querySelectorAll("input:not([data-row-key]), textarea") : [];
+  const blank = last && [...typed].every((field) => field.value === "");
   if (blank && all.length > 1) {
     last.remove();
   }
