@@ -59,9 +59,10 @@ unit: install
 	$(VENV)/bin/pytest -q -n 2 tests/unit
 
 test: install $(MOTO) $(CHECKOV) $(NODE_TESTS) lint typecheck
-	@# A file's tests (and its servers) stay on one worker. Three workers on two cores: the long
-	@# tests mostly wait (a channel down for a minute, a scheduler watched for a minute).
-	$(VENV)/bin/pytest -q -n 3 --dist loadfile --durations=25
+	@# A file's tests (and its servers) stay on one worker. Four workers on two cores: the long
+	@# tests mostly wait (a channel down for a minute, a lease left to lapse, a scheduler watched
+	@# for a minute).
+	$(VENV)/bin/pytest -q -n 4 --dist loadfile --durations=25
 
 demo: install
 	bash scripts/demo.sh $(DEMO_OUT)

@@ -109,10 +109,25 @@ def register(app: typer.Typer) -> None:
     app.add_typer(rollout_app, name="rollout")
 
 
-def _workspace(file: Path, env: str, database_url: str | None) -> Workspace:
+SteerEnvOption = Annotated[
+    str | None,
+    typer.Option(
+        "--env", "-e", help="The environment whose release to act on (default: the newest release of any)."
+    ),
+]
+
+
+def _workspace(file: Path, env: str | None, database_url: str | None) -> Workspace:
     """The workspace of the spec and environment; the spec is read when a verb needs it (steering a
-    release that a controller runs needs none)."""
-    return Workspace(spec_path=file, environment=env, database_url=database_url, actor=actor())
+    release that a controller runs needs none). No environment: production's stack, and steering
+    acts on the service's newest release in any environment."""
+    return Workspace(
+        spec_path=file,
+        environment=env or "production",
+        database_url=database_url,
+        actor=actor(),
+        any_environment=env is None,
+    )
 
 
 def _kube(target: TargetName | None, context: str | None, kubeconfig: Path | None) -> KubeConnection | None:
@@ -393,7 +408,7 @@ def _make_command(name: str, help_text: str) -> None:
         kubeconfig: KubeconfigOption = None,
         dry_run: DryRunOption = False,
         file: SpecOption = DEFAULT_SPEC,
-        env: NamedEnvOption = "production",
+        env: SteerEnvOption = None,
         database_url: DatabaseOption = None,
         output: PlanOutputOption = Output.table,
     ) -> None:
@@ -434,7 +449,7 @@ def promote(
     kubeconfig: KubeconfigOption = None,
     dry_run: DryRunOption = False,
     file: SpecOption = DEFAULT_SPEC,
-    env: NamedEnvOption = "production",
+    env: SteerEnvOption = None,
     database_url: DatabaseOption = None,
     output: PlanOutputOption = Output.table,
 ) -> None:
@@ -457,7 +472,7 @@ def resume(
     kubeconfig: KubeconfigOption = None,
     dry_run: DryRunOption = False,
     file: SpecOption = DEFAULT_SPEC,
-    env: NamedEnvOption = "production",
+    env: SteerEnvOption = None,
     database_url: DatabaseOption = None,
     output: PlanOutputOption = Output.table,
 ) -> None:
@@ -511,7 +526,7 @@ def status(
     context: ContextOption = None,
     kubeconfig: KubeconfigOption = None,
     file: SpecOption = DEFAULT_SPEC,
-    env: NamedEnvOption = "production",
+    env: SteerEnvOption = None,
     database_url: DatabaseOption = None,
     output: OutputOption = Output.table,
 ) -> None:

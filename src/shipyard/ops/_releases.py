@@ -892,9 +892,11 @@ def _driver(
 def _latest(ws: Workspace, service: str, target: str | None = None) -> RolloutRow:
     """The newest release of `service` in the workspace's environment; refused when it runs on
     another target than expected."""
-    row = latest_release(ws.sessions, service, ws.environment)
+    environment = None if ws.any_environment else ws.environment
+    row = latest_release(ws.sessions, service, environment)
     if row is None:  # the API's 404, as for a read of the service's release
-        raise NotFoundError(f"{service!r} has never been released in {ws.environment}: name another with -e")
+        where = "" if environment is None else f" in {environment} (name another with -e)"
+        raise NotFoundError(f"{service!r} has never been released{where}")
     if target is not None and row.target != target:
         raise UserError(f"release {row.id} of {service!r} runs on {row.target}: add `--target {row.target}`")
     return row

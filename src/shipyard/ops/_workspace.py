@@ -59,6 +59,9 @@ class Workspace:
     state_dir: Path = field(default_factory=state_dir)
     opened_sessions: sessionmaker[Session] | None = field(default=None, repr=False)
     """Sessions an edge already holds (the server's), used instead of opening the store again."""
+    any_environment: bool = False
+    """Steering with no environment named: act on the service's newest release in any environment
+    (one store can hold staging's and production's); else only on `environment`'s."""
     reads_only: bool = False
     """A verb that only reads: the store must exist already (StateStoreMissing, naming where it
     looked, instead of an empty store created to answer "nothing yet")."""

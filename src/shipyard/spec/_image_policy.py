@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from ._model import Stack
+from ._model import Stack, default_shipyard_image
 
 Problem = tuple[tuple[str | int, ...], str]
 
@@ -80,9 +80,10 @@ def image_policy_problems(stack: Stack) -> Iterator[Problem]:
             named.append((("datastores", name, "image"), store.image))
         if store.exporter is not None and store.exporter.image:
             named.append((("datastores", name, "exporter", "image"), store.exporter.image))
-    # shipyard's own image, where the spec names one (its default is this shipyard's release tag).
+    # shipyard's own image, where the spec names another than its default (this shipyard's
+    # release tag, which a stack dumped and loaded back names too).
     for section, part in (("backup", stack.backup), ("control_plane", stack.control_plane)):
-        if part is not None and "image" in part.model_fields_set:
+        if part is not None and part.image != default_shipyard_image():
             named.append(((section, "image"), part.image))
     for path, image in named:
         problem = _refused(image, stack.environment, policy.require_digest, policy.mutable_tags)
