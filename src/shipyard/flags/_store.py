@@ -39,7 +39,7 @@ from sqlalchemy import Engine, delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConflictError, InvalidObjectError, NotFoundError, PreconditionFailedError
-from ..spec.flags import Flag, FlagSet, Segment
+from ..spec.flags import STORED, Flag, FlagSet, Segment
 from ..state import AuditRow, Counter, FlagRow, SegmentRow, as_utc, utcnow
 
 COUNTER = "flagset"
@@ -145,7 +145,11 @@ class FlagDocuments:
             else:
                 target[change.target] = change.after
         try:
-            FlagSet.model_validate({"flags": list(flags.values()), "segments": list(segments.values())})
+            # Each changed document was validated strictly on its way in; the set is checked for
+            # its references, with stored documents read as stored.
+            FlagSet.model_validate(
+                {"flags": list(flags.values()), "segments": list(segments.values())}, context=STORED
+            )
         except ValidationError as exc:
             problems = _problems(exc)
             raise InvalidObjectError("; ".join(m for _, m in problems), problems) from None
@@ -320,7 +324,9 @@ class FlagStore:
             flags = [row.document for row in session.scalars(select(FlagRow).order_by(FlagRow.key))]
             segments = [row.document for row in session.scalars(select(SegmentRow).order_by(SegmentRow.name))]
         # Stored documents were validated on the way in; references were checked as a set.
-        return FlagSet.model_validate({"version": version, "flags": flags, "segments": segments})
+        return FlagSet.model_validate(
+            {"version": version, "flags": flags, "segments": segments}, context=STORED
+        )
 
     def get(self, key: str) -> Stored:
         with self._sessions() as session:

@@ -405,12 +405,24 @@ class VariantPayload(_Model):
     @field_validator("value")
     @classmethod
     def _value_is_its_type(cls, value: str, info: ValidationInfo) -> str:
+        if _stored(info):
+            return value
         kind = info.data.get("type")
         if kind == "json" and (problem := _json_problem(value)):
             raise ValueError(f"a json payload is JSON: {problem}")
         if kind == "number" and not re.search(PAYLOAD_NUMBER_PATTERN, value):
             raise ValueError(f"a number payload is a number such as 42, -1.5 or 1e3, not {value!r}")
         return value
+
+
+STORED = {"stored": True}
+"""The validation context of documents read back from the flag store: they were valid when written,
+and a rule added since (a payload's type, `createdAt`'s form) must not make a stored flag set
+unreadable, which would stop flag evaluation; the next write of that flag is held to it."""
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("stored"))
 
 
 def _json_problem(text: str) -> str | None:
@@ -591,9 +603,9 @@ class Flag(_Model):
 
     @field_validator("created_at", mode="before")
     @classmethod
-    def _created_at_is_a_time(cls, value: object) -> object:
+    def _created_at_is_a_time(cls, value: object, info: ValidationInfo) -> object:
         # pydantic would read a number as a Unix time; the schema says an RFC 3339 date-time string.
-        if isinstance(value, int | float):
+        if isinstance(value, int | float) and not _stored(info):
             raise ValueError("created_at is an RFC 3339 date-time such as 2026-01-31T12:00:00Z")
         return value
 
