@@ -62,10 +62,7 @@ def _kustomization(text: str, where: str) -> dict[str, Any]:
 
 def pinned(text: str, name: str, where: str = "kustomization.yaml") -> ImagePin | None:
     """The overlay's pin of image `name`, if it has one with a digest."""
-    for entry in _kustomization(text, where).get("images", []):
-        if entry.get("name") == name and isinstance(entry.get("digest"), str):
-            return ImagePin(name, entry["digest"], entry.get("newName"))
-    return None
+    return next((pin for pin in pins(text, where) if pin.name == name), None)
 
 
 def pins(text: str, where: str = "kustomization.yaml") -> tuple[ImagePin, ...]:
