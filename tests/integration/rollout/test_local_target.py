@@ -8,7 +8,9 @@ request. How fast a switch is, bench/rollout_bench.py measures.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -150,6 +152,32 @@ def test_failing_health_keeps_a_version_out_of_traffic() -> None:
         status = target.status("web")
         assert status.health["v2"].healthy == 0
         assert status.health["v1"].ready
+
+
+def test_an_instance_down_for_one_missed_check_is_waited_for_not_refused() -> None:
+    """An instance that stalled past a health check's timeout (a loaded host) is DOWN until its next
+    check passes. Moving all traffic to it then waits for that check instead of failing the release
+    on one late answer (a resumed controller failed its last step this way once, in CI)."""
+    with local_target(demo_environ()) as (target, port, _):
+        target.prepare("web", "v1", 1)
+        _ready(target, "v1")
+        target.set_weights("web", {"v1": 100})
+        target.prepare("web", "v2", 1)
+        _ready(target, "v2")
+        instance = target.supervisor.get("web.v2_1")
+        assert instance is not None
+        assert instance.app_pid is not None
+        os.kill(instance.app_pid, signal.SIGSTOP)  # it answers nothing, its checks time out
+        resume = threading.Timer(0.3, os.kill, (instance.app_pid, signal.SIGCONT))
+        try:
+            assert wait_until(lambda: "v2_1: DOWN" in target.health("web", "v2").detail, DEADLINE_S)
+            resume.start()  # it answers again soon after the weights are asked for
+            target.set_weights("web", {"v1": 0, "v2": 100})
+        finally:
+            resume.cancel()
+            os.kill(instance.app_pid, signal.SIGCONT)
+        assert target.status("web").versions == {"v1": 0, "v2": 100}
+        assert get_versions(port, 20) == [(200, "v2")] * 20
 
 
 def test_retire_lets_slow_requests_in_flight_finish() -> None:

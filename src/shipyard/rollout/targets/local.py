@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import TargetError
 from ...host import free_port, write_atomic
-from ...spec import ENV_REFERENCE, SecretRef, Service, Stack
+from ...spec import ENV_REFERENCE, Probe, SecretRef, Service, Stack
 from .._model import Health, MigrationResult, Sample, TargetStatus
 from ._processes import Instance, InstanceSpec, Supervisor, run_command
 from .haproxy import (
@@ -500,17 +500,26 @@ class LocalTarget:
         """Set every server's weight so the versions get `shares`; raised weights first, so that no
         moment has every server at 0 (which would answer 503)."""
         backend = backend_name(service)
-        states = [s for s in self._server_states(service) if not s.maintenance]
-        by_version = _group(states)
-        target = server_weights(_complete(shares, by_version), by_version)
-        if require_healthy and target:
-            serving_now = any(s.weight > 0 and s.healthy for s in states)
-            serving_then = any(target[s.server] > 0 and s.healthy for s in states)
-            if serving_now and not serving_then:
+        recheck_until: float | None = None
+        while True:
+            states = [s for s in self._server_states(service) if not s.maintenance]
+            by_version = _group(states)
+            target = server_weights(_complete(shares, by_version), by_version)
+            if not (require_healthy and target and _strands_traffic(states, target)):
+                break
+            # An instance that missed one check (a stall on a loaded host) is DOWN until its next
+            # one passes: wait for that round of checks before refusing, so a release does not fail
+            # on one late answer. One that stays down is refused after it.
+            recheck_s = _recheck_seconds(readiness_probe(self.stack, service))
+            if recheck_until is None:
+                recheck_until = time.monotonic() + recheck_s
+            elif time.monotonic() >= recheck_until:
                 asked = ", ".join(f"{v} {p}%" for v, p in shares.items() if p)
                 raise TargetError(
-                    f"refusing to route {service} to {asked}: no healthy instance would take traffic"
+                    f"refusing to route {service} to {asked}: no healthy instance would take traffic "
+                    f"(none passed a health check in the {recheck_s:g} s waited for one)"
                 )
+            time.sleep(_POLL_S)
         current = {s.server: s for s in states}
         order = sorted(target, key=lambda name: target[name] <= current[name].weight)
         for name in order:
@@ -613,6 +622,21 @@ def _version_of(instance_name: str) -> str | None:
 def _server_version(server: str) -> str | None:
     parsed = parse_server_name(server)
     return parsed[0] if parsed else None
+
+
+def _strands_traffic(states: list[ServerState], target: Mapping[str, int]) -> bool:
+    """Whether weights `target` would take all traffic from healthy servers to none: every request
+    would be answered 503."""
+    serving_now = any(s.weight > 0 and s.healthy for s in states)
+    serving_then = any(target[s.server] > 0 and s.healthy for s in states)
+    return serving_now and not serving_then
+
+
+def _recheck_seconds(probe: Probe) -> float:
+    """How long a DOWN server takes to be seen UP again when it answers: `rise` checks, each at the
+    down interval (at most 1 s, see server_options) and up to its timeout, twice over for a check
+    already under way, plus a second for a loaded host."""
+    return 2 * probe.success_threshold * (min(probe.period, 1) + probe.timeout) + 1
 
 
 def _group(states: list[ServerState]) -> dict[str, list[str]]:
