@@ -109,6 +109,8 @@ _POSTGRES_DOWN = (
     "connection timed out",
     "no route to host",
     "network is unreachable",
+    "the database system is shutting down",  # a server going away: no session is taken now
+    "the database system is starting up",
     "no such file or directory",  # a UNIX socket nobody listens on
 )
 """What libpq says when no server answers at the address (a wrong password is an answer)."""
@@ -197,6 +199,10 @@ def dump_postgres(source: PostgresSource, snapshot: PostgresSnapshot, out_dir: P
 
 _POSTGRES_LOST = (
     "server closed the connection unexpectedly",
+    # libpq's message goes on over two more lines, and pg_dump's parallel workers may print after
+    # it: the tool's last lines, which is all an error keeps, may hold only these
+    "this probably means the server terminated abnormally",
+    "before or while processing the request",
     "terminating connection due to administrator command",
     "terminating connection due to immediate shutdown",
     "terminating connection because of crash of another server process",

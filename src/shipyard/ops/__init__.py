@@ -10,16 +10,13 @@ line for people; requests are JSON so that a job can store one and run it later.
     print(result.summary())
 """
 
-import ast
-import functools
-import importlib
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# What this package exports, and from which module: read by type checkers here, and by
-# `__getattr__` below at run time, which imports a module only when one of its names is first
-# used. A command then loads only the verbs it runs: `rollout promote` needs none of the backup,
-# drill or Kubernetes-apply modules, whose imports cost a CLI command most of a second.
+from .._lazy import lazy_exports
+
+# What this package exports, and from which module: read by type checkers here, and at run time
+# by `lazy_exports`, which imports a module only when one of its names is first used (a command
+# loads only the verbs it runs; the backup, drill and Kubernetes-apply modules cost most of a second).
 if TYPE_CHECKING:
     from ._apply import (
         AppliedView,
@@ -386,27 +383,5 @@ __all__ = [
 ]
 
 
-@functools.cache
-def _module_of() -> dict[str, str]:
-    """Each exported name's module, from the `if TYPE_CHECKING:` imports above (written once)."""
-    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
-    return {
-        alias.asname or alias.name: f".{node.module}"
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
-        for alias in node.names
-    }
-
-
 if not TYPE_CHECKING:  # to a type checker, a module `__getattr__` would make every name exist
-
-    def __getattr__(name: str) -> Any:
-        module = _module_of().get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module, __name__), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted(__all__)
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

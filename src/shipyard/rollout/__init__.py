@@ -11,60 +11,67 @@ load). A release is steered through the driver of the target it was recorded wit
     driver.run(rollout_id)
 """
 
-from ._analysis import PROMETHEUS_URL_ENV, analyse
-from ._controller import (
-    COMMANDS,
-    Controller,
-    action_from_data,
-    check_release,
-    latest_release,
-    lock_name,
-    queue_command,
-    release_in_progress,
-    release_plan,
-    steer_release,
-    wait_for_command,
-)
-from ._detached import last_release_id, recorded_release
-from ._driver import (
-    TARGETS,
-    KubeConnection,
-    OnProgress,
-    PlannedRelease,
-    ReleaseDriver,
-    Steered,
-    TargetName,
-    describe_plan,
-    release_driver,
-    where,
-)
-from ._loadgen import LoadGenerator, LoadReport
-from ._local_releases import LocalReleases
-from ._model import (
-    LATENCY_BUCKETS_MS,
-    Analysis,
-    Check,
-    Health,
-    MigrationResult,
-    Sample,
-    TargetStatus,
-    Verdict,
-    Weights,
-)
-from ._prometheus import PrometheusChecks, ReleaseContext
-from ._strategy import (
-    Phase,
-    Plan,
-    RolloutState,
-    allowed_commands,
-    describe,
-    is_finished,
-    next_action,
-    on_command,
-    on_outcome,
-    plan_steps,
-    start,
-)
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+# Imported on first use (see shipyard._lazy): an instance's supervisor runs as a module of this
+# package and must not load the controller, the analysis and the database layer to watch a process.
+if TYPE_CHECKING:
+    from ._analysis import PROMETHEUS_URL_ENV, analyse
+    from ._controller import (
+        COMMANDS,
+        Controller,
+        action_from_data,
+        check_release,
+        latest_release,
+        lock_name,
+        queue_command,
+        release_in_progress,
+        release_plan,
+        steer_release,
+        wait_for_command,
+    )
+    from ._detached import last_release_id, recorded_release
+    from ._driver import (
+        TARGETS,
+        KubeConnection,
+        OnProgress,
+        PlannedRelease,
+        ReleaseDriver,
+        Steered,
+        TargetName,
+        describe_plan,
+        release_driver,
+        where,
+    )
+    from ._loadgen import LoadGenerator, LoadReport
+    from ._local_releases import LocalReleases
+    from ._model import (
+        LATENCY_BUCKETS_MS,
+        Analysis,
+        Check,
+        Health,
+        MigrationResult,
+        Sample,
+        TargetStatus,
+        Verdict,
+        Weights,
+    )
+    from ._prometheus import PrometheusChecks, ReleaseContext
+    from ._strategy import (
+        Phase,
+        Plan,
+        RolloutState,
+        allowed_commands,
+        describe,
+        is_finished,
+        next_action,
+        on_command,
+        on_outcome,
+        plan_steps,
+        start,
+    )
 
 __all__ = [
     "COMMANDS",
@@ -118,3 +125,7 @@ __all__ = [
     "wait_for_command",
     "where",
 ]
+
+
+if not TYPE_CHECKING:  # to a type checker, a module `__getattr__` would make every name exist
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)
