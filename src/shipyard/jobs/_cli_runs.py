@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 from ..errors import ShipyardError
 from ..ops import Result, Workspace
 from ..state import JobRow, record_audit
-from ._requests import subject_of
 from ._runner import SUMMARY_CHARS, action_of, finish_job
+from ._stored import subject_of
 
 R = TypeVar("R", bound=Result)
 

@@ -32,7 +32,7 @@ from ..errors import ConflictError, JobFailedError, NotFoundError, UserError
 from ..host import pid_alive, read_tail, terminate_group
 from ..spec import Stack, load_spec
 from ..state import JobRow, as_utc, record_audit, utcnow
-from ._requests import check_request, describe, subject_of
+from ._stored import check_request, describe, subject_of
 
 SUMMARY_CHARS = 300
 STOPPED = "server stopped while it ran"

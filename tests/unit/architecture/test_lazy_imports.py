@@ -27,3 +27,10 @@ def test_a_lazy_export_is_loaded_when_first_used() -> None:
     loaded = _loaded_by("shipyard.rollout")
     assert "shipyard.rollout._controller" not in loaded
     assert "shipyard.rollout._controller" in _loaded_by("shipyard.rollout; shipyard.rollout.Controller")
+
+
+def test_a_cli_run_recorded_as_a_job_loads_no_backup_or_drill_module() -> None:
+    """`shipyard deploy` is recorded as a job: it needs the jobs layer's recording, not the union
+    of every request a job may run (which loads `shipyard.backup` and `shipyard.dr`)."""
+    loaded = _loaded_by("shipyard.jobs; shipyard.jobs.run_recorded_here")
+    assert [name for name in ("shipyard.backup", "shipyard.dr") if name in loaded] == []
