@@ -75,7 +75,11 @@ bench: install
 	$(PY) bench/flags_bench.py
 	$(PY) bench/flags_server_bench.py --write
 	$(PY) bench/flags_propagation_bench.py --write
+	@# the null demo app, then apps doing 100 and 200 µs of CPU per request (a proxy's share of the
+	@# work shrinks as the app's grows; see bench/rollout_bench.py)
 	$(PY) bench/rollout_bench.py --write
+	$(PY) bench/rollout_bench.py --work-us 100 --write
+	$(PY) bench/rollout_bench.py --work-us 200 --write
 	$(PY) bench/backup_bench.py --write
 	$(PY) bench/schemathesis_full.py --write
 
