@@ -146,6 +146,21 @@ def test_failing_health_keeps_a_version_out_of_traffic() -> None:
         # All traffic to an unhealthy version is refused; a share of it is routed around it.
         with pytest.raises(TargetError, match="no healthy instance"):
             target.set_weights("web", {"v1": 0, "v2": 100})
+        # Refused too when the version serving misses checks while the refusal waits for v2's next
+        # one: what counts is that it served when asked (it stalls 0.3 s in, and is DOWN soon after).
+        serving = target.supervisor.get("web.v1_1")
+        assert serving is not None
+        assert serving.app_pid is not None
+        stall = threading.Timer(0.3, os.kill, (serving.app_pid, signal.SIGSTOP))
+        stall.start()
+        try:
+            with pytest.raises(TargetError, match="no healthy instance"):
+                target.set_weights("web", {"v1": 0, "v2": 100})
+        finally:
+            stall.cancel()
+            stall.join()
+            os.kill(serving.app_pid, signal.SIGCONT)
+        _ready(target, "v1")
         target.set_weights("web", {"v1": 50, "v2": 50})
         results = get_versions(port, 100)
         assert results == [(200, "v1")] * 100

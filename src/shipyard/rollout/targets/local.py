@@ -500,12 +500,19 @@ class LocalTarget:
         """Set every server's weight so the versions get `shares`; raised weights first, so that no
         moment has every server at 0 (which would answer 503)."""
         backend = backend_name(service)
+        serving_when_asked: bool | None = None
         recheck_until: float | None = None
         while True:
             states = [s for s in self._server_states(service) if not s.maintenance]
             by_version = _group(states)
             target = server_weights(_complete(shares, by_version), by_version)
-            if not (require_healthy and target and _strands_traffic(states, target)):
+            if not require_healthy or not target or any(target[s.server] > 0 and s.healthy for s in states):
+                break
+            # Refused only when it would make things worse than when asked: healthy servers took
+            # traffic then (read once: one of them missing a check while we wait changes nothing).
+            if serving_when_asked is None:
+                serving_when_asked = any(s.weight > 0 and s.healthy for s in states)
+            if not serving_when_asked:
                 break
             # An instance that missed one check (a stall on a loaded host) is DOWN until its next
             # one passes: wait for that round of checks before refusing, so a release does not fail
@@ -622,14 +629,6 @@ def _version_of(instance_name: str) -> str | None:
 def _server_version(server: str) -> str | None:
     parsed = parse_server_name(server)
     return parsed[0] if parsed else None
-
-
-def _strands_traffic(states: list[ServerState], target: Mapping[str, int]) -> bool:
-    """Whether weights `target` would take all traffic from healthy servers to none: every request
-    would be answered 503."""
-    serving_now = any(s.weight > 0 and s.healthy for s in states)
-    serving_then = any(target[s.server] > 0 and s.healthy for s in states)
-    return serving_now and not serving_then
 
 
 def _recheck_seconds(probe: Probe) -> float:
