@@ -48,6 +48,14 @@ def _ready(target: LocalTarget, version: str) -> None:
     assert wait_until(lambda: target.health("web", version).ready, DEADLINE_S), target.health("web", version)
 
 
+def _app_pid(target: LocalTarget, instance: str) -> int:
+    """The pid of instance `instance`'s app process (to stop and continue it)."""
+    found = target.supervisor.get(instance)
+    assert found is not None
+    assert found.app_pid is not None
+    return found.app_pid
+
+
 def _servers(target: LocalTarget) -> list[str]:
     return sorted(s.server for s in target.client.servers_state(backend_name("web")))
 
@@ -148,10 +156,8 @@ def test_failing_health_keeps_a_version_out_of_traffic() -> None:
             target.set_weights("web", {"v1": 0, "v2": 100})
         # Refused too when the version serving misses checks while the refusal waits for v2's next
         # one: what counts is that it served when asked (it stalls 0.3 s in, and is DOWN soon after).
-        serving = target.supervisor.get("web.v1_1")
-        assert serving is not None
-        assert serving.app_pid is not None
-        stall = threading.Timer(0.3, os.kill, (serving.app_pid, signal.SIGSTOP))
+        serving = _app_pid(target, "web.v1_1")
+        stall = threading.Timer(0.3, os.kill, (serving, signal.SIGSTOP))
         stall.start()
         try:
             with pytest.raises(TargetError, match="no healthy instance"):
@@ -159,7 +165,7 @@ def test_failing_health_keeps_a_version_out_of_traffic() -> None:
         finally:
             stall.cancel()
             stall.join()
-            os.kill(serving.app_pid, signal.SIGCONT)
+            os.kill(serving, signal.SIGCONT)
         _ready(target, "v1")
         target.set_weights("web", {"v1": 50, "v2": 50})
         results = get_versions(port, 100)
@@ -179,18 +185,16 @@ def test_an_instance_down_for_one_missed_check_is_waited_for_not_refused() -> No
         target.set_weights("web", {"v1": 100})
         target.prepare("web", "v2", 1)
         _ready(target, "v2")
-        instance = target.supervisor.get("web.v2_1")
-        assert instance is not None
-        assert instance.app_pid is not None
-        os.kill(instance.app_pid, signal.SIGSTOP)  # it answers nothing, its checks time out
-        resume = threading.Timer(0.3, os.kill, (instance.app_pid, signal.SIGCONT))
+        candidate = _app_pid(target, "web.v2_1")
+        os.kill(candidate, signal.SIGSTOP)  # it answers nothing, its checks time out
+        resume = threading.Timer(0.3, os.kill, (candidate, signal.SIGCONT))
         try:
             assert wait_until(lambda: "v2_1: DOWN" in target.health("web", "v2").detail, DEADLINE_S)
             resume.start()  # it answers again soon after the weights are asked for
             target.set_weights("web", {"v1": 0, "v2": 100})
         finally:
             resume.cancel()
-            os.kill(instance.app_pid, signal.SIGCONT)
+            os.kill(candidate, signal.SIGCONT)
         assert target.status("web").versions == {"v1": 0, "v2": 100}
         assert get_versions(port, 20) == [(200, "v2")] * 20
 

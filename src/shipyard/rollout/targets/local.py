@@ -500,31 +500,29 @@ class LocalTarget:
         """Set every server's weight so the versions get `shares`; raised weights first, so that no
         moment has every server at 0 (which would answer 503)."""
         backend = backend_name(service)
-        serving_when_asked: bool | None = None
-        recheck_until: float | None = None
+        recheck: tuple[float, float] | None = None  # (seconds to wait for a check, until when)
         while True:
             states = [s for s in self._server_states(service) if not s.maintenance]
             by_version = _group(states)
             target = server_weights(_complete(shares, by_version), by_version)
             if not require_healthy or not target or any(target[s.server] > 0 and s.healthy for s in states):
                 break
-            # Refused only when it would make things worse than when asked: healthy servers took
-            # traffic then (read once: one of them missing a check while we wait changes nothing).
-            if serving_when_asked is None:
-                serving_when_asked = any(s.weight > 0 and s.healthy for s in states)
-            if not serving_when_asked:
-                break
-            # An instance that missed one check (a stall on a loaded host) is DOWN until its next
-            # one passes: wait for that round of checks before refusing, so a release does not fail
-            # on one late answer. One that stays down is refused after it.
-            recheck_s = _recheck_seconds(readiness_probe(self.stack, service))
-            if recheck_until is None:
-                recheck_until = time.monotonic() + recheck_s
-            elif time.monotonic() >= recheck_until:
+            if recheck is None:
+                # Refused only when it would make things worse than when asked: healthy servers
+                # took traffic then (read once: one of them missing a check while we wait changes
+                # nothing).
+                if not any(s.weight > 0 and s.healthy for s in states):
+                    break
+                # An instance that missed one check (a stall on a loaded host) is DOWN until its
+                # next one passes: wait for that round of checks before refusing, so a release does
+                # not fail on one late answer. One that stays down is refused after it.
+                seconds = _recheck_seconds(readiness_probe(self.stack, service))
+                recheck = (seconds, time.monotonic() + seconds)
+            elif time.monotonic() >= recheck[1]:
                 asked = ", ".join(f"{v} {p}%" for v, p in shares.items() if p)
                 raise TargetError(
                     f"refusing to route {service} to {asked}: no healthy instance would take traffic "
-                    f"(none passed a health check in the {recheck_s:g} s waited for one)"
+                    f"(none passed a health check in the {recheck[0]:g} s waited for one)"
                 )
             time.sleep(_POLL_S)
         current = {s.server: s for s in states}
